@@ -1,0 +1,23 @@
+"""cellkit dashboard entry point: page config and navigation. Run: streamlit run app.py"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="cellkit — blood smear analysis", page_icon="🩸", layout="wide")
+
+pages = st.navigation(
+    {
+        "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+        "Analyse": [
+            st.Page("pages/slide.py", title="Slide analysis", icon=":material/biotech:", url_path="slide"),
+            st.Page("pages/classify.py", title="Classify crops", icon=":material/category:", url_path="classify"),
+            st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
+        ],
+        "Data & models": [
+            st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
+            st.Page("pages/models.py", title="Models", icon=":material/leaderboard:", url_path="models"),
+        ],
+    }
+)
+pages.run()

@@ -1,0 +1,3 @@
+from cellkit.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""The one error type cellkit raises for anything a user can fix."""
+
+from __future__ import annotations
+
+
+class CellkitError(ValueError):
+    """A problem with the user's input or set-up; the message says what to do about it."""

@@ -1,0 +1,120 @@
+"""One spec per model: architecture, input size, mean/std, labels, target layer, weights.
+
+The spec is stored as a JSON model card beside the weights (``weights/<name>.json``), so the
+preprocessing used at inference is always the one used in training. Cards also carry the data,
+split, metrics, sha256 and the exact training command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cellkit import config
+from cellkit.errors import CellkitError
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model and feed it correctly."""
+
+    name: str
+    task: str  # "classifier" | "detector"
+    arch: str
+    weights: str  # file name inside the weights folder
+    input_size: int
+    labels: list[str]  # classifier: leaf ids in output order; detector: class names
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    taxonomy: str = "pbc"
+    target_layer: str = ""  # module path for CAM methods, e.g. "conv_head"
+    temperature: float = 1.0  # calibration: logits / temperature
+    crop_scale: float = 2.0  # crop side = crop_scale x the cell's box side (PBC framing)
+    threshold: float = 0.5  # deepest-confident-node threshold
+    ood: dict[str, Any] = field(default_factory=dict)  # statistics for the OOD score
+    card: dict[str, Any] = field(default_factory=dict)  # data, split, metrics, sha256, command, ...
+
+    def __post_init__(self) -> None:
+        if self.task not in ("classifier", "detector"):
+            raise CellkitError(f"model {self.name!r}: task must be 'classifier' or 'detector', got {self.task!r}")
+        if self.input_size <= 0:
+            raise CellkitError(f"model {self.name!r}: input_size must be positive, got {self.input_size}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise CellkitError(f"model {self.name!r}: expected 3 mean/std values, got {self.mean}/{self.std}")
+
+    @property
+    def weights_path(self) -> Path:
+        return weights_dir_for(self)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    def save(self, folder: str | Path | None = None) -> Path:
+        folder = Path(folder or config.weights_dir())
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelSpec:
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("name", "task", "arch", "weights", "input_size", "labels") if k not in raw]
+        if missing:
+            raise CellkitError(f"model card is missing {missing}; regenerate it with `cellkit train`")
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def weights_dir_for(spec: ModelSpec, folder: str | Path | None = None) -> Path:
+    return Path(folder or config.weights_dir()) / spec.weights
+
+
+def load_spec(name_or_path: str | Path, folder: str | Path | None = None) -> ModelSpec:
+    """Read a model card by model name (in the weights folder) or by path to its JSON."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = Path(folder or config.weights_dir()) / f"{name_or_path}.json"
+    if not path.is_file():
+        have = ", ".join(s.name for s in list_specs(folder)) or "none"
+        raise CellkitError(f"model card {path} not found (available: {have}); train one with `cellkit train`")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CellkitError(f"model card {path} is not valid JSON: {exc}") from None
+    return ModelSpec.from_dict(raw)
+
+
+def list_specs(folder: str | Path | None = None, task: str | None = None) -> list[ModelSpec]:
+    """All readable model cards in the weights folder (optionally of one task), by name."""
+    folder = Path(folder or config.weights_dir())
+    specs = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            spec = ModelSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (CellkitError, json.JSONDecodeError, TypeError):
+            continue
+        if task is None or spec.task == task:
+            specs.append(spec)
+    return specs
+
+
+def default_spec(task: str, folder: str | Path | None = None) -> ModelSpec:
+    """The model of a task marked ``card["default"]``, else the first one by name."""
+    specs = list_specs(folder, task)
+    if not specs:
+        raise CellkitError(f"no {task} in {folder or config.weights_dir()}; train one with `cellkit train {task}`")
+    marked = [s for s in specs if s.card.get("default")]
+    return (marked or specs)[0]
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""UI glue for the Streamlit pages: cached resources and small widget helpers (no logic)."""

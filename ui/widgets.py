@@ -1,0 +1,3 @@
+"""Small widget helpers returning plain values."""
+
+from __future__ import annotations
