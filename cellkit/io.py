@@ -149,7 +149,9 @@ def safe_zip_members(zf: zipfile.ZipFile, *, label: str = "zip") -> list[zipfile
             raise CellkitError(f"{label}: unsafe path {info.filename!r} inside the archive; refusing the whole zip")
         total += info.file_size
         if total > MAX_ZIP_TOTAL_BYTES:
-            raise CellkitError(f"{label}: uncompressed size over {MAX_ZIP_TOTAL_BYTES / 1e9:.0f} GB; refusing (zip bomb?)")
+            raise CellkitError(
+                f"{label}: uncompressed size over {MAX_ZIP_TOTAL_BYTES / 1e9:.0f} GB; refusing (zip bomb?)"
+            )
         if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 10_000_000:
             raise CellkitError(
                 f"{label}: member {info.filename!r} expands {info.file_size / info.compress_size:.0f}x; "
@@ -162,7 +164,9 @@ def safe_zip_members(zf: zipfile.ZipFile, *, label: str = "zip") -> list[zipfile
     return sorted(members, key=lambda i: i.filename)
 
 
-def iter_zip(source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[ImageItem]:
+def iter_zip(
+    source: str | os.PathLike | bytes, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[ImageItem]:
     """Yield the images of a zip (path or bytes) as ImageItems named ``zipname/member``."""
     label = name or (Path(source).name if not isinstance(source, bytes) else "upload.zip")
     try:

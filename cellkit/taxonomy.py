@@ -196,9 +196,7 @@ class Taxonomy:
         for m in members:
             for leaf in self.leaves_under(m):
                 if leaf in mapping:
-                    raise CellkitError(
-                        f"grouping {name!r}: leaf {leaf!r} lies under both {mapping[leaf]!r} and {m!r}"
-                    )
+                    raise CellkitError(f"grouping {name!r}: leaf {leaf!r} lies under both {mapping[leaf]!r} and {m!r}")
                 mapping[leaf] = m
         missing = [leaf for leaf in self.leaves if leaf not in mapping]
         if missing:

@@ -37,8 +37,10 @@ class Detections:
     data: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4) if np.size(self.xyxy) == 0 else np.asarray(
-            self.xyxy, dtype=np.float32
+        self.xyxy = (
+            np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+            if np.size(self.xyxy) == 0
+            else np.asarray(self.xyxy, dtype=np.float32)
         )
         self.confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
         self.class_id = np.asarray(self.class_id).reshape(-1)
@@ -52,7 +54,9 @@ class Detections:
         _check_shape("class_id", self.class_id, (n,))
         if n and (np.any(self.xyxy[:, 2] < self.xyxy[:, 0]) or np.any(self.xyxy[:, 3] < self.xyxy[:, 1])):
             raise CellkitError("xyxy: expected x2 >= x1 and y2 >= y1 for every box")
-        if n and (np.any(self.confidence < 0) or np.any(self.confidence > 1) or not np.all(np.isfinite(self.confidence))):
+        if n and (
+            np.any(self.confidence < 0) or np.any(self.confidence > 1) or not np.all(np.isfinite(self.confidence))
+        ):
             raise CellkitError("confidence: expected values in [0, 1]")
         if n and (self.class_id.min() < 0 or self.class_id.max() >= len(self.class_names)):
             raise CellkitError(
@@ -142,7 +146,11 @@ class Prediction:
     def __post_init__(self) -> None:
         self.node_probs = np.asarray(self.node_probs, dtype=np.float32)
         _check_shape("node_probs", self.node_probs, (len(self.node_ids),))
-        if not np.all(np.isfinite(self.node_probs)) or self.node_probs.min() < -1e-4 or self.node_probs.max() > 1 + 1e-4:
+        if (
+            not np.all(np.isfinite(self.node_probs))
+            or self.node_probs.min() < -1e-4
+            or self.node_probs.max() > 1 + 1e-4
+        ):
             raise CellkitError("node_probs: expected finite probabilities in [0, 1]")
         for name in ("leaf", "label"):
             if getattr(self, name) not in self.node_ids:

@@ -1,3 +1,3 @@
 import streamlit as st
 
-st.title('models')
+st.title("models")
