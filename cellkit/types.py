@@ -18,7 +18,7 @@ DETECTION_CLASSES: tuple[str, ...] = ("wbc", "rbc", "platelet")
 def _check_shape(name: str, arr: np.ndarray, shape: tuple[int | None, ...]) -> None:
     ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape, strict=True))
     if not ok:
-        want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
+        want = str(tuple("n" if s is None else s for s in shape)).replace("'", "")
         raise CellkitError(f"{name}: expected shape {want}, got {arr.shape}")
 
 
@@ -44,9 +44,9 @@ class Detections:
         )
         self.confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
         self.class_id = np.asarray(self.class_id).reshape(-1)
-        if self.class_id.size and not np.issubdtype(self.class_id.dtype, np.integer):
-            if not np.all(np.mod(self.class_id, 1) == 0):
-                raise CellkitError(f"class_id: expected integers, got {self.class_id.dtype}")
+        integral = np.issubdtype(self.class_id.dtype, np.integer)
+        if self.class_id.size and not integral and not np.all(np.mod(self.class_id, 1) == 0):
+            raise CellkitError(f"class_id: expected integers, got {self.class_id.dtype}")
         self.class_id = self.class_id.astype(np.int64)
         n = len(self.xyxy)
         _check_shape("xyxy", self.xyxy, (None, 4))

@@ -1,3 +1,103 @@
+"""Home: what cellkit does, the four workflows, and what is installed on this machine."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
 import streamlit as st
 
-st.title("home")
+import cellkit
+from cellkit import config
+from cellkit.errors import CellkitError
+from cellkit.models import list_specs
+from ui.widgets import masked_db_url, metrics_summary, page_link_ui, short_sha256
+
+WORKFLOWS = [
+    ("pages/slide.py", "Slide analysis", ":material/biotech:",
+     "Upload a smear: every cell found, white cells classified through the lineage tree, "
+     "a differential count to review and correct."),
+    ("pages/classify.py", "Classify crops", ":material/category:",
+     "Single-cell images or a zip of them: probabilities at every level of the tree, "
+     "out-of-distribution flags, CSV export."),
+    ("pages/explain.py", "Explain", ":material/visibility:",
+     "Heatmaps over a cell (Grad-CAM and friends): see which pixels drove the model's call."),
+    ("pages/dataset.py", "Dataset", ":material/dataset:",
+     "Any image folder: class balance per tree level, stain by source, sizes, duplicates that leak."),
+]  # fmt: skip
+
+st.title("cellkit", anchor=False)
+st.markdown(
+    "#### Digital blood-smear morphology that runs on your own machine\n"
+    "Find every cell, classify white cells from lineage down to subtype, "
+    "and show *why* the model said so."
+)
+
+for col, (page, title, icon, text) in zip(st.columns(4), WORKFLOWS, strict=True):
+    with col.container(border=True, height="stretch"):
+        page_link_ui(page, title, icon)
+        st.caption(text)
+
+st.subheader("Installed here", anchor=False)
+specs = list_specs()
+if specs:
+    rows = []
+    for spec in specs:
+        rows.append(
+            {
+                "model": spec.name + (" ★" if spec.card.get("default") else ""),
+                "task": spec.task,
+                "architecture": spec.arch,
+                "input": f"{spec.input_size} px",
+                "classes": len(spec.labels),
+                "key metrics": metrics_summary(spec.card.get("metrics")),
+                "sha256": short_sha256(spec),
+            }
+        )
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("★ default model of its task. Full model cards: " + "`weights/<name>.json`.")
+    page_link_ui("pages/models.py", "Compare models", ":material/leaderboard:")
+else:
+    st.info(
+        f"No trained models in `{config.weights_dir()}` yet. Train them with "
+        "`cellkit train classifier …` and `cellkit train detector …` (see the README); "
+        "the Dataset page works without any model.",
+        icon=":material/school:",
+    )
+
+db_col, data_col, ver_col = st.columns(3)
+with db_col.container(border=True, height="stretch"):
+    st.markdown("**:material/database: Database**")
+    url = masked_db_url(config.db_url())
+    st.code(url, language=None, wrap_lines=True)
+    try:
+        from ui.resources import store
+
+        st.caption(f"{len(store().list_analyses())} stored analyses")
+    except (CellkitError, ImportError, AttributeError) as exc:
+        st.caption(f"analyses store not available ({exc})")
+    st.caption("Set `CELLKIT_DB_URL` for any SQLAlchemy database.")
+
+with data_col.container(border=True, height="stretch"):
+    st.markdown("**:material/folder: Data folder**")
+    data = config.data_dir()
+    if data is None:
+        st.caption("None set. Point `CELLKIT_DATA_DIR` at a folder of datasets, or type a path on the Dataset page.")
+    else:
+        st.code(str(data), language=None, wrap_lines=True)
+        st.caption("found" if data.is_dir() else ":orange[not found] — check `CELLKIT_DATA_DIR`")
+
+with ver_col.container(border=True, height="stretch"):
+    st.markdown("**:material/memory: Software**")
+    versions = {"cellkit": cellkit.__version__}
+    for pkg in ("torch", "streamlit", "ultralytics"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    st.markdown("  \n".join(f"{k} `{v}`" for k, v in versions.items()))
+    st.caption("Runs on a plain CPU.")
+
+st.caption(
+    ":material/lock: Images never leave this machine: models run locally, nothing is uploaded, "
+    "usage telemetry is off. Research tool — not a medical device."
+)
