@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+import cellkit
+
 st.set_page_config(page_title="cellkit — blood smear analysis", page_icon="🩸", layout="wide")
 
 pages = st.navigation(
@@ -20,4 +22,5 @@ pages = st.navigation(
         ],
     }
 )
+st.sidebar.caption(f"cellkit {cellkit.__version__} · runs locally, nothing leaves this machine")
 pages.run()

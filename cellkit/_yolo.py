@@ -37,11 +37,26 @@ def _prepare() -> None:
         pass
     from ultralytics.utils import SETTINGS
 
+    _unpatch_pil()
+
     wanted = {"sync": False, "hub": False, "wandb": False, "mlflow": False, "tensorboard": False, "clearml": False}
     wanted = {k: v for k, v in wanted.items() if k in SETTINGS and SETTINGS[k] != v}
     if wanted:
         SETTINGS.update(wanted)
     _READY = True
+
+
+def _unpatch_pil() -> None:
+    """Undo ultralytics' global ``PIL.Image.open`` patch (it tries to pip-install pi-heif on unknown files).
+
+    With the patch, reading a corrupt upload anywhere in the process raises ModuleNotFoundError instead
+    of PIL's UnidentifiedImageError, which ``cellkit.io`` turns into a clear CellkitError.
+    """
+    from PIL import Image
+    from ultralytics.utils import patches
+
+    if getattr(patches, "_image_open", None) is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = patches._image_open
 
 
 def yolo_class() -> Any:
@@ -65,3 +80,19 @@ def build_yolo(arch: str = "yolov8n.yaml", nc: int = 3) -> Any:
 
         model.model = DetectionModel(arch, nc=nc, verbose=False)
     return model
+
+
+def detection_model(arch: str = "yolov8n.yaml", nc: int = 3) -> Any:
+    """A bare ultralytics ``DetectionModel`` (torch module) built from a model yaml."""
+    _prepare()
+    from ultralytics.nn.tasks import DetectionModel
+
+    return DetectionModel(arch, nc=nc, verbose=False)
+
+
+def nms(prediction: Any, conf: float, iou: float, max_det: int = 1000) -> list[Any]:
+    """ultralytics' class-aware NMS on raw YOLO output; one (n, 6) tensor x1 y1 x2 y2 conf cls per image."""
+    _prepare()
+    from ultralytics.utils.nms import non_max_suppression
+
+    return non_max_suppression(prediction, conf_thres=conf, iou_thres=iou, max_det=max_det)

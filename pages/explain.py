@@ -1,3 +1,124 @@
+"""Explain: why does the model give this crop this probability, at any node of the tree?"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
 import streamlit as st
 
-st.title("explain")
+from cellkit import config
+from cellkit.classify import resize_square
+from cellkit.explain import METHOD_NAMES, get_explainer, sanity_check
+from cellkit.explain.render import COLORMAPS, maps_zip, overlay
+from cellkit.io import IMAGE_SUFFIXES, read_image
+from ui import resources, widgets
+
+st.title("Explain")
+st.caption(
+    "Where does the model look when it calls a cell a monocyte — or an immature granulocyte? "
+    "Pick a crop, a node of the tree and one or more methods."
+)
+state = st.session_state
+
+with resources.user_errors():
+    clf = resources.classifier()
+tax = clf.taxonomy
+
+sources = ["Upload a crop", "Image of a dataset folder"]
+if state.get("explain_crop") is not None:
+    sources.insert(0, "Cell from the slide analysis")
+source = st.radio("Crop", sources, horizontal=True, key="explain_source")
+crop = None
+if source == "Cell from the slide analysis":
+    crop = state["explain_crop"]
+    if state.get("explain_label"):
+        st.caption(f"Label on the slide: {state['explain_label']}")
+elif source == "Upload a crop":
+    upload = st.file_uploader("Single-cell crop", type=[s.lstrip(".") for s in IMAGE_SUFFIXES], key="explain_upload")
+    if upload is not None:
+        with resources.user_errors():
+            crop = read_image(upload.getvalue(), name=upload.name)
+else:
+    root = Path(st.text_input("Folder with one sub-folder per class", str((config.data_dir() or Path(".")) / "pbc")))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not classes:
+        st.error(f"No class sub-folders in {root}; give a folder like ../shared/data/pbc.")
+        st.stop()
+    cls = st.selectbox("Class folder", classes)
+    files = sorted(p.name for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:500]
+    name = st.selectbox("Image", files)
+    if name:
+        with resources.user_errors():
+            crop = read_image(root / cls / name)
+if crop is None:
+    st.info("Upload a single-cell crop (one cell centred, filling about half of the picture).")
+    st.stop()
+
+pred = clf.predict([crop])[0]
+ids = list(tax.ids)
+left, right = st.columns([2, 1])
+node = left.selectbox(
+    "Node to explain",
+    ids,
+    index=ids.index(pred.label),
+    format_func=lambda i: f"{'· ' * (tax.depth(i) - 1)}{tax.display(i)} ({i}) — p={pred.prob(i):.2f}",
+    help="Any node of the tree: an inner node is explained through the sum of its leaves' probabilities.",
+)
+methods = left.multiselect(
+    "Methods", list(METHOD_NAMES), default=["gradcam", "ig"], format_func=METHOD_NAMES.get, key="explain_methods"
+)
+c1, c2 = left.columns(2)
+alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05)
+cmap = c2.selectbox("Colour map", COLORMAPS)
+right.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key="explain_tree")
+right.caption(f"Model {clf.spec.name}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), leaf {pred.leaf}")
+
+heatmaps = []
+with st.spinner("Computing explanations…"), resources.user_errors():
+    for m in methods:
+        heatmaps.append(resources.explanation(crop, node, m, clf.spec.name))
+    ref = resources.explanation_reference(crop, node, clf.spec.name) if methods else {}
+
+PER_ROW = 4  # crop + 3 maps per row keeps the maps big enough to read
+cols = [c for start in range(0, 1 + len(heatmaps), PER_ROW) for c in st.columns(PER_ROW)]
+cols[0].image(resize_square(crop, 256), caption="Crop (as the model frames it)", width="stretch")
+sanity = state.setdefault("explain_sanity", {})
+crop_id = hashlib.sha1(crop.tobytes()).hexdigest()
+for col, hm in zip(cols[1:], heatmaps, strict=False):
+    col.image(overlay(crop, hm.values, alpha, cmap, size=256), caption=METHOD_NAMES[hm.method], width="stretch")
+    s = hm.scores
+    col.caption(
+        f"{s['seconds']:.2f} s · deletion AUC **{s['deletion_auc']:.2f}** ↓ (random {ref['random_deletion_auc']:.2f})"
+        f" · insertion AUC **{s['insertion_auc']:.2f}** ↑ (random {ref['random_insertion_auc']:.2f})"
+    )
+    check = sanity.get((crop_id, clf.spec.name, node, hm.method))
+    if check:
+        verdict = "passed: the map changes with the weights" if check["passed"] else "FAILED: same map without weights"
+        verdict = "inconclusive: the map is blank" if check.get("blank") else verdict
+        col.caption(f"Sanity check {verdict} (Spearman {check['spearman']:.2f}, SSIM {check['ssim']:.2f})")
+
+if heatmaps:
+    b1, b2 = st.columns(2)
+    if b1.button(
+        "Sanity check (randomised model)", icon=":material/shuffle:", help="Explain again with random weights"
+    ):
+        with st.spinner("Explaining with a randomised copy of the model…"), resources.user_errors():
+            for hm in heatmaps:
+                sanity[(crop_id, clf.spec.name, node, hm.method)] = sanity_check(
+                    clf, crop, node, get_explainer(hm.method)
+                )
+        st.rerun()
+    b2.download_button(
+        "Download maps (PNG + .npy, zip)",
+        maps_zip(crop, heatmaps, alpha, cmap),
+        file_name=f"explain_{node}.zip",
+        mime="application/zip",
+        icon=":material/download:",
+    )
+    st.caption(
+        "Maps show evidence *for* the node (1 = strongest). Deletion AUC ↓: blurring the top-ranked pixels "
+        "first should make the node's probability fall faster than a random order (lower is better). "
+        "Insertion AUC ↑: restoring them first should make it rise faster (higher is better). "
+        "The sanity check explains again with random weights: a trustworthy map must change."
+    )

@@ -5,12 +5,14 @@ from __future__ import annotations
 from importlib import metadata
 
 import streamlit as st
+from sqlalchemy.exc import SQLAlchemyError
 
 import cellkit
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.models import list_specs
-from ui.widgets import masked_db_url, metrics_summary, page_link_ui, short_sha256
+from cellkit.taxonomy import list_taxonomies, load_taxonomy
+from ui.widgets import masked_db_url, metrics_summary, page_link_ui, short_sha256, stored_analyses
 
 WORKFLOWS = [
     ("pages/slide.py", "Slide analysis", ":material/biotech:",
@@ -20,7 +22,7 @@ WORKFLOWS = [
      "Single-cell images or a zip of them: probabilities at every level of the tree, "
      "out-of-distribution flags, CSV export."),
     ("pages/explain.py", "Explain", ":material/visibility:",
-     "Heatmaps over a cell (Grad-CAM and friends): see which pixels drove the model's call."),
+     "Grad-CAM, occlusion and integrated gradients for any node of the tree: see which pixels drove a call."),
     ("pages/dataset.py", "Dataset", ":material/dataset:",
      "Any image folder: class balance per tree level, stain by source, sizes, duplicates that leak."),
 ]  # fmt: skip
@@ -49,7 +51,7 @@ if specs:
                 "architecture": spec.arch,
                 "input": f"{spec.input_size} px",
                 "classes": len(spec.labels),
-                "key metrics": metrics_summary(spec.card.get("metrics")),
+                "key metrics": metrics_summary(spec.card),
                 "sha256": short_sha256(spec),
             }
         )
@@ -67,14 +69,18 @@ else:
 db_col, data_col, ver_col = st.columns(3)
 with db_col.container(border=True, height="stretch"):
     st.markdown("**:material/database: Database**")
-    url = masked_db_url(config.db_url())
-    st.code(url, language=None, wrap_lines=True)
+    raw_url = config.db_url()
+    st.markdown(f"`{masked_db_url(raw_url)}`")
     try:
         from ui.resources import store
+        from ui.widgets import session_owner
 
-        st.caption(f"{len(store().list_analyses())} stored analyses")
-    except (CellkitError, ImportError, AttributeError) as exc:
-        st.caption(f"analyses store not available ({exc})")
+        total, mine = stored_analyses(store(), session_owner())
+        st.caption(f"{total} stored analyses ({mine} from this browser session)")
+    except (CellkitError, SQLAlchemyError) as exc:
+        st.caption(f":orange[database not reachable:] {str(exc).replace(raw_url, masked_db_url(raw_url))}")
+    except (ImportError, AttributeError):
+        st.caption("Stored analyses: not available in this build.")
     st.caption("Set `CELLKIT_DB_URL` for any SQLAlchemy database.")
 
 with data_col.container(border=True, height="stretch"):
@@ -83,8 +89,13 @@ with data_col.container(border=True, height="stretch"):
     if data is None:
         st.caption("None set. Point `CELLKIT_DATA_DIR` at a folder of datasets, or type a path on the Dataset page.")
     else:
-        st.code(str(data), language=None, wrap_lines=True)
-        st.caption("found" if data.is_dir() else ":orange[not found] — check `CELLKIT_DATA_DIR`")
+        st.markdown(f"`{data}`")
+        st.caption(":green[found]" if data.is_dir() else ":orange[not found] — check `CELLKIT_DATA_DIR`")
+    try:
+        trees = ", ".join(f"`{name}` ({len(load_taxonomy(name).leaves)} classes)" for name in list_taxonomies())
+        st.caption(f"Cell taxonomies: {trees}")
+    except CellkitError as exc:
+        st.caption(f":orange[taxonomy problem:] {exc}")
 
 with ver_col.container(border=True, height="stretch"):
     st.markdown("**:material/memory: Software**")

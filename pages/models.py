@@ -1,3 +1,82 @@
+"""Models: the comparison of classifier architectures, and each model card's metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("models")
+from cellkit.evaluate import load_comparison
+from cellkit.models import list_specs
+from cellkit.taxonomy import load_taxonomy
+
+
+def confusion_figure(confusion: dict, names: list[str], normalise: bool) -> go.Figure:
+    """Heatmap of a confusion matrix (rows = truth), row-normalised to recall when asked."""
+    m = np.asarray(confusion["matrix"], float)
+    z = m / np.maximum(m.sum(1, keepdims=True), 1) if normalise else m
+    text = [[f"{v:.2f}" if normalise else f"{int(v)}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, colorscale="Blues", text=text, texttemplate="%{text}"))
+    fig.update_layout(height=120 + 38 * len(names), margin=dict(l=10, r=10, t=30, b=10))
+    fig.update_xaxes(title="predicted", tickangle=-40)
+    fig.update_yaxes(title="true", autorange="reversed")
+    return fig
+
+
+st.title("Models")
+comparison = load_comparison()
+if comparison:
+    st.subheader("Classifier comparison (held-out PBC test split)")
+    st.dataframe(pd.DataFrame(comparison["rows"]), hide_index=True)
+    st.caption(comparison.get("note", ""))
+
+specs = list_specs()
+if not specs:
+    st.info("No model in weights/: train one with `cellkit train classifier` or `cellkit train detector`.")
+else:
+    st.subheader("Installed models")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"model": s.name + (" ★" if s.card.get("default") else ""), "task": s.task, "arch": s.arch,
+                 "input_px": s.input_size, "sha256": str(s.card.get("sha256", ""))[:12],
+                 "command": s.card.get("command", "")}
+                for s in specs
+            ]
+        ),
+        hide_index=True,
+    )  # fmt: skip
+    classifiers = [s for s in specs if s.task == "classifier" and s.card.get("metrics_test")]
+    if classifiers:
+        names = [s.name for s in classifiers]
+        default = next((i for i, s in enumerate(classifiers) if s.card.get("default")), 0)
+        spec = classifiers[st.selectbox("Classifier card", range(len(names)), default, format_func=names.__getitem__)]
+        card, test = spec.card, spec.card["metrics_test"]
+        tax = load_taxonomy(spec.taxonomy)
+        c = st.columns(4)
+        c[0].metric("macro-F1, 8 PBC classes", f"{test.get('pbc8', {}).get('macro_f1', float('nan')):.3f}")
+        c[1].metric("macro-F1, 11 leaves", f"{test['leaf']['macro_f1']:.3f}")
+        c[2].metric("ECE (leaf, calibrated)", f"{test['calibration']['ece_leaf']:.3f}")
+        c[3].metric("ms per crop", card.get("speed", {}).get("single_crop_ms_median", "—"))
+        level = st.radio("Level", ["pbc8", "leaf"], horizontal=True, key="models_level")
+        part = test.get(level, test["leaf"])
+        left, right = st.columns([2, 3])
+        per_class = pd.DataFrame(part["per_class"]).T.rename_axis("class").reset_index()
+        per_class["class"] = [tax.node(c).name for c in per_class["class"]]
+        left.dataframe(per_class, hide_index=True)
+        left.caption("Per tree level (macro-F1): " + ", ".join(
+            f"level {d}: {v['macro_f1']:.3f}" for d, v in test.get("levels", {}).items()))  # fmt: skip
+        normalise = right.toggle("Row-normalise (recall)", value=True, key="models_norm")
+        labels = [tax.node(c).name for c in part["confusion"]["labels"]]
+        right.plotly_chart(confusion_figure(part["confusion"], labels, normalise), key="models_cm")
+        if card.get("ood_other_sources"):
+            st.markdown("**Crops from other labs** (WBC boxes of TXL-PBC sources): predicted classes and OOD flags")
+            st.dataframe(pd.DataFrame(card["ood_other_sources"]).T, key="models_ood")
+        with st.expander("Full model card (data, split, training history, calibration, sha256, command)"):
+            st.json(card, expanded=False)
+
+# ---- misclassification explorer (owner: explainability; keep this section last) -------------
+from ui.explorer import explorer_section  # noqa: E402
+
+explorer_section()

@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+# Spinning OpenMP threads make torch 10-20x slower on a busy 2-core machine (bench/bench_explain.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -44,3 +44,80 @@ def store():
     from cellkit import config
 
     return Store(config.db_url())
+
+
+# ---- dataset page (owner: dataset statistics) ------------------------------------------------
+@st.cache_data(show_spinner="Looking for datasets…", ttl=60, max_entries=8)
+def dataset_list(path: str) -> list:
+    """Datasets in a folder (itself, or its sub-folders when it is a root like ../shared/data)."""
+    from cellkit.data import list_datasets, resolve_dataset
+
+    found = list_datasets(path)
+    if not found:
+        resolve_dataset(path)  # raises the precise error: empty folder, no images, ...
+    return found
+
+
+def dataset_index(path: str, dataset: str | None, taxonomy: str):
+    """The cached index of a dataset; the first time, decode it under a progress bar (kept on disk)."""
+    from cellkit.stats import index_dataset, pending_images
+
+    pending = pending_images(path, dataset=dataset)
+    if pending:
+        bar = st.progress(0.0, text=f"Indexing {pending} images (first time only; cached on disk)…")
+
+        def tick(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"Indexing images: {done}/{total}")
+
+        index_dataset(path, taxonomy, dataset=dataset, progress=tick)
+        bar.empty()
+        _dataset_index.clear()
+    return _dataset_index(path, dataset, taxonomy)
+
+
+@st.cache_data(show_spinner="Reading the dataset index…", ttl=3600, max_entries=4)
+def _dataset_index(path: str, dataset: str | None, taxonomy: str):
+    from cellkit.stats import index_dataset
+
+    return index_dataset(path, taxonomy, dataset=dataset)
+
+
+@st.cache_data(show_spinner="Comparing perceptual hashes…", ttl=3600, max_entries=8)
+def dataset_duplicates(path: str, dataset: str | None, taxonomy: str, threshold: int):
+    from cellkit.stats import duplicates
+
+    return duplicates(_dataset_index(path, dataset, taxonomy).images, threshold=threshold)
+
+
+@st.cache_data(show_spinner="Composing the mosaic…", ttl=3600, max_entries=8)
+def dataset_mosaic(path: str, dataset: str | None, taxonomy: str, per_group: int, seed: int):
+    from cellkit.stats import mosaic
+
+    return mosaic(_dataset_index(path, dataset, taxonomy), per_group=per_group, seed=seed)
+
+
+# ---- explain page and misclassification explorer (owner: explainability) ----------------------
+# These use the cached default classifier; ``model_key`` (its name) only keys the cache, so maps
+# computed with older weights are not served after the default model changes.
+@st.cache_data(show_spinner=False, max_entries=256)
+def explanation(crop, node: str, method: str, model_key: str = "", faithfulness: bool = True):
+    """A Heatmap of one crop for one node and method (cached: sliders and reruns cost nothing)."""
+    from cellkit.explain import explain
+
+    return explain(classifier(), crop, node, method, with_faithfulness=faithfulness)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explanation_reference(crop, node: str, model_key: str = "") -> dict:
+    """Deletion/insertion AUCs of a random pixel order: the level a map has to beat."""
+    from cellkit.explain import random_reference
+
+    return random_reference(classifier(), crop, node)
+
+
+@st.cache_data(show_spinner="Running the model on the folder…", max_entries=8, ttl=3600)
+def folder_predictions(folder: str, limit: int, model_key: str = "", test_split: bool = True):
+    """Predictions table of a labelled folder (see cellkit.errors_explorer.evaluate_folder)."""
+    from cellkit.errors_explorer import evaluate_folder
+
+    return evaluate_folder(classifier(), folder, limit=limit, test_split=test_split)

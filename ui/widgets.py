@@ -16,23 +16,34 @@ def page_link_ui(page: str, label: str, icon: str) -> None:
         st.markdown(f"**{icon} {label}**")
 
 
-def metrics_summary(metrics: object, limit: int = 3) -> str:
-    """The first few numeric metrics of a model card as ``name value`` (nested dicts flattened with dots)."""
+KEY_METRICS = {  # dotted path in a model card's metrics -> short label (detector, then classifier cards)
+    "mAP50": "mAP50",
+    "mAP50_95": "mAP50-95",
+    "per_class.wbc.mAP50": "WBC mAP50",
+    "pbc8.macro_f1": "macro-F1 8 classes",
+    "leaf.macro_f1": "macro-F1 leaves",
+    "calibration.ece_leaf": "ECE",
+}
+
+
+def metrics_summary(card: dict, limit: int = 3) -> str:
+    """Headline test metrics of a model card (``metrics`` or ``metrics_test``) as ``label value``."""
+    metrics = card.get("metrics") or card.get("metrics_test")
     if not isinstance(metrics, dict):
         return "—"
-    flat: list[tuple[str, float]] = []
+    flat: dict[str, float] = {}
 
     def walk(prefix: str, value: object) -> None:
-        if isinstance(value, bool):
-            return
-        if isinstance(value, int | float):
-            flat.append((prefix, float(value)))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            flat[prefix] = float(value)
         elif isinstance(value, dict):
             for key, sub in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), sub)
 
     walk("", metrics)
-    return ", ".join(f"{k} {v:.3g}" for k, v in flat[:limit]) or "—"
+    known = [(label, flat[key]) for key, label in KEY_METRICS.items() if key in flat]
+    chosen = (known or list(flat.items()))[:limit]
+    return ", ".join(f"{k} {v:.3g}" for k, v in chosen) or "—"
 
 
 def short_sha256(spec: object, n: int = 12) -> str:
@@ -57,3 +68,147 @@ def masked_db_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "(unparseable CELLKIT_DB_URL)"
+
+
+# --- Slide page helpers (slide owner) ------------------------------------------------------------
+SLIDE_COLOURS = {"wbc": "#7b2cbf", "rbc": "#d62828", "platelet": "#2a9d8f"}
+
+
+def session_owner() -> str:
+    """A random id per browser session: analyses are stored and listed under it only."""
+    import uuid
+
+    import streamlit as st
+
+    return st.session_state.setdefault("owner", uuid.uuid4().hex)
+
+
+def slide_figure(image, result, max_side: int = 1600):
+    """Plotly figure: the smear (downscaled for display) with one outline trace per class and hover text."""
+    import base64
+
+    import cv2
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from cellkit.io import encode_png
+
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    shown = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else image
+    uri = "data:image/png;base64," + base64.b64encode(encode_png(shown)).decode()
+    fig = go.Figure(go.Image(source=uri, dx=1 / s, dy=1 / s, hoverinfo="skip"))
+    d, labels = result.detections, result.labels()
+    for cid, cls in enumerate(d.class_names):
+        idx = np.flatnonzero(d.class_id == cid)
+        if not len(idx):
+            continue
+        xs, ys = [], []
+        for x1, y1, x2, y2 in d.xyxy[idx].tolist():
+            xs += [x1, x2, x2, x1, x1, None]
+            ys += [y1, y1, y2, y2, y1, None]
+        colour = SLIDE_COLOURS.get(cls, "#333")
+        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=1.5), name=cls, hoverinfo="skip")
+        cx, cy = (d.xyxy[idx, 0] + d.xyxy[idx, 2]) / 2, (d.xyxy[idx, 1] + d.xyxy[idx, 3]) / 2
+        text = [f"#{i} {cls} {d.confidence[i]:.2f}" + (f"<br>{labels[i]}" if labels[i] != cls else "") for i in idx]
+        fig.add_scatter(
+            x=cx, y=cy, mode="markers", marker=dict(size=6, color=colour, opacity=0.01), name=cls,
+            text=text, hoverinfo="text", showlegend=False,
+        )
+    fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=560, legend=dict(orientation="h"), dragmode="zoom")
+    fig.update_xaxes(visible=False, range=[0, w])
+    fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
+    return fig
+
+
+def probability_sunburst(taxonomy, node_probs):
+    """Sunburst of one cell's probabilities through the taxonomy (parents = sums of their leaves)."""
+    import plotly.graph_objects as go
+
+    ids = list(taxonomy.ids)
+    values = [max(0.0, float(p)) for p in node_probs]
+    fig = go.Figure(
+        go.Sunburst(
+            ids=ids,
+            labels=[taxonomy.node(i).name for i in ids],
+            parents=[taxonomy.parent(i) or "" for i in ids],
+            values=values,
+            branchvalues="total",
+            hovertemplate="%{label}: %{value:.3f}<extra></extra>",
+            maxdepth=4,
+        )
+    )
+    fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=340)
+    return fig
+
+
+def differential_bar(differential: dict):
+    """Horizontal bar of the WBC differential (% with absolute counts as text)."""
+    import plotly.graph_objects as go
+
+    names = list(differential)[::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=[differential[n]["percent"] for n in names], y=names, orientation="h",
+            text=[f"{differential[n]['count']} ({differential[n]['percent']:.1f}%)" for n in names],
+            marker_color=SLIDE_COLOURS["wbc"],
+        )
+    )
+    fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=60 + 28 * len(names), xaxis_title="% of white cells")
+    return fig
+
+
+def stored_analyses(store, owner: str) -> tuple[int, int]:
+    """(analyses in the database, analyses of this browser session) for the Home page."""
+    from sqlalchemy import func, select
+
+    from cellkit.store import Analysis
+
+    with store.engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(Analysis)).scalar_one()
+    return int(total), len(store.list_analyses(owner))
+
+
+def cell_gallery_ui(image, result, clf, cells: list[int], per_group: int = 24) -> None:
+    """Crops of the classified cells, grouped by their final label (reviewer's correction or model's)."""
+    import streamlit as st
+
+    from cellkit.crops import crop_box
+
+    labels = result.labels()
+    for group in sorted({labels[i] for i in cells}):
+        members = [i for i in cells if labels[i] == group]
+        st.markdown(f"**{clf.taxonomy.display(group)}** ({len(members)})")
+        crops = [crop_box(image, result.detections.xyxy[i], clf.spec.crop_scale) for i in members[:per_group]]
+        st.image(crops, caption=[f"#{i}" for i in members[:per_group]], width=72)
+
+
+def cell_review_ui(image, result, clf, cells: list[int]) -> tuple[int, str, str] | None:
+    """One cell: crop, probabilities through the tree, link to Explain, reclassify form.
+
+    Returns (cell index, new label, note) when the reviewer saves a correction, else None.
+    """
+    import streamlit as st
+    from streamlit.errors import StreamlitAPIException
+
+    from cellkit.crops import crop_box
+
+    labels = result.labels()
+    pick = st.selectbox("Cell", cells, format_func=lambda i: f"#{i} {labels[i]}", key="slide_cell")
+    crop = crop_box(image, result.detections.xyxy[pick], clf.spec.crop_scale)
+    left, right = st.columns([1, 2])
+    left.image(crop, caption=f"#{pick} model: {result.detections.data['label'][pick]}", width=160)
+    if left.button("Explain this cell", icon=":material/visibility:"):
+        st.session_state["explain_crop"] = crop
+        try:
+            st.switch_page("pages/explain.py")
+        except StreamlitAPIException:
+            left.info("Crop handed to the Explain page; open it from the menu.")
+    right.plotly_chart(probability_sunburst(clf.taxonomy, result.detections.data["node_probs"][pick]))
+    with left.form("reclassify"):
+        ids = list(clf.taxonomy.ids)
+        new = st.selectbox("Reclassify as", ids, index=ids.index(labels[pick]), format_func=clf.taxonomy.display)
+        note = st.text_input("Note (optional)")
+        if st.form_submit_button("Save correction"):
+            return pick, new, note
+    return None

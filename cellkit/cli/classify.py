@@ -1,9 +1,71 @@
-"""CLI commands for classify (filled by the owner of this feature)."""
+"""CLI command ``cellkit classify INPUT... --out preds.csv``.
+
+One CSV row per image found (files, folders searched recursively, zips): ``path`` (as found),
+``leaf`` (argmax leaf id), ``label`` (deepest confident node id), ``confidence``, ``ood_score``,
+``p_<node id>`` for every node of the tree, and ``error`` (empty when the image was classified).
+Exit codes: 0 when at least one image was classified (unreadable ones are listed on stderr);
+1 when nothing could be classified (no images, or all unreadable); 2 for a missing input or model.
+"""
 
 from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
 
 import typer
 
 
+def classify_command(
+    inputs: list[Path] = typer.Argument(..., help="image files, folders (searched recursively) or .zip archives"),
+    out: Path = typer.Option(None, "--out", "-o", help="CSV to write (default: print the CSV to stdout)"),
+    model: str = typer.Option(None, "--model", help="classifier name in weights/ (default: the default model)"),
+    batch_size: int = typer.Option(64, min=1, help="crops per forward pass"),
+    threads: int = typer.Option(0, min=0, help="torch threads (0 = torch's default)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
+) -> None:
+    """Classify single-cell crops (framed like PBC: one cell centred, crop side about 2.5x the cell)."""
+    import torch
+    from tqdm import tqdm
+
+    from cellkit.classify import classify_items, load_classifier, result_columns
+    from cellkit.io import atomic_write_bytes, iter_images
+
+    if threads:
+        torch.set_num_threads(threads)
+    items = iter_images(inputs)  # raises CellkitError (exit 2) for a missing path before reading
+    first = next(items, None)
+    clf = load_classifier(model)
+    bar = tqdm(desc="classifying", unit="img", file=sys.stderr, disable=not progress)
+    rows = classify_items(clf, _chain(first, items), batch_size=batch_size, progress=bar.update)
+    bar.close()
+    columns = result_columns(clf.taxonomy)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    if out:
+        atomic_write_bytes(out, buf.getvalue().encode("utf-8"))
+    else:
+        sys.stdout.write(buf.getvalue())
+    errors = [r for r in rows if r["error"]]
+    for r in errors:
+        typer.echo(f"error: {r['error'] if r['path'] in r['error'] else r['path'] + ': ' + r['error']}", err=True)
+    done = len(rows) - len(errors)
+    if out:
+        typer.echo(f"classified {done} of {len(rows)} images -> {out}", err=True)
+    if done == 0:
+        typer.echo("error: no image could be classified" + ("" if rows else " (no images found)"), err=True)
+        raise typer.Exit(1)
+
+
+def _chain(first, rest):
+    if first is not None:
+        yield first
+        yield from rest
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add this module's commands to the cellkit app."""
+    app.command("classify")(classify_command)

@@ -1,9 +1,174 @@
-"""CLI commands for slide (filled by the owner of this feature)."""
+"""``cellkit detect`` (boxes per image) and ``cellkit analyze`` (boxes + classification + counts).
+
+INPUT may be files, folders (recursive) or zips. One unreadable file in a batch gives an error row
+(and a line on stderr); the others are still processed, and the exit code is 1. Errors that stop
+everything (no input, no model) give one line on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
+import getpass
+import io
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from cellkit.errors import CellkitError
+
+BOX_COLUMNS = ["path", "x1", "y1", "x2", "y2", "class", "confidence"]
+
+
+def _out_format(out: Path, allowed: tuple[str, ...]) -> str:
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in allowed:
+        raise CellkitError(f"--out {out}: expected a {' or '.join('.' + a for a in allowed)} file name")
+    return suffix
+
+
+def _models(classify: bool, detector: str | None, classifier: str | None) -> tuple[Any, Any]:
+    from cellkit.detect import load_detector
+
+    det = load_detector(detector)
+    clf = None
+    if classify:
+        from cellkit.classify import load_classifier
+
+        clf = load_classifier(classifier)
+    return det, clf
+
+
+def _check_inputs(inputs: list[Path] | None) -> list[Path]:
+    if not inputs:
+        raise CellkitError("no INPUT given; pass image files, folders or zips")
+    for p in inputs:
+        if not p.exists():
+            raise CellkitError(f"{p}: no such file or folder")
+    return inputs
+
+
+def _items(inputs: list[Path]):
+    from tqdm import tqdm
+
+    from cellkit.io import iter_images
+
+    return tqdm(iter_images(inputs), desc="images", unit="img", leave=False)
+
+
+def _write_csv(rows: list[dict[str, Any]], out: Path, first: list[str]) -> None:
+    import pandas as pd
+
+    from cellkit.io import atomic_write_bytes
+
+    frame = pd.DataFrame(rows)
+    cols = first + [c for c in frame.columns if c not in first and c != "error"] + ["error"]
+    frame = frame.reindex(columns=cols)
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    atomic_write_bytes(out, buf.getvalue().encode())
+
+
+def _report_error(name: str, error: str) -> None:
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(f"error: {error if error.startswith(name) else f'{name}: {error}'}", file=sys.stderr)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the cellkit app."""
+    """Add ``detect`` and ``analyze`` to the cellkit app."""
+
+    @app.command("detect")
+    def detect(
+        inputs: list[Path] = typer.Argument(None, help="Image files, folders or zips."),
+        out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (one row per box)."),
+        classify: bool = typer.Option(False, "--classify", help="Also classify wbc/platelet boxes."),
+        detector: str = typer.Option(None, help="Detector name in the weights folder (default: bundled)."),
+        classifier: str = typer.Option(None, help="Classifier name (with --classify; default: bundled)."),
+        tile: int = typer.Option(None, help="Tile side in pixels for large images (default: model card)."),
+        overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
+    ) -> None:
+        """Find cells: one CSV row per box (path, x1, y1, x2, y2, class, confidence[, leaf, label, p_<node>])."""
+        from cellkit.slide import analyze, detect_tiled
+
+        _out_format(out, ("csv",))
+        inputs = _check_inputs(inputs)
+        det, clf = _models(classify, detector, classifier)
+        rows: list[dict[str, Any]] = []
+        failed = 0
+        for item in _items(inputs):
+            if item.error:
+                failed += 1
+                _report_error(item.name, item.error)
+                rows.append({"path": item.name, "error": item.error})
+                continue
+            if clf is None:
+                dets = detect_tiled(item.image, det, tile, overlap)
+                frame_rows = [
+                    {"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3], "class": c, "confidence": p}
+                    for b, c, p in zip(
+                        dets.xyxy.round(2).tolist(), dets.class_name, dets.confidence.round(4).tolist(), strict=True
+                    )
+                ]
+            else:
+                result = analyze(item.image, det, clf, tile, overlap, name=item.name)
+                frame = result.to_frame().drop(columns=["cls_confidence", "ood_score", "corrected"], errors="ignore")
+                frame_rows = frame.to_dict(orient="records")
+            rows.extend({"path": item.name, **r} for r in frame_rows)
+        _write_csv(rows, out, BOX_COLUMNS + (["leaf", "label"] if clf is not None else []))
+        n_boxes = sum(1 for r in rows if "error" not in r)
+        typer.echo(f"{n_boxes} boxes written to {out}" + (f" ({failed} file(s) failed)" if failed else ""), err=True)
+        if failed:
+            raise typer.Exit(1)
+
+    @app.command("analyze")
+    def analyze_cmd(
+        inputs: list[Path] = typer.Argument(None, help="Smear images, folders or zips."),
+        out: Path = typer.Option(..., "--out", "-o", help="Report: .json (per image) or .csv (per cell)."),
+        save: bool = typer.Option(False, "--save", help="Also store every analysis in the database."),
+        owner: str = typer.Option(None, help="Owner of saved analyses (default: your user name)."),
+        no_classify: bool = typer.Option(False, "--no-classify", help="Detect and count only."),
+        detector: str = typer.Option(None, help="Detector name in the weights folder (default: bundled)."),
+        classifier: str = typer.Option(None, help="Classifier name (default: bundled)."),
+        tile: int = typer.Option(None, help="Tile side in pixels for large images (default: model card)."),
+        overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
+    ) -> None:
+        """Detect, classify white cells and platelets, count: a JSON or CSV report (and the database)."""
+        from cellkit.io import atomic_write_bytes
+        from cellkit.slide import analyze
+
+        fmt = _out_format(out, ("json", "csv"))
+        inputs = _check_inputs(inputs)
+        det, clf = _models(not no_classify, detector, classifier)
+        store = None
+        if save:
+            from cellkit.store import Store
+
+            store = Store()
+            owner = owner or getpass.getuser()
+        reports: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        failed = 0
+        for item in _items(inputs):
+            if item.error:
+                failed += 1
+                _report_error(item.name, item.error)
+                reports.append({"path": item.name, "error": item.error})
+                rows.append({"path": item.name, "error": item.error})
+                continue
+            result = analyze(item.image, det, clf, tile, overlap, name=Path(item.name).name)
+            report = {"path": item.name, **result.to_dict()}
+            if store is not None:
+                report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name)
+            reports.append(report)
+            rows.extend({"path": item.name, **r} for r in result.to_frame().to_dict(orient="records"))
+        if fmt == "json":
+            atomic_write_bytes(out, (json.dumps(reports, indent=2) + "\n").encode())
+        else:
+            _write_csv(rows, out, BOX_COLUMNS)
+        done = len(reports) - failed
+        typer.echo(f"{done} image(s) analysed, report in {out}" + (f" ({failed} failed)" if failed else ""), err=True)
+        if failed:
+            raise typer.Exit(1)

@@ -1,9 +1,163 @@
-"""CLI commands for train (filled by the owner of this feature)."""
+"""CLI commands for train: ``cellkit train classifier`` and ``cellkit evaluate`` (classifier metrics)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
 
+def train_classifier_command(
+    data: Path = typer.Option(None, "--data", help="folder with <class>/<image> (default: ../shared/data/pbc)"),
+    name: str = typer.Option("classifier", help="model name: weights/<name>.safetensors + weights/<name>.json"),
+    arch: str = typer.Option("tf_efficientnet_lite0", help="timm model name or cellkit_small_cnn / cellkit_tiny_cnn"),
+    scratch: bool = typer.Option(False, "--scratch", help="random init instead of the ImageNet EfficientNet-Lite0"),
+    taxonomy: str = typer.Option("pbc", help="taxonomy name or YAML path"),
+    input_size: int = typer.Option(112, help="network input size in pixels"),
+    epochs: int = typer.Option(10, min=1),
+    samples_per_epoch: int = typer.Option(0, help="images drawn per epoch (0 = size of the training split)"),
+    batch_size: int = typer.Option(32, min=1),
+    lr: float = typer.Option(1e-3),
+    label_smoothing: float = typer.Option(0.1, min=0.0, max=0.5),
+    freeze_blocks: int = typer.Option(2, help="pretrained EfficientNet: freeze stem + first N stages"),
+    patience: int = typer.Option(4, help="early stopping: epochs without a better val macro-F1"),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, help="torch threads (keep 1 when sharing the CPU)"),
+    limit_per_class: int = typer.Option(0, help="subsample the training split per class (0 = all)"),
+    split_file: Path = typer.Option(None, help="reuse a saved split JSON (file lists) instead of making one"),
+    max_minutes: float = typer.Option(0.0, help="stop after this much training time (0 = no limit)"),
+    workdir: Path = typer.Option(None, help="checkpoint folder (default ~/.cache/cellkit/train/<name>)"),
+    out: Path = typer.Option(None, help="weights folder (default: the project's weights/)"),
+    crop_scale: float = typer.Option(2.5, help="crop side / cell box side used when cutting crops from smears"),
+    default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
+    resume: bool = typer.Option(False, "--resume", help="continue from <workdir>/last.pt"),
+) -> None:
+    """Train the hierarchical classifier (seeded, resumable, with progress bars) and write its model card."""
+    from cellkit import config
+    from cellkit.errors import CellkitError
+    from cellkit.train.classifier import TrainConfig, train_classifier
+
+    root = data or (config.data_dir() / "pbc" if config.data_dir() else None)
+    if root is None:
+        raise CellkitError("no training data: pass --data <folder with class sub-folders> or set CELLKIT_DATA_DIR")
+    cfg = TrainConfig(
+        data=str(root), name=name, arch=arch, pretrained=not scratch, taxonomy=taxonomy, input_size=input_size,
+        cache_size=max(128, input_size), epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size,
+        lr=lr, label_smoothing=label_smoothing, freeze_blocks=freeze_blocks, patience=patience, seed=seed,
+        threads=threads, limit_per_class=limit_per_class, split_file=str(split_file or ""),
+        max_minutes=max_minutes, workdir=str(workdir or ""), out=str(out or ""), default=default, crop_scale=crop_scale,
+    )  # fmt: skip
+    path = train_classifier(cfg, resume=resume)
+    card = json.loads(path.with_name(f"{name}.json").read_text())["card"]
+    test = card["metrics_test"]
+    typer.echo(
+        f"saved {path} — test macro-F1 leaf {test['leaf']['macro_f1']:.4f}, "
+        f"pbc8 {test.get('pbc8', {}).get('macro_f1', float('nan')):.4f}, ECE {test['calibration']['ece_leaf']:.4f}"
+    )
+
+
+def evaluate_command(
+    model: str = typer.Option(None, "--model", help="classifier name in weights/ (default: the default one)"),
+    data: Path = typer.Option(None, "--data", help="labelled folder <class>/<image> (default ../shared/data/pbc)"),
+    split_file: Path = typer.Option(None, help="split JSON; default: the one named in the model card, if present"),
+    part: str = typer.Option("test", help="split part to evaluate: train, val or test"),
+    out: Path = typer.Option(None, "--out", help="write the full report as JSON here"),
+) -> None:
+    """Evaluate a classifier: macro-F1 at leaves / PBC-8 / tree levels, ECE; prints a summary."""
+    from cellkit import config
+    from cellkit.classify import load_classifier
+    from cellkit.errors import CellkitError
+    from cellkit.evaluate import evaluate_classifier
+
+    clf = load_classifier(model)
+    root = data or (config.data_dir() / "pbc" if config.data_dir() else None)
+    if root is None:
+        raise CellkitError("no evaluation data: pass --data <folder with class sub-folders>")
+    if split_file is None:
+        named = clf.spec.card.get("data", {}).get("split_file")
+        candidate = config.weights_dir() / named if named else None
+        split_file = candidate if candidate and candidate.is_file() else None
+    report = evaluate_classifier(clf, root, split_file, part)
+    typer.echo(f"model {clf.spec.name} on {root} ({part if split_file else 'all images'}, n={report['n']})")
+    for key in ("leaf", "pbc8"):
+        if key in report:
+            r = report[key]
+            typer.echo(f"  {key:5s} macro-F1 {r['macro_f1']:.4f}  accuracy {r['accuracy']:.4f}  n={r['n']}")
+    for depth, r in report["levels"].items():
+        typer.echo(f"  level {depth} macro-F1 {r['macro_f1']:.4f}  accuracy {r['accuracy']:.4f}")
+    typer.echo(f"  ECE (leaf) {report['calibration']['ece_leaf']:.4f}  NLL {report['calibration']['nll']:.4f}")
+    if out:
+        from cellkit.io import atomic_write_bytes
+
+        atomic_write_bytes(out, (json.dumps(report, indent=1) + "\n").encode())
+        typer.echo(f"  report written to {out}")
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this module's commands to the cellkit app."""
+    """Add ``train classifier`` and ``evaluate``; ``train detector`` is registered separately below."""
+    train_app.command("classifier")(train_classifier_command)
+    train_app.command("detector")(train_detector_command)
+    app.command("evaluate")(evaluate_command)
+
+
+# --- `cellkit train detector` (slide owner) -------------------------------------------------------
+def train_detector_command(
+    ctx: typer.Context,
+    txl: Path = typer.Option(None, help="TXL-PBC folder (YOLO layout); default <data dir>/txl_pbc."),
+    cbc: Path = typer.Option(None, help="CBC folder (Pascal VOC); de-duplicated against TXL-PBC."),
+    no_cbc: bool = typer.Option(False, "--no-cbc", help="Train on TXL-PBC only."),
+    name: str = typer.Option("detector", help="Model name: weights/<name>.safetensors + <name>.json."),
+    arch: str = typer.Option("yolov8n.yaml", help="ultralytics model yaml (never a downloaded .pt)."),
+    imgsz: int = typer.Option(320, help="Network input size in pixels."),
+    epochs: int = typer.Option(30, min=1, help="Epochs (an estimate when --hours is given)."),
+    hours: float = typer.Option(None, help="Train for this many hours (ultralytics fits the epochs to it)."),
+    batch: int = typer.Option(16, min=1, help="Batch size."),
+    seed: int = typer.Option(0, help="Random seed."),
+    threads: int = typer.Option(1, help="torch threads (keep 1 when sharing the CPU)."),
+    workers: int = typer.Option(0, help="Data-loader worker processes."),
+    fraction: float = typer.Option(1.0, help="Fraction of the training images to use (for quick runs)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this --name."),
+    out: Path = typer.Option(None, help="Folder for weights + card (default: the project's weights/)."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip the test-split evaluation."),
+) -> None:
+    """Train the wbc/rbc/platelet detector (YOLOv8 from yaml, CPU, offline) and write weights + card with test mAP."""
+    from cellkit import config
+    from cellkit.train.detector import train_detector
+
+    root = config.data_dir()
+    if cbc is None and not no_cbc and root is not None and (root / "cbc").is_dir():
+        cbc = root / "cbc"
+    spec = train_detector(
+        txl_dir=txl,
+        cbc_dir=None if no_cbc else cbc,
+        name=name,
+        arch=arch,
+        imgsz=imgsz,
+        epochs=epochs,
+        hours=hours,
+        batch=batch,
+        seed=seed,
+        threads=threads,
+        workers=workers,
+        fraction=fraction,
+        resume=resume,
+        out_dir=out,
+        evaluate=not no_eval,
+        command=_command_line(ctx, "cellkit train detector"),
+    )
+    m = spec.card.get("metrics", {})
+    typer.echo(f"saved {spec.name}: test mAP50 {m.get('mAP50', 'n/a')}, mAP50-95 {m.get('mAP50_95', 'n/a')}")
+
+
+def _command_line(ctx: typer.Context, prefix: str) -> str:
+    """The options given on the command line, as a reproducible command (for the model card)."""
+    import shlex
+
+    parts = [prefix]
+    for param in ctx.command.params:
+        if getattr(ctx.get_parameter_source(param.name), "name", "") != "COMMANDLINE":
+            continue
+        flag, value = param.opts[0], ctx.params[param.name]
+        parts += [flag] if value is True else [flag, shlex.quote(str(value))]
+    return " ".join(parts)

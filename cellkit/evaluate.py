@@ -1,0 +1,219 @@
+"""Classifier metrics through the tree: per-class P/R/F1 at the leaves, at a named grouping (PBC's 8
+classes) and per tree level; confusion matrices; expected calibration error; temperature fitting.
+
+Images labelled only at an inner node (PBC's ``IG_``, ``NEUTROPHIL_``) count wherever their label
+decides the answer: at levels and groupings at or above their node, never at the leaves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellkit.errors import CellkitError
+from cellkit.taxonomy import Taxonomy
+
+
+def per_class_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
+    """Precision, recall, F1, support per label; macro-F1 and accuracy; confusion matrix (rows = truth)."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(y_true, y_pred, strict=True):
+        cm[index[t], index[p]] += 1
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    present = support > 0
+    return {
+        "n": int(cm.sum()),
+        "accuracy": float(tp.sum() / max(1, cm.sum())),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
+        "per_class": {
+            lab: {
+                "precision": round(float(precision[i]), 4),
+                "recall": round(float(recall[i]), 4),
+                "f1": round(float(f1[i]), 4),
+                "support": int(support[i]),
+            }
+            for i, lab in enumerate(labels)
+        },
+        "confusion": {"labels": list(labels), "matrix": cm.tolist()},
+    }
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size."""
+    confidence = np.asarray(confidence, float)
+    correct = np.asarray(correct, float)
+    if len(confidence) == 0:
+        return 0.0
+    bins = np.clip((confidence * n_bins).astype(int), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - confidence[sel].mean())
+    return float(ece)
+
+
+def _cut_report(
+    true_nodes: list[str], node_probs: np.ndarray, taxonomy: Taxonomy, classes: list[str]
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics when the tree is cut at ``classes`` (nodes partitioning the leaves)."""
+    rows = [taxonomy.ids.index(c) for c in classes]
+    class_probs = node_probs[:, rows]
+    keep, truth = [], []
+    for i, node in enumerate(true_nodes):
+        hit = [c for c in classes if c in taxonomy.path(node)]  # the class at or above the true node
+        if hit:
+            keep.append(i)
+            truth.append(hit[0])
+    keep_arr = np.array(keep, dtype=np.int64)
+    if len(keep_arr) == 0:
+        return per_class_metrics([], [], classes), np.zeros(0), np.zeros(0)
+    pred = [classes[j] for j in class_probs[keep_arr].argmax(1)]
+    metrics = per_class_metrics(truth, pred, classes)
+    conf = class_probs[keep_arr].max(1)
+    correct = np.array([t == p for t, p in zip(truth, pred, strict=True)])
+    metrics["ece"] = round(expected_calibration_error(conf, correct), 4)
+    return metrics, conf, correct
+
+
+def classification_report(
+    true_nodes: list[str], leaf_probs: np.ndarray, taxonomy: Taxonomy, grouping: str = "pbc8", threshold: float = 0.5
+) -> dict[str, Any]:
+    """All classifier metrics for true node ids and predicted leaf probabilities (n, n_leaves)."""
+    leaf_probs = np.asarray(leaf_probs, dtype=np.float64)
+    if len(true_nodes) != len(leaf_probs):
+        raise CellkitError(f"expected one probability row per label, got {len(leaf_probs)} rows for {len(true_nodes)}")
+    node_probs = leaf_probs @ taxonomy.node_matrix.T.astype(np.float64)
+    report: dict[str, Any] = {"n": len(true_nodes)}
+    leaf, _, _ = _cut_report(true_nodes, node_probs, taxonomy, list(taxonomy.leaves))
+    report["leaf"] = leaf
+    cal = {"ece_leaf": leaf["ece"]}
+    if grouping in taxonomy.groupings:
+        group, _, _ = _cut_report(true_nodes, node_probs, taxonomy, list(taxonomy.groupings[grouping]))
+        report[grouping] = group
+        cal[f"ece_{grouping}"] = group["ece"]
+    levels = {}
+    for depth in range(1, taxonomy.max_depth + 1):
+        classes = sorted({taxonomy.ancestor_at(lf, depth) for lf in taxonomy.leaves}, key=taxonomy.ids.index)
+        m, _, _ = _cut_report(true_nodes, node_probs, taxonomy, classes)
+        levels[str(depth)] = {k: m[k] for k in ("n", "accuracy", "macro_f1", "ece", "per_class")}
+    report["levels"] = levels
+    # log-loss of the true node (works for inner-node labels too)
+    rows = [taxonomy.ids.index(n) for n in true_nodes]
+    p_true = node_probs[np.arange(len(rows)), rows] if rows else np.zeros(0)
+    cal["nll"] = round(float(-np.log(np.clip(p_true, 1e-12, 1)).mean()) if rows else 0.0, 4)
+    report["calibration"] = cal
+    # the deepest confident node: how often it is on the true path, and how deep it goes
+    labels = [taxonomy.deepest_confident(p, threshold) for p in node_probs]
+    on_path = [lab in taxonomy.path(t) or t in taxonomy.path(lab) for lab, t in zip(labels, true_nodes, strict=True)]
+    report["deepest_confident"] = {
+        "threshold": threshold,
+        "consistent_with_truth": round(float(np.mean(on_path)) if on_path else 0.0, 4),
+        "stops_above_leaf": round(float(np.mean([not taxonomy.is_leaf(lab) for lab in labels])) if labels else 0.0, 4),
+    }
+    for key in ("leaf", grouping):
+        if key in report:
+            for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall"):
+                report[key][k] = round(report[key][k], 4)
+    return report
+
+
+def fit_temperature(logits: np.ndarray, target_masks: np.ndarray) -> float:
+    """Temperature T minimising the NLL of the target nodes (sum of their leaves) of ``logits / T``."""
+    logits = np.asarray(logits, np.float64)
+    masks = np.asarray(target_masks, bool)
+    if len(logits) == 0:
+        return 1.0
+
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        p_node = np.where(masks, np.exp(logp), 0.0).sum(1)
+        return float(-np.log(np.clip(p_node, 1e-12, 1)).mean())
+
+    grid = np.exp(np.linspace(np.log(0.2), np.log(10), 121))
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    fine = best * np.exp(np.linspace(-0.04, 0.04, 41))
+    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def evaluate_classifier(
+    clf: Any, data: str | Path, split_file: str | Path | None = None, part: str = "test", progress: bool = True
+) -> dict[str, Any]:
+    """Metrics of a loaded Classifier on a labelled folder (optionally only one part of a saved split)."""
+    from cellkit.train.data import load_image_set, load_split
+
+    data_set = load_image_set(data, clf.taxonomy, 128, progress=progress)
+    idx = np.arange(len(data_set))
+    if split_file:
+        idx = load_split(split_file, data_set.paths)[part]
+        if len(idx) == 0:
+            raise CellkitError(f"no image of split part {part!r} of {split_file} found under {data}")
+    images = [data_set.images[i] for i in idx]
+    out = clf.predict_arrays(images, batch_size=128)
+    leaf_rows = [clf.taxonomy.ids.index(lf) for lf in clf.taxonomy.leaves]
+    leaf_probs = out["node_probs"][:, leaf_rows]
+    report = classification_report([data_set.nodes[i] for i in idx], leaf_probs, clf.taxonomy)
+    report["ood_score"] = {
+        "median": round(float(np.median(out["ood_score"])), 4),
+        "flagged_fraction": round(float(np.mean(out["ood_score"] > clf.spec.ood.get("flag_above", 1.0))), 4),
+    }
+    return report
+
+
+# ---- model comparison (pages/models.py shows weights/classifier_comparison.json) ----------------
+COMPARISON_FILE = "classifier_comparison.json"
+
+
+def comparison_row(spec: Any, speed: dict[str, Any] | None = None, shipped: bool = False) -> dict[str, Any]:
+    """One row of the comparison table from a classifier's model card (test-split metrics)."""
+    card = spec.card
+    test = card.get("metrics_test", {})
+    leaf, pbc8 = test.get("leaf", {}), test.get("pbc8", {})
+    cfg = card.get("training", {}).get("config", {})
+    speed = speed or card.get("speed", {})
+    return {
+        "model": spec.name,
+        "arch": spec.arch,
+        "init": "ImageNet" if cfg.get("pretrained") else "scratch",
+        "input_px": spec.input_size,
+        "params_M": round(card.get("params", 0) / 1e6, 2),
+        "train_images_seen": cfg.get("epochs", 0) * (cfg.get("samples_per_epoch") or 0) or None,
+        "train_min": card.get("training", {}).get("train_minutes"),
+        "ms_per_crop": speed.get("single_crop_ms_median"),
+        "crops_per_s": speed.get("batched_crops_per_s"),
+        "pbc8_precision": pbc8.get("macro_precision"),
+        "pbc8_recall": pbc8.get("macro_recall"),
+        "pbc8_f1": pbc8.get("macro_f1"),
+        "leaf_precision": leaf.get("macro_precision"),
+        "leaf_recall": leaf.get("macro_recall"),
+        "leaf_f1": leaf.get("macro_f1"),
+        "ece": test.get("calibration", {}).get("ece_leaf"),
+        "shipped": shipped,
+    }
+
+
+def load_comparison(folder: str | Path | None = None) -> dict[str, Any] | None:
+    """The saved comparison table, or None when none was made yet."""
+    import json
+
+    from cellkit import config
+
+    path = Path(folder or config.weights_dir()) / COMPARISON_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None

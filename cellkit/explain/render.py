@@ -1,0 +1,51 @@
+"""Pictures of maps: colour overlays on the crop, PNG and zip export (no Streamlit here)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import cv2
+import numpy as np
+
+from cellkit.classify import resize_square
+from cellkit.io import encode_png
+from cellkit.types import Heatmap
+
+COLORMAPS = ("jet", "inferno", "viridis", "magma", "turbo")
+
+
+def colorize(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """(H, W) in [0, 1] -> RGB uint8 through a matplotlib colour map."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[cmap](np.clip(values, 0.0, 1.0))
+    return (rgba[..., :3] * 255).astype(np.uint8)
+
+
+def overlay(
+    image: np.ndarray, values: np.ndarray, alpha: float = 0.5, cmap: str = "jet", size: int | None = None
+) -> np.ndarray:
+    """The crop (square-padded like the model sees it) with the map blended on top, RGB uint8.
+
+    ``size`` defaults to the larger of the crop side and the map side.
+    """
+    side = size or max(max(image.shape[:2]), values.shape[0])
+    crop = resize_square(image, side).astype(np.float32)
+    heat = cv2.resize(values.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    colour = colorize(heat, cmap).astype(np.float32)
+    return np.clip((1 - alpha) * crop + alpha * colour, 0, 255).astype(np.uint8)
+
+
+def maps_zip(image: np.ndarray, heatmaps: list[Heatmap], alpha: float = 0.5, cmap: str = "jet") -> bytes:
+    """A zip with, per map, the overlay PNG and the raw values as ``.npy``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("crop.png", encode_png(resize_square(image, max(image.shape[:2]))))
+        for hm in heatmaps:
+            stem = f"{hm.method}_{hm.target}"
+            zf.writestr(f"{stem}.png", encode_png(overlay(image, hm.values, alpha, cmap)))
+            npy = io.BytesIO()
+            np.save(npy, hm.values)
+            zf.writestr(f"{stem}.npy", npy.getvalue())
+    return buf.getvalue()

@@ -1,0 +1,406 @@
+"""Slide analysis: detect every cell (tiled for large images), classify white cells and platelets.
+
+``analyze(image, detector, classifier)`` returns one :class:`SlideResult`: boxes in pixels of the
+original image, the classifier's answer for every wbc / platelet box, counts per class, the WBC
+differential, timings and model versions. Images larger than the detector's tile are processed as
+overlapping tiles, a few at a time (memory stays bounded), and boxes are merged across tile
+borders so that no cell is counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cellkit.crops import crop_box
+from cellkit.errors import CellkitError
+from cellkit.types import DETECTION_CLASSES, Detections
+
+CLASSIFIED = ("wbc", "platelet")  # detector classes whose crops go through the classifier
+EDGE_EPS = 2.0  # a box this close (px) to an inner tile border is treated as cut by it
+
+
+# ----------------------------------------------------------------------------------------- tiling
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``length`` with at least ``overlap`` shared."""
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise CellkitError(f"tiling: expected tile > overlap >= 0, got tile={tile}, overlap={overlap}")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    n = int(np.ceil((length - tile) / stride)) + 1
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def iter_tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) windows covering the image with overlapping tiles."""
+    for y0 in tile_starts(height, tile, overlap):
+        for x0 in tile_starts(width, tile, overlap):
+            yield x0, y0, min(width, x0 + tile), min(height, y0 + tile)
+
+
+def _inter(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas of one box ``a`` (4,) with boxes ``b`` (k, 4)."""
+    w = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
+    return w * h
+
+
+def merge_tiled(dets: Detections, edge: np.ndarray, shared: np.ndarray, overlap_thr: float = 0.5) -> Detections:
+    """Merge detections gathered from overlapping tiles so every cell is kept once.
+
+    ``edge``: the box touches an inner border of its tile (the cell may be cut there).
+    ``shared``: the box lies (partly) where tiles overlap; only those can be duplicates.
+    Greedy, class-aware: whole boxes win over cut ones, then higher confidence; a box whose
+    intersection with a kept box covers > ``overlap_thr`` of the smaller one is a duplicate. Two
+    cut pieces of one large cell (from two neighbouring tiles) are joined into their union.
+    """
+    n = len(dets)
+    if n == 0:
+        return dets
+    keep_unique = ~shared
+    idx = np.flatnonzero(shared)
+    order = idx[np.lexsort((-dets.confidence[idx], edge[idx]))]
+    kept: list[int] = []
+    boxes = dets.xyxy.copy()
+    conf = dets.confidence.copy()
+    for i in order:
+        if kept:
+            k = np.asarray(kept)
+            same = dets.class_id[k] == dets.class_id[i]
+            if same.any():
+                k = k[same]
+                inter = _inter(boxes[i], boxes[k])
+                area_i = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+                area_k = (boxes[k, 2] - boxes[k, 0]) * (boxes[k, 3] - boxes[k, 1])
+                ratio = inter / np.maximum(np.minimum(area_i, area_k), 1e-6)
+                j = int(np.argmax(ratio))
+                if ratio[j] > overlap_thr or (edge[i] and edge[k[j]] and ratio[j] > 0.1):
+                    t = k[j]
+                    if edge[i] and edge[t]:  # two cut pieces of one cell: keep their union
+                        boxes[t, :2] = np.minimum(boxes[t, :2], boxes[i, :2])
+                        boxes[t, 2:] = np.maximum(boxes[t, 2:], boxes[i, 2:])
+                        conf[t] = max(conf[t], conf[i])
+                    continue
+        kept.append(int(i))
+    mask = keep_unique.copy()
+    mask[kept] = True
+    out = Detections(boxes, conf, dets.class_id, dets.class_names, dict(dets.data))
+    return out[mask]
+
+
+def detect_tiled(
+    image: np.ndarray,
+    detector: Any,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 4,
+) -> Detections:
+    """Detections for an image of any size: whole when it fits one tile, else overlapping tiles.
+
+    Tiles are cut as views and sent ``batch`` at a time, so memory does not grow with the image.
+    """
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise CellkitError(f"analyze: expected an RGB uint8 image (H, W, 3), got {image.shape} {image.dtype}")
+    tile = int(tile or getattr(detector, "tile", 640))
+    overlap = int(overlap if overlap is not None else getattr(detector, "overlap", tile // 4))
+    h, w = image.shape[:2]
+    windows = list(iter_tiles(h, w, tile, overlap))
+    if len(windows) == 1:
+        return detector.detect_batch([image])[0]
+    xs = sorted({x0 for x0, *_ in windows})
+    ys = sorted({y0 for _, y0, *_ in windows})
+    parts, edges, shared = [], [], []
+    for start in range(0, len(windows), batch):
+        group = windows[start : start + batch]
+        found = detector.detect_batch([image[y0:y1, x0:x1] for x0, y0, x1, y1 in group])
+        for (x0, y0, x1, y1), d in zip(group, found, strict=True):
+            if not len(d):
+                continue
+            b = d.xyxy
+            e = np.zeros(len(d), bool)
+            if x0 > 0:
+                e |= b[:, 0] <= EDGE_EPS
+            if y0 > 0:
+                e |= b[:, 1] <= EDGE_EPS
+            if x1 < w:
+                e |= b[:, 2] >= (x1 - x0) - EDGE_EPS
+            if y1 < h:
+                e |= b[:, 3] >= (y1 - y0) - EDGE_EPS
+            g = b + np.array([x0, y0, x0, y0], np.float32)
+            parts.append(Detections(g, d.confidence, d.class_id, d.class_names))
+            edges.append(e)
+            shared.append(_in_shared_zone(g, xs, ys, tile, w, h))
+    if not parts:
+        return Detections.empty(getattr(detector, "class_names", DETECTION_CLASSES))
+    return merge_tiled(Detections.merge(parts), np.concatenate(edges), np.concatenate(shared))
+
+
+def _in_shared_zone(boxes: np.ndarray, xs: list[int], ys: list[int], tile: int, w: int, h: int) -> np.ndarray:
+    """True for boxes touching a band covered by two tiles (columns or rows of the grid)."""
+
+    def bands(starts: list[int], length: int) -> list[tuple[int, int]]:
+        return [(starts[i + 1], min(length, starts[i] + tile)) for i in range(len(starts) - 1)]
+
+    out = np.zeros(len(boxes), bool)
+    for a, b in bands(xs, w):
+        out |= (boxes[:, 2] >= a) & (boxes[:, 0] <= b)
+    for a, b in bands(ys, h):
+        out |= (boxes[:, 3] >= a) & (boxes[:, 1] <= b)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ result
+@dataclass
+class SlideResult:
+    """Everything found on one smear image.
+
+    ``detections.data`` holds, per box, ``leaf``/``label`` (str, "" when not classified),
+    ``cls_confidence``, ``ood_score`` and ``node_probs`` (n, len(node_ids); NaN rows when not
+    classified). ``corrections`` maps a box index to the node id a reviewer chose instead.
+    """
+
+    detections: Detections
+    image_shape: tuple[int, int]
+    node_ids: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+    models: dict[str, dict[str, str]] = field(default_factory=dict)
+    name: str = ""
+    image_sha256: str = ""
+    corrections: dict[int, str] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)  # leaf/node -> differential group (pbc8)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Boxes per detector class (wbc, rbc, platelet)."""
+        return self.detections.counts()
+
+    def labels(self) -> list[str]:
+        """Final label per box: the reviewer's correction, else the classifier's label, else the class."""
+        base = self.detections.data.get("label")
+        names = self.detections.class_name
+        out = []
+        for i in range(len(self.detections)):
+            if i in self.corrections:
+                out.append(self.corrections[i])
+            elif base is not None and base[i]:
+                out.append(str(base[i]))
+            else:
+                out.append(str(names[i]))
+        return out
+
+    def differential(self) -> dict[str, dict[str, float]]:
+        """WBC differential: {group: {"count": n, "percent": p}} over the white cells, corrections applied."""
+        wbc = self.detections.class_id == DETECTION_CLASSES.index("wbc")
+        if "label" not in self.detections.data or not wbc.any():
+            return {}
+        labels = [lab for lab, is_wbc in zip(self.labels(), wbc, strict=True) if is_wbc]
+        counts: dict[str, int] = {}
+        for lab in labels:
+            key = self.groups.get(lab, lab)
+            counts[key] = counts.get(key, 0) + 1
+        total = sum(counts.values())
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ordered}
+
+    def to_frame(self):
+        """One row per box: x1 y1 x2 y2 class confidence [leaf label cls_confidence ood_score corrected p_<node>]."""
+        import pandas as pd
+
+        d = self.detections
+        frame = pd.DataFrame(np.round(d.xyxy.astype(float), 2), columns=["x1", "y1", "x2", "y2"])
+        frame["class"] = d.class_name
+        frame["confidence"] = np.round(d.confidence.astype(float), 4)
+        if "label" in d.data:
+            frame["leaf"] = d.data["leaf"]
+            frame["label"] = d.data["label"]
+            frame["cls_confidence"] = np.round(d.data["cls_confidence"].astype(float), 4)
+            frame["ood_score"] = np.round(d.data["ood_score"].astype(float), 4)
+            frame["corrected"] = [self.corrections.get(i, "") for i in range(len(d))]
+            probs = np.round(d.data["node_probs"].astype(float), 6)
+            for j, node in enumerate(self.node_ids):
+                frame[f"p_{node}"] = probs[:, j]
+        return frame
+
+    def to_dict(self) -> dict[str, Any]:
+        frame = self.to_frame()
+        cells = json.loads(frame.to_json(orient="records"))
+        return {
+            "name": self.name,
+            "image_sha256": self.image_sha256,
+            "image_shape": list(self.image_shape),
+            "counts": self.counts,
+            "differential": self.differential(),
+            "timings": self.timings,
+            "models": self.models,
+            "node_ids": list(self.node_ids),
+            "corrections": {str(k): v for k, v in self.corrections.items()},
+            "groups": self.groups,
+            "cells": cells,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SlideResult:
+        """Rebuild a result from :meth:`to_dict` output (e.g. a saved JSON report)."""
+        cells = raw.get("cells", [])
+        node_ids = tuple(raw.get("node_ids", ()))
+        n = len(cells)
+        xyxy = np.array([[c["x1"], c["y1"], c["x2"], c["y2"]] for c in cells], np.float32).reshape(n, 4)
+        cls_id = np.array([DETECTION_CLASSES.index(c["class"]) for c in cells], np.int64)
+        conf = np.array([c["confidence"] for c in cells], np.float32)
+        data: dict[str, np.ndarray] = {}
+        if n and "label" in cells[0]:
+            data = {
+                "leaf": np.array([c["leaf"] or "" for c in cells], dtype=object),
+                "label": np.array([c["label"] or "" for c in cells], dtype=object),
+                "cls_confidence": np.array([_num(c["cls_confidence"]) for c in cells], np.float32),
+                "ood_score": np.array([_num(c["ood_score"]) for c in cells], np.float32),
+                "node_probs": np.array([[_num(c.get(f"p_{k}")) for k in node_ids] for c in cells], np.float32),
+            }
+        return cls(
+            detections=Detections(xyxy, conf, cls_id, DETECTION_CLASSES, data),
+            image_shape=tuple(raw.get("image_shape", (0, 0))),
+            node_ids=node_ids,
+            timings=dict(raw.get("timings", {})),
+            models=dict(raw.get("models", {})),
+            name=raw.get("name", ""),
+            image_sha256=raw.get("image_sha256", ""),
+            corrections={int(k): v for k, v in raw.get("corrections", {}).items()},
+            groups=dict(raw.get("groups", {})),
+        )
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _groups(taxonomy: Any) -> dict[str, str]:
+    """Every node at or below a pbc8 member -> that member (the usual differential classes)."""
+    members = getattr(taxonomy, "groupings", {}).get("pbc8")
+    if not members:
+        return {}
+    out = {}
+    for m in members:
+        for nid in taxonomy.ids:
+            if m in taxonomy.path(nid):
+                out[nid] = m
+    return out
+
+
+def _version(model: Any) -> dict[str, str]:
+    spec = getattr(model, "spec", None)
+    return {
+        "name": getattr(spec, "name", type(model).__name__),
+        "sha256": str(getattr(spec, "card", {}).get("sha256", "")),
+    }
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_size: int = 64) -> Detections:
+    """Add the classifier's answer for every wbc / platelet box to ``dets.data`` (batches of crops)."""
+    node_ids = tuple(classifier.taxonomy.ids)
+    n = len(dets)
+    leaf = np.full(n, "", dtype=object)
+    label = np.full(n, "", dtype=object)
+    cconf = np.full(n, np.nan, np.float32)
+    ood = np.full(n, np.nan, np.float32)
+    probs = np.full((n, len(node_ids)), np.nan, np.float32)
+    wanted = [DETECTION_CLASSES.index(c) for c in CLASSIFIED]
+    idx = np.flatnonzero(np.isin(dets.class_id, wanted))
+    scale = float(getattr(classifier.spec, "crop_scale", 2.0))
+    for start in range(0, len(idx), batch_size):
+        chunk = idx[start : start + batch_size]
+        crops = [crop_box(image, dets.xyxy[i], scale=scale) for i in chunk]
+        for i, pred in zip(chunk, classifier.predict(crops, batch_size=batch_size), strict=True):
+            leaf[i], label[i] = pred.leaf, pred.label
+            cconf[i], ood[i] = pred.confidence, pred.ood_score
+            probs[i] = pred.node_probs
+    data = dict(dets.data, leaf=leaf, label=label, cls_confidence=cconf, ood_score=ood, node_probs=probs)
+    return Detections(dets.xyxy, dets.confidence, dets.class_id, dets.class_names, data)
+
+
+def image_sha256(image: np.ndarray) -> str:
+    """Hash of the decoded pixels (same picture, same hash, whatever the file format)."""
+    h = hashlib.sha256()
+    h.update(str(image.shape).encode())
+    h.update(np.ascontiguousarray(image).tobytes())
+    return h.hexdigest()
+
+
+def analyze(
+    image: np.ndarray,
+    detector: Any,
+    classifier: Any | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    name: str = "",
+) -> SlideResult:
+    """Detect every cell, classify wbc / platelet crops through the taxonomy, count.
+
+    ``image`` is RGB uint8 (H, W, 3) (use ``cellkit.io.read_image`` for files). ``tile`` /
+    ``overlap`` default to the detector card's values (pixels of the original image).
+    """
+    if not isinstance(image, np.ndarray):
+        raise CellkitError(f"analyze: expected a numpy RGB image, got {type(image).__name__}; read it with read_image")
+    t0 = time.perf_counter()
+    dets = detect_tiled(image, detector, tile, overlap)
+    t1 = time.perf_counter()
+    node_ids: tuple[str, ...] = ()
+    groups: dict[str, str] = {}
+    models = {"detector": _version(detector)}
+    if classifier is not None:
+        dets = classify_boxes(image, dets, classifier)
+        node_ids = tuple(classifier.taxonomy.ids)
+        groups = _groups(classifier.taxonomy)
+        models["classifier"] = _version(classifier)
+    t2 = time.perf_counter()
+    return SlideResult(
+        detections=dets,
+        image_shape=(int(image.shape[0]), int(image.shape[1])),
+        node_ids=node_ids,
+        timings={"detect_s": round(t1 - t0, 4), "classify_s": round(t2 - t1, 4), "total_s": round(t2 - t0, 4)},
+        models=models,
+        name=name,
+        image_sha256=image_sha256(image),
+        groups=groups,
+    )
+
+
+def review_zip(image: np.ndarray, result: SlideResult, scale: float = 2.0) -> bytes:
+    """The classified crops as a labelled folder (zip): ``<final label>/<image>_<index>.png`` + labels.csv.
+
+    Final label = the reviewer's correction when there is one, else the classifier's label; the
+    CSV keeps both, so the folder can feed ``cellkit train classifier`` after review.
+    """
+    import csv
+    import io
+    import zipfile
+
+    from cellkit.io import encode_png
+
+    stem = (result.name.rsplit(".", 1)[0] or "slide").replace("/", "_") or "slide"
+    labels = result.labels()
+    model = result.detections.data.get("label")
+    buf, table = io.BytesIO(), io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["file", "index", "class", "model_label", "final_label", "corrected"])
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(len(result.detections)):
+            cls = str(result.detections.class_name[i])
+            if cls not in CLASSIFIED:
+                continue
+            name = f"{labels[i]}/{stem}_{i:05d}.png"
+            zf.writestr(name, encode_png(crop_box(image, result.detections.xyxy[i], scale=scale)))
+            model_label = str(model[i]) if model is not None else ""
+            writer.writerow([name, i, cls, model_label, labels[i], int(i in result.corrections)])
+        zf.writestr("labels.csv", table.getvalue())
+    return buf.getvalue()

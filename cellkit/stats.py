@@ -1,0 +1,674 @@
+"""Dataset statistics and the on-disk index they are computed from.
+
+The *index* of a dataset adds to each image row what needs its pixels: size and mode (from a real
+decode, so corrupt files show up), colour and stain statistics, a perceptual hash (near
+duplicates) and a SHA-1 of the bytes (exact duplicates). Computing it for 14k images takes a
+while, so it is cached under :func:`cellkit.config.cache_dir`, keyed by the dataset folder and
+checked file by file (size + mtime): reopening is fast, and after adding a few images only those
+are read. Statistics are plain functions returning DataFrames / dicts; figures are in
+:mod:`cellkit.plots`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cellkit import config
+from cellkit.data import Dataset, boxes_to_pixels, load_dataset, none_for_missing
+from cellkit.errors import CellkitError
+from cellkit.io import _to_rgb_uint8
+from cellkit.taxonomy import Taxonomy, load_taxonomy
+
+INDEX_VERSION = 2
+THUMB = 64  # side used for colour statistics and hashing (JPEG draft mode decodes at ~1/4 scale)
+COLOUR_COLUMNS = ["mean_r", "mean_g", "mean_b", "hue", "sat", "val", "od_r", "od_g", "od_b", "od_stain", "stained"]
+RECORD_COLUMNS = ["width", "height", "mode", "format", "error", *COLOUR_COLUMNS, "phash", "sha1"]
+DEFAULT_HAMMING = 4  # phash bits (of 64) at or below which two images count as near duplicates
+DEFAULT_MIN_COUNT = 100  # balancing never cuts a class below this many images
+STAINED_OD = 0.3  # summed optical density above which a pixel counts as stained (cell), not background
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DatasetIndex:
+    """A dataset with per-image pixel statistics; ``images`` / ``boxes`` are the tables."""
+
+    dataset: Dataset
+    taxonomy: Taxonomy
+    seconds: float  # wall time of this call
+    n_computed: int  # images decoded by this call (0: everything came from the cache)
+    cache_path: Path | None
+
+    @property
+    def images(self) -> pd.DataFrame:
+        return self.dataset.images
+
+    @property
+    def boxes(self) -> pd.DataFrame:
+        return self.dataset.boxes
+
+    @property
+    def name(self) -> str:
+        return self.dataset.info.name
+
+    @property
+    def kind(self) -> str:
+        return self.dataset.info.kind
+
+
+# ---- per-image record ------------------------------------------------------------------------
+def image_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Decode one image (small) and compute its size, colour/stain statistics and hashes.
+
+    Never raises: an unreadable file gives a record with ``error`` set.
+    """
+    import imagehash
+
+    rec: dict[str, Any] = dict.fromkeys(RECORD_COLUMNS)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        rec["error"] = f"cannot read file ({exc.strerror})"
+        return rec
+    if not data:
+        rec["error"] = "file is empty (0 bytes)"
+        return rec
+    rec["sha1"] = hashlib.sha1(data).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            rec.update(width=img.size[0], height=img.size[1], mode=img.mode, format=img.format)
+            if img.format == "JPEG":
+                img.draft("RGB", (THUMB, THUMB))
+            img.load()
+            if max(img.size) > 2 * THUMB:
+                img = img.reduce(max(1, min(img.size) // THUMB))
+            rgb = Image.fromarray(_to_rgb_uint8(img))
+    except UnidentifiedImageError:
+        rec["error"] = "not a readable image"
+        return rec
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        rec["error"] = f"corrupt or truncated image ({exc})"
+        return rec
+    rec.update(colour_stats(np.asarray(rgb)))
+    rec["phash"] = str(imagehash.phash(rgb))
+    return rec
+
+
+def colour_stats(rgb: np.ndarray) -> dict[str, float]:
+    """Mean RGB, HSV, optical density per channel and of stained pixels.
+
+    Hue is a saturation-weighted circular mean in degrees from red, in (-180, 180]: stained smears sit around red,
+    pinks are slightly negative (towards magenta) and purples around -60, so nothing wraps.
+
+    Optical density OD = -log10(I / 255) is what stains add up in; ``stained`` is the fraction of
+    pixels whose summed OD exceeds :data:`STAINED_OD` (cells vs bright background).
+    """
+    arr = rgb.reshape(-1, 3).astype(np.float32)
+    mean = arr.mean(axis=0)
+    hsv = np.asarray(Image.fromarray(rgb).convert("HSV")).reshape(-1, 3).astype(np.float32)
+    angle = hsv[:, 0] / 256.0 * 2 * np.pi
+    weight = hsv[:, 1] + 1e-3  # saturation-weighted: the hue of grey/white background pixels means nothing
+    hue = float(np.degrees(np.arctan2((np.sin(angle) * weight).sum(), (np.cos(angle) * weight).sum())))
+    od = -np.log10(np.clip(arr, 1.0, 255.0) / 255.0)
+    stained = od.sum(axis=1) > STAINED_OD
+    return {
+        "mean_r": float(mean[0]),
+        "mean_g": float(mean[1]),
+        "mean_b": float(mean[2]),
+        "hue": hue,
+        "sat": float(hsv[:, 1].mean() / 255.0),
+        "val": float(hsv[:, 2].mean() / 255.0),
+        "od_r": float(od[:, 0].mean()),
+        "od_g": float(od[:, 1].mean()),
+        "od_b": float(od[:, 2].mean()),
+        "od_stain": float(od[stained].sum(axis=1).mean()) if stained.any() else 0.0,
+        "stained": float(stained.mean()),
+    }
+
+
+# ---- cached index ----------------------------------------------------------------------------
+def cache_file(dataset_path: str | os.PathLike) -> Path:
+    """Where the index of a dataset folder is cached."""
+    key = hashlib.sha1(str(Path(dataset_path).resolve()).encode()).hexdigest()[:16]
+    return config.cache_dir() / f"index-v{INDEX_VERSION}-{Path(dataset_path).name}-{key}.parquet"
+
+
+def _load_cache(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_parquet(path)
+    except Exception:  # a damaged cache is rebuilt, never fatal
+        return None
+    needed = {"file", "bytes", "mtime_ns", *RECORD_COLUMNS}
+    return df if needed <= set(df.columns) else None
+
+
+def _save_cache(path: Path, records: pd.DataFrame) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        records.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache folder only costs speed
+        tmp.unlink(missing_ok=True)
+
+
+def _records_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=["file", "bytes", "mtime_ns", *RECORD_COLUMNS])
+    for col in ("mode", "format", "error", "phash", "sha1"):
+        df[col] = none_for_missing(df[col])
+    for col in ("width", "height"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in COLOUR_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return df
+
+
+def pending_images(path: str | os.PathLike, *, dataset: str | None = None) -> int:
+    """How many images of a dataset are not in the disk cache yet (0: opening it is fast)."""
+    ds = load_dataset(path, dataset=dataset, headers=False)
+    cached = _load_cache(cache_file(ds.info.path))
+    if cached is None:
+        return len(ds.images)
+    key = ds.images[["file", "bytes", "mtime_ns"]].merge(
+        cached[["file", "bytes", "mtime_ns"]], how="left", indicator=True
+    )
+    return int((key["_merge"] == "left_only").sum())
+
+
+def index_dataset(
+    path: str | os.PathLike,
+    taxonomy: Taxonomy | str | None = None,
+    *,
+    dataset: str | None = None,
+    progress: bool | Progress = False,
+    workers: int | None = None,
+    use_cache: bool = True,
+) -> DatasetIndex:
+    """Read a dataset and its per-image pixel statistics, computing only what the cache lacks.
+
+    ``progress``: True for a tqdm bar on stderr, or a callable ``(done, total)``.
+    """
+    start = time.perf_counter()
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or "pbc")
+    ds = load_dataset(path, tax, dataset=dataset, headers=False)
+    images = ds.images
+    cpath = cache_file(ds.info.path)
+    cached = _load_cache(cpath) if use_cache else None
+    key_cols = ["file", "bytes", "mtime_ns"]
+    if cached is not None:
+        cached = cached.drop_duplicates("file", keep="last")
+        merged = images[key_cols].merge(cached, on=key_cols, how="left", indicator=True)
+        todo = images.loc[(merged["_merge"] == "left_only").to_numpy()]
+        keep = cached.merge(images[key_cols], on=key_cols, how="inner")
+    else:
+        todo, keep = images, _records_frame([])
+    new_rows = _compute(todo, progress, workers, cpath if use_cache else None, keep)
+    records = pd.concat([df for df in (keep, _records_frame(new_rows)) if len(df)], ignore_index=True)
+    if records.empty:
+        records = _records_frame([])
+    if use_cache and (new_rows or cached is None or len(keep) != len(cached)):
+        _save_cache(cpath, records)
+    stat_error = images["error"]
+    images = images.drop(columns=[c for c in RECORD_COLUMNS if c in images]).merge(
+        records.drop(columns=["bytes", "mtime_ns"]), on="file", how="left"
+    )
+    images["error"] = none_for_missing(stat_error.where(stat_error.notna(), images["error"]))
+    for col in ("mode", "format", "phash", "sha1"):
+        images[col] = none_for_missing(images[col])
+    if images.empty:
+        raise CellkitError(f"{ds.info.path}: no images found; add images or pick another folder")
+    if images["error"].notna().all():
+        first = images.iloc[0]
+        raise CellkitError(
+            f"{ds.info.path}: none of the {len(images)} image files could be read "
+            f"(e.g. {first['file']}: {first['error']}); check the files are PNG/JPEG/TIFF images"
+        )
+    ds.images = images
+    ds.boxes = boxes_to_pixels(ds.boxes, images)
+    return DatasetIndex(ds, tax, time.perf_counter() - start, len(new_rows), cpath if use_cache else None)
+
+
+def _compute(
+    todo: pd.DataFrame, progress: bool | Progress, workers: int | None, cpath: Path | None, keep: pd.DataFrame
+) -> list[dict]:
+    """Decode ``todo`` images on a thread pool (PIL releases the GIL while decoding)."""
+    total = len(todo)
+    if total == 0:
+        return []
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="indexing", unit="img", dynamic_ncols=True)
+    rows: list[dict] = []
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    paths, keys = todo["path"].tolist(), todo[["file", "bytes", "mtime_ns"]].to_dict("records")
+    last_save = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=n_workers)
+    try:
+        for key, rec in zip(keys, pool.map(image_record, paths), strict=True):
+            rows.append({**key, **rec})
+            if bar is not None:
+                bar.update(1)
+            elif callable(progress) and (len(rows) % 50 == 0 or len(rows) == total):
+                progress(len(rows), total)
+            if cpath is not None and time.monotonic() - last_save > 30:  # progress survives a crash
+                _save_cache(cpath, pd.concat([keep, _records_frame(rows)], ignore_index=True))
+                last_save = time.monotonic()
+    except BaseException:  # Ctrl-C / closed browser tab: keep what was done, stop the queued work
+        pool.shutdown(wait=False, cancel_futures=True)
+        if cpath is not None and rows:
+            _save_cache(cpath, pd.concat([keep, _records_frame(rows)], ignore_index=True))
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    return rows
+
+
+# ---- counts ----------------------------------------------------------------------------------
+def _ok(images: pd.DataFrame) -> pd.DataFrame:
+    return images[images["error"].isna()]
+
+
+def class_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """Images per folder class and taxonomy node (readable images only)."""
+    df = _ok(images)
+    if df["class"].isna().all():
+        return pd.DataFrame(columns=["class", "node", "count"])
+    out = df.fillna({"node": "(not in taxonomy)"}).groupby(["class", "node"]).size().rename("count").reset_index()
+    return out.sort_values(["class", "count"], ascending=[True, False], ignore_index=True)
+
+
+def level_counts(images: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """Images under each taxonomy node, with its level (1 = lineage); images count at every ancestor."""
+    nodes = _ok(images)["node"].dropna().value_counts()
+    totals: dict[str, int] = {}
+    own: dict[str, int] = {}
+    for node, n in nodes.items():
+        if node not in taxonomy:
+            continue
+        own[node] = own.get(node, 0) + int(n)
+        for anc in taxonomy.path(node):
+            totals[anc] = totals.get(anc, 0) + int(n)
+    rows = [
+        {
+            "level": taxonomy.depth(nid),
+            "node": nid,
+            "name": taxonomy.display(nid),
+            "parent": taxonomy.parent(nid) or "",
+            "count": totals[nid],
+            "labelled_here": own.get(nid, 0),
+        }
+        for nid in taxonomy.ids
+        if nid in totals
+    ]
+    return pd.DataFrame(rows, columns=["level", "node", "name", "parent", "count", "labelled_here"])
+
+
+def crosstab(images: pd.DataFrame, rows: str, cols: str) -> pd.DataFrame:
+    """Counts of ``rows`` x ``cols`` (e.g. class x split, source x split), readable images only."""
+    df = _ok(images).fillna({rows: "(none)", cols: "(none)"})
+    df = df.replace({rows: {"": "(none)"}, cols: {"": "(none)"}})
+    return pd.crosstab(df[rows], df[cols])
+
+
+def size_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """Image sizes (width x height) with counts, most common first."""
+    df = _ok(images).dropna(subset=["width", "height"])
+    out = df.groupby(["width", "height"]).size().rename("count").reset_index()
+    return out.sort_values("count", ascending=False, ignore_index=True)
+
+
+def colour_table(images: pd.DataFrame, by: str = "class") -> pd.DataFrame:
+    """Mean and standard deviation of the colour / stain statistics per ``by`` (class, source, split)."""
+    df = _ok(images).dropna(subset=["mean_r"])
+    if df.empty or df[by].isna().all():
+        return pd.DataFrame()
+    agg = df.groupby(by)[COLOUR_COLUMNS].agg(["mean", "std"])
+    agg.columns = [f"{c}_{s}" for c, s in agg.columns]
+    agg.insert(0, "n", df.groupby(by).size())
+    return agg.reset_index()
+
+
+def errors_table(images: pd.DataFrame) -> pd.DataFrame:
+    """The unreadable files and why."""
+    return images.loc[images["error"].notna(), ["file", "error"]].reset_index(drop=True)
+
+
+def label_errors_table(images: pd.DataFrame) -> pd.DataFrame:
+    """Detection images whose label / annotation file is malformed, and why."""
+    if "label_error" not in images:
+        return pd.DataFrame(columns=["file", "label_error"])
+    return images.loc[images["label_error"].notna(), ["file", "label_error"]].reset_index(drop=True)
+
+
+# ---- duplicates ------------------------------------------------------------------------------
+def _hash_ints(hashes: pd.Series) -> np.ndarray:
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+
+
+def duplicates(
+    images: pd.DataFrame, threshold: int = DEFAULT_HAMMING, max_pairs: int = 20_000, block: int = 1024
+) -> pd.DataFrame:
+    """Pairs of exact (same bytes) and near-duplicate (phash distance <= threshold) images.
+
+    Columns: file_a, file_b, split/class/source of each, distance (bits), exact, cross_split
+    (leakage between train/val/test), label_conflict (same picture, different class).
+    """
+    cols = ["file", "split", "class", "source", "phash", "sha1"]
+    df = _ok(images).dropna(subset=["phash"])[cols].reset_index(drop=True)
+    pairs: list[tuple[int, int, int]] = []
+    if len(df) > 1:
+        h = _hash_ints(df["phash"])
+        for start in range(0, len(h), block):
+            a = h[start : start + block]
+            dist = np.bitwise_count(a[:, None] ^ h[None, :])
+            ii, jj = np.nonzero(dist <= threshold)
+            upper = jj > ii + start
+            for i, j in zip(ii[upper] + start, jj[upper], strict=True):
+                pairs.append((int(i), int(j), int(dist[i - start, j])))
+        by_sha = df.groupby("sha1").indices  # exact copies can differ in phash only if decoding differs
+        seen = {(i, j) for i, j, _ in pairs}
+        for idx in by_sha.values():
+            for k, i in enumerate(idx):
+                for j in idx[k + 1 :]:
+                    if (int(i), int(j)) not in seen:
+                        pairs.append((int(i), int(j), 0))
+    pairs.sort(key=lambda p: (p[2], p[0], p[1]))
+    truncated = len(pairs) > max_pairs
+    pairs = pairs[:max_pairs]
+    a = df.iloc[[p[0] for p in pairs]].reset_index(drop=True)
+    b = df.iloc[[p[1] for p in pairs]].reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "file_a": a["file"],
+            "file_b": b["file"],
+            "split_a": a["split"],
+            "split_b": b["split"],
+            "class_a": a["class"],
+            "class_b": b["class"],
+            "source_a": a["source"],
+            "source_b": b["source"],
+            "distance": pd.Series([p[2] for p in pairs], dtype="int64"),
+            "exact": (a["sha1"] == b["sha1"]).astype(bool),
+        }
+    )
+    out["cross_split"] = (out["split_a"].fillna("") != out["split_b"].fillna("")).astype(bool)
+    out["label_conflict"] = (out["class_a"].notna() & (out["class_a"] != out["class_b"])).astype(bool)
+    out.attrs["truncated"] = truncated
+    return out
+
+
+def duplicate_summary(pairs: pd.DataFrame) -> dict[str, int]:
+    """Counts of duplicate pairs: exact, near, across splits (leakage), with conflicting labels."""
+    return {
+        "pairs": len(pairs),
+        "exact_pairs": int(pairs["exact"].sum()),
+        "near_pairs": int((~pairs["exact"]).sum()),
+        "cross_split_pairs": int(pairs["cross_split"].sum()),
+        "label_conflict_pairs": int(pairs["label_conflict"].sum()),
+        "images_involved": int(pd.concat([pairs["file_a"], pairs["file_b"]]).nunique()),
+    }
+
+
+def leakage(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Duplicate pairs across splits, counted per split pair (e.g. train-test)."""
+    cross = pairs[pairs["cross_split"]]
+    if cross.empty:
+        return pd.DataFrame(columns=["splits", "exact", "near"])
+    key = [" ~ ".join(sorted((str(a), str(b)))) for a, b in zip(cross["split_a"], cross["split_b"], strict=True)]
+    grouped = cross.assign(splits=key).groupby("splits")["exact"]
+    return pd.DataFrame({"exact": grouped.sum(), "near": grouped.size() - grouped.sum()}).reset_index()
+
+
+# ---- balancing -------------------------------------------------------------------------------
+def balanced_counts(images: pd.DataFrame, taxonomy: Taxonomy, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """Per tree level, image counts before and after the training balancing rule.
+
+    The rule: at each level, every group (the node at that level, or a leaf that stops above it)
+    is capped at the size of the smallest group, but never below ``min_count`` — a rare class may
+    not shrink everything else to a handful. Images labelled only at an inner node above the
+    level (e.g. "neutrophil, unspecified" at the band/segmented level) have no label there and
+    are left out of that level.
+    Columns: level, node, name, count, target, balanced, kept (fraction).
+    """
+    if min_count < 0:
+        raise CellkitError(f"min_count must be >= 0, got {min_count}")
+    nodes = _ok(images)["node"].dropna()
+    nodes = nodes[nodes.isin(list(taxonomy.ids))]
+    rows = []
+    for level in range(1, taxonomy.max_depth + 1):
+        usable = nodes[nodes.map(lambda n, lv=level: taxonomy.depth(n) >= lv or taxonomy.is_leaf(n))]
+        groups = usable.map(taxonomy.level_map(level)).value_counts()
+        if groups.empty:
+            continue
+        target = max(int(groups.min()), int(min_count))
+        for nid in [i for i in taxonomy.ids if i in groups.index]:
+            n = int(groups[nid])
+            rows.append(
+                {
+                    "level": level,
+                    "node": nid,
+                    "name": taxonomy.display(nid),
+                    "count": n,
+                    "target": target,
+                    "balanced": min(n, target),
+                    "kept": min(n, target) / n,
+                }
+            )
+    return pd.DataFrame(rows, columns=["level", "node", "name", "count", "target", "balanced", "kept"])
+
+
+# ---- detection -------------------------------------------------------------------------------
+def boxes_per_image(images: pd.DataFrame) -> pd.DataFrame:
+    """Long table: file, split, source, class, n (boxes of that class in the image)."""
+    cols = [c for c in images.columns if c.startswith("n_") and c != "n_boxes"]
+    if not cols:
+        return pd.DataFrame(columns=["file", "split", "source", "class", "n"])
+    long = _ok(images).melt(id_vars=["file", "split", "source"], value_vars=cols, var_name="class", value_name="n")
+    long["class"] = long["class"].str.removeprefix("n_")
+    return long
+
+
+def box_size_table(boxes: pd.DataFrame) -> pd.DataFrame:
+    """Box size per class: count and quantiles of width, height and sqrt(area) in pixels."""
+    if boxes.empty:
+        return pd.DataFrame()
+    df = boxes.assign(side=np.sqrt(boxes["w"].clip(lower=0) * boxes["h"].clip(lower=0)))
+    out = df.groupby("class")[["w", "h", "side"]].describe(percentiles=[0.5])
+    out.columns = [f"{c}_{s}" for c, s in out.columns]
+    keep = [c for c in out.columns if c.endswith(("_mean", "_50%", "_min", "_max")) or c == "w_count"]
+    return out[keep].rename(columns={"w_count": "boxes"}).reset_index()
+
+
+# ---- mosaic ----------------------------------------------------------------------------------
+def mosaic(
+    index: DatasetIndex, per_group: int = 8, size: int = 96, seed: int = 0, max_groups: int = 24
+) -> tuple[np.ndarray, list[str]]:
+    """A grid image of sample thumbnails: one row per class (classification) or box class (crops).
+
+    Returns the RGB uint8 image and the row labels.
+    """
+    from cellkit.crops import crop_box
+    from cellkit.io import read_image
+
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, list[np.ndarray]]] = []
+    images = _ok(index.images)
+    if index.dataset.is_detection and not index.boxes.empty:
+        paths = images.set_index("file")["path"]
+        boxes = index.boxes[index.boxes["file"].isin(paths.index)]
+        for cls, grp in list(boxes.groupby("class", sort=False))[:max_groups]:
+            pick = grp.iloc[rng.permutation(len(grp))[:per_group]]
+            tiles = []
+            for _, b in pick.iterrows():
+                img = read_image(paths[b["file"]])
+                tiles.append(crop_box(img, np.array([b["x1"], b["y1"], b["x2"], b["y2"]]), scale=1.5))
+            rows.append((str(cls), tiles))
+    else:
+        key = "node" if images["class"].isna().all() else "class"
+        groups = images.groupby(images[key].fillna("(unlabelled)"), sort=True) if len(images) else []
+        for label, grp in list(groups)[:max_groups]:
+            pick = grp.iloc[rng.permutation(len(grp))[:per_group]]
+            rows.append((str(label), [read_image(p) for p in pick["path"]]))
+    if not rows:
+        raise CellkitError("no readable images to show")
+    grid = np.full((len(rows) * size, per_group * size, 3), 255, dtype=np.uint8)
+    for r, (_, tiles) in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            t = np.asarray(ImageOps.contain(Image.fromarray(tile), (size, size)).convert("RGB"))  # up or down
+            y, x = r * size + (size - t.shape[0]) // 2, c * size + (size - t.shape[1]) // 2
+            grid[y : y + t.shape[0], x : x + t.shape[1]] = t
+    return grid, [label for label, _ in rows]
+
+
+# ---- summary ---------------------------------------------------------------------------------
+def summary(
+    index: DatasetIndex, *, threshold: int = DEFAULT_HAMMING, min_count: int = DEFAULT_MIN_COUNT
+) -> dict[str, Any]:
+    """Everything `cellkit stats` prints, as plain JSON-able data."""
+    images, tax = index.images, index.taxonomy
+
+    def counts(col: str) -> dict[str, int]:
+        s = _ok(images)[col].fillna("(none)").replace("", "(none)").value_counts()
+        return {str(k): int(v) for k, v in s.items()}
+
+    pairs = duplicates(images, threshold=threshold)
+    out: dict[str, Any] = {
+        "dataset": index.name,
+        "path": str(index.dataset.info.path),
+        "kind": index.kind,
+        "images": len(images),
+        "readable": int(images["error"].isna().sum()),
+        "unreadable": errors_table(images).to_dict("records"),
+        "per_split": counts("split"),
+        "per_source": counts("source"),
+        "sizes": {f"{r.width}x{r.height}": int(r.count) for r in size_counts(images).itertuples()},
+        "duplicates": {**duplicate_summary(pairs), "threshold_bits": threshold},
+        "leakage": leakage(pairs).to_dict("records"),
+        "index_seconds": round(index.seconds, 3),
+        "indexed_now": index.n_computed,
+    }
+    if not images["class"].isna().all():
+        out["per_class"] = counts("class")
+        levels = level_counts(images, tax)
+        out["per_node"] = {r.node: int(r.count) for r in levels.itertuples()}
+        out["per_label"] = {str(r.node): int(r.labelled_here) for r in levels.itertuples() if r.labelled_here}
+        out["per_level"] = {
+            f"level {lv}": {r.node: int(r.count) for r in grp.itertuples()} for lv, grp in levels.groupby("level")
+        }
+        out["unmapped_classes"] = sorted(set(_ok(images).loc[_ok(images)["node"].isna(), "class"].dropna()))
+        bal = balanced_counts(images, tax, min_count=min_count)
+        out["balanced"] = {
+            f"level {lv}": {r.node: [int(r.count), int(r.balanced)] for r in grp.itertuples()}
+            for lv, grp in bal.groupby("level")
+        }
+    if index.dataset.is_detection:
+        boxes = index.boxes
+        out["boxes"] = {str(k): int(v) for k, v in boxes["class"].value_counts().items()}
+        out["boxes_per_image_mean"] = {
+            c.removeprefix("n_"): round(float(_ok(images)[c].mean()), 2) for c in images.columns if c.startswith("n_")
+        }
+        out["label_errors"] = int(images["label_error"].notna().sum()) if "label_error" in images else 0
+    return out
+
+
+def dataset_stats(
+    path: str | os.PathLike,
+    taxonomy: Taxonomy | str | None = None,
+    *,
+    dataset: str | None = None,
+    threshold: int = DEFAULT_HAMMING,
+    min_count: int = DEFAULT_MIN_COUNT,
+    progress: bool | Progress = False,
+) -> dict[str, Any]:
+    """Index a dataset folder (cached) and summarise it: counts, sizes, duplicates, balancing."""
+    index = index_dataset(path, taxonomy, dataset=dataset, progress=progress)
+    return summary(index, threshold=threshold, min_count=min_count)
+
+
+# ---- bundled models' training data -----------------------------------------------------------
+def model_data_table(specs: list) -> pd.DataFrame:
+    """Counts found in model cards (``card["data"]``, ``card["split"]``): model, task, table, key, count.
+
+    Cards are free-form; every nested mapping of integers (e.g. ``split_sizes``) becomes a table.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def walk(node: Any, path: list[str], spec: Any, depth: int = 0) -> None:
+        if not isinstance(node, dict) or depth > 4 or not node:
+            return
+        ints = {k: v for k, v in node.items() if isinstance(v, int) and not isinstance(v, bool)}
+        if ints and len(ints) == len(node):
+            for k, v in ints.items():
+                rows.append({"model": spec.name, "task": spec.task, "table": ".".join(path), "key": str(k), "count": v})
+            return
+        for k, v in node.items():
+            walk(v, [*path, str(k)], spec, depth + 1)
+        if ints and len(ints) < len(node):
+            for k, v in ints.items():
+                rows.append({"model": spec.name, "task": spec.task, "table": ".".join(path), "key": str(k), "count": v})
+
+    for spec in specs:
+        card = spec.card or {}
+        for top in ("data", "split"):
+            walk(card.get(top), [top], spec)
+    return pd.DataFrame(rows, columns=["model", "task", "table", "key", "count"])
+
+
+def model_data_notes(spec: Any) -> dict[str, str]:
+    """The text fields of a card's ``data`` section (dataset, splits, attribution, de-duplication)."""
+    data = (spec.card or {}).get("data")
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str) and v}
+
+
+def model_split_table(spec: Any, folder: str | os.PathLike | None = None) -> pd.DataFrame | None:
+    """The image split a bundled classifier was trained on, from the split file its card names.
+
+    ``card["data"]["split_file"]`` (beside the weights) lists ``<class>/<file>`` per split; each row
+    gets its class and taxonomy node (folder + file-name prefix rules) without opening any image.
+    Returns None when the card names no readable split file.
+    """
+    import json
+
+    from cellkit.data import _folder_rules, class_to_node, refine_by_prefix
+
+    data = (spec.card or {}).get("data")
+    name = data.get("split_file") if isinstance(data, dict) else None
+    if not name:
+        return None
+    path = Path(folder or config.weights_dir()) / Path(str(name)).name
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        tax = load_taxonomy(spec.taxonomy or "pbc")
+    except (OSError, ValueError, CellkitError):
+        return None
+    folders, prefixes = _folder_rules(tax, "pbc")
+    rows = []
+    for split in ("train", "val", "test"):
+        for rel in raw.get(split, []) if isinstance(raw, dict) else []:
+            parts = Path(str(rel)).parts
+            cls = parts[-2] if len(parts) > 1 else ""
+            node = refine_by_prefix(tax, class_to_node(tax, cls, folders), parts[-1], prefixes)
+            rows.append({"file": str(rel), "split": split, "class": cls, "node": node, "error": None})
+    out = pd.DataFrame(rows, columns=["file", "split", "class", "node", "error"])
+    out["node"], out["error"] = none_for_missing(out["node"]), none_for_missing(out["error"])
+    return out

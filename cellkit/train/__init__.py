@@ -1,0 +1,1 @@
+"""Training entry points: ``cellkit.train.classifier`` (and the detector trainer beside it)."""

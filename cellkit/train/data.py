@@ -1,0 +1,176 @@
+"""Training data for the classifier: label rules, a decoded-once image cache, a leak-free split.
+
+Images are decoded once into a uint8 array (``cache_dir()/cls_<key>_<size>.npz``) because JPEG
+decoding every epoch would dominate training time on a small CPU. The split is stratified by the
+finest label and keeps near-duplicates (perceptual hash distance <= ``max_dist``) on one side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cellkit import config
+from cellkit.errors import CellkitError
+from cellkit.io import IMAGE_SUFFIXES
+from cellkit.taxonomy import Taxonomy
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ImageSet:
+    """Decoded images (n, S, S, 3) uint8 with their relative paths, target node ids and phashes."""
+
+    images: np.ndarray
+    paths: list[str]
+    nodes: list[str]
+    phash: np.ndarray  # (n,) uint64
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def label_for(rel_path: str, taxonomy: Taxonomy, dataset: str = "pbc") -> str | None:
+    """Target node of ``<folder>/<file>``: file-name prefix rule, else folder rule, else folder == node id."""
+    rules = taxonomy.datasets.get(dataset, {})
+    folder, name = Path(rel_path).parts[-2], Path(rel_path).name
+    prefix = name.split("_")[0].upper()
+    prefixes = {str(k).upper(): v for k, v in (rules.get("prefixes") or {}).items()}
+    if "_" in name and prefix in prefixes:
+        return prefixes[prefix]
+    folders = rules.get("folders") or {}
+    if folder in folders:
+        return folders[folder]
+    return folder if folder in taxonomy else None
+
+
+def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = "pbc") -> tuple[list[str], list[str]]:
+    """Relative paths and target nodes of every labelled image under ``root/<class>/``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CellkitError(f"training data folder {root} not found; pass --data <folder with class sub-folders>")
+    paths, nodes = [], []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or p.parent == root:
+            continue
+        rel = p.relative_to(root).as_posix()
+        node = label_for(rel, taxonomy, dataset)
+        if node is not None:
+            paths.append(rel)
+            nodes.append(node)
+    if not paths:
+        raise CellkitError(
+            f"no labelled images under {root}; expected <class>/<image> folders named like the taxonomy's "
+            f"dataset rules or node ids ({', '.join(taxonomy.leaves)})"
+        )
+    return paths, nodes
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    from cellkit.classify import resize_square
+    from cellkit.io import read_image
+
+    return resize_square(read_image(path), size)
+
+
+def _phash(img: np.ndarray) -> int:
+    import imagehash
+    from PIL import Image
+
+    return int(str(imagehash.phash(Image.fromarray(img))), 16)
+
+
+def load_image_set(
+    root: str | Path, taxonomy: Taxonomy, size: int, dataset: str = "pbc", cache: bool = True, progress: bool = True
+) -> ImageSet:
+    """Index ``root`` and decode every image to ``size`` px (cached on disk, keyed by the file list)."""
+    root = Path(root).resolve()
+    paths, nodes = index_folder(root, taxonomy, dataset)
+    key = hashlib.sha256(json.dumps([str(root), size, paths]).encode()).hexdigest()[:16]
+    cache_file = config.cache_dir() / f"cls_{root.name}_{size}_{key}.npz"
+    if cache and cache_file.is_file():
+        z = np.load(cache_file)
+        return ImageSet(z["images"], paths, nodes, z["phash"])
+    images = np.zeros((len(paths), size, size, 3), np.uint8)
+    hashes = np.zeros(len(paths), np.uint64)
+    for i, rel in enumerate(tqdm(paths, desc=f"decoding {root.name} to {size}px", disable=not progress)):
+        images[i] = _decode(root / rel, size)
+        hashes[i] = _phash(images[i])
+    if cache:
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, phash=hashes)
+        tmp.replace(cache_file)
+    return ImageSet(images, paths, nodes, hashes)
+
+
+def near_duplicate_groups(phash: np.ndarray, max_dist: int = 4) -> np.ndarray:
+    """Group id per image: connected components of "phash Hamming distance <= max_dist"."""
+    n = len(phash)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    bits = np.unpackbits(phash.astype(">u8").view(np.uint8).reshape(n, 8), axis=1).astype(np.float32)
+    for start in range(0, n, 1024):
+        block = bits[start : start + 1024]
+        # Hamming distance = popcount(a) + popcount(b) - 2 * <a, b>
+        dist = block.sum(1)[:, None] + bits.sum(1)[None, :] - 2 * block @ bits.T
+        ii, jj = np.nonzero(dist <= max_dist)
+        for i, j in zip(ii + start, jj, strict=True):
+            if i < j:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    return np.array([find(i) for i in range(n)])
+
+
+def split_indices(
+    nodes: list[str], groups: np.ndarray, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Seeded split stratified by target node; every near-duplicate group lands in one split."""
+    rng = np.random.default_rng(seed)
+    nodes_arr = np.asarray(nodes)
+    out: dict[str, list[int]] = {s: [] for s in SPLITS}
+    group_label: dict[int, str] = {}
+    for g, node in zip(groups, nodes_arr, strict=True):
+        group_label.setdefault(int(g), str(node))  # a group is stratified by its first member
+    for label in sorted(set(group_label.values())):
+        gids = np.array(sorted(g for g, lab in group_label.items() if lab == label))
+        rng.shuffle(gids)
+        members = [np.nonzero(groups == g)[0] for g in gids]
+        total = sum(len(m) for m in members)
+        bounds = np.cumsum(fractions)[:2] * total
+        done = 0
+        for m in members:
+            split = "train" if done < bounds[0] else ("val" if done < bounds[1] else "test")
+            out[split].extend(m.tolist())
+            done += len(m)
+    return {s: np.array(sorted(v), dtype=np.int64) for s, v in out.items()}
+
+
+def save_split(path: str | Path, paths: list[str], split: dict[str, np.ndarray], meta: dict) -> Path:
+    """Write the split as file lists (names only) to JSON."""
+    path = Path(path)
+    data = {**meta, **{s: [paths[i] for i in idx] for s, idx in split.items()}}
+    path.write_text(json.dumps(data, indent=0) + "\n", encoding="utf-8")
+    return path
+
+
+def load_split(path: str | Path, paths: list[str]) -> dict[str, np.ndarray]:
+    """Indices of a saved split in ``paths``; files missing from ``paths`` are dropped."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CellkitError(f"split file {path} unreadable ({exc}); delete it to make a new split") from None
+    where = {p: i for i, p in enumerate(paths)}
+    return {s: np.array([where[p] for p in data.get(s, []) if p in where], dtype=np.int64) for s in SPLITS}

@@ -1,0 +1,68 @@
+"""AppTest of the entry point (navigation) and of the Home page."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cellkit.models import ModelSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch):
+    """Pages import ``ui`` from the repo root, as under ``streamlit run app.py``."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+@pytest.fixture
+def empty_weights(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(folder))
+    return folder
+
+
+def test_entry_runs_home_by_default(empty_weights):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "cellkit"
+    assert any("runs locally" in c.value for c in at.sidebar.caption)
+
+
+def test_home_renders_with_empty_weights_folder(empty_weights, monkeypatch, tmp_path):
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(tmp_path / "no-such-folder"))
+    at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "cellkit"
+    assert len(at.info) == 1 and "No trained models" in at.info[0].value
+    assert not at.dataframe  # no model table without models
+    assert any(str(tmp_path / "no-such-folder") in m.value for m in at.markdown)
+    assert any("not found" in c.value for c in at.caption)
+    assert any("never leave this machine" in c.value for c in at.caption)
+    assert any(re.search(r"^\d+ stored analyses \(0 from this browser session\)$", c.value) for c in at.caption)
+
+
+def test_home_lists_installed_models_and_masks_db_password(empty_weights, monkeypatch):
+    (empty_weights / "tiny.pt").write_bytes(b"not really weights, only hashed")
+    report = {"leaf": {"macro_f1": 0.9312}, "pbc8": {"macro_f1": 0.9812}, "calibration": {"ece_leaf": 0.0213}}
+    card = {"default": True, "metrics_test": {**report, "note": "text ignored"}}
+    spec = ModelSpec("tiny", "classifier", "resnet18", "tiny.pt", 224, ["a", "b"], card=card)
+    spec.save(empty_weights)
+    (empty_weights / "broken.json").write_text("{not json")  # unreadable cards are skipped, not fatal
+    monkeypatch.setenv("CELLKIT_DB_URL", "postgresql://lab:s3cret@db.example:5432/cells")
+    at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60).run()
+    assert not at.exception
+    assert not at.info
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["tiny ★"]
+    assert table["input"][0] == "224 px"
+    assert table["key metrics"][0] == "macro-F1 8 classes 0.981, macro-F1 leaves 0.931, ECE 0.0213"
+    assert len(table["sha256"][0]) == 12
+    text = " ".join(m.value for m in [*at.markdown, *at.caption])
+    assert "s3cret" not in text and "postgresql://lab:***@db.example:5432/cells" in text

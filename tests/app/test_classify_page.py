@@ -1,0 +1,74 @@
+"""AppTest of the Classify page with an untrained tiny classifier (no bundled weights needed)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from cellkit.io import encode_png
+from cellkit.synth import make_crop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _tiny_model(monkeypatch):
+    import cellkit.classify
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def _run_with(files: list[tuple[str, bytes, str]]) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages/classify.py"), default_timeout=60).run()
+    assert not at.exception
+    at.file_uploader(key="classify_upload").set_value(files)
+    return at.run()
+
+
+def test_no_upload_shows_help():
+    at = AppTest.from_file(str(ROOT / "pages/classify.py"), default_timeout=60).run()
+    assert not at.exception and at.info
+
+
+def test_crops_and_bad_file():
+    files = [
+        ("cell0.png", encode_png(make_crop(0, 80, 1)), "image/png"),
+        ("cell1.png", encode_png(make_crop(3, 64, 2)), "image/png"),
+        ("broken.png", b"this is not an image", "image/png"),
+    ]
+    at = _run_with(files)
+    assert not at.exception
+    assert any("broken.png" in e.value for e in at.error)
+    values = {m.label: m.value for m in at.metric}
+    assert values["Crops classified"] == "2" and values["Unreadable"] == "1"
+    table = at.dataframe[0].value
+    assert list(table["path"]) == ["cell0.png", "cell1.png", "broken.png"]
+    assert table["leaf"].iloc[0] and table["error"].iloc[2]
+    assert abs(table["p_myeloid"].iloc[0] + table["p_lymphoid"].iloc[0] + table["p_erythroid"].iloc[0]
+               + table["p_megakaryocytic"].iloc[0] - 1) < 1e-3  # fmt: skip
+
+
+def test_zip_upload_and_traversal_zip():
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"crops/c{i}.png", encode_png(make_crop(i, 48, i)))
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../etc/evil.png", encode_png(make_crop(0, 48, 0)))
+    at = _run_with(
+        [("crops.zip", good.getvalue(), "application/zip"), ("evil.zip", evil.getvalue(), "application/zip")]
+    )
+    assert not at.exception
+    assert any("unsafe path" in e.value for e in at.error)
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "3"

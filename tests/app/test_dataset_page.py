@@ -1,0 +1,102 @@
+"""AppTest of the Dataset page: charts for a typed path, sub-dataset pick, clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cellkit.models import ModelSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from _datasets import make_classification, make_yolo  # noqa: E402
+
+PAGE = str(ROOT / "pages" / "dataset.py")
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch, tmp_path):
+    """Pages import ``ui`` from the repo root; weights come from an empty temporary folder."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    (tmp_path / "weights").mkdir()
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "weights"))
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    cells = make_classification(tmp_path / "data" / "cells")
+    (cells / "platelet" / "PLATELET_9.png").write_bytes((cells / "lymphocyte" / "LY_1.png").read_bytes())
+    make_yolo(tmp_path / "data" / "smears")
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_default_root_shows_charts_and_detection_tabs(data_root):
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception and not errors(at)
+    assert at.text_input[0].value == str(data_root)
+    assert len(at.get("plotly_chart")) >= 5  # sunburst, classes, balancing, colour x2, sizes, mosaic...
+    assert any("could not be read" in w.value for w in at.warning)  # the corrupt JPEG
+    assert any("No bundled models" in i.value for i in at.info)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "17" and metrics["Unreadable"] == "1" and metrics["Exact pairs"] == "1"
+    assert int(metrics["Different labels"]) >= 1 and len(at.get("image")) >= 2  # pairs are shown side by side
+    sub = next(s for s in at.selectbox if s.label == "Sub-dataset")
+    sub.set_value("smears").run()
+    assert not at.exception and not errors(at)
+    assert len(at.get("plotly_chart")) >= 4
+    assert any(m.label == "Boxes" for m in at.metric)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "no such folder"),
+        (lambda p: p / "empty", "folder is empty"),
+        (lambda p: p / "texts", "no images found"),
+        (lambda p: p / "broken", "could be read"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, monkeypatch, make, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("hello")
+    (tmp_path / "broken" / "cls").mkdir(parents=True)
+    (tmp_path / "broken" / "cls" / "x.jpg").write_bytes(b"\xff\xd8 broken")
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(make(tmp_path)))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert len(errors(at)) == 1 and message in errors(at)[0]
+    assert not at.get("plotly_chart")
+
+
+def test_typed_path_and_no_default(tmp_path, monkeypatch):
+    monkeypatch.setattr("cellkit.config.data_dir", lambda: None)
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception and any("CELLKIT_DATA_DIR" in i.value for i in at.info)
+    make_classification(tmp_path / "typed", corrupt=False)
+    at.text_input[0].set_value(str(tmp_path / "typed")).run()
+    assert not at.exception and not errors(at) and at.get("plotly_chart")
+
+
+def test_bundled_model_cards_section(tmp_path, monkeypatch):
+    monkeypatch.setattr("cellkit.config.data_dir", lambda: None)
+    spec = ModelSpec(
+        name="clf", task="classifier", arch="tiny", weights="clf.safetensors", input_size=8, labels=["a"],
+        card={"data": {"dataset": "PBC", "split_sizes": {"train": 3, "val": 1, "test": 1}, "split_file": "s.json"}},
+    )  # fmt: skip
+    spec.save(tmp_path / "weights")
+    split = {"train": ["neutrophil/BNE_1.jpg", "neutrophil/SNE_2.jpg", "ig/MY_3.jpg"], "val": ["ig/PMY_4.jpg"]}
+    (tmp_path / "weights" / "s.json").write_text(json.dumps({**split, "test": ["lymphocyte/LY_5.jpg"]}))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2  # card counts + split per node
+    assert any("balanced counts of its train split" in c.value for c in at.caption)

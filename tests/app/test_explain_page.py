@@ -1,0 +1,103 @@
+"""AppTest of the Explain page and of the misclassification explorer (Models page), on a tiny classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from cellkit.io import encode_png
+from cellkit.synth import make_crop
+from tests._datasets import make_classification
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _tiny_model(monkeypatch):
+    import cellkit.classify
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages/explain.py"), default_timeout=90)
+
+
+def _upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader(key="explain_upload").set_value([(name, data, "image/png")])
+    return at.run()
+
+
+def test_upload_methods_maps_and_sanity():
+    at = _page().run()
+    assert not at.exception and at.info  # asks for a crop
+    at = _upload(at, "cell.png", encode_png(make_crop(2, 80, 1)))
+    assert not at.exception
+    assert len(at.image) >= 3  # crop + Grad-CAM + integrated gradients
+    captions = " ".join(c.value for c in at.caption)
+    assert captions.count("deletion AUC") == 2
+    at.multiselect(key="explain_methods").set_value(["gradcampp", "occlusion", "saliency"]).run()
+    assert not at.exception
+    assert " ".join(c.value for c in at.caption).count("deletion AUC") == 3
+    at.selectbox[0].set_value("myeloid_immature").run()  # an inner node
+    assert not at.exception
+    at.button[0].click().run()  # sanity check with a randomised copy
+    assert not at.exception
+    assert "Sanity check" in " ".join(c.value for c in at.caption)
+
+
+def test_bad_upload_is_one_error():
+    at = _upload(_page().run(), "broken.png", b"this is not an image")
+    assert not at.exception
+    assert len(at.error) == 1
+
+
+def test_crop_handed_over_by_the_slide_page():
+    at = _page()
+    at.session_state["explain_crop"] = make_crop(4, 64, 3)
+    at.session_state["explain_label"] = "monocyte"
+    at.run()
+    assert not at.exception
+    assert any("Label on the slide: monocyte" in c.value for c in at.caption)
+    assert at.radio(key="explain_source").value == "Cell from the slide analysis"
+    assert len(at.image) >= 3
+
+
+def test_dataset_folder_source(tmp_path):
+    root = make_classification(tmp_path / "pbc", corrupt=False)
+    at = _page().run()
+    at.radio(key="explain_source").set_value("Image of a dataset folder").run()
+    at.text_input[0].set_value(str(root)).run()
+    assert not at.exception
+    assert len(at.image) >= 3
+    at.text_input[0].set_value(str(tmp_path / "missing")).run()
+    assert not at.exception and at.error
+
+
+def test_misclassification_explorer(tmp_path):
+    root = make_classification(tmp_path / "pbc")
+    at = AppTest.from_file(str(ROOT / "pages/models.py"), default_timeout=90).run()
+    assert not at.exception
+    at.text_input(key="explorer_folder").set_value(str(root))
+    at.button(key="explorer_run").click().run()
+    assert not at.exception
+    assert any("unreadable" in w.value for w in at.warning)  # the corrupt JPEG
+    for level in ("pbc8", "depth 1", "leaves"):
+        at.selectbox(key="explorer_level").set_value(level).run()
+        assert not at.exception
+    # an untrained model cannot get 14 cells of 8 classes right: a gallery of errors is shown
+    assert not at.success
+    assert at.selectbox(key="explorer_true").value == at.session_state["explorer_true"]
+    assert len(at.image) >= 3  # crop + Grad-CAM for the predicted and for the true node
+    assert np.isfinite(float(at.metric[0].value.rstrip("%")))

@@ -1,0 +1,157 @@
+"""AppTest of the Slide page with a colour-threshold detector and an untrained tiny classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from cellkit.io import encode_png
+from cellkit.synth import make_smear
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _fake_models(monkeypatch, tmp_path):
+    """Pages import ``ui`` from the repo root; models are swapped for deterministic test doubles."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _fakes import ColourDetector
+
+    import cellkit.classify
+    import cellkit.detect
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'page.db'}")
+    monkeypatch.setattr(cellkit.detect, "load_detector", lambda name=None: ColourDetector())
+    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages/slide.py"), default_timeout=60)
+
+
+def _upload(at: AppTest, data: bytes, name: str, mime: str = "image/png") -> AppTest:
+    at.file_uploader(key="slide_upload").upload(name, data, mime)
+    return at.run()
+
+
+def test_upload_smear_shows_counts_and_saves():
+    img, _boxes, _cls = make_smear(640, 480, n_wbc=3, n_rbc=30, n_platelet=5, seed=3)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    assert not at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values["WBC"] == "3" and values["RBC"] == "30" and values["Platelets"] == "5"
+    assert at.session_state["slide"]["id"] >= 1
+    assert len(at.session_state["slide"]["result"].differential()) >= 1
+    next(b for b in at.button if b.label == "Reopen").click().run()  # reopening never re-analyses the upload
+    assert not at.exception
+    from cellkit.store import Store
+
+    assert len(Store().list_analyses(at.session_state["owner"])) == 1
+    assert at.session_state["slide"]["image"] is not None  # this session still has the pixels for the crops
+
+
+def test_reclassify_updates_labels():
+    img, *_ = make_smear(640, 480, n_wbc=2, n_rbc=10, n_platelet=2, seed=4)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    cell = at.selectbox(key="slide_cell").value
+    at.selectbox[1].set_value("basophil")  # the form's "Reclassify as" box
+    at.get("form_submit_button")[0].click().run()
+    assert not at.exception
+    result = at.session_state["slide"]["result"]
+    assert result.corrections == {cell: "basophil"}
+    assert result.labels()[cell] == "basophil"
+    next(b for b in at.button if b.label == "Explain this cell").click().run()
+    assert not at.exception
+    assert at.session_state["explain_crop"].shape[2] == 3  # handed over to the Explain page
+
+
+def test_corrupt_upload_is_an_error_not_a_crash():
+    at = _upload(_page().run(), b"\x89PNG\r\n\x1a\nthis is not really a png", "broken.png")
+    assert not at.exception
+    assert at.error and "broken.png" in at.error[0].value
+    assert "slide" not in at.session_state
+
+
+def test_blank_image_reports_no_cells():
+    import numpy as np
+
+    from cellkit.synth import BACKGROUND
+
+    blank = np.full((200, 300, 3), BACKGROUND, np.uint8)
+    at = _upload(_page().run(), encode_png(blank), "blank.png")
+    assert not at.exception
+    assert any("No cells found" in i.value for i in at.info)
+
+
+def test_demo_button_and_history_reopen_delete():
+    at = _page().run()
+    at.button[0].click().run()  # "Try a demo smear"
+    assert not at.exception and at.session_state["slide"]["result"].name == "demo_smear.png"
+    first = at.session_state["slide"]["id"]
+    reopen = next(b for b in at.button if b.label == "Reopen")
+    reopen.click().run()
+    assert not at.exception and at.session_state["slide"]["id"] == first
+    delete = next(b for b in at.button if b.label == "Delete")
+    delete.click().run()
+    assert not at.exception and "slide" not in at.session_state
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + (struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    )
+
+
+def _tiff16_gray() -> bytes:
+    import io
+
+    import numpy as np
+    import tifffile
+
+    img, *_ = make_smear(320, 240, n_wbc=2, n_rbc=8, n_platelet=2, seed=12)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, (img.mean(-1) * 257).astype(np.uint16))
+    return buf.getvalue()
+
+
+def _rgba_png() -> bytes:
+    import numpy as np
+
+    img, *_ = make_smear(320, 240, n_wbc=2, n_rbc=8, n_platelet=2, seed=13)
+    return encode_png(np.dstack([img, np.full(img.shape[:2], 255, np.uint8)]))
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "ok"),
+    [
+        (_tiff16_gray, "gray16.tif", True),
+        (_rgba_png, "rgba.png", True),
+        (lambda: _png_header_only(60000, 60000), "huge.png", False),
+    ],
+)
+def test_unusual_formats_and_bombs(make, name, ok):
+    at = _upload(_page().run(), make(), name, "image/png" if name.endswith("png") else "image/tiff")
+    assert not at.exception
+    if ok:
+        assert "slide" in at.session_state and [m.label for m in at.metric][:3] == ["WBC", "RBC", "Platelets"]
+    else:
+        assert at.error and name in at.error[0].value and "slide" not in at.session_state

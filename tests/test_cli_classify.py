@@ -1,0 +1,101 @@
+"""`cellkit classify` contract: columns, error rows on stderr, exit codes; `cellkit evaluate` summary."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cellkit.classify import build_tiny_classifier, save_classifier
+from cellkit.cli import main
+from cellkit.synth import make_crop
+from cellkit.taxonomy import load_taxonomy
+
+
+@pytest.fixture()
+def weights(tmp_path, monkeypatch) -> Path:
+    clf = build_tiny_classifier()
+    clf.spec.card = {"default": True}
+    folder = tmp_path / "weights"
+    save_classifier(clf.model, clf.spec, folder)
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(folder))
+    return folder
+
+
+def run(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["cellkit", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def crops_folder(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(make_crop(0, 64, 0)).save(root / "a.png")
+    Image.fromarray(make_crop(2, 80, 1)).save(root / "sub" / "b.jpg")
+    (root / "sub" / "broken.png").write_bytes(b"\x89PNG not really")
+    with zipfile.ZipFile(root / "more.zip", "w") as zf:
+        from cellkit.io import encode_png
+
+        zf.writestr("c.png", encode_png(make_crop(3, 50, 2)))
+    return root
+
+
+def test_classify_writes_contract_csv(tmp_path, weights, monkeypatch, capsys):
+    folder = crops_folder(tmp_path / "crops")
+    out = tmp_path / "preds.csv"
+    code, _, err = run(monkeypatch, capsys, "classify", folder, "--out", out)
+    assert code == 0, err
+    rows = list(csv.DictReader(out.open()))
+    tax = load_taxonomy("pbc")
+    header = list(rows[0])
+    assert header[:5] == ["path", "leaf", "label", "confidence", "ood_score"]
+    assert header[5:-1] == [f"p_{n}" for n in tax.ids] and header[-1] == "error"
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert set(by_name) == {"a.png", "b.jpg", "broken.png", "c.png"}
+    assert str(folder / "a.png") in [r["path"] for r in rows]  # path as found
+    assert by_name["broken.png"]["error"] and not by_name["broken.png"]["leaf"]
+    assert "broken.png" in err and "classified 3 of 4" in err
+    good = by_name["a.png"]
+    assert good["leaf"] in tax.leaves and good["label"] in tax.ids and not good["error"]
+    assert float(good["confidence"]) == pytest.approx(float(good[f"p_{good['label']}"]), abs=1e-6)
+    roots = sum(float(good[f"p_{r}"]) for r in tax.roots)
+    assert roots == pytest.approx(1.0, abs=1e-4)
+
+
+def test_exit_codes(tmp_path, weights, monkeypatch, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    code, out, err = run(monkeypatch, capsys, "classify", bad)
+    assert code == 1 and "no image could be classified" in err
+    assert out.startswith("path,leaf,label")  # the CSV (with the error row) still goes to stdout
+    code, _, err = run(monkeypatch, capsys, "classify", tmp_path / "missing.png")
+    assert code == 2 and err.strip().count("\n") == 0 and "no such file" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(monkeypatch, capsys, "classify", empty)
+    assert code == 1 and "no images found" in err
+
+
+def test_no_model_names_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "none"))
+    Image.fromarray(make_crop(0, 32, 0)).save(tmp_path / "a.png")
+    code, _, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png")
+    assert code == 2 and "cellkit train classifier" in err
+
+
+def test_evaluate_on_labelled_folder(tmp_path, weights, monkeypatch, capsys):
+    root = tmp_path / "pbc"
+    for folder, prefix, kind in (("lymphocyte", "LY", 0), ("ig", "MY", 1), ("ig", "IG", 1)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.fromarray(make_crop(kind, 40, i)).save(root / folder / f"{prefix}_{i}.png")
+    code, out, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--out", tmp_path / "r.json")
+    assert code == 0, err
+    assert "leaf  macro-F1" in out and "pbc8  macro-F1" in out and "n=9" in out and "ECE" in out
+    assert (tmp_path / "r.json").is_file()

@@ -1,0 +1,107 @@
+"""CLI contract of `cellkit detect` and `cellkit analyze` (models swapped for deterministic doubles)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+import pytest
+from _fakes import ColourDetector
+from typer.testing import CliRunner
+
+import cellkit.classify
+import cellkit.detect
+from cellkit.cli import app
+from cellkit.errors import CellkitError
+from cellkit.io import encode_png
+from cellkit.store import Store
+from cellkit.synth import make_smear
+
+
+@pytest.fixture
+def images(tmp_path, monkeypatch):
+    monkeypatch.setattr(cellkit.detect, "load_detector", lambda name=None: ColourDetector(tile=256, overlap=64))
+    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    truth = {}
+    for k, (w, h) in enumerate([(640, 480), (700, 520)]):
+        img, boxes, _cls = make_smear(w, h, n_wbc=2, n_rbc=15, n_platelet=3, seed=30 + k)
+        (folder / f"s{k}.png").write_bytes(encode_png(img))
+        truth[f"s{k}.png"] = len(boxes)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return folder, truth
+
+
+def test_detect_writes_one_row_per_box_and_reports_bad_files(images, tmp_path):
+    folder, truth = images
+    out = tmp_path / "dets.csv"
+    result = CliRunner().invoke(app, ["detect", str(folder), "--out", str(out)])
+    assert result.exit_code == 1  # one file failed, the others were processed
+    assert "zz_broken.jpg" in result.stderr
+    df = pd.read_csv(out)
+    assert list(df.columns[:7]) == ["path", "x1", "y1", "x2", "y2", "class", "confidence"]
+    ok = df[df["error"].isna()]
+    for name, n in truth.items():
+        assert (ok["path"].str.endswith(name)).sum() == n
+    assert set(ok["class"]) == {"wbc", "rbc", "platelet"}
+    bad = df[df["error"].notna()]
+    assert len(bad) == 1 and bad["path"].iloc[0].endswith("zz_broken.jpg")
+
+
+def test_detect_classify_adds_tree_columns(images, tmp_path):
+    folder, _truth = images
+    out = tmp_path / "dets.csv"
+    result = CliRunner().invoke(app, ["detect", str(folder / "s0.png"), "--out", str(out), "--classify"])
+    assert result.exit_code == 0, result.output
+    df = pd.read_csv(out)
+    assert {"leaf", "label", "p_myeloid", "p_lymphocyte"} <= set(df.columns)
+    wbc = df[df["class"] == "wbc"]
+    assert wbc["label"].notna().all() and df[df["class"] == "rbc"]["label"].isna().all()
+
+
+def test_analyze_json_csv_and_save(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    folder, truth = images
+    zpath = tmp_path / "batch.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.write(folder / "s0.png", "a/s0.png")
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app, ["analyze", str(zpath), str(folder / "s1.png"), "--out", str(out), "--save", "--owner", "lab1"]
+    )
+    assert result.exit_code == 0, result.output
+    reports = json.loads(out.read_text())
+    assert [sum(r["counts"].values()) for r in reports] == [truth["s0.png"], truth["s1.png"]]
+    assert all(r["differential"] and r["analysis_id"] for r in reports)
+    assert [a["id"] for a in Store().list_analyses("lab1")] == sorted((r["analysis_id"] for r in reports), reverse=True)
+    csv_out = tmp_path / "report.csv"
+    assert CliRunner().invoke(app, ["analyze", str(folder / "s1.png"), "--out", str(csv_out)]).exit_code == 0
+    assert len(pd.read_csv(csv_out)) == truth["s1.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["detect", "nope.png", "--out", "x.csv"], "no such file"),
+        (["analyze", "x.png", "--out", "r.txt"], ".json or"),
+        (["detect", "--out", "x.csv"], "no INPUT"),
+    ],
+)
+def test_bad_invocations_raise_cellkit_error(args, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, CellkitError) and match in str(result.exception)
+
+
+def test_console_command_prints_one_line_and_exits_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "cellkit", "detect", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr

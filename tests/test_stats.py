@@ -1,0 +1,242 @@
+"""Index (colour, hashes, disk cache), counts, duplicates / leakage, balancing, boxes, mosaic, figures."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from _datasets import make_classification, make_split_classification, make_voc, make_yolo
+
+import cellkit.stats as stats
+from cellkit import CellkitError, dataset_stats, load_taxonomy, plots
+from cellkit.models import ModelSpec
+
+
+@pytest.fixture
+def cls_index(tmp_path):
+    return stats.index_dataset(make_classification(tmp_path / "cls"))
+
+
+def test_index_adds_colour_and_hashes_and_reports_corrupt_file(cls_index):
+    df = cls_index.images
+    ok = df[df["error"].isna()]
+    assert len(ok) == 15 and ok["phash"].str.len().eq(16).all() and ok["sha1"].str.len().eq(40).all()
+    assert ok[stats.COLOUR_COLUMNS].notna().all().all()
+    assert ((ok["stained"] > 0) & (ok["stained"] <= 1)).all() and (ok["hue"].between(-180, 180)).all()
+    bad = df[df["error"].notna()]
+    assert list(bad["file"]) == ["neutrophil/SNE_broken.jpg"] and "corrupt" in bad["error"].item()
+
+
+def test_colour_stats_of_known_colours():
+    white = stats.colour_stats(np.full((8, 8, 3), 255, np.uint8))
+    assert white["od_r"] == 0 and white["stained"] == 0 and white["val"] == 1
+    purple = stats.colour_stats(np.tile(np.array([120, 40, 160], np.uint8), (8, 8, 1)))
+    assert purple["stained"] == 1 and -110 < purple["hue"] < -60 and purple["od_g"] > purple["od_b"]
+
+
+def test_cache_hit_reads_nothing_and_changed_files_are_reindexed(tmp_path, monkeypatch):
+    root = make_classification(tmp_path / "cls")
+    first = stats.index_dataset(root)
+    assert first.n_computed == 16 and first.cache_path.is_file()
+
+    def boom(path):
+        raise AssertionError(f"{path} decoded although cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stats, "image_record", boom)
+        again = stats.index_dataset(root)
+    assert again.n_computed == 0 and stats.pending_images(root) == 0
+    pd.testing.assert_frame_equal(again.images, first.images)
+
+    changed = root / "lymphocyte" / "LY_1.png"
+    changed.write_bytes((root / "lymphocyte" / "LY_2.png").read_bytes())
+    os.utime(changed, ns=(1, 1))
+    assert stats.pending_images(root) == 1
+    third = stats.index_dataset(root)
+    assert third.n_computed == 1
+    assert (
+        third.images.set_index("file").loc["lymphocyte/LY_1.png", "sha1"]
+        == (third.images.set_index("file").loc["lymphocyte/LY_2.png", "sha1"])
+    )
+
+
+def test_damaged_cache_is_rebuilt(tmp_path):
+    root = make_classification(tmp_path / "cls", corrupt=False)
+    first = stats.index_dataset(root)
+    first.cache_path.write_bytes(b"garbage")
+    assert stats.index_dataset(root).n_computed == 15
+
+
+def test_counts_per_class_level_split(cls_index):
+    tax = cls_index.taxonomy
+    levels = stats.level_counts(cls_index.images, tax).set_index("node")
+    assert levels.loc["neutrophil", "count"] == 5  # BNE 2 + SNE 2 + NEUTROPHIL 1 (the broken SNE excluded)
+    assert levels.loc["neutrophil", "labelled_here"] == 1
+    assert levels.loc["myeloid", "count"] == 9 and levels.loc["myeloid", "level"] == 1
+    assert levels.loc["band_neutrophil", "level"] == 4
+    classes = stats.class_counts(cls_index.images)
+    assert classes.groupby("class")["count"].sum().to_dict() == {
+        "ig": 4, "lymphocyte": 3, "neutrophil": 5, "platelet": 2, "smudge": 1,
+    }  # fmt: skip
+    assert stats.size_counts(cls_index.images).to_dict("records") == [{"width": 48, "height": 48, "count": 15}]
+    assert stats.colour_table(cls_index.images, "class")["n"].sum() == 15
+
+
+def test_exact_and_near_duplicates_across_splits(tmp_path):
+    root, exact, altered = make_split_classification(tmp_path / "splits")
+    index = stats.index_dataset(root)
+    pairs = stats.duplicates(index.images, threshold=4)
+    found = {frozenset((r["file_a"], r["file_b"])): r for r in pairs.to_dict("records")}
+    src = "train/lymphocyte/LY_0.png"
+    e = found[frozenset((src, exact))]
+    assert e["exact"] and e["distance"] == 0 and e["cross_split"] and not e["label_conflict"]
+    n = found[frozenset((src, altered))]
+    assert not n["exact"] and n["distance"] <= 4 and n["cross_split"] and n["label_conflict"]
+    summary = stats.duplicate_summary(pairs)
+    assert summary["exact_pairs"] >= 1 and summary["cross_split_pairs"] >= 3  # the copy and the altered copy pair
+    leak = stats.leakage(pairs).set_index("splits")
+    assert leak.loc["test ~ train", "exact"] >= 1 and leak.loc["train ~ val", "near"] >= 1
+    assert stats.duplicates(index.images, threshold=0)["distance"].max() == 0
+
+
+def _nodes_frame(counts: dict[str, int]) -> pd.DataFrame:
+    nodes = [n for n, k in counts.items() for _ in range(k)]
+    return pd.DataFrame({"node": nodes, "error": [None] * len(nodes)})
+
+
+def test_balanced_counts_caps_each_level_at_smallest_not_below_threshold():
+    tax = load_taxonomy("pbc")
+    df = _nodes_frame(
+        {"band_neutrophil": 300, "segmented_neutrophil": 500, "neutrophil": 7, "lymphocyte": 200, "eosinophil": 50}
+    )
+    bal = stats.balanced_counts(df, tax, min_count=100)
+    lvl1 = bal[bal["level"] == 1].set_index("node")
+    assert lvl1["count"].to_dict() == {"myeloid": 857, "lymphoid": 200}
+    assert lvl1["balanced"].to_dict() == {"myeloid": 200, "lymphoid": 200}
+    lvl3 = bal[bal["level"] == 3].set_index("node")
+    assert lvl3.loc["eosinophil", "target"] == 100  # smallest is 50, but never below 100
+    assert lvl3["balanced"].to_dict() == {"neutrophil": 100, "eosinophil": 50, "lymphocyte": 100}
+    lvl4 = bal[bal["level"] == 4].set_index("node")
+    assert "neutrophil" not in lvl4.index  # "neutrophil, unspecified" has no label at the band/segmented level
+    assert lvl4.loc["band_neutrophil", "balanced"] == 100
+    assert (bal["balanced"] <= bal["count"]).all()
+    no_floor = stats.balanced_counts(df, tax, min_count=0)
+    assert no_floor[no_floor["level"] == 3]["balanced"].max() == 50
+    with pytest.raises(CellkitError):
+        stats.balanced_counts(df, tax, min_count=-1)
+
+
+def test_detection_index_boxes_and_mosaic(tmp_path):
+    root, truth = make_yolo(tmp_path / "yolo")
+    index = stats.index_dataset(root)
+    assert len(index.boxes) == sum(len(b) for b in truth.values())
+    assert index.boxes["x2"].max() > 1  # pixels, not 0..1
+    per_image = stats.boxes_per_image(index.images)
+    assert set(per_image["class"]) == {"WBC", "RBC", "Platelets"}
+    sizes = stats.box_size_table(index.boxes).set_index("class")
+    assert sizes.loc["WBC", "boxes"] == 4
+    grid, labels = stats.mosaic(index, per_group=3, size=32)
+    assert labels == ["WBC", "RBC", "Platelets"] and grid.shape == (96, 96, 3) and grid.dtype == np.uint8
+    voc = stats.index_dataset(make_voc(tmp_path / "voc"))
+    assert voc.boxes["class"].value_counts()["RBC"] == 6
+
+
+def test_summary_and_public_dataset_stats(tmp_path):
+    root, _ = make_yolo(tmp_path / "yolo")
+    s = dataset_stats(root)
+    assert s["images"] == 4 and s["per_split"] == {"train": 3, "val": 1} and s["per_source"] == {"A": 2, "B": 2}
+    assert s["boxes"]["WBC"] == 4 and "per_class" not in s
+    cls = dataset_stats(make_classification(tmp_path / "cls"))
+    assert cls["per_class"]["neutrophil"] == 5 and cls["unmapped_classes"] == ["smudge"]
+    assert cls["per_label"]["band_neutrophil"] == 2 and len(cls["unreadable"]) == 1
+    assert cls["per_level"]["level 1"]["myeloid"] == 9
+
+
+def test_all_images_unreadable_is_an_error(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(CellkitError, match="none of the 1 image files could be read"):
+        stats.index_dataset(tmp_path)
+
+
+def test_figures_build(cls_index, tmp_path):
+    tax, images = cls_index.taxonomy, cls_index.images
+    figs = [
+        plots.taxonomy_sunburst(stats.level_counts(images, tax), tax),
+        plots.counts_bar(stats.class_counts(images), "class", color="node"),
+        plots.colour_box(images, "class", "hue"),
+        plots.colour_scatter(images, "class"),
+        plots.size_scatter(stats.size_counts(images)),
+        plots.balance_bars(stats.balanced_counts(images, tax, min_count=1)),
+        plots.mosaic_figure(*stats.mosaic(cls_index, per_group=2, size=16)),
+    ]
+    root, _, _ = make_split_classification(tmp_path / "splits")
+    split_index = stats.index_dataset(root)
+    figs.append(plots.crosstab_bar(stats.crosstab(split_index.images, "class", "split")))
+    figs.append(plots.distance_hist(stats.duplicates(split_index.images)))
+    assert all(len(f.data) > 0 for f in figs)
+    sun = figs[0].data[0]
+    assert dict(zip(sun.ids, sun.values, strict=True))["myeloid"] == 9
+
+
+def test_model_data_table_reads_card_counts():
+    spec = ModelSpec(
+        name="m", task="classifier", arch="a", weights="m.safetensors", input_size=8, labels=["x"],
+        card={"data": {"dataset": "PBC", "n_images": 10, "split_sizes": {"train": 6, "val": 2, "test": 2}}},
+    )  # fmt: skip
+    table = stats.model_data_table([spec])
+    assert table[table["table"] == "data.split_sizes"].set_index("key")["count"].to_dict() == {
+        "train": 6, "val": 2, "test": 2,
+    }  # fmt: skip
+    assert stats.model_data_notes(spec) == {"dataset": "PBC"}
+    assert len(plots.model_data_bar(table).data) > 0
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_txl_pbc_sources_differ_in_colour(shared_data):
+    index = stats.index_dataset(shared_data / "txl_pbc")
+    s = stats.summary(index)
+    assert s["per_split"] == {"train": 845, "val": 240, "test": 118} and s["readable"] == 1203
+    assert s["boxes"]["WBC"] > 1000 and s["boxes"]["RBC"] > s["boxes"]["WBC"]
+    colour = stats.colour_table(index.images, "source").set_index("source")
+    assert colour.loc["PBC", "mean_r_mean"] - colour.loc["Raabin-WBC", "mean_r_mean"] > 20  # another scanner/stain
+    assert colour.loc["PBC", "stained_mean"] < colour.loc["Raabin-WBC", "stained_mean"]  # single cells vs full fields
+
+
+def test_model_split_table_from_split_file(tmp_path):
+    (tmp_path / "split.json").write_text(
+        '{"seed": 0, "train": ["neutrophil/BNE_1.jpg", "ig/IG_2.jpg", "eosinophil/EO_3.jpg"], "test": ["smudge/x.jpg"]}'
+    )
+    spec = ModelSpec(
+        name="m", task="classifier", arch="a", weights="m.safetensors", input_size=8, labels=["x"],
+        card={"data": {"split_file": "split.json"}},
+    )  # fmt: skip
+    table = stats.model_split_table(spec, folder=tmp_path)
+    assert table.set_index("file")["node"].to_dict() == {
+        "neutrophil/BNE_1.jpg": "band_neutrophil", "ig/IG_2.jpg": "myeloid_immature",
+        "eosinophil/EO_3.jpg": "eosinophil", "smudge/x.jpg": None,
+    }  # fmt: skip
+    assert table.groupby("split").size().to_dict() == {"test": 1, "train": 3}
+    spec.card = {}
+    assert stats.model_split_table(spec, folder=tmp_path) is None
+
+
+def test_interrupted_index_keeps_what_was_done(tmp_path, monkeypatch):
+    root = make_classification(tmp_path / "cls", corrupt=False)
+    real, done = stats.image_record, []
+
+    def interrupt_at_sixth(path):
+        if len(done) == 5:
+            raise KeyboardInterrupt
+        done.append(path)
+        return real(path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stats, "image_record", interrupt_at_sixth)
+        with pytest.raises(KeyboardInterrupt):
+            stats.index_dataset(root, workers=1)
+    assert stats.pending_images(root) == 10  # the five finished images were cached
+    assert stats.index_dataset(root).n_computed == 10

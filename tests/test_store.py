@@ -1,0 +1,114 @@
+"""The analyses database: round trip, owners kept apart, corrections, delete, all-or-nothing saves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _fakes import ColourDetector
+
+import cellkit.store
+from cellkit.classify import build_tiny_classifier
+from cellkit.errors import CellkitError
+from cellkit.slide import analyze
+from cellkit.store import Store
+from cellkit.synth import make_smear
+
+
+@pytest.fixture(scope="module")
+def result():
+    img, *_ = make_smear(640, 480, n_wbc=3, n_rbc=12, n_platelet=3, seed=21)
+    return analyze(img, ColourDetector(), build_tiny_classifier(), name="smear.png")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'a.db'}")
+
+
+def test_round_trip(store, result):
+    aid = store.save_analysis(result, owner="alice", file_name="smear.png", metadata={"stain": "MGG"})
+    back = store.load_analysis(aid, owner="alice")
+    assert back.counts == result.counts and back.node_ids == result.node_ids
+    np.testing.assert_allclose(back.detections.xyxy, result.detections.xyxy, atol=1e-3)
+    np.testing.assert_array_equal(back.detections.data["label"], result.detections.data["label"])
+    np.testing.assert_allclose(back.detections.data["node_probs"], result.detections.data["node_probs"], atol=1e-5)
+    assert back.differential() == result.differential()
+    assert back.image_sha256 == result.image_sha256 and back.models == result.models
+    (row,) = store.list_analyses("alice")
+    assert row["id"] == aid and row["wbc"] == 3 and row["rbc"] == 12 and row["file_name"] == "smear.png"
+
+
+def test_owners_never_see_each_other(store, result):
+    a = store.save_analysis(result, owner="session-a")
+    b = store.save_analysis(result, owner="session-b")
+    assert [r["id"] for r in store.list_analyses("session-a")] == [a]
+    assert [r["id"] for r in store.list_analyses("session-b")] == [b]
+    with pytest.raises(CellkitError, match="not found"):
+        store.load_analysis(a, owner="session-b")
+    with pytest.raises(CellkitError, match="not found"):
+        store.delete_analysis(a, owner="session-b")
+    with pytest.raises(CellkitError, match="owner"):
+        store.list_analyses("")
+
+
+def test_corrections_kept_beside_model_label(store, result):
+    aid = store.save_analysis(result, owner="o")
+    wbc = int(np.flatnonzero(result.detections.class_id == 0)[0])
+    store.add_correction(aid, wbc, "eosinophil", owner="o", note="granules")
+    store.add_correction(aid, wbc, "basophil", owner="o")
+    back = store.load_analysis(aid, owner="o")
+    assert back.corrections == {wbc: "basophil"}  # the latest correction wins
+    assert back.detections.data["label"][wbc] == result.detections.data["label"][wbc]
+    hist = store.corrections(aid, owner="o")
+    assert [h["label"] for h in hist] == ["eosinophil", "basophil"] and hist[0]["note"] == "granules"
+    with pytest.raises(CellkitError, match="unknown label"):
+        store.add_correction(aid, wbc, "dragon", owner="o")
+    with pytest.raises(CellkitError, match="no cell"):
+        store.add_correction(aid, 10_000, "basophil", owner="o")
+
+
+def test_delete_removes_everything(store, result):
+    aid = store.save_analysis(result, owner="o")
+    store.add_correction(aid, 0, "lymphocyte", owner="o")
+    store.delete_analysis(aid, owner="o")
+    assert store.list_analyses("o") == []
+    with store.engine.connect() as conn:
+        for table in ("analyses", "detections", "corrections"):
+            assert conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0
+
+
+def test_crash_mid_save_leaves_nothing(store, result, monkeypatch):
+    real = cellkit.store.detection_rows
+
+    def crashing(res):
+        for k, row in enumerate(real(res)):
+            if k == 5:
+                raise RuntimeError("power cut")
+            yield row
+
+    monkeypatch.setattr(cellkit.store, "detection_rows", crashing)
+    with pytest.raises(RuntimeError, match="power cut"):
+        store.save_analysis(result, owner="o")
+    assert store.list_analyses("o") == []
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM detections").scalar() == 0
+
+
+def test_corrections_made_before_saving_are_stored(store, result):
+    result.corrections[0] = "monocyte"
+    try:
+        aid = store.save_analysis(result, owner="o")
+    finally:
+        result.corrections.clear()
+    assert store.load_analysis(aid, owner="o").corrections == {0: "monocyte"}
+
+
+def test_default_url_from_environment(tmp_path, monkeypatch, result):
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    Store().save_analysis(result, owner="o")
+    assert (tmp_path / "env.db").is_file() and len(Store().list_analyses("o")) == 1
+
+
+def test_bad_url_is_a_clear_error():
+    with pytest.raises(CellkitError, match="CELLKIT_DB_URL"):
+        Store("nosuchdialect://x")

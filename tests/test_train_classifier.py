@@ -1,0 +1,132 @@
+"""Training end to end on a tiny synthetic PBC-like folder, the inner-node loss, split, evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cellkit.classify import load_classifier
+from cellkit.evaluate import classification_report, expected_calibration_error, fit_temperature
+from cellkit.synth import make_crop
+from cellkit.taxonomy import load_taxonomy
+from cellkit.train.classifier import (
+    TrainConfig,
+    hierarchical_loss,
+    level_balanced_weights,
+    target_masks,
+    train_classifier,
+)
+from cellkit.train.data import index_folder, near_duplicate_groups, split_indices
+
+# folder, file prefix, synthetic kind: PBC layout, incl. images labelled only at inner nodes
+LAYOUT = [
+    ("lymphocyte", "LY", 0),
+    ("platelet", "PLATELET", 1),
+    ("neutrophil", "SNE", 2),
+    ("neutrophil", "NEUTROPHIL", 2),
+    ("ig", "MY", 3),
+    ("ig", "IG", 3),
+]
+
+
+def make_dataset(root: Path, per_class: int = 14) -> Path:
+    for folder, prefix, kind in LAYOUT:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = make_crop(kind, 40, seed=1000 * kind + i + len(prefix))
+            rng = np.random.default_rng(i * 7 + len(prefix))
+            for _ in range(3):  # random dark marks: distinct perceptual hashes (not near-duplicates)
+                y, x = rng.integers(0, 32, 2)
+                img[y : y + 8, x : x + 8] = rng.integers(0, 120, 3)
+            Image.fromarray(img).save(root / folder / f"{prefix}_{i}.png")
+    return root
+
+
+def test_inner_node_loss_is_log_of_summed_leaves():
+    tax = load_taxonomy("pbc")
+    masks = target_masks(["myeloid_immature", "lymphocyte"], tax)
+    assert masks[0].sum() == 3 and masks[1].sum() == 1
+    logits = torch.randn(2, len(tax.leaves), requires_grad=True)
+    loss = hierarchical_loss(logits, masks, smoothing=0.0)
+    p = torch.softmax(logits, 1)
+    expected = -(torch.log(p[0][masks[0]].sum()) + torch.log(p[1][masks[1]].sum())) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    # descending the loss raises the node's total probability, not one particular subtype
+    with torch.no_grad():
+        stepped = torch.softmax(logits - 1.0 * logits.grad, 1)
+    assert stepped[0][masks[0]].sum() > p[0][masks[0]].sum()
+
+
+def test_level_balanced_weights_favour_rare_classes():
+    tax = load_taxonomy("pbc")
+    nodes = ["segmented_neutrophil"] * 90 + ["basophil"] * 10
+    w = level_balanced_weights(nodes, tax)
+    assert w[-1] > w[0] and w.sum() == pytest.approx(1.0)
+
+
+def test_split_is_stratified_and_keeps_duplicates_together():
+    nodes = ["a"] * 40 + ["b"] * 20
+    hashes = np.arange(60, dtype=np.uint64) * np.uint64(0x0F0F0F0F0F)
+    hashes[1] = hashes[0]  # a near-duplicate pair
+    groups = near_duplicate_groups(hashes, max_dist=0)
+    split = split_indices(nodes, groups, seed=3)
+    assert sum(len(v) for v in split.values()) == 60
+    assert {0, 1} <= set(split["train"]) or {0, 1} <= set(split["val"]) or {0, 1} <= set(split["test"])
+    for part in split.values():
+        labels = [nodes[i] for i in part]
+        assert labels.count("a") >= 5 and labels.count("b") >= 2
+    again = split_indices(nodes, groups, seed=3)
+    assert all(np.array_equal(split[k], again[k]) for k in split)
+
+
+def test_report_counts_inner_labels_only_where_they_apply():
+    tax = load_taxonomy("pbc")
+    leaf = np.zeros((3, len(tax.leaves)))
+    leaf[0, tax.leaves.index("myelocyte")] = 1
+    leaf[1, tax.leaves.index("myelocyte")] = 1
+    leaf[2, tax.leaves.index("lymphocyte")] = 1
+    report = classification_report(["myeloid_immature", "myelocyte", "lymphocyte"], leaf, tax)
+    assert report["leaf"]["n"] == 2 and report["pbc8"]["n"] == 3 and report["pbc8"]["accuracy"] == 1.0
+    assert report["levels"]["1"]["n"] == 3 and report["levels"]["2"]["n"] == 3
+    assert report["levels"]["3"]["n"] == 2 and report["levels"]["4"]["n"] == 2
+
+
+def test_ece_and_temperature():
+    assert expected_calibration_error(np.array([0.9, 0.9]), np.array([1, 1])) == pytest.approx(0.1)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 2000)
+    logits = rng.normal(0, 1, (2000, 4))
+    logits[np.arange(2000), labels] += 2.0
+    masks = np.eye(4, dtype=bool)[labels]
+    t1, t3 = fit_temperature(logits, masks), fit_temperature(logits * 3, masks)
+    assert t3 / t1 == pytest.approx(3.0, rel=0.05)  # over-confident logits get a proportionally larger T
+
+
+def test_train_end_to_end_and_resume(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    _, nodes = index_folder(data, load_taxonomy("pbc"))
+    assert "myeloid_immature" in nodes and "neutrophil" in nodes and "myelocyte" in nodes
+    cfg = TrainConfig(
+        data=str(data), name="synthetic", arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40,
+        epochs=2, samples_per_epoch=96, batch_size=16, lr=5e-3, workdir=str(tmp_path / "work"),
+        out=str(tmp_path / "weights"), ood_dim=8, progress=False, default=True,
+    )  # fmt: skip
+    path = train_classifier(cfg)
+    card = json.loads((tmp_path / "weights" / "synthetic.json").read_text())
+    assert card["card"]["sha256"] and card["card"]["metrics_test"]["leaf"]["n"] > 0
+    assert len(card["card"]["training"]["history"]) == 2
+    assert card["temperature"] > 0 and card["ood"]["threshold_distance"] > 0
+    assert path.is_file() and (tmp_path / "work" / "last.pt").is_file()
+    clf = load_classifier(folder=tmp_path / "weights")
+    assert clf.spec.name == "synthetic"
+    # resume continues from the checkpoint up to the new epoch count
+    cfg.epochs = 3
+    train_classifier(cfg, resume=True)
+    card = json.loads((tmp_path / "weights" / "synthetic.json").read_text())
+    assert [h["epoch"] for h in card["card"]["training"]["history"]] == [1, 2, 3]
