@@ -10,15 +10,15 @@ st.set_page_config(page_title="cellkit â€” blood smear analysis", page_icon="ðŸ©
 
 pages = st.navigation(
     {
-        "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+        "": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
         "Analyse": [
-            st.Page("pages/slide.py", title="Slide analysis", icon=":material/biotech:", url_path="slide"),
-            st.Page("pages/classify.py", title="Classify crops", icon=":material/category:", url_path="classify"),
-            st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
+            st.Page("app_pages/slide.py", title="Slide analysis", icon=":material/biotech:", url_path="slide"),
+            st.Page("app_pages/classify.py", title="Classify crops", icon=":material/category:", url_path="classify"),
+            st.Page("app_pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explain"),
         ],
         "Data & models": [
-            st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
-            st.Page("pages/models.py", title="Models", icon=":material/leaderboard:", url_path="models"),
+            st.Page("app_pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
+            st.Page("app_pages/models.py", title="Models", icon=":material/leaderboard:", url_path="models"),
         ],
     }
 )

@@ -172,7 +172,7 @@ def evaluate_classifier(
     return report
 
 
-# ---- model comparison (pages/models.py shows weights/classifier_comparison.json) ----------------
+# ---- model comparison (app_pages/models.py shows weights/classifier_comparison.json) ----------------
 COMPARISON_FILE = "classifier_comparison.json"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
@@ -118,6 +119,21 @@ def detection_rows(result: SlideResult) -> Iterator[DetectionRow]:
         yield row
 
 
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except (SQLAlchemyError, ValueError):
+        return None
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages and the Home page."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return "<unparseable database URL>"
+
+
 class Store:
     """Analyses database. ``Store()`` uses ``config.db_url()``; ``Store("sqlite://")`` is in memory."""
 
@@ -138,7 +154,12 @@ class Store:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
         except (SQLAlchemyError, ImportError) as exc:
-            raise CellkitError(f"cannot open the database {self.url!r}: {exc}; check CELLKIT_DB_URL") from None
+            safe = safe_url(self.url)
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            pw = _password(self.url)
+            if pw:
+                detail = detail.replace(pw, "***")
+            raise CellkitError(f"cannot open the database {safe!r}: {detail}; check CELLKIT_DB_URL") from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def save_analysis(

@@ -78,3 +78,50 @@ def make_crop(kind: int = 0, size: int = 96, seed: int = 0) -> np.ndarray:
     _disc(img, c[0] + (kind % 2) * r * 0.3, c[1], nucleus_r, palette[kind % len(palette)])
     img += rng.normal(0, 3, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_demo_smear(
+    width: int = 640, height: int = 480, n_wbc: int = 3, n_rbc: int = 45, n_platelet: int = 6, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A smear drawn closer to a stained slide (soft edges, RBC central pallor, lobed WBC nuclei).
+
+    Made for demos of the bundled detector, which finds these cells; plain :func:`make_smear`
+    discs are for tests with colour-threshold stand-ins. Returns (image, boxes xyxy, class ids).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    img = np.empty((height, width, 3), np.float32)
+    img[:] = (232, 222, 216)
+    placed: list[tuple[float, float, float]] = []
+    boxes, classes = [], []
+    for kind, count, (r_lo, r_hi) in (
+        ("wbc", n_wbc, (30, 38)),
+        ("rbc", n_rbc, (22, 27)),
+        ("platelet", n_platelet, (7, 10)),
+    ):
+        for _ in range(count):
+            for _try in range(300):
+                r = rng.uniform(r_lo, r_hi)
+                cx, cy = rng.uniform(r + 1, width - r - 1), rng.uniform(r + 1, height - r - 1)
+                if all((cx - px) ** 2 + (cy - py) ** 2 > (r + pr + 2) ** 2 for px, py, pr in placed):
+                    break
+            else:
+                continue
+            placed.append((cx, cy, r))
+            if kind == "rbc":
+                _disc(img, cx, cy, r, (214, 140, 150))
+                _disc(img, cx, cy, r * 0.45, (226, 175, 180))
+            elif kind == "wbc":
+                _disc(img, cx, cy, r, (200, 180, 215))
+                for k in range(3):
+                    a = 2 * np.pi * k / 3 + rng.uniform(0, 1)
+                    _disc(img, cx + np.cos(a) * r * 0.35, cy + np.sin(a) * r * 0.35, r * 0.38, (95, 45, 140))
+            else:
+                _disc(img, cx, cy, r, (150, 100, 175))
+                _disc(img, cx + 1, cy - 1, r * 0.5, (110, 60, 145))
+            boxes.append([cx - r, cy - r, cx + r, cy + r])
+            classes.append(CLASS_IDS[kind])
+    img = gaussian_filter(img, sigma=(1.2, 1.2, 0)) + rng.normal(0, 3, img.shape)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    return out, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64)

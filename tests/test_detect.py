@@ -10,7 +10,7 @@ import pytest
 from cellkit.detect import Detector, letterbox, load_detector
 from cellkit.errors import CellkitError
 from cellkit.models import ModelSpec, sha256_file
-from cellkit.synth import make_smear
+from cellkit.synth import make_demo_smear, make_smear
 
 
 def test_letterbox_keeps_aspect_and_centres():
@@ -116,3 +116,15 @@ def test_loading_the_detector_keeps_corrupt_files_a_clear_error(tiny_detector_fo
     load_detector(folder=tiny_detector_folder)
     with pytest.raises(CellkitError, match="not a readable image"):
         read_image(b"\xff\xd8\xff not a jpeg", name="broken.jpg")
+
+
+def test_bundled_detector_finds_the_demo_smear_cells():
+    """The Slide page's demo smear must show real counts with the shipped weights (no ../shared needed)."""
+    from cellkit.config import weights_dir
+
+    if not (weights_dir() / "detector.json").is_file():
+        pytest.skip("no bundled detector in weights/")
+    img, _boxes, classes = make_demo_smear(seed=5)
+    counts = load_detector().detect(img).counts()
+    assert counts["wbc"] == int(np.sum(classes == 0))
+    assert abs(counts["rbc"] - int(np.sum(classes == 1))) <= 2

@@ -90,4 +90,4 @@ def test_static_copied_files_exist(steps):
 def test_static_dockerignore_excludes_local_state_but_keeps_weights():
     lines = {ln.strip() for ln in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()}
     assert {".git", "**/*.db", ".pytest_cache", "**/__pycache__"} <= lines
-    assert not any(ln.startswith(("weights", "/weights", "cellkit", "app.py", "pages")) for ln in lines)
+    assert not any(ln.startswith(("weights", "/weights", "cellkit", "app.py", "app_pages", "ui")) for ln in lines)

@@ -112,3 +112,9 @@ def test_default_url_from_environment(tmp_path, monkeypatch, result):
 def test_bad_url_is_a_clear_error():
     with pytest.raises(CellkitError, match="CELLKIT_DB_URL"):
         Store("nosuchdialect://x")
+
+
+def test_open_error_never_shows_the_password():
+    with pytest.raises(CellkitError) as info:
+        Store("postgresql+nosuchdriver://alice:s3cret@localhost/db")
+    assert "s3cret" not in str(info.value) and "CELLKIT_DB_URL" in str(info.value)

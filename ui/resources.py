@@ -39,9 +39,8 @@ def detector(name: str | None = None):
 
 @st.cache_resource
 def store():
-    from cellkit.store import Store
-
     from cellkit import config
+    from cellkit.store import Store
 
     return Store(config.db_url())
 

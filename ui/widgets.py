@@ -112,8 +112,14 @@ def slide_figure(image, result, max_side: int = 1600):
         cx, cy = (d.xyxy[idx, 0] + d.xyxy[idx, 2]) / 2, (d.xyxy[idx, 1] + d.xyxy[idx, 3]) / 2
         text = [f"#{i} {cls} {d.confidence[i]:.2f}" + (f"<br>{labels[i]}" if labels[i] != cls else "") for i in idx]
         fig.add_scatter(
-            x=cx, y=cy, mode="markers", marker=dict(size=6, color=colour, opacity=0.01), name=cls,
-            text=text, hoverinfo="text", showlegend=False,
+            x=cx,
+            y=cy,
+            mode="markers",
+            marker=dict(size=6, color=colour, opacity=0.01),
+            name=cls,
+            text=text,
+            hoverinfo="text",
+            showlegend=False,
         )
     fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=560, legend=dict(orientation="h"), dragmode="zoom")
     fig.update_xaxes(visible=False, range=[0, w])
@@ -149,7 +155,9 @@ def differential_bar(differential: dict):
     names = list(differential)[::-1]
     fig = go.Figure(
         go.Bar(
-            x=[differential[n]["percent"] for n in names], y=names, orientation="h",
+            x=[differential[n]["percent"] for n in names],
+            y=names,
+            orientation="h",
             text=[f"{differential[n]['count']} ({differential[n]['percent']:.1f}%)" for n in names],
             marker_color=SLIDE_COLOURS["wbc"],
         )
@@ -201,7 +209,7 @@ def cell_review_ui(image, result, clf, cells: list[int]) -> tuple[int, str, str]
     if left.button("Explain this cell", icon=":material/visibility:"):
         st.session_state["explain_crop"] = crop
         try:
-            st.switch_page("pages/explain.py")
+            st.switch_page("app_pages/explain.py")
         except StreamlitAPIException:
             left.info("Crop handed to the Explain page; open it from the menu.")
     right.plotly_chart(probability_sunburst(clf.taxonomy, result.detections.data["node_probs"][pick]))

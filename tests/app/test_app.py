@@ -37,7 +37,7 @@ def test_entry_runs_home_by_default(empty_weights):
 
 def test_home_renders_with_empty_weights_folder(empty_weights, monkeypatch, tmp_path):
     monkeypatch.setenv("CELLKIT_DATA_DIR", str(tmp_path / "no-such-folder"))
-    at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60).run()
     assert not at.exception
     assert at.title[0].value == "cellkit"
     assert len(at.info) == 1 and "No trained models" in at.info[0].value
@@ -56,7 +56,7 @@ def test_home_lists_installed_models_and_masks_db_password(empty_weights, monkey
     spec.save(empty_weights)
     (empty_weights / "broken.json").write_text("{not json")  # unreadable cards are skipped, not fatal
     monkeypatch.setenv("CELLKIT_DB_URL", "postgresql://lab:s3cret@db.example:5432/cells")
-    at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60).run()
     assert not at.exception
     assert not at.info
     table = at.dataframe[0].value

@@ -29,14 +29,14 @@ def _tiny_model(monkeypatch):
 
 
 def _run_with(files: list[tuple[str, bytes, str]]) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages/classify.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/classify.py"), default_timeout=60).run()
     assert not at.exception
     at.file_uploader(key="classify_upload").set_value(files)
     return at.run()
 
 
 def test_no_upload_shows_help():
-    at = AppTest.from_file(str(ROOT / "pages/classify.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/classify.py"), default_timeout=60).run()
     assert not at.exception and at.info
 
 

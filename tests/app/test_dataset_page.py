@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from _datasets import make_classification, make_yolo  # noqa: E402
 
-PAGE = str(ROOT / "pages" / "dataset.py")
+PAGE = str(ROOT / "app_pages" / "dataset.py")
 
 
 @pytest.fixture(autouse=True)

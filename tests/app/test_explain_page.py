@@ -31,7 +31,7 @@ def _tiny_model(monkeypatch):
 
 
 def _page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages/explain.py"), default_timeout=90)
+    return AppTest.from_file(str(ROOT / "app_pages/explain.py"), default_timeout=90)
 
 
 def _upload(at: AppTest, name: str, data: bytes) -> AppTest:
@@ -87,7 +87,7 @@ def test_dataset_folder_source(tmp_path):
 
 def test_misclassification_explorer(tmp_path):
     root = make_classification(tmp_path / "pbc")
-    at = AppTest.from_file(str(ROOT / "pages/models.py"), default_timeout=90).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=90).run()
     assert not at.exception
     at.text_input(key="explorer_folder").set_value(str(root))
     at.button(key="explorer_run").click().run()

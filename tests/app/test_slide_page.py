@@ -36,7 +36,7 @@ def _fake_models(monkeypatch, tmp_path):
 
 
 def _page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages/slide.py"), default_timeout=60)
+    return AppTest.from_file(str(ROOT / "app_pages/slide.py"), default_timeout=60)
 
 
 def _upload(at: AppTest, data: bytes, name: str, mime: str = "image/png") -> AppTest:

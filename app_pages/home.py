@@ -15,15 +15,15 @@ from cellkit.taxonomy import list_taxonomies, load_taxonomy
 from ui.widgets import masked_db_url, metrics_summary, page_link_ui, short_sha256, stored_analyses
 
 WORKFLOWS = [
-    ("pages/slide.py", "Slide analysis", ":material/biotech:",
+    ("app_pages/slide.py", "Slide analysis", ":material/biotech:",
      "Upload a smear: every cell found, white cells classified through the lineage tree, "
      "a differential count to review and correct."),
-    ("pages/classify.py", "Classify crops", ":material/category:",
+    ("app_pages/classify.py", "Classify crops", ":material/category:",
      "Single-cell images or a zip of them: probabilities at every level of the tree, "
      "out-of-distribution flags, CSV export."),
-    ("pages/explain.py", "Explain", ":material/visibility:",
+    ("app_pages/explain.py", "Explain", ":material/visibility:",
      "Grad-CAM, occlusion and integrated gradients for any node of the tree: see which pixels drove a call."),
-    ("pages/dataset.py", "Dataset", ":material/dataset:",
+    ("app_pages/dataset.py", "Dataset", ":material/dataset:",
      "Any image folder: class balance per tree level, stain by source, sizes, duplicates that leak."),
 ]  # fmt: skip
 
@@ -57,7 +57,7 @@ if specs:
         )
     st.dataframe(rows, hide_index=True, width="stretch")
     st.caption("★ default model of its task. Full model cards: " + "`weights/<name>.json`.")
-    page_link_ui("pages/models.py", "Compare models", ":material/leaderboard:")
+    page_link_ui("app_pages/models.py", "Compare models", ":material/leaderboard:")
 else:
     st.info(
         f"No trained models in `{config.weights_dir()}` yet. Train them with "

@@ -7,7 +7,7 @@ import streamlit as st
 from cellkit.errors import CellkitError
 from cellkit.io import IMAGE_SUFFIXES, read_image
 from cellkit.slide import analyze, review_zip
-from cellkit.synth import make_smear
+from cellkit.synth import make_demo_smear
 from ui import resources, widgets
 
 st.title("Slide analysis")
@@ -44,7 +44,7 @@ upload = up_col.file_uploader("Smear image", type=[s.lstrip(".") for s in IMAGE_
 if demo_col.button("Try a demo smear", icon=":material/science:"):
     state["demo_seed"] = state.get("demo_seed", -1) + 1
     run(
-        make_smear(640, 480, seed=state["demo_seed"])[0],
+        make_demo_smear(640, 480, seed=state["demo_seed"])[0],
         "demo_smear.png",
         ("demo", state["demo_seed"]),
         {"source": "demo"},
