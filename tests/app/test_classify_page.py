@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from cellkit.io import encode_png
@@ -16,16 +15,7 @@ from cellkit.synth import make_crop
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _tiny_model(monkeypatch):
-    import cellkit.classify
-
-    monkeypatch.chdir(ROOT)
-    monkeypatch.syspath_prepend(str(ROOT))
-    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("tiny_classifier")
 
 
 def _run_with(files: list[tuple[str, bytes, str]]) -> AppTest:

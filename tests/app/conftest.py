@@ -1,0 +1,25 @@
+"""Fixtures for page tests: run from the repo root with a tiny untrained classifier in the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny_classifier(monkeypatch):
+    """Pages get ``build_tiny_classifier()`` instead of the bundled weights; caches are cleared around the test."""
+    import cellkit.classify
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
