@@ -52,7 +52,7 @@ else:
         with resources.user_errors():
             crop = read_image(root / cls / name)
 if crop is None:
-    st.info("Upload a single-cell crop (one cell centred, filling about half of the picture).")
+    st.info("Upload a single-cell crop (one white cell centred, about 40 % of the picture wide, like PBC crops).")
     st.stop()
 
 pred = clf.predict([crop])[0]
@@ -82,11 +82,15 @@ with st.spinner("Computing explanations…"), resources.user_errors():
 
 PER_ROW = 4  # crop + 3 maps per row keeps the maps big enough to read
 cols = [c for start in range(0, 1 + len(heatmaps), PER_ROW) for c in st.columns(PER_ROW)]
-cols[0].image(resize_square(crop, 256), caption="Crop (as the model frames it)", width="stretch")
+cols[0].image(resize_square(crop, 256, clf.spec.view), caption="Crop (as the model sees it)", width="stretch")
 sanity = state.setdefault("explain_sanity", {})
 crop_id = hashlib.sha1(crop.tobytes()).hexdigest()
 for col, hm in zip(cols[1:], heatmaps, strict=False):
-    col.image(overlay(crop, hm.values, alpha, cmap, size=256), caption=METHOD_NAMES[hm.method], width="stretch")
+    col.image(
+        overlay(crop, hm.values, alpha, cmap, size=256, view=clf.spec.view),
+        caption=METHOD_NAMES[hm.method],
+        width="stretch",
+    )
     s = hm.scores
     col.caption(
         f"{s['seconds']:.2f} s · deletion AUC **{s['deletion_auc']:.2f}** ↓ (random {ref['random_deletion_auc']:.2f})"
@@ -111,7 +115,7 @@ if heatmaps:
         st.rerun()
     b2.download_button(
         "Download maps (PNG + .npy, zip)",
-        maps_zip(crop, heatmaps, alpha, cmap),
+        maps_zip(crop, heatmaps, alpha, cmap, clf.spec.view),
         file_name=f"explain_{node}.zip",
         mime="application/zip",
         icon=":material/download:",

@@ -51,7 +51,7 @@ def stand_in(arch: str, size: int):
         weights="none",
         input_size=size,
         labels=list(tax.leaves),
-        target_layer="conv_head" if "efficientnet" in arch else "",
+        target_layer="blocks.6" if "efficientnet" in arch else "",
     )
     return Classifier(build_model(arch, len(tax.leaves)), spec, tax)
 

@@ -161,7 +161,8 @@ class Classifier:
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """RGB uint8 crops (any size) -> normalised (n, 3, S, S) float tensor, S = spec.input_size."""
-        return preprocess(images, self.spec.input_size, self.spec.mean, self.spec.std)
+        spec = self.spec
+        return preprocess(images, spec.input_size, spec.mean, spec.std, spec.view, spec.background or None)
 
     def leaf_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated leaf logits (n, n_leaves): raw logits / spec.temperature."""
@@ -247,23 +248,50 @@ def square_pad(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Square-pad then resize to (size, size) with area interpolation (as in training)."""
+def centre_view(image: np.ndarray, view: float = 1.0) -> np.ndarray:
+    """The centred square that is ``view`` times the side of a square crop (view 1: unchanged)."""
+    if view >= 1.0:
+        return image
+    side = image.shape[0]
+    keep = max(1, round(side * view))
+    start = (side - keep) // 2
+    return image[start : start + keep, start : start + keep]
+
+
+def resize_square(image: np.ndarray, size: int, view: float = 1.0) -> np.ndarray:
+    """Square-pad, keep the centre ``view`` fraction, resize to (size, size) (as in training)."""
     import cv2
 
-    img = square_pad(_to_rgb(image))
+    img = centre_view(square_pad(_to_rgb(image)), view)
     if img.shape[0] == size and img.shape[1] == size:
         return img
     interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
     return cv2.resize(img, (size, size), interpolation=interp)
 
 
-def preprocess(images: list[np.ndarray], size: int, mean: list[float], std: list[float]) -> torch.Tensor:
-    """Crops -> normalised float tensor (n, 3, size, size)."""
+def preprocess(
+    images: list[np.ndarray],
+    size: int,
+    mean: list[float],
+    std: list[float],
+    view: float = 1.0,
+    background: list[float] | None = None,
+) -> torch.Tensor:
+    """Crops -> normalised float tensor (n, 3, size, size) of each crop's centre ``view`` fraction.
+
+    With ``background`` (RGB), each crop is first white-balanced to that slide background colour.
+    """
     if len(images) == 0:
         return torch.zeros((0, 3, size, size))
-    batch = np.stack([resize_square(im, size) for im in images])
-    return normalise_uint8(torch.from_numpy(batch).permute(0, 3, 1, 2), mean, std)
+    batch = np.stack([resize_square(im, size, view) for im in images])
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2)
+    if not background:
+        return normalise_uint8(x, mean, std)
+    from cellkit.colour import balance_gains
+
+    gains = torch.from_numpy(np.stack([balance_gains(b, background) for b in batch])).view(-1, 3, 1, 1)
+    x = (x.float() / 255.0 * gains).clamp(0, 1)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 def normalise_uint8(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:

@@ -154,7 +154,9 @@ def evaluate_classifier(
     """Metrics of a loaded Classifier on a labelled folder (optionally only one part of a saved split)."""
     from cellkit.train.data import load_image_set, load_split
 
-    data_set = load_image_set(data, clf.taxonomy, 128, progress=progress)
+    # whole images, large enough that the classifier's own centre view still has input_size pixels
+    size = max(128, int(np.ceil(clf.spec.input_size / clf.spec.view / 16) * 16))
+    data_set = load_image_set(data, clf.taxonomy, size, progress=progress)
     idx = np.arange(len(data_set))
     if split_file:
         idx = load_split(split_file, data_set.paths)[part]

@@ -32,7 +32,10 @@ class ModelSpec:
     taxonomy: str = "pbc"
     target_layer: str = ""  # module path for CAM methods, e.g. "conv_head"
     temperature: float = 1.0  # calibration: logits / temperature
-    crop_scale: float = 2.0  # crop side = crop_scale x the cell's box side (PBC framing)
+    crop_scale: float = 2.0  # crops cut from smears: side = crop_scale x the cell's box side (PBC framing)
+    view: float = 1.0  # centre fraction of a crop the network sees (< 1 zooms in on the cell)
+    background: list[float] = field(default_factory=list)  # RGB slide background of the training data:
+    # when set, crops are white-balanced to it before the network (cellkit.colour); empty = no normalisation
     threshold: float = 0.5  # deepest-confident-node threshold
     ood: dict[str, Any] = field(default_factory=dict)  # statistics for the OOD score
     card: dict[str, Any] = field(default_factory=dict)  # data, split, metrics, sha256, command, ...
@@ -42,6 +45,12 @@ class ModelSpec:
             raise CellkitError(f"model {self.name!r}: task must be 'classifier' or 'detector', got {self.task!r}")
         if self.input_size <= 0:
             raise CellkitError(f"model {self.name!r}: input_size must be positive, got {self.input_size}")
+        if not 0.2 <= float(self.view) <= 1.0:
+            raise CellkitError(f"model {self.name!r}: view must be in [0.2, 1], got {self.view}")
+        if self.background and (len(self.background) != 3 or not all(0 < v <= 255 for v in self.background)):
+            raise CellkitError(
+                f"model {self.name!r}: background must be 3 RGB values in (0, 255], got {self.background}"
+            )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise CellkitError(f"model {self.name!r}: expected 3 mean/std values, got {self.mean}/{self.std}")
 

@@ -86,6 +86,35 @@ def test_preprocess_handles_shapes_and_rejects_garbage(tiny):
         tiny.preprocess([np.zeros((4, 4, 7), np.uint8)])
 
 
+def _bullseye(side: int = 100, inner: float = 0.5) -> np.ndarray:
+    """Grey field with a red centre square covering ``inner`` of the side."""
+    img = np.full((side, side, 3), 200, np.uint8)
+    a, b = round(side * (1 - inner) / 2), round(side * (1 + inner) / 2)
+    img[a:b, a:b] = (255, 0, 0)
+    return img
+
+
+def test_view_keeps_the_centre_of_the_crop():
+    img = _bullseye(100, 0.5)
+    whole = preprocess([img], 40, [0.0] * 3, [1.0] * 3)[0]
+    centre = preprocess([img], 40, [0.0] * 3, [1.0] * 3, view=0.5)[0]
+    red = lambda x: float(((x[0] > 0.9) & (x[1] < 0.1)).float().mean())  # noqa: E731
+    assert red(whole) == pytest.approx(0.25, abs=0.03)  # the centre square is a quarter of the field
+    assert red(centre) > 0.95  # view 0.5 sees only the centre square
+
+
+def test_classifier_uses_the_view_of_its_spec(tiny):
+    img = _bullseye(96, 0.6)
+    before = tiny.preprocess([img])
+    tiny.spec.view = 0.6
+    try:
+        after = tiny.preprocess([img])
+    finally:
+        tiny.spec.view = 1.0
+    np.testing.assert_allclose(after, preprocess([img], tiny.spec.input_size, tiny.spec.mean, tiny.spec.std, 0.6))
+    assert not torch.allclose(before, after)
+
+
 def test_save_load_roundtrip_with_ood(tmp_path, tiny):
     images = crops(12)
     feats = tiny.predict_arrays(images)["features"]

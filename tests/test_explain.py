@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cellkit.classify import Classifier, build_tiny_classifier
@@ -27,11 +28,12 @@ GRID = (4, 3)  # regions: 4 rows x 3 columns of 8 x ~11 px, one per leaf (11 of 
 
 
 class RegionNet(nn.Module):
-    """Leaf j looks only at region j of the image: its logit is the mean brightness there.
+    """Leaf j looks only at region j of the image: its logit is the amount of texture there.
 
-    ``regions`` puts the brightness of region j into channel j; ``conv_head`` (the CAM layer) is an
-    identity 1x1 conv; logits are the scaled channel means. Any faithful map of leaf j must sit in
-    region j, and of an inner node in the union of its leaves' regions.
+    Texture = squared difference from the 3x3 local mean: hiding a region (a grey patch, a blurred
+    copy) removes it. ``regions`` puts the texture of region j into channel j; ``conv_head`` (the CAM
+    layer) is an identity 1x1 conv; logits are the scaled channel means. Any faithful map of leaf j
+    must sit in region j, and of an inner node in the union of its leaves' regions.
     """
 
     def __init__(self, n_leaves: int, size: int = SIZE):
@@ -48,8 +50,10 @@ class RegionNet(nn.Module):
         self.scale = 4.0 * size * size / masks.sum((1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grey = x.mean(1, keepdim=True) + 3.0  # positive everywhere
-        a = self.conv_head(grey * self.masks[None])
+        grey = x.mean(1, keepdim=True)
+        local = F.avg_pool2d(grey, 3, stride=1, padding=1, count_include_pad=False)
+        texture = 20.0 * (grey - local) ** 2 + 0.1  # positive everywhere
+        a = self.conv_head(texture * self.masks[None])
         return a.mean((2, 3)) * self.scale
 
 
@@ -280,6 +284,15 @@ def test_overlay_and_zip(tiny):
 
     names = zipfile.ZipFile(io.BytesIO(maps_zip(crop, [hm]))).namelist()
     assert sorted(names) == ["crop.png", "gradcam_monocyte.npy", "gradcam_monocyte.png"]
+
+
+def test_overlay_shows_the_crop_as_a_zooming_model_sees_it():
+    crop = np.full((100, 100, 3), 200, np.uint8)
+    crop[30:70, 30:70] = (255, 0, 0)  # centre square: 40 % of the side
+    flat = np.zeros((10, 10), np.float32)
+    whole, zoomed = overlay(crop, flat, 0.0, size=80), overlay(crop, flat, 0.0, size=80, view=0.4)
+    assert (whole[..., 1] < 50).mean() == pytest.approx(0.16, abs=0.03)
+    assert (zoomed[..., 1] < 50).mean() > 0.95  # the map covers exactly what the model saw
 
 
 def test_public_verb_works_whatever_was_imported_first(tiny):

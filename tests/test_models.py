@@ -27,3 +27,19 @@ def test_missing_and_invalid_specs(tmp_path):
         default_spec("detector", tmp_path)
     with pytest.raises(CellkitError, match="task must be"):
         ModelSpec(name="x", task="segmenter", arch="a", weights="w", input_size=3, labels=[])
+
+
+def test_view_must_be_a_centre_fraction(tmp_path):
+    assert _spec("m1").view == 1.0  # cards written before the field existed keep seeing the whole crop
+    _spec("m3", view=0.7).save(tmp_path)
+    assert load_spec("m3", tmp_path).view == 0.7
+    for bad in (0.0, 1.5):
+        with pytest.raises(CellkitError, match="view must be in"):
+            _spec("m4", view=bad)
+
+
+def test_background_must_be_rgb():
+    assert _spec("m5", background=[255, 228, 203]).background == [255, 228, 203]
+    for bad in ([255, 228], [0, 10, 10], [300, 1, 1]):
+        with pytest.raises(CellkitError, match="background must be"):
+            _spec("m6", background=bad)

@@ -21,7 +21,7 @@ from cellkit.train.classifier import (
     target_masks,
     train_classifier,
 )
-from cellkit.train.data import index_folder, near_duplicate_groups, split_indices
+from cellkit.train.data import index_folder, load_image_set, near_duplicate_groups, split_indices
 
 # folder, file prefix, synthetic kind: PBC layout, incl. images labelled only at inner nodes
 LAYOUT = [
@@ -130,3 +130,22 @@ def test_train_end_to_end_and_resume(tmp_path):
     train_classifier(cfg, resume=True)
     card = json.loads((tmp_path / "weights" / "synthetic.json").read_text())
     assert [h["epoch"] for h in card["card"]["training"]["history"]] == [1, 2, 3]
+
+
+def test_training_with_a_view_caches_the_centre_and_records_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    data = make_dataset(tmp_path / "data")
+    tax = load_taxonomy("pbc")
+    whole = load_image_set(data, tax, 40)
+    centre = load_image_set(data, tax, 40, view=0.5)
+    assert len(list((tmp_path / "cache").glob("cls_*.npz"))) == 2  # one cache per view
+    assert not np.array_equal(whole.images, centre.images)
+    cfg = TrainConfig(
+        data=str(data), name="zoomed", arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40,
+        epochs=1, samples_per_epoch=32, batch_size=16, workdir=str(tmp_path / "work"), out=str(tmp_path / "w"),
+        ood_dim=8, progress=False, view=0.5, zoom=[0.9, 1.1], colour_norm=True,
+    )  # fmt: skip
+    train_classifier(cfg)
+    clf = load_classifier("zoomed", folder=tmp_path / "w")
+    assert clf.spec.view == 0.5 and clf.spec.card["training"]["config"]["zoom"] == [0.9, 1.1]
+    assert len(clf.spec.background) == 3  # colour_norm: the reference background travels with the model

@@ -111,7 +111,15 @@ def explorer_section(max_gallery: int = 12) -> None:
             maps = [resources.explanation(crop, n, "gradcam", clf.spec.name, False) for n in (pred, true)]
         cols = st.columns([1, 1, 1, 2])
         cols[0].image(crop, caption=Path(row["path"]).name, width=140)
-        cols[1].image(overlay(crop, maps[0].values, 0.5, size=140), caption=f"→ {tax.display(pred)}", width=140)
-        cols[2].image(overlay(crop, maps[1].values, 0.5, size=140), caption=f"true: {tax.display(true)}", width=140)
+        cols[1].image(
+            overlay(crop, maps[0].values, 0.5, size=140, view=clf.spec.view),
+            caption=f"→ {tax.display(pred)}",
+            width=140,
+        )
+        cols[2].image(
+            overlay(crop, maps[1].values, 0.5, size=140, view=clf.spec.view),
+            caption=f"true: {tax.display(true)}",
+            width=140,
+        )
         p_pred, p_true = (sum(row[f"p_{lf}"] for lf in tax.leaves_under(n)) for n in (pred, true))
         cols[3].caption(f"p({pred}) = {p_pred:.2f} · p({true}) = {p_true:.2f} · label {row['label']}")

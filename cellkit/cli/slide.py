@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,19 @@ def _check_inputs(inputs: list[Path] | None) -> list[Path]:
     return inputs
 
 
-def _items(inputs: list[Path]):
+def _readable(inputs: list[Path], *sinks: list[dict[str, Any]]) -> Iterator[Any]:
+    """Readable images of INPUT (with a progress bar); each unreadable one goes to stderr and every sink."""
     from tqdm import tqdm
 
     from cellkit.io import iter_images
 
-    return tqdm(iter_images(inputs), desc="images", unit="img", leave=False)
+    for item in tqdm(iter_images(inputs), desc="images", unit="img", leave=False):
+        if item.error:
+            _report_error(item.name, item.error)
+            for sink in sinks:
+                sink.append({"path": item.name, "error": item.error})
+            continue
+        yield item
 
 
 def _write_csv(rows: list[dict[str, Any]], out: Path, first: list[str]) -> None:
@@ -97,13 +105,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         inputs = _check_inputs(inputs)
         det, clf = _models(classify, detector, classifier)
         rows: list[dict[str, Any]] = []
-        failed = 0
-        for item in _items(inputs):
-            if item.error:
-                failed += 1
-                _report_error(item.name, item.error)
-                rows.append({"path": item.name, "error": item.error})
-                continue
+        for item in _readable(inputs, rows):
             if clf is None:
                 dets = detect_tiled(item.image, det, tile, overlap)
                 frame_rows = [
@@ -118,7 +120,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 frame_rows = frame.to_dict(orient="records")
             rows.extend({"path": item.name, **r} for r in frame_rows)
         _write_csv(rows, out, BOX_COLUMNS + (["leaf", "label"] if clf is not None else []))
-        n_boxes = sum(1 for r in rows if "error" not in r)
+        failed = sum(1 for r in rows if "error" in r)
+        n_boxes = len(rows) - failed
         typer.echo(f"{n_boxes} boxes written to {out}" + (f" ({failed} file(s) failed)" if failed else ""), err=True)
         if failed:
             raise typer.Exit(1)
@@ -150,14 +153,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             owner = owner or getpass.getuser()
         reports: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
-        failed = 0
-        for item in _items(inputs):
-            if item.error:
-                failed += 1
-                _report_error(item.name, item.error)
-                reports.append({"path": item.name, "error": item.error})
-                rows.append({"path": item.name, "error": item.error})
-                continue
+        for item in _readable(inputs, reports, rows):
             result = analyze(item.image, det, clf, tile, overlap, name=Path(item.name).name)
             report = {"path": item.name, **result.to_dict()}
             if store is not None:
@@ -168,6 +164,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             atomic_write_bytes(out, (json.dumps(reports, indent=2) + "\n").encode())
         else:
             _write_csv(rows, out, BOX_COLUMNS)
+        failed = sum(1 for r in reports if "error" in r)
         done = len(reports) - failed
         typer.echo(f"{done} image(s) analysed, report in {out}" + (f" ({failed} failed)" if failed else ""), err=True)
         if failed:

@@ -30,6 +30,11 @@ def train_classifier_command(
     workdir: Path = typer.Option(None, help="checkpoint folder (default ~/.cache/cellkit/train/<name>)"),
     out: Path = typer.Option(None, help="weights folder (default: the project's weights/)"),
     crop_scale: float = typer.Option(2.5, help="crop side / cell box side used when cutting crops from smears"),
+    view: float = typer.Option(1.0, min=0.2, max=1.0, help="centre fraction of each crop the network sees"),
+    zoom: tuple[float, float] = typer.Option((0.8, 1.35), help="framing jitter range (min max), > 1 zooms in"),
+    colour_norm: bool = typer.Option(
+        False, "--colour-norm", help="white-balance images to the training data's slide background (also at inference)"
+    ),
     default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
     resume: bool = typer.Option(False, "--resume", help="continue from <workdir>/last.pt"),
 ) -> None:
@@ -47,6 +52,7 @@ def train_classifier_command(
         lr=lr, label_smoothing=label_smoothing, freeze_blocks=freeze_blocks, patience=patience, seed=seed,
         threads=threads, limit_per_class=limit_per_class, split_file=str(split_file or ""),
         max_minutes=max_minutes, workdir=str(workdir or ""), out=str(out or ""), default=default, crop_scale=crop_scale,
+        view=view, zoom=list(zoom), colour_norm=colour_norm,
     )  # fmt: skip
     path = train_classifier(cfg, resume=resume)
     card = json.loads(path.with_name(f"{name}.json").read_text())["card"]

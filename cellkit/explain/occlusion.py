@@ -1,9 +1,13 @@
-"""Occlusion (Zeiler & Fergus 2014): slide a mean-colour patch, record how much the node's probability drops.
+"""Occlusion (Zeiler & Fergus 2014): hide a patch, record how much the node's probability drops.
 
-Model-agnostic and forward-only, so its cost is ``GRID**2`` forward passes. The window is about
-``WINDOW`` of the input side and the stride is chosen so that ``GRID`` windows per side tile the
-input exactly (windows overlap, no border left out): at 128 px, 10 x 10 = 100 patches of 20 px
-every 12 px; at 112 px, 100 patches of 22 px every 10 px. ``PER_EVAL`` patches per forward pass.
+Model-agnostic and forward-only, so its cost is ``GRID**2`` forward passes. A hidden patch shows the
+same region of a strongly blurred copy of the crop (the "removed" state of the faithfulness curves):
+it keeps the local colour, so the model sees a plausible cell without that detail rather than a grey
+square it never saw in training. The window is about ``WINDOW`` of the input side and the stride is
+chosen so that ``GRID`` windows per side tile the input exactly (windows overlap, no border left out):
+at 112 px, 10 x 10 = 100 patches of 31 px every 9 px. ``PER_EVAL`` patches per forward pass.
+Measured on 16 PBC crops (2 per class), the sum of deletion and insertion gains over a random pixel
+order was 0.28 with grey 22 px patches and 0.57 with blurred 31 px patches (both at 112 px).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import torch
 from captum.attr import Occlusion
 
 from cellkit.explain._target import NodeProbability, as_input, frozen, unit_map
+from cellkit.explain.faithfulness import blurred
 from cellkit.types import Heatmap
 
 GRID = 10  # windows per side
-WINDOW = 1 / 6  # approximate window side as a fraction of the input side
+WINDOW = 1 / 4  # approximate window side as a fraction of the input side (the cell fills about half)
 PER_EVAL = 16  # perturbed images per forward pass (8-16 measured fastest on this CPU; 50 was 25% slower)
 
 
@@ -42,7 +47,7 @@ def occlusion(
             x,
             sliding_window_shapes=(3, w, w),
             strides=(3, s, s),
-            baselines=0.0,  # 0 in normalised space = the training mean colour
+            baselines=blurred(x),
             target=0,
             perturbations_per_eval=per_eval,
         )

@@ -24,27 +24,34 @@ def colorize(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
 
 
 def overlay(
-    image: np.ndarray, values: np.ndarray, alpha: float = 0.5, cmap: str = "jet", size: int | None = None
+    image: np.ndarray,
+    values: np.ndarray,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    size: int | None = None,
+    view: float = 1.0,
 ) -> np.ndarray:
-    """The crop (square-padded like the model sees it) with the map blended on top, RGB uint8.
+    """The crop as the model sees it (square-padded, centre ``view`` of it) with the map on top, RGB uint8.
 
-    ``size`` defaults to the larger of the crop side and the map side.
+    ``size`` defaults to the larger of the crop side and the map side; ``view`` is the model's ``spec.view``.
     """
     side = size or max(max(image.shape[:2]), values.shape[0])
-    crop = resize_square(image, side).astype(np.float32)
+    crop = resize_square(image, side, view).astype(np.float32)
     heat = cv2.resize(values.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     colour = colorize(heat, cmap).astype(np.float32)
     return np.clip((1 - alpha) * crop + alpha * colour, 0, 255).astype(np.uint8)
 
 
-def maps_zip(image: np.ndarray, heatmaps: list[Heatmap], alpha: float = 0.5, cmap: str = "jet") -> bytes:
-    """A zip with, per map, the overlay PNG and the raw values as ``.npy``."""
+def maps_zip(
+    image: np.ndarray, heatmaps: list[Heatmap], alpha: float = 0.5, cmap: str = "jet", view: float = 1.0
+) -> bytes:
+    """A zip with the crop as the model sees it and, per map, the overlay PNG and the raw values as ``.npy``."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("crop.png", encode_png(resize_square(image, max(image.shape[:2]))))
+        zf.writestr("crop.png", encode_png(resize_square(image, max(image.shape[:2]), view)))
         for hm in heatmaps:
             stem = f"{hm.method}_{hm.target}"
-            zf.writestr(f"{stem}.png", encode_png(overlay(image, hm.values, alpha, cmap)))
+            zf.writestr(f"{stem}.png", encode_png(overlay(image, hm.values, alpha, cmap, view=view)))
             npy = io.BytesIO()
             np.save(npy, hm.values)
             zf.writestr(f"{stem}.npy", npy.getvalue())

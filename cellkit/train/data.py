@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class ImageSet:
     paths: list[str]
     nodes: list[str]
     phash: np.ndarray  # (n,) uint64
+    background: list[float] = field(default_factory=list)  # reference RGB once white-balanced (colour_norm)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,11 +73,11 @@ def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = "pbc") -> 
     return paths, nodes
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
+def _decode(path: Path, size: int, view: float = 1.0) -> np.ndarray:
     from cellkit.classify import resize_square
     from cellkit.io import read_image
 
-    return resize_square(read_image(path), size)
+    return resize_square(read_image(path), size, view)
 
 
 def _phash(img: np.ndarray) -> int:
@@ -87,12 +88,19 @@ def _phash(img: np.ndarray) -> int:
 
 
 def load_image_set(
-    root: str | Path, taxonomy: Taxonomy, size: int, dataset: str = "pbc", cache: bool = True, progress: bool = True
+    root: str | Path,
+    taxonomy: Taxonomy,
+    size: int,
+    dataset: str = "pbc",
+    cache: bool = True,
+    progress: bool = True,
+    view: float = 1.0,
 ) -> ImageSet:
-    """Index ``root`` and decode every image to ``size`` px (cached on disk, keyed by the file list)."""
+    """Index ``root`` and decode every image's centre ``view`` fraction to ``size`` px (cached on disk)."""
     root = Path(root).resolve()
     paths, nodes = index_folder(root, taxonomy, dataset)
-    key = hashlib.sha256(json.dumps([str(root), size, paths]).encode()).hexdigest()[:16]
+    keyed = [str(root), size, paths] + ([round(view, 4)] if view < 1 else [])
+    key = hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:16]
     cache_file = config.cache_dir() / f"cls_{root.name}_{size}_{key}.npz"
     if cache and cache_file.is_file():
         z = np.load(cache_file)
@@ -100,7 +108,7 @@ def load_image_set(
     images = np.zeros((len(paths), size, size, 3), np.uint8)
     hashes = np.zeros(len(paths), np.uint64)
     for i, rel in enumerate(tqdm(paths, desc=f"decoding {root.name} to {size}px", disable=not progress)):
-        images[i] = _decode(root / rel, size)
+        images[i] = _decode(root / rel, size, view)
         hashes[i] = _phash(images[i])
     if cache:
         tmp = cache_file.with_suffix(".tmp.npz")
