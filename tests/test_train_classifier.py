@@ -143,9 +143,10 @@ def test_training_with_a_view_caches_the_centre_and_records_it(tmp_path, monkeyp
     cfg = TrainConfig(
         data=str(data), name="zoomed", arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40,
         epochs=1, samples_per_epoch=32, batch_size=16, workdir=str(tmp_path / "work"), out=str(tmp_path / "w"),
-        ood_dim=8, progress=False, view=0.5, zoom=[0.9, 1.1], colour_norm=True,
+        ood_dim=8, progress=False, view=0.5, zoom=[0.9, 1.1], colour_norm=True, colour_strength=1.5,
     )  # fmt: skip
     train_classifier(cfg)
     clf = load_classifier("zoomed", folder=tmp_path / "w")
     assert clf.spec.view == 0.5 and clf.spec.card["training"]["config"]["zoom"] == [0.9, 1.1]
     assert len(clf.spec.background) == 3  # colour_norm: the reference background travels with the model
+    assert clf.spec.card["training"]["config"]["colour_strength"] == 1.5

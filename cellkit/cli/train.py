@@ -35,6 +35,7 @@ def train_classifier_command(
     colour_norm: bool = typer.Option(
         False, "--colour-norm", help="white-balance images to the training data's slide background (also at inference)"
     ),
+    colour_strength: float = typer.Option(1.0, min=0.0, max=3.0, help="scale of the stain/hue/tone augmentation"),
     default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
     resume: bool = typer.Option(False, "--resume", help="continue from <workdir>/last.pt"),
 ) -> None:
@@ -52,7 +53,7 @@ def train_classifier_command(
         lr=lr, label_smoothing=label_smoothing, freeze_blocks=freeze_blocks, patience=patience, seed=seed,
         threads=threads, limit_per_class=limit_per_class, split_file=str(split_file or ""),
         max_minutes=max_minutes, workdir=str(workdir or ""), out=str(out or ""), default=default, crop_scale=crop_scale,
-        view=view, zoom=list(zoom), colour_norm=colour_norm,
+        view=view, zoom=list(zoom), colour_norm=colour_norm, colour_strength=colour_strength,
     )  # fmt: skip
     path = train_classifier(cfg, resume=resume)
     card = json.loads(path.with_name(f"{name}.json").read_text())["card"]

@@ -85,6 +85,7 @@ class TrainConfig:
     view: float = 1.0  # the network sees the centre fraction of each crop (0.7: the cell fills ~56 %)
     zoom: list[float] = field(default_factory=lambda: [0.8, 1.35])  # framing jitter range (>1 zooms in)
     colour_norm: bool = False  # white-balance every image to the training split's slide background
+    colour_strength: float = 1.0  # scale of the stain / hue / tone jitter (1 = HED +-35 %, hue +-0.25 rad)
     default: bool = False
     progress: bool = True
 
@@ -319,7 +320,8 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             x = torch.from_numpy(data.images[idx]).permute(0, 3, 1, 2)
-            x = (augment_batch(x, cfg.input_size, gen, zoom=(cfg.zoom[0], cfg.zoom[1])) - mean) / std
+            x = augment_batch(x, cfg.input_size, gen, strength=cfg.colour_strength, zoom=(cfg.zoom[0], cfg.zoom[1]))
+            x = (x - mean) / std
             loss = hierarchical_loss(model(x), masks[idx], cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
