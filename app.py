@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import cellkit
+from ui import widgets
 
 st.set_page_config(page_title="cellkit — blood smear analysis", page_icon="🩸", layout="wide")
 
@@ -22,5 +23,6 @@ pages = st.navigation(
         ],
     }
 )
+widgets.model_picker_ui()
 st.sidebar.caption(f"cellkit {cellkit.__version__} · runs locally, nothing leaves this machine")
 pages.run()

@@ -9,16 +9,16 @@ import streamlit as st
 from cellkit.classify import result_columns
 from cellkit.errors import CellkitError
 from cellkit.io import ImageItem, iter_zip, read_image
+from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME
 from ui import resources, widgets
 
 MAX_DETAILED = 12
 HELP = (
-    "Upload crops of **one white cell each, centred, about 40 % of the field wide** (crop side ≈ 2.5 × the cell) "
-    "— the framing of "
-    "the PBC training images (CellaVision, May-Grünwald-Giemsa). Whole smears belong on the *Slide analysis* "
-    "page. The label is the deepest node of the tree whose probability passes the threshold, so an unsure "
-    "myelocyte/metamyelocyte is reported as *Immature granulocyte*. Crops unlike the training images get an "
-    "out-of-distribution warning: read their labels with care."
+    "Upload crops of white cells, framed any way: the model finds the cell (the central one when a crop "
+    "holds several) and frames it as in training. Whole smears belong on the *Slide analysis* page. The label "
+    "is the deepest node of the tree whose probability passes the threshold, so an unsure myelocyte/metamyelocyte "
+    "is reported as *Immature granulocyte*. Cells unlike anything the model was taught (e.g. blasts, smudge "
+    "cells, artefacts), or that it cannot place, are shown as **Unidentified — review**."
 )
 
 st.title("Classify cell crops")
@@ -34,7 +34,7 @@ if not files:
     st.stop()
 
 with resources.user_errors():
-    clf = resources.classifier()
+    clf = resources.current_classifier()
 tax = clf.taxonomy
 threshold = st.sidebar.slider("Confidence threshold for the label", 0.3, 0.95, float(clf.spec.threshold), 0.05)
 
@@ -61,41 +61,46 @@ if not good:
     st.stop()
 
 with st.spinner(f"Classifying {len(good)} crop(s)…"), resources.user_errors():
-    preds = clf.predict([it.image for it in good])
-for pred in preds:  # the label follows the threshold chosen here
-    pred.label = tax.deepest_confident(pred.node_probs, threshold)
-    pred.confidence = pred.prob(pred.label)
+    preds = clf.predict([it.image for it in good], threshold=threshold)
 found = iter(preds)
 rows = [
     {"path": it.name, "error": it.error} if it.error else {"path": it.name, **next(found).as_dict()} for it in items
 ]
 table = pd.DataFrame(rows, columns=result_columns(tax)).fillna({"error": ""})
 
-n_ood = sum(p.ood for p in preds)
+n_review = sum(p.label == UNKNOWN for p in preds)
 c1, c2, c3 = st.columns(3)
 c1.metric("Crops classified", len(good))
 c2.metric("Unreadable", len(items) - len(good))
-c3.metric("Unlike training data (OOD)", n_ood)
+c3.metric("Unidentified — review", n_review)
 
 st.subheader("Per crop")
 if len(good) > MAX_DETAILED:
     st.caption(f"Showing the first {MAX_DETAILED} crops; all are in the table below.")
-for item, pred in list(zip(good, preds, strict=True))[:MAX_DETAILED]:
+for k, (item, pred) in enumerate(list(zip(good, preds, strict=True))[:MAX_DETAILED]):
     with st.container(border=True):
         left, mid, right = st.columns([1, 2, 2])
-        left.image(item.image, caption=item.name, width=150)
-        path = " › ".join(f"{tax.node(n).name} {pred.prob(n):.2f}" for n in tax.path(pred.label))
-        left.markdown(f"**{tax.node(pred.label).name}** ({pred.confidence:.2f})")
-        if pred.ood:
-            left.warning(f"Unlike the training images (OOD score {pred.ood_score:.2f} > 1): treat with care.")
+        pair = left.columns(2)
+        pair[0].image(item.image, caption="Uploaded", width=110)
+        pair[1].image(clf.prep.canonical(item.image, 110), caption="As the model sees it", width=110)
+        left.text(item.name)  # plain text: a file name is never rendered as Markdown
+        guess = tax.deepest_confident(pred.node_probs, threshold)
+        path = " › ".join(f"{tax.display(n)} {pred.prob(n):.2f}" for n in tax.path(guess))
+        if pred.label == UNKNOWN:
+            left.warning(
+                f"**{UNKNOWN_NAME}** — {pred.review}. Best guess: {tax.display(guess)} ({pred.prob(guess):.2f})."
+            )
         else:
-            left.caption(f"OOD score {pred.ood_score:.2f} (≤ 1 is typical)")
+            left.markdown(f"**{tax.display(pred.label)}** ({pred.confidence:.2f})")
+            left.caption(f"Unusualness {pred.ood_score:.2f} (above 1 is flagged)")
+        if pred.note:
+            left.info(pred.note, icon=":material/crop:")
         mid.caption(f"Path: {path}")
-        mid.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key=f"sun_{item.name}")
+        mid.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key=f"sun_{k}")
         leaves = sorted(tax.leaves, key=pred.prob, reverse=True)[:5]
-        fig = go.Figure(go.Bar(x=[pred.prob(lf) for lf in leaves][::-1], y=[tax.node(lf).name for lf in leaves][::-1]))
+        fig = go.Figure(go.Bar(x=[pred.prob(lf) for lf in leaves][::-1], y=[tax.display(lf) for lf in leaves][::-1]))
         fig.update_layout(height=220, margin=dict(l=0, r=0, t=25, b=0), title="Top-5 leaves", xaxis_range=[0, 1])
-        right.plotly_chart(fig, key=f"top_{item.name}")
+        right.plotly_chart(fig, key=f"top_{k}")
 
 st.subheader("All results")
 st.dataframe(table, hide_index=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 from cellkit import config
-from cellkit.classify import resize_square
 from cellkit.explain import METHOD_NAMES, get_explainer, sanity_check
 from cellkit.explain.render import COLORMAPS, maps_zip, overlay
 from cellkit.io import IMAGE_SUFFIXES, read_image
@@ -22,7 +21,7 @@ st.caption(
 state = st.session_state
 
 with resources.user_errors():
-    clf = resources.classifier()
+    clf = resources.current_classifier()
 tax = clf.taxonomy
 
 sources = ["Upload a crop", "Image of a dataset folder"]
@@ -82,12 +81,12 @@ with st.spinner("Computing explanations…"), resources.user_errors():
 
 PER_ROW = 4  # crop + 3 maps per row keeps the maps big enough to read
 cols = [c for start in range(0, 1 + len(heatmaps), PER_ROW) for c in st.columns(PER_ROW)]
-cols[0].image(resize_square(crop, 256, clf.spec.view), caption="Crop (as the model sees it)", width="stretch")
+cols[0].image(clf.prep.canonical(crop, 256), caption="Crop (as the model sees it)", width="stretch")
 sanity = state.setdefault("explain_sanity", {})
 crop_id = hashlib.sha1(crop.tobytes()).hexdigest()
 for col, hm in zip(cols[1:], heatmaps, strict=False):
     col.image(
-        overlay(crop, hm.values, alpha, cmap, size=256, view=clf.spec.view),
+        overlay(crop, hm.values, alpha, cmap, size=256, prep=clf.prep),
         caption=METHOD_NAMES[hm.method],
         width="stretch",
     )
@@ -115,7 +114,7 @@ if heatmaps:
         st.rerun()
     b2.download_button(
         "Download maps (PNG + .npy, zip)",
-        maps_zip(crop, heatmaps, alpha, cmap, clf.spec.view),
+        maps_zip(crop, heatmaps, alpha, cmap, clf.prep),
         file_name=f"explain_{node}.zip",
         mime="application/zip",
         icon=":material/download:",

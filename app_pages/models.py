@@ -10,6 +10,38 @@ import streamlit as st
 from cellkit.evaluate import load_comparison
 from cellkit.models import list_specs
 from cellkit.taxonomy import load_taxonomy
+from ui.adapt import adapt_ui, show_report
+
+
+def robustness_ui(card: dict, tax) -> None:
+    """The card's robustness bench (shifts of the PBC test split, TXL-PBC sources) and unknown-cell bench."""
+    rob = card.get("robustness")
+    if rob:
+        st.markdown("**Other labs, imitated**: the PBC test split under stain, optics and framing shifts")
+        rows = [
+            {"condition": c, "PBC-8 accuracy": v["pbc8_accuracy"], "5-class accuracy": v["mature5_accuracy"],
+             "flagged for review": v["flagged"]}
+            for c, v in rob["conditions"].items()
+        ]  # fmt: skip
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_rob")
+        src = rob.get("txl_pbc_sources") or {}
+        if src:
+            st.markdown("**White cells of other labs** (TXL-PBC sources, no labels): predicted shares and flagged")
+            table = pd.DataFrame(src).T
+            table.columns = [tax.display(c[6:]) if c.startswith("share_") else c for c in table.columns]
+            st.dataframe(table, key="models_src")
+        st.caption(f"What this cannot show: {rob.get('cannot_show', '')} Command: {rob.get('command', '')}")
+    unk = card.get("unknown_bench")
+    if unk:
+        st.markdown("**Cells never taught**: leave-one-class-out on PBC (the class held out must be flagged)")
+        rows = [
+            {"held out": tax.display(x), "AUROC": r[unk["method"]]["auroc"],
+             "held-out cells flagged": r[unk["method"]]["flagged_held_out"],
+             "known cells flagged": r[unk["method"]]["flagged_known"]}
+            for x, r in unk["loco"].items()
+        ]  # fmt: skip
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_unk")
+        st.caption(unk.get("notes", ""))
 
 
 def confusion_figure(confusion: dict, names: list[str], normalise: bool) -> go.Figure:
@@ -70,11 +102,21 @@ else:
         normalise = right.toggle("Row-normalise (recall)", value=True, key="models_norm")
         labels = [tax.node(c).name for c in part["confusion"]["labels"]]
         right.plotly_chart(confusion_figure(part["confusion"], labels, normalise), key="models_cm")
-        if card.get("ood_other_sources"):
-            st.markdown("**Crops from other labs** (WBC boxes of TXL-PBC sources): predicted classes and OOD flags")
-            st.dataframe(pd.DataFrame(card["ood_other_sources"]).T, key="models_ood")
+        robustness_ui(card, tax)
         with st.expander("Full model card (data, split, training history, calibration, sha256, command)"):
             st.json(card, expanded=False)
+
+adapted = [s for s in specs if s.card.get("adaptation")]
+with st.expander("Adapt a model to your lab", icon=":material/tune:", expanded=False):
+    st.caption(
+        "A few labelled crops per cell type (10 are enough to start) from your own lab: the model learns your "
+        "stain and scanner in about a minute. Figures are cross-validated on your crops. The new model is saved "
+        "beside your database (never over a bundled one) and appears in the sidebar's model picker."
+    )
+    adapt_ui("models_adapt")
+    for s in adapted:
+        st.markdown(f"**{s.name}** — from {s.card['adapted_from']['name']}, {s.card.get('created', '')}")
+        show_report(s.card["adaptation"], load_taxonomy(s.taxonomy))
 
 # ---- misclassification explorer (owner: explainability; keep this section last) -------------
 from ui.explorer import explorer_section  # noqa: E402

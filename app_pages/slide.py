@@ -9,6 +9,7 @@ from cellkit.io import IMAGE_SUFFIXES, read_image
 from cellkit.slide import analyze, review_zip
 from cellkit.synth import make_demo_smear
 from ui import resources, widgets
+from ui.adapt import adapt_ui
 
 st.title("Slide analysis")
 st.caption("Upload a blood-smear image: every cell is detected, white cells and platelets are classified.")
@@ -21,7 +22,7 @@ def load_models():
     with resources.user_errors():
         det = resources.detector()
     try:
-        return det, resources.classifier()
+        return det, resources.current_classifier()
     except CellkitError as exc:
         st.warning(f"Counting only, no classification: {exc}")
         return det, None
@@ -77,8 +78,15 @@ if slide:
     with tab_diff:
         diff = result.differential()
         if diff:
-            st.plotly_chart(widgets.differential_bar(diff), width="stretch")
-            st.dataframe([{"class": k, **v} for k, v in diff.items()], hide_index=True)
+            tax = clf.taxonomy if clf is not None else None
+            st.plotly_chart(widgets.differential_bar(diff, tax), width="stretch")
+            st.dataframe([{"class": widgets.label_name(tax, k), **v} for k, v in diff.items()], hide_index=True)
+            if "unknown" in diff:
+                st.warning(
+                    f"{diff['unknown']['count']} white cell(s) are Unidentified — review: unlike the cells the model "
+                    "was taught, or not placed with confidence. Check them in *Cells & review*.",
+                    icon=":material/flag:",
+                )
         else:
             st.info("No classified white cells in this analysis.")
     with tab_cells:
@@ -98,12 +106,17 @@ if slide:
         st.download_button("Report CSV", result.to_frame().to_csv(index=False), f"{stem}_cells.csv", "text/csv")
         st.download_button("Report JSON", result.to_json(), f"{stem}_report.json", "application/json")
         if image is not None and clf is not None:
+            reviewed = review_zip(image, result, clf.spec.crop_scale)
             st.download_button(
-                "Reviewed crops (zip, one folder per label)",
-                review_zip(image, result, clf.spec.crop_scale),
-                f"{stem}_crops.zip",
-                "application/zip",
+                "Reviewed crops (zip, one folder per label)", reviewed, f"{stem}_crops.zip", "application/zip"
             )
+            with st.expander("Adapt a model to your lab from these cells", icon=":material/tune:"):
+                st.caption(
+                    "Uses every classified cell of this analysis under its final label (your corrections included; "
+                    "cells left as Unidentified — review are not used). Review all cells first."
+                )
+                if st.checkbox("I have reviewed every cell of this analysis", key="slide_adapt_ok"):
+                    adapt_ui("slide_adapt", labelled_zip=reviewed)
 
 with st.expander("Past analyses (this session)", icon=":material/history:"):
     past = store.list_analyses(owner)

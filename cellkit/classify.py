@@ -23,8 +23,10 @@ from torch import nn
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.models import ModelSpec, default_spec, load_spec
+from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import Taxonomy, load_taxonomy
 from cellkit.types import Prediction
+from cellkit.unknown import METHODS, UNKNOWN, OodScorer
 
 OOD_PREFIX = "ood."
 TRAIN_HINT = "train one with `cellkit train classifier`"
@@ -139,6 +141,7 @@ class Classifier:
         spec: ModelSpec,
         taxonomy: Taxonomy,
         ood_stats: dict[str, torch.Tensor] | None = None,
+        scorer: OodScorer | None = None,
     ):
         if list(spec.labels) != list(taxonomy.leaves):
             raise CellkitError(
@@ -150,19 +153,22 @@ class Classifier:
         self.spec = spec
         self.taxonomy = taxonomy
         self.ood_stats = ood_stats or {}
+        self.scorer = scorer
         self.lock = threading.RLock()
         self._node_matrix = torch.from_numpy(taxonomy.node_matrix)  # (n_nodes, n_leaves)
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @property
+    def prep(self) -> Preprocess:
+        """The preprocessing built from the spec (rebuilt each time, so it always follows the spec)."""
+        return Preprocess.from_spec(self.spec)
 
     @property
     def node_ids(self) -> tuple[str, ...]:
         return self.taxonomy.ids
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 crops (any size) -> normalised (n, 3, S, S) float tensor, S = spec.input_size."""
-        spec = self.spec
-        return preprocess(images, spec.input_size, spec.mean, spec.std, spec.view, spec.background or None)
+        """RGB uint8 crops (any size) -> normalised (n, 3, S, S) float tensor, as built from the spec."""
+        return self.prep(images)
 
     def leaf_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated leaf logits (n, n_leaves): raw logits / spec.temperature."""
@@ -172,133 +178,93 @@ class Classifier:
         """Probabilities of every node (n, n_nodes) in ``taxonomy.ids`` order; differentiable."""
         return torch.softmax(self.leaf_logits(x), dim=1) @ self._node_matrix.T
 
-    def ood_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """OOD score per crop: distance / calibrated 99th percentile (0 when no statistics)."""
+    @property
+    def has_ood(self) -> bool:
+        return self.scorer is not None or bool(self.ood_stats)
+
+    def ood_scores(self, features: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """OOD score per crop, divided by its calibrated threshold: > 1 flags (0 when the model has none)."""
+        if self.scorer is not None:
+            return self.scorer.score(features, logits) / float(self.spec.ood.get("threshold", 1.0) or 1.0)
         if not self.ood_stats:
             return torch.zeros(len(features))
         scale = float(self.spec.ood.get("threshold_distance", 1.0)) or 1.0
         return mahalanobis(self.ood_stats, features) / scale
 
     @torch.inference_mode()
-    def predict_arrays(self, images: list[np.ndarray], batch_size: int = 64) -> dict[str, np.ndarray]:
-        """Raw outputs for many crops: node_probs (n, n_nodes), ood_score (n,), features (n, D)."""
-        probs, scores, feats = [], [], []
+    def predict_arrays(self, images: list[np.ndarray], batch_size: int = 64) -> dict[str, Any]:
+        """Raw outputs: node_probs (n, n_nodes), ood_score (n,), features (n, D), logits (n, L), locations (n,)."""
+        probs, scores, feats, logit_list, locations = [], [], [], [], []
         with self.lock:
             for start in range(0, len(images), batch_size):
-                x = self.preprocess(images[start : start + batch_size]).contiguous(memory_format=torch.channels_last)
-                f, logits = penultimate_and_logits(self.model, x)
-                p = torch.softmax(logits / float(self.spec.temperature), dim=1) @ self._node_matrix.T
-                probs.append(p.numpy())
-                scores.append(self.ood_scores(f).numpy())
+                x, locs = self.prep.batch(images[start : start + batch_size])
+                f, logits = penultimate_and_logits(self.model, x.contiguous(memory_format=torch.channels_last))
+                logits = logits / float(self.spec.temperature)
+                probs.append((torch.softmax(logits, dim=1) @ self._node_matrix.T).numpy())
+                scores.append(self.ood_scores(f, logits).numpy())
                 feats.append(f.numpy())
+                logit_list.append(logits.numpy())
+                locations.extend(locs)
         n_nodes = len(self.taxonomy.ids)
         return {
             "node_probs": np.concatenate(probs) if probs else np.zeros((0, n_nodes), np.float32),
             "ood_score": np.concatenate(scores) if scores else np.zeros(0, np.float32),
             "features": np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
+            "logits": np.concatenate(logit_list)
+            if logit_list
+            else np.zeros((0, len(self.taxonomy.leaves)), np.float32),
+            "locations": locations,
         }
 
-    def predict(self, images: list[np.ndarray], batch_size: int = 64) -> list[Prediction]:
-        """One :class:`Prediction` per crop (crops already framed like the training data)."""
-        out = self.predict_arrays(list(images), batch_size)
-        return [self._prediction(p, s) for p, s in zip(out["node_probs"], out["ood_score"], strict=True)]
+    def predict(
+        self, images: list[np.ndarray], batch_size: int = 64, threshold: float | None = None
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per crop; crops are framed the model's way first (``spec.framing``).
 
-    def _prediction(self, node_probs: np.ndarray, ood_score: float) -> Prediction:
+        ``threshold`` overrides ``spec.threshold`` for the deepest confident node.
+        """
+        out = self.predict_arrays(list(images), batch_size)
+        return [
+            self.verdict(p, s, threshold, location=loc)
+            for p, s, loc in zip(out["node_probs"], out["ood_score"], out["locations"], strict=True)
+        ]
+
+    def verdict(
+        self, node_probs: np.ndarray, ood_score: float, threshold: float | None = None, location: Any = None
+    ) -> Prediction:
+        """The prediction for one crop's node probabilities: label, confidence and the review verdict.
+
+        ``label`` is the deepest node whose probability reaches ``threshold`` (default ``spec.threshold``),
+        or :data:`~cellkit.unknown.UNKNOWN` when the crop is unlike the training cells, when no top-level
+        group of the taxonomy reaches ``spec.ood["min_group_prob"]``, or when no cell was found in it.
+        """
         tax = self.taxonomy
         node_probs = np.clip(node_probs, 0.0, 1.0)
         leaf_rows = [tax.ids.index(leaf) for leaf in tax.leaves]
         leaf = tax.leaves[int(np.argmax(node_probs[leaf_rows]))]
-        label = tax.deepest_confident(node_probs, self.spec.threshold)
-        limit = float(self.spec.ood.get("flag_above", 1.0))
+        label = tax.deepest_confident(node_probs, self.spec.threshold if threshold is None else threshold)
+        confidence = float(node_probs[tax.ids.index(label)])
+        ood = self.has_ood and float(ood_score) > float(self.spec.ood.get("flag_above", 1.0))
+        reasons = []
+        if location is not None and not location.found:
+            reasons.append("no cell found in the crop")
+        if ood:
+            reasons.append(f"unlike the cells the model was trained on (score {float(ood_score):.2f} > 1)")
+        min_group = float(self.spec.ood.get("min_group_prob", 0.0))
+        group_p = max(float(node_probs[tax.ids.index(g)]) for g in tax.group_ids)
+        if group_p < min_group:
+            reasons.append(f"unsure: no class reaches {min_group:.2f} (best {group_p:.2f})")
         return Prediction(
             node_probs=node_probs,
             node_ids=tax.ids,
             leaf=leaf,
-            label=label,
-            confidence=float(node_probs[tax.ids.index(label)]),
+            label=UNKNOWN if reasons else label,
+            confidence=confidence,
             ood_score=float(ood_score),
-            ood=bool(self.ood_stats) and float(ood_score) > limit,
+            ood=ood,
+            review="; ".join(reasons),
+            note=location.note if location is not None else "",
         )
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 1:
-        raise CellkitError(f"expected an RGB crop of shape (H, W, 3), got {arr.shape}; read files with read_image")
-    arr = arr[..., :3]
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return arr
-
-
-def square_pad(image: np.ndarray) -> np.ndarray:
-    """Pad a non-square crop to a square with its border colour (keeps the cell's aspect)."""
-    h, w = image.shape[:2]
-    if abs(h - w) <= max(2, 0.02 * max(h, w)):
-        return image
-    from cellkit.crops import background_colour
-
-    side = max(h, w)
-    out = np.empty((side, side, 3), np.uint8)
-    out[:] = background_colour(image)
-    top, left = (side - h) // 2, (side - w) // 2
-    out[top : top + h, left : left + w] = image
-    return out
-
-
-def centre_view(image: np.ndarray, view: float = 1.0) -> np.ndarray:
-    """The centred square that is ``view`` times the side of a square crop (view 1: unchanged)."""
-    if view >= 1.0:
-        return image
-    side = image.shape[0]
-    keep = max(1, round(side * view))
-    start = (side - keep) // 2
-    return image[start : start + keep, start : start + keep]
-
-
-def resize_square(image: np.ndarray, size: int, view: float = 1.0) -> np.ndarray:
-    """Square-pad, keep the centre ``view`` fraction, resize to (size, size) (as in training)."""
-    import cv2
-
-    img = centre_view(square_pad(_to_rgb(image)), view)
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
-def preprocess(
-    images: list[np.ndarray],
-    size: int,
-    mean: list[float],
-    std: list[float],
-    view: float = 1.0,
-    background: list[float] | None = None,
-) -> torch.Tensor:
-    """Crops -> normalised float tensor (n, 3, size, size) of each crop's centre ``view`` fraction.
-
-    With ``background`` (RGB), each crop is first white-balanced to that slide background colour.
-    """
-    if len(images) == 0:
-        return torch.zeros((0, 3, size, size))
-    batch = np.stack([resize_square(im, size, view) for im in images])
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2)
-    if not background:
-        return normalise_uint8(x, mean, std)
-    from cellkit.colour import balance_gains
-
-    gains = torch.from_numpy(np.stack([balance_gains(b, background) for b in batch])).view(-1, 3, 1, 1)
-    x = (x.float() / 255.0 * gains).clamp(0, 1)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
-def normalise_uint8(x: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
-    """(n, 3, H, W) uint8 -> float normalised with mean/std (given for 0..1 images)."""
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x.float() / 255.0 - m) / s
 
 
 # ---- saving / loading ----------------------------------------------------------------------
@@ -327,7 +293,7 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
     """Rebuild the network named in the card and load its weights (safetensors only)."""
     from safetensors.torch import load_file
 
-    path = Path(folder or config.weights_dir()) / spec.weights
+    path = Path(folder) / spec.weights if folder else spec.weights_path
     if not path.is_file():
         raise CellkitError(f"weights {path} for model {spec.name!r} are missing; {TRAIN_HINT}")
     try:
@@ -342,7 +308,9 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CellkitError(f"weights {path} do not fit architecture {spec.arch!r}: {exc}; {TRAIN_HINT}") from None
-    return Classifier(model, spec, taxonomy, ood)
+    if spec.ood.get("method") in METHODS:
+        return Classifier(model, spec, taxonomy, scorer=OodScorer(spec.ood["method"], ood, spec.ood.get("params", {})))
+    return Classifier(model, spec, taxonomy, ood)  # models before 0.2: Mahalanobis statistics
 
 
 def load_classifier(name: str | None = None, folder: str | Path | None = None) -> Classifier:
@@ -378,8 +346,11 @@ def build_tiny_classifier(taxonomy: Taxonomy | str | None = None, input_size: in
 
 # ---- batch classification of image items (CLI and app) ----------------------------------------
 def result_columns(taxonomy: Taxonomy) -> list[str]:
-    """Columns of a results table: path, leaf, label, confidence, ood_score, p_<node>..., error."""
-    return ["path", "leaf", "label", "confidence", "ood_score", *(f"p_{n}" for n in taxonomy.ids), "error"]
+    """Columns of a results table: path, leaf, label, confidence, ood_score, review, p_<node>..., error.
+
+    ``label`` is ``unknown`` for cells flagged for review (``review`` says why); ``leaf`` is still the best guess.
+    """
+    return ["path", "leaf", "label", "confidence", "ood_score", "review", *(f"p_{n}" for n in taxonomy.ids), "error"]
 
 
 def classify_items(clf: Classifier, items: Any, batch_size: int = 64, progress: Any = None) -> list[dict[str, Any]]:

@@ -29,12 +29,22 @@ def cache_dir() -> Path:
     return path
 
 
+def home() -> Path:
+    """The user's cellkit folder (``CELLKIT_HOME``, default ``~/.cellkit``): database, adapted models."""
+    return Path(os.environ.get("CELLKIT_HOME", Path.home() / ".cellkit")).expanduser()
+
+
+def user_models_dir() -> Path:
+    """Models made on this machine (``cellkit adapt``): ``CELLKIT_HOME/models``; never the bundled folder."""
+    return home() / "models"
+
+
 def db_url() -> str:
     """SQLAlchemy URL of the analyses database (``CELLKIT_DB_URL``, default a SQLite file)."""
     url = os.environ.get("CELLKIT_DB_URL")
     if url:
         return url
-    path = Path(os.environ.get("CELLKIT_HOME", Path.home() / ".cellkit")) / "cellkit.db"
+    path = home() / "cellkit.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 

@@ -152,21 +152,24 @@ def evaluate_classifier(
     clf: Any, data: str | Path, split_file: str | Path | None = None, part: str = "test", progress: bool = True
 ) -> dict[str, Any]:
     """Metrics of a loaded Classifier on a labelled folder (optionally only one part of a saved split)."""
-    from cellkit.train.data import load_image_set, load_split
+    from cellkit.io import read_image
+    from cellkit.train.data import index_folder, load_split
 
-    # whole images, large enough that the classifier's own centre view still has input_size pixels
-    size = max(128, int(np.ceil(clf.spec.input_size / clf.spec.view / 16) * 16))
-    data_set = load_image_set(data, clf.taxonomy, size, progress=progress)
-    idx = np.arange(len(data_set))
+    # the files themselves, through the classifier's own preprocessing: exactly what inference sees
+    paths, nodes = index_folder(data, clf.taxonomy)
+    idx = np.arange(len(paths))
     if split_file:
-        idx = load_split(split_file, data_set.paths)[part]
+        idx = load_split(split_file, paths)[part]
         if len(idx) == 0:
             raise CellkitError(f"no image of split part {part!r} of {split_file} found under {data}")
-    images = [data_set.images[i] for i in idx]
-    out = clf.predict_arrays(images, batch_size=128)
+    chunks = []
+    for start in range(0, len(idx), 256):
+        images = [read_image(Path(data) / paths[i]) for i in idx[start : start + 256]]
+        chunks.append(clf.predict_arrays(images, batch_size=128))
+    out = {k: np.concatenate([c[k] for c in chunks]) for k in ("node_probs", "ood_score")}
     leaf_rows = [clf.taxonomy.ids.index(lf) for lf in clf.taxonomy.leaves]
     leaf_probs = out["node_probs"][:, leaf_rows]
-    report = classification_report([data_set.nodes[i] for i in idx], leaf_probs, clf.taxonomy)
+    report = classification_report([nodes[i] for i in idx], leaf_probs, clf.taxonomy)
     report["ood_score"] = {
         "median": round(float(np.median(out["ood_score"])), 4),
         "flagged_fraction": round(float(np.mean(out["ood_score"] > clf.spec.ood.get("flag_above", 1.0))), 4),

@@ -36,9 +36,13 @@ class ModelSpec:
     view: float = 1.0  # centre fraction of a crop the network sees (< 1 zooms in on the cell)
     background: list[float] = field(default_factory=list)  # RGB slide background of the training data:
     # when set, crops are white-balanced to it before the network (cellkit.colour); empty = no normalisation
+    source_background: list[float] = field(default_factory=list)  # a lab's own slide background (cellkit adapt):
+    # when set, every crop is balanced from it to `background` with the same gains, instead of per-crop estimates
+    framing: str = ""  # "nucleus": every crop is re-framed around its white cell first (cellkit.framing)
     threshold: float = 0.5  # deepest-confident-node threshold
     ood: dict[str, Any] = field(default_factory=dict)  # statistics for the OOD score
     card: dict[str, Any] = field(default_factory=dict)  # data, split, metrics, sha256, command, ...
+    folder: str = field(default="", compare=False, repr=False)  # where the card was read from (not saved)
 
     def __post_init__(self) -> None:
         if self.task not in ("classifier", "detector"):
@@ -47,19 +51,26 @@ class ModelSpec:
             raise CellkitError(f"model {self.name!r}: input_size must be positive, got {self.input_size}")
         if not 0.2 <= float(self.view) <= 1.0:
             raise CellkitError(f"model {self.name!r}: view must be in [0.2, 1], got {self.view}")
-        if self.background and (len(self.background) != 3 or not all(0 < v <= 255 for v in self.background)):
-            raise CellkitError(
-                f"model {self.name!r}: background must be 3 RGB values in (0, 255], got {self.background}"
-            )
+        for key in ("background", "source_background"):
+            value = getattr(self, key)
+            if value and (len(value) != 3 or not all(0 < v <= 255 for v in value)):
+                raise CellkitError(f"model {self.name!r}: {key} must be 3 RGB values in (0, 255], got {value}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise CellkitError(f"model {self.name!r}: expected 3 mean/std values, got {self.mean}/{self.std}")
 
     @property
     def weights_path(self) -> Path:
-        return weights_dir_for(self)
+        return weights_dir_for(self, self.folder or None)
+
+    @property
+    def bundled(self) -> bool:
+        """True for the models shipped in the weights folder, False for ones made on this machine."""
+        return not self.folder or Path(self.folder).resolve() == config.weights_dir().resolve()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False)
+        raw = asdict(self)
+        raw.pop("folder")
+        return json.dumps(raw, indent=2, sort_keys=False)
 
     def save(self, folder: str | Path | None = None) -> Path:
         folder = Path(folder or config.weights_dir())
@@ -83,38 +94,64 @@ def weights_dir_for(spec: ModelSpec, folder: str | Path | None = None) -> Path:
     return Path(folder or config.weights_dir()) / spec.weights
 
 
-def load_spec(name_or_path: str | Path, folder: str | Path | None = None) -> ModelSpec:
-    """Read a model card by model name (in the weights folder) or by path to its JSON."""
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = Path(folder or config.weights_dir()) / f"{name_or_path}.json"
-    if not path.is_file():
-        have = ", ".join(s.name for s in list_specs(folder)) or "none"
-        raise CellkitError(f"model card {path} not found (available: {have}); train one with `cellkit train`")
+def model_folders(folder: str | Path | None = None) -> list[Path]:
+    """Where models are looked for: ``folder`` alone when given, else the bundled weights then CELLKIT_HOME/models."""
+    if folder:
+        return [Path(folder)]
+    return [config.weights_dir(), config.user_models_dir()]
+
+
+def _read_card(path: Path) -> ModelSpec:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CellkitError(f"model card {path} is not valid JSON: {exc}") from None
-    return ModelSpec.from_dict(raw)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CellkitError(f"model card {path} is not readable JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CellkitError(f"model card {path}: expected a JSON object, got {type(raw).__name__}")
+    spec = ModelSpec.from_dict(raw)
+    spec.folder = str(path.parent)
+    return spec
+
+
+def load_spec(name_or_path: str | Path, folder: str | Path | None = None) -> ModelSpec:
+    """Read a model card by model name (bundled weights, then CELLKIT_HOME/models) or by path to its JSON."""
+    path = Path(name_or_path)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise CellkitError(f"model card {path} not found")
+        return _read_card(path)
+    for where in model_folders(folder):
+        candidate = where / f"{name_or_path}.json"
+        if candidate.is_file():
+            return _read_card(candidate)
+    have = ", ".join(s.name for s in list_specs(folder)) or "none"
+    where = " or ".join(str(f) for f in model_folders(folder))
+    raise CellkitError(
+        f"model {str(name_or_path)!r} not found in {where} (available: {have}); "
+        "train one with `cellkit train` or make one with `cellkit adapt`"
+    )
 
 
 def list_specs(folder: str | Path | None = None, task: str | None = None) -> list[ModelSpec]:
-    """All readable model cards in the weights folder (optionally of one task), by name."""
-    folder = Path(folder or config.weights_dir())
-    specs = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            spec = ModelSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (CellkitError, json.JSONDecodeError, TypeError):
-            continue
-        if task is None or spec.task == task:
+    """All readable model cards (optionally of one task): bundled ones first, then the user's, each by name."""
+    specs: list[ModelSpec] = []
+    seen: set[str] = set()
+    for where in model_folders(folder):
+        for path in sorted(where.glob("*.json")) if where.is_dir() else []:
+            try:
+                spec = _read_card(path)
+            except (CellkitError, TypeError):
+                continue
+            if spec.name in seen or (task is not None and spec.task != task):
+                continue
+            seen.add(spec.name)
             specs.append(spec)
     return specs
 
 
 def default_spec(task: str, folder: str | Path | None = None) -> ModelSpec:
     """The model of a task marked ``card["default"]``, else the first one by name."""
-    specs = list_specs(folder, task)
+    specs = [s for s in list_specs(folder, task) if s.bundled or folder]
     if not specs:
         raise CellkitError(f"no {task} in {folder or config.weights_dir()}; train one with `cellkit train {task}`")
     marked = [s for s in specs if s.card.get("default")]

@@ -17,6 +17,7 @@ import numpy as np
 from cellkit.crops import crop_box
 from cellkit.errors import CellkitError
 from cellkit.io import read_image
+from cellkit.taxonomy import UNKNOWN
 
 
 def yolo_wbc_crops(
@@ -64,9 +65,8 @@ def yolo_wbc_crops(
 
 
 def source_report(clf: Any, crops_by_source: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, dict[str, Any]]:
-    """Per source: n, predicted PBC-8 class shares, label distribution, OOD score median and flagged share."""
-    tax = clf.taxonomy
-    group = tax.cut(tax.groupings["pbc8"]) if "pbc8" in tax.groupings else {lf: lf for lf in tax.leaves}
+    """Per source: n, predicted group shares (forced choice), OOD score median, share flagged for review."""
+    group = clf.taxonomy.primary_grouping()
     report: dict[str, dict[str, Any]] = {}
     for source, items in sorted(crops_by_source.items()):
         if not items:
@@ -77,9 +77,9 @@ def source_report(clf: Any, crops_by_source: dict[str, list[tuple[str, np.ndarra
         report[source] = {
             "n": len(preds),
             "ood_score_median": round(float(np.median(scores)), 3),
-            "ood_flagged": round(float(np.mean([p.ood for p in preds])), 3),
+            "ood_flagged": round(float(np.mean([p.label == UNKNOWN for p in preds])), 3),  # the review verdict
             "top_class_share": round(max(counts.values()) / len(preds), 3),
             "mean_confidence_leaf": round(float(np.mean([p.prob(p.leaf) for p in preds])), 3),
-            **{f"share_{k}": round(counts.get(k, 0) / len(preds), 3) for k in dict.fromkeys(group.values())},
+            **{f"share_{k}": round(counts.get(k, 0) / len(preds), 3) for k in clf.taxonomy.group_ids},
         }
     return report

@@ -18,6 +18,8 @@ from cellkit.errors import CellkitError
 
 TAXONOMY_DIR = Path(__file__).parent / "taxonomies"
 DEFAULT_TAXONOMY = "pbc"
+UNKNOWN = "unknown"  # the label of a cell flagged for review (cellkit.unknown); never a node of a taxonomy
+UNKNOWN_NAME = "Unidentified — review"
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,25 @@ class Taxonomy:
         return p[min(depth, len(p)) - 1]
 
     def display(self, node_id: str) -> str:
-        return self.node(node_id).name
+        """The name shown to people: the node's name, or "Unidentified — review" for the unknown verdict."""
+        return UNKNOWN_NAME if node_id == UNKNOWN else self.node(node_id).name
+
+    @property
+    def group_ids(self) -> tuple[str, ...]:
+        """The members of the first named cut (e.g. PBC-8), or the leaves when the taxonomy names none."""
+        return tuple(next(iter(self.groupings.values()))) if self.groupings else self.leaves
+
+    def primary_grouping(self) -> dict[str, str]:
+        """Every node id -> its group in the taxonomy's first named cut (the differential); leaves when none.
+
+        Inner nodes above a group map to themselves (a cell labelled only "myeloid" is counted as such).
+        """
+        out = {nid: nid for nid in self.ids}
+        for member in self.group_ids:
+            for nid in self.ids:
+                if member in self.path(nid):
+                    out[nid] = member
+        return out
 
     def _check(self, node_id: str) -> str:
         if node_id not in self._by_id:

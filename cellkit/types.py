@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cellkit.errors import CellkitError
+from cellkit.taxonomy import UNKNOWN
 
 DETECTION_CLASSES: tuple[str, ...] = ("wbc", "rbc", "platelet")
 
@@ -142,6 +143,8 @@ class Prediction:
     confidence: float
     ood_score: float = 0.0
     ood: bool = False
+    review: str = ""  # why the cell needs a person's review (then label is "unknown"); empty when it does not
+    note: str = ""  # framing remark, e.g. "2 cells in the crop: the central one was classified"
 
     def __post_init__(self) -> None:
         self.node_probs = np.asarray(self.node_probs, dtype=np.float32)
@@ -152,8 +155,10 @@ class Prediction:
             or self.node_probs.max() > 1 + 1e-4
         ):
             raise CellkitError("node_probs: expected finite probabilities in [0, 1]")
+        if self.label == UNKNOWN and not self.review:
+            raise CellkitError("label: 'unknown' needs a review reason")
         for name in ("leaf", "label"):
-            if getattr(self, name) not in self.node_ids:
+            if getattr(self, name) not in self.node_ids and not (name == "label" and self.label == UNKNOWN):
                 raise CellkitError(f"{name}: expected a node id of the taxonomy, got {getattr(self, name)!r}")
 
     def prob(self, node_id: str) -> float:
@@ -166,6 +171,7 @@ class Prediction:
             "label": self.label,
             "confidence": round(float(self.confidence), 6),
             "ood_score": round(float(self.ood_score), 6),
+            "review": self.review,
         }
         row.update({f"p_{n}": round(float(p), 6) for n, p in zip(self.node_ids, self.node_probs, strict=True)})
         return row

@@ -15,12 +15,17 @@ from cellkit.classify import (
     fit_ood,
     load_classifier,
     mahalanobis,
-    preprocess,
     save_classifier,
 )
 from cellkit.errors import CellkitError
+from cellkit.preprocess import Preprocess
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
+
+
+def preprocess(images, size, mean, std, view=1.0, background=None):
+    """The spec-built pipeline with these settings (no framing)."""
+    return Preprocess(size, tuple(mean), tuple(std), view, tuple(background or ()))(images)
 
 
 @pytest.fixture(scope="module")

@@ -54,8 +54,8 @@ def test_classify_writes_contract_csv(tmp_path, weights, monkeypatch, capsys):
     rows = list(csv.DictReader(out.open()))
     tax = load_taxonomy("pbc")
     header = list(rows[0])
-    assert header[:5] == ["path", "leaf", "label", "confidence", "ood_score"]
-    assert header[5:-1] == [f"p_{n}" for n in tax.ids] and header[-1] == "error"
+    assert header[:6] == ["path", "leaf", "label", "confidence", "ood_score", "review"]
+    assert header[6:-1] == [f"p_{n}" for n in tax.ids] and header[-1] == "error"
     by_name = {Path(r["path"]).name: r for r in rows}
     assert set(by_name) == {"a.png", "b.jpg", "broken.png", "c.png"}
     assert str(folder / "a.png") in [r["path"] for r in rows]  # path as found

@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cellkit.classify import preprocess
 from cellkit.colour import background_rgb, reference_background, white_balance
+from cellkit.preprocess import Preprocess
 from cellkit.synth import make_crop
 
 PBC_BACKGROUND = [255.0, 228.0, 203.0]
+
+
+def preprocess(images, size, mean, std, view=1.0, background=None):
+    """The spec-built pipeline with these settings (no framing)."""
+    return Preprocess(size, tuple(mean), tuple(std), view, tuple(background or ()))(images)
 
 
 def _tinted(crop: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:

@@ -19,6 +19,7 @@ from cellkit.explain.occlusion import window_and_stride
 from cellkit.explain.render import maps_zip, overlay
 from cellkit.explain.sanity import randomised_copy
 from cellkit.models import ModelSpec
+from cellkit.preprocess import Preprocess
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
 from cellkit.types import Heatmap
@@ -290,9 +291,23 @@ def test_overlay_shows_the_crop_as_a_zooming_model_sees_it():
     crop = np.full((100, 100, 3), 200, np.uint8)
     crop[30:70, 30:70] = (255, 0, 0)  # centre square: 40 % of the side
     flat = np.zeros((10, 10), np.float32)
-    whole, zoomed = overlay(crop, flat, 0.0, size=80), overlay(crop, flat, 0.0, size=80, view=0.4)
+    zooming = Preprocess(32, view=0.4)
+    whole, zoomed = overlay(crop, flat, 0.0, size=80), overlay(crop, flat, 0.0, size=80, prep=zooming)
     assert (whole[..., 1] < 50).mean() == pytest.approx(0.16, abs=0.03)
     assert (zoomed[..., 1] < 50).mean() > 0.95  # the map covers exactly what the model saw
+
+
+def test_overlay_shows_the_crop_framed_as_the_model_frames_it():
+    """A tight crop is re-framed by the model; the overlay must show that framing, not the upload."""
+    crop = np.full((60, 60, 3), (240, 222, 205), np.uint8)
+    yy, xx = np.mgrid[:60, :60]
+    crop[(xx - 30) ** 2 + (yy - 30) ** 2 < 28**2] = (205, 185, 215)
+    crop[(xx - 30) ** 2 + (yy - 30) ** 2 < 18**2] = (95, 45, 135)
+    flat = np.zeros((10, 10), np.float32)
+    framing = Preprocess(32, framing="nucleus", crop_scale=2.5)
+    framed = overlay(crop, flat, 0.0, size=80, prep=framing)
+    np.testing.assert_array_equal(framed, framing.canonical(crop, 80))
+    assert (framed[..., 1] < 80).mean() < (overlay(crop, flat, 0.0, size=80)[..., 1] < 80).mean()
 
 
 def test_public_verb_works_whatever_was_imported_first(tiny):

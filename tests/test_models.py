@@ -43,3 +43,18 @@ def test_background_must_be_rgb():
     for bad in ([255, 228], [0, 10, 10], [300, 1, 1]):
         with pytest.raises(CellkitError, match="background must be"):
             _spec("m6", background=bad)
+
+
+def test_models_made_on_this_machine_are_found_beside_the_bundled_ones(tmp_path, monkeypatch):
+    bundled, home = tmp_path / "weights", tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(bundled))
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    _spec("shipped", card={"default": True}).save(bundled)
+    _spec("my_lab").save(home / "models")
+    _spec("shipped", view=0.5).save(home / "models")  # a user copy never shadows the bundled model
+    assert [s.name for s in list_specs()] == ["shipped", "my_lab"]
+    mine = load_spec("my_lab")
+    assert not mine.bundled and mine.weights_path == home / "models" / "my_lab.safetensors"
+    assert load_spec("shipped").bundled and load_spec("shipped").view == 1.0
+    assert default_spec("classifier").name == "shipped"
+    assert "folder" not in mine.to_json()

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from cellkit.classify import load_classifier
+from cellkit.errors import CellkitError
 from cellkit.evaluate import classification_report, expected_calibration_error, fit_temperature
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
@@ -121,7 +122,8 @@ def test_train_end_to_end_and_resume(tmp_path):
     card = json.loads((tmp_path / "weights" / "synthetic.json").read_text())
     assert card["card"]["sha256"] and card["card"]["metrics_test"]["leaf"]["n"] > 0
     assert len(card["card"]["training"]["history"]) == 2
-    assert card["temperature"] > 0 and card["ood"]["threshold_distance"] > 0
+    assert card["temperature"] > 0 and card["ood"]["method"] == "knn" and card["ood"]["threshold"] > 0
+    assert card["ood"]["min_group_prob"] == 0.5 and "flagged" in card["ood"]["calibration"]
     assert path.is_file() and (tmp_path / "work" / "last.pt").is_file()
     clf = load_classifier(folder=tmp_path / "weights")
     assert clf.spec.name == "synthetic"
@@ -150,3 +152,43 @@ def test_training_with_a_view_caches_the_centre_and_records_it(tmp_path, monkeyp
     assert clf.spec.view == 0.5 and clf.spec.card["training"]["config"]["zoom"] == [0.9, 1.1]
     assert len(clf.spec.background) == 3  # colour_norm: the reference background travels with the model
     assert clf.spec.card["training"]["config"]["colour_strength"] == 1.5
+
+
+def test_training_for_other_labs_frames_degrades_and_starts_from_a_model(tmp_path, monkeypatch):
+    """--framing nucleus, --optics, --outliers and --init-from: recorded in the card, used at inference."""
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "w"))
+    data = make_dataset(tmp_path / "data")
+    common = dict(
+        data=str(data), arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40, epochs=1,
+        samples_per_epoch=32, batch_size=16, out=str(tmp_path / "w"), progress=False,
+    )  # fmt: skip
+    train_classifier(TrainConfig(name="first", workdir=str(tmp_path / "k1"), **common))
+    cfg = TrainConfig(
+        name="robust", workdir=str(tmp_path / "k2"), framing="nucleus", optics=0.5, outliers=0.25, init_from="first",
+        ood_method="mahalanobis", **common,
+    )  # fmt: skip
+    train_classifier(cfg)
+    clf = load_classifier("robust")
+    assert clf.spec.framing == "nucleus" and clf.prep.framing == "nucleus"
+    assert clf.scorer is not None and clf.scorer.method == "mahalanobis"
+    conf = clf.spec.card["training"]["config"]
+    assert (conf["optics"], conf["outliers"], conf["init_from"]) == (0.5, 0.25, "first")
+    with pytest.raises(CellkitError, match="do not fit"):
+        train_classifier(
+            TrainConfig(
+                name="bad", workdir=str(tmp_path / "k3"), init_from="first", **{**common, "arch": "cellkit_small_cnn"}
+            )
+        )
+
+
+def test_leave_one_class_out_removes_every_image_under_the_node():
+    from cellkit.train.classifier import _without
+
+    tax = load_taxonomy("pbc")
+    nodes = ["band_neutrophil", "neutrophil", "lymphocyte", "myelocyte", "myeloid_immature"]
+    kept = _without(np.arange(5), nodes, ["myeloid_immature"], tax)
+    assert [nodes[i] for i in kept] == ["band_neutrophil", "neutrophil", "lymphocyte"]
+    assert list(_without(np.arange(5), nodes, [], tax)) == list(range(5))
+    with pytest.raises(CellkitError, match="unknown node"):
+        _without(np.arange(5), nodes, ["blast"], tax)

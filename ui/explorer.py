@@ -62,7 +62,7 @@ def explorer_section(max_gallery: int = 12) -> None:
     st.header("Misclassification explorer")
     st.caption("Where does the model go wrong? Run it on a labelled folder, pick a cell of the matrix.")
     with resources.user_errors():
-        clf = resources.classifier()
+        clf = resources.current_classifier()
     tax = clf.taxonomy
     default = (config.data_dir() or Path(".")) / "pbc"
     a, b, c = st.columns([3, 1, 1])
@@ -112,12 +112,12 @@ def explorer_section(max_gallery: int = 12) -> None:
         cols = st.columns([1, 1, 1, 2])
         cols[0].image(crop, caption=Path(row["path"]).name, width=140)
         cols[1].image(
-            overlay(crop, maps[0].values, 0.5, size=140, view=clf.spec.view),
+            overlay(crop, maps[0].values, 0.5, size=140, prep=clf.prep),
             caption=f"→ {tax.display(pred)}",
             width=140,
         )
         cols[2].image(
-            overlay(crop, maps[1].values, 0.5, size=140, view=clf.spec.view),
+            overlay(crop, maps[1].values, 0.5, size=140, prep=clf.prep),
             caption=f"true: {tax.display(true)}",
             width=140,
         )

@@ -30,6 +30,19 @@ def classifier(name: str | None = None):
     return load_classifier(name)
 
 
+def current_classifier():
+    """The classifier chosen in the sidebar's model picker (the default one until a user picks another).
+
+    Always cached under the model's own name, so the default model is loaded once, however it is asked for.
+    """
+    name = st.session_state.get("classifier_name")
+    if not name:
+        from cellkit.models import default_spec
+
+        name = default_spec("classifier").name  # a CellkitError here is the page's to show
+    return classifier(name)
+
+
 @st.cache_resource(show_spinner="Loading the detector…")
 def detector(name: str | None = None):
     from cellkit.detect import load_detector
@@ -96,14 +109,14 @@ def dataset_mosaic(path: str, dataset: str | None, taxonomy: str, per_group: int
 
 
 # ---- explain page and misclassification explorer (owner: explainability) ----------------------
-# These use the cached default classifier; ``model_key`` (its name) only keys the cache, so maps
-# computed with older weights are not served after the default model changes.
+# ``model_key`` is the chosen classifier's name ("" = the default); it also keys the cache, so maps of
+# one model are never served for another.
 @st.cache_data(show_spinner=False, max_entries=256)
 def explanation(crop, node: str, method: str, model_key: str = "", faithfulness: bool = True):
     """A Heatmap of one crop for one node and method (cached: sliders and reruns cost nothing)."""
     from cellkit.explain import explain
 
-    return explain(classifier(), crop, node, method, with_faithfulness=faithfulness)
+    return explain(classifier(model_key or None), crop, node, method, with_faithfulness=faithfulness)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -111,7 +124,7 @@ def explanation_reference(crop, node: str, model_key: str = "") -> dict:
     """Deletion/insertion AUCs of a random pixel order: the level a map has to beat."""
     from cellkit.explain import random_reference
 
-    return random_reference(classifier(), crop, node)
+    return random_reference(classifier(model_key or None), crop, node)
 
 
 @st.cache_data(show_spinner="Running the model on the folder…", max_entries=8, ttl=3600)
@@ -119,4 +132,4 @@ def folder_predictions(folder: str, limit: int, model_key: str = "", test_split:
     """Predictions table of a labelled folder (see cellkit.errors_explorer.evaluate_folder)."""
     from cellkit.errors_explorer import evaluate_folder
 
-    return evaluate_folder(classifier(), folder, limit=limit, test_split=test_split)
+    return evaluate_folder(classifier(model_key or None), folder, limit=limit, test_split=test_split)

@@ -148,15 +148,27 @@ def probability_sunburst(taxonomy, node_probs):
     return fig
 
 
-def differential_bar(differential: dict):
-    """Horizontal bar of the WBC differential (% with absolute counts as text)."""
+def label_name(taxonomy, label: str) -> str:
+    """What a label is called on screen: the node's name, "Unidentified — review", or the detector class."""
+    if taxonomy is not None:
+        try:
+            return taxonomy.display(label)
+        except Exception:  # a detector class name ("wbc") or a label of another taxonomy
+            pass
+    return {"wbc": "White cell", "rbc": "Red cell", "platelet": "Platelet"}.get(
+        label, label.replace("_", " ").capitalize()
+    )
+
+
+def differential_bar(differential: dict, taxonomy=None):
+    """Horizontal bar of the WBC differential (% with absolute counts as text), display names on the axis."""
     import plotly.graph_objects as go
 
     names = list(differential)[::-1]
     fig = go.Figure(
         go.Bar(
             x=[differential[n]["percent"] for n in names],
-            y=names,
+            y=[label_name(taxonomy, n) for n in names],
             orientation="h",
             text=[f"{differential[n]['count']} ({differential[n]['percent']:.1f}%)" for n in names],
             marker_color=SLIDE_COLOURS["wbc"],
@@ -202,10 +214,11 @@ def cell_review_ui(image, result, clf, cells: list[int]) -> tuple[int, str, str]
     from cellkit.crops import crop_box
 
     labels = result.labels()
-    pick = st.selectbox("Cell", cells, format_func=lambda i: f"#{i} {labels[i]}", key="slide_cell")
+    tax = clf.taxonomy
+    pick = st.selectbox("Cell", cells, format_func=lambda i: f"#{i} {label_name(tax, labels[i])}", key="slide_cell")
     crop = crop_box(image, result.detections.xyxy[pick], clf.spec.crop_scale)
     left, right = st.columns([1, 2])
-    left.image(crop, caption=f"#{pick} model: {result.detections.data['label'][pick]}", width=160)
+    left.image(crop, caption=f"#{pick} model: {label_name(tax, result.detections.data['label'][pick])}", width=160)
     if left.button("Explain this cell", icon=":material/visibility:"):
         st.session_state["explain_crop"] = crop
         try:
@@ -215,8 +228,42 @@ def cell_review_ui(image, result, clf, cells: list[int]) -> tuple[int, str, str]
     right.plotly_chart(probability_sunburst(clf.taxonomy, result.detections.data["node_probs"][pick]))
     with left.form("reclassify"):
         ids = list(clf.taxonomy.ids)
-        new = st.selectbox("Reclassify as", ids, index=ids.index(labels[pick]), format_func=clf.taxonomy.display)
+        start = ids.index(labels[pick]) if labels[pick] in ids else ids.index(result.detections.data["leaf"][pick])
+        new = st.selectbox("Reclassify as", ids, index=start, format_func=clf.taxonomy.display)
         note = st.text_input("Note (optional)")
         if st.form_submit_button("Save correction"):
             return pick, new, note
     return None
+
+
+# --- model picker (app shell) ---------------------------------------------------------------------
+def classifier_name() -> str | None:
+    """The classifier chosen in the sidebar (None: the default model)."""
+    import streamlit as st
+
+    return st.session_state.get("classifier_name")
+
+
+def model_picker_ui() -> None:
+    """Sidebar choice of the white-cell classifier: bundled models and the ones adapted on this machine."""
+    import streamlit as st
+
+    from cellkit.models import default_spec, list_specs
+
+    try:
+        specs = list_specs(task="classifier")
+        default = default_spec("classifier").name
+    except Exception:  # no models at all: the pages say so themselves
+        return
+    names = [s.name for s in specs]
+    kinds = {s.name: ("bundled" if s.bundled else "adapted here") for s in specs}
+    current = st.session_state.get("classifier_name") or default
+    choice = st.sidebar.selectbox(
+        "White-cell model",
+        names,
+        index=names.index(current) if current in names else names.index(default),
+        format_func=lambda n: f"{n} ({kinds[n]}{', default' if n == default else ''})",
+        help="Models adapted to your lab (`cellkit adapt`, or the Models page) appear here.",
+        key="model_picker",
+    )
+    st.session_state["classifier_name"] = None if choice == default else choice

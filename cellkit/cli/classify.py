@@ -1,7 +1,8 @@
 """CLI command ``cellkit classify INPUT... --out preds.csv``.
 
 One CSV row per image found (files, folders searched recursively, zips): ``path`` (as found),
-``leaf`` (argmax leaf id), ``label`` (deepest confident node id), ``confidence``, ``ood_score``,
+``leaf`` (argmax leaf id: the best guess), ``label`` (deepest confident node id, or ``unknown`` when the
+cell is flagged for review), ``confidence``, ``ood_score``, ``review`` (why it was flagged),
 ``p_<node id>`` for every node of the tree, and ``error`` (empty when the image was classified).
 Exit codes: 0 when at least one image was classified (unreadable ones are listed on stderr);
 1 when nothing could be classified (no images, or all unreadable); 2 for a missing input or model.
@@ -25,7 +26,7 @@ def classify_command(
     threads: int = typer.Option(0, min=0, help="torch threads (0 = torch's default)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
 ) -> None:
-    """Classify single-cell crops (framed like PBC: one cell centred, crop side about 2.5x the cell)."""
+    """Classify white-cell crops framed any way: each is re-framed around its central cell first."""
     import torch
     from tqdm import tqdm
 

@@ -50,7 +50,7 @@ def explain_command(
     if node is not None and node not in clf.taxonomy:
         raise CellkitError(f"unknown node {node!r}; expected one of: {', '.join(clf.taxonomy.ids)}")
     heatmap = explain(clf, crop, node, method, with_faithfulness=faithfulness)
-    atomic_write_bytes(out, encode_png(overlay(crop, heatmap.values, alpha, cmap, view=clf.spec.view)))
+    atomic_write_bytes(out, encode_png(overlay(crop, heatmap.values, alpha, cmap, prep=clf.prep)))
     if npy is not None:
         buf = io.BytesIO()
         np.save(buf, heatmap.values)

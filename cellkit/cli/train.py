@@ -36,6 +36,11 @@ def train_classifier_command(
         False, "--colour-norm", help="white-balance images to the training data's slide background (also at inference)"
     ),
     colour_strength: float = typer.Option(1.0, min=0.0, max=3.0, help="scale of the stain/hue/tone augmentation"),
+    framing: str = typer.Option("", help="'nucleus': re-frame every crop around its white cell (also at inference)"),
+    optics: float = typer.Option(0.0, min=0.0, max=1.0, help="probability of low-res, defocus and JPEG per image"),
+    outliers: float = typer.Option(0.0, min=0.0, max=0.5, help="share of each batch made synthetic outliers"),
+    init_from: str = typer.Option("", help="start from this model's weights (name in weights/) instead of ImageNet"),
+    exclude: list[str] = typer.Option(None, "--exclude", help="leave this node's images out (leave-one-class-out)"),
     default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
     resume: bool = typer.Option(False, "--resume", help="continue from <workdir>/last.pt"),
 ) -> None:
@@ -54,6 +59,7 @@ def train_classifier_command(
         threads=threads, limit_per_class=limit_per_class, split_file=str(split_file or ""),
         max_minutes=max_minutes, workdir=str(workdir or ""), out=str(out or ""), default=default, crop_scale=crop_scale,
         view=view, zoom=list(zoom), colour_norm=colour_norm, colour_strength=colour_strength,
+        framing=framing, optics=optics, outliers=outliers, init_from=init_from, exclude=list(exclude or []),
     )  # fmt: skip
     path = train_classifier(cfg, resume=resume)
     card = json.loads(path.with_name(f"{name}.json").read_text())["card"]

@@ -8,8 +8,8 @@ import zipfile
 import cv2
 import numpy as np
 
-from cellkit.classify import resize_square
 from cellkit.io import encode_png
+from cellkit.preprocess import Preprocess
 from cellkit.types import Heatmap
 
 COLORMAPS = ("jet", "inferno", "viridis", "magma", "turbo")
@@ -29,29 +29,30 @@ def overlay(
     alpha: float = 0.5,
     cmap: str = "jet",
     size: int | None = None,
-    view: float = 1.0,
+    prep: Preprocess | None = None,
 ) -> np.ndarray:
-    """The crop as the model sees it (square-padded, centre ``view`` of it) with the map on top, RGB uint8.
+    """The crop as the model sees it (framed, square, centre view: ``prep``, the model's) with the map on top.
 
-    ``size`` defaults to the larger of the crop side and the map side; ``view`` is the model's ``spec.view``.
+    ``size`` defaults to the larger of the crop side and the map side. Returns RGB uint8.
     """
     side = size or max(max(image.shape[:2]), values.shape[0])
-    crop = resize_square(image, side, view).astype(np.float32)
+    crop = (prep or Preprocess(side)).canonical(image, side).astype(np.float32)
     heat = cv2.resize(values.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     colour = colorize(heat, cmap).astype(np.float32)
     return np.clip((1 - alpha) * crop + alpha * colour, 0, 255).astype(np.uint8)
 
 
 def maps_zip(
-    image: np.ndarray, heatmaps: list[Heatmap], alpha: float = 0.5, cmap: str = "jet", view: float = 1.0
+    image: np.ndarray, heatmaps: list[Heatmap], alpha: float = 0.5, cmap: str = "jet", prep: Preprocess | None = None
 ) -> bytes:
     """A zip with the crop as the model sees it and, per map, the overlay PNG and the raw values as ``.npy``."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("crop.png", encode_png(resize_square(image, max(image.shape[:2]), view)))
+        side = max(image.shape[:2])
+        zf.writestr("crop.png", encode_png((prep or Preprocess(side)).canonical(image, side)))
         for hm in heatmaps:
             stem = f"{hm.method}_{hm.target}"
-            zf.writestr(f"{stem}.png", encode_png(overlay(image, hm.values, alpha, cmap, view=view)))
+            zf.writestr(f"{stem}.png", encode_png(overlay(image, hm.values, alpha, cmap, prep=prep)))
             npy = io.BytesIO()
             np.save(npy, hm.values)
             zf.writestr(f"{stem}.npy", npy.getvalue())

@@ -3,8 +3,12 @@
 - geometry: any rotation, flips, scale/framing jitter (zoom in and out, shifts), one ``grid_sample``;
 - stain/colour: HED optical-density jitter (haematoxylin/eosin amounts), hue/saturation,
   brightness/contrast/gamma;
-- optics: Gaussian blur or unsharp masking, sensor noise.
+- optics: Gaussian blur or unsharp masking, sensor noise; with ``optics > 0`` also low resolution
+  (2-3x fewer pixels, as in crops cut from 640x480 smears), defocus and JPEG down to quality 30.
 Crops cut from detections (cell filling 35-65 % of the field) are covered by the framing jitter.
+
+:func:`synthetic_outliers` makes crops that are not one clear white cell (out of focus, debris-like
+shuffled patches, red cells and background only, smeared "smudge" cells) for outlier exposure.
 """
 
 from __future__ import annotations
@@ -85,12 +89,46 @@ def _blur_sharpen(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.where(choice < 0.25, blurred, torch.where(choice < 0.4, sharp, x))
 
 
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample separable Gaussian blur of (n, 3, H, W) with ``sigma`` (n,) pixels (reflect-padded)."""
+    n = x.shape[0]
+    r = int(max(2, math.ceil(3 * float(sigma.max()))))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k1 = torch.exp(-(t[None] ** 2) / (2 * sigma.clamp_min(0.1)[:, None] ** 2))
+    k1 = (k1 / k1.sum(1, keepdim=True)).repeat_interleave(3, 0)
+    flat = F.pad(x, (r, r, r, r), mode="replicate").reshape(1, n * 3, x.shape[2] + 2 * r, x.shape[3] + 2 * r)
+    out = F.conv2d(flat, k1.view(n * 3, 1, 1, -1), groups=n * 3)
+    return F.conv2d(out, k1.view(n * 3, 1, -1, 1), groups=n * 3).view_as(x)
+
+
+def _optics(x: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
+    """Low resolution (down 1.5-3x, back up), defocus (sigma up to 2 px) and JPEG (quality 30-90), each with p."""
+    n, _, h, w = x.shape
+    pick = torch.rand(n, 3, generator=g) < p
+    for i in torch.nonzero(pick[:, 0]).flatten().tolist():
+        f = float(torch.empty(1).uniform_(1.5, 3.0, generator=g))
+        small = F.interpolate(x[i : i + 1], size=(max(8, round(h / f)), max(8, round(w / f))), mode="area")
+        x[i] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+    if pick[:, 1].any():
+        sigma = torch.where(pick[:, 1], torch.rand(n, generator=g) * 1.4 + 0.6, torch.zeros(n))
+        x = torch.where(pick[:, 1, None, None, None], gaussian_blur(x, sigma.clamp_min(0.1)), x)
+    if pick[:, 2].any():
+        from torchvision.io import decode_jpeg, encode_jpeg
+
+        for i in torch.nonzero(pick[:, 2]).flatten().tolist():
+            q = int(torch.randint(30, 91, (1,), generator=g))
+            img = (x[i].clamp(0, 1) * 255).round().to(torch.uint8)
+            x[i] = decode_jpeg(encode_jpeg(img, quality=q)).float() / 255.0
+    return x
+
+
 def augment_batch(
     x: torch.Tensor,
     out_size: int,
     generator: torch.Generator,
     strength: float = 1.0,
     zoom: tuple[float, float] = (0.8, 1.35),
+    optics: float = 0.0,
 ) -> torch.Tensor:
     """uint8 (n, 3, H, W) -> augmented float (n, 3, out_size, out_size) in [0, 1]."""
     g = generator
@@ -100,8 +138,48 @@ def augment_batch(
     x = _hsv_like(x, g, strength).clamp(0, 1)
     x = _tone(x, g, strength)
     x = _blur_sharpen(x, g)
+    if optics > 0:
+        x = _optics(x, g, optics)
     noise = torch.randn(x.shape, generator=g) * (torch.rand(x.shape[0], 1, 1, 1, generator=g) * 0.02)
     return (x + noise).clamp(0, 1)
+
+
+OUTLIER_KINDS = ("defocus", "shuffled", "no_cell", "smudge")
+
+
+def synthetic_outliers(x: torch.Tensor, g: torch.Generator, kind: str | None = None) -> torch.Tensor:
+    """Float crops (n, 3, S, S) in [0, 1] -> crops that show no classifiable white cell (a random kind each,
+    or all of ``kind``, one of :data:`OUTLIER_KINDS`).
+
+    - defocus: Gaussian blur with sigma 4-8 % of the side (an out-of-focus cell);
+    - shuffled: the crop's 4x4 patches in random order (debris, no cell shape);
+    - no_cell: a corner quarter of the crop enlarged (red cells and background only);
+    - smudge: the centre smeared along one direction and washed out (a broken, smudged cell).
+    """
+    n, _, s, _ = x.shape
+    if kind is None:
+        kind = torch.randint(0, len(OUTLIER_KINDS), (n,), generator=g)
+    else:
+        kind = torch.full((n,), OUTLIER_KINDS.index(kind))
+    out = x.clone()
+    blur = gaussian_blur(x, torch.rand(n, generator=g) * s * 0.04 + s * 0.04)
+    out = torch.where((kind == 0)[:, None, None, None], blur, out)
+    p = s // 4
+    for i in torch.nonzero(kind == 1).flatten().tolist():
+        tiles = x[i, :, : p * 4, : p * 4].unfold(1, p, p).unfold(2, p, p).reshape(3, 16, p, p)
+        tiles = tiles[:, torch.randperm(16, generator=g)].reshape(3, 4, 4, p, p).permute(0, 1, 3, 2, 4)
+        out[i] = F.interpolate(tiles.reshape(1, 3, 4 * p, 4 * p), size=(s, s), mode="nearest")[0]
+    for i in torch.nonzero(kind == 2).flatten().tolist():
+        cy, cx = (int(v) * (s - s // 3) for v in torch.randint(0, 2, (2,), generator=g))
+        out[i] = F.interpolate(x[i : i + 1, :, cy : cy + s // 3, cx : cx + s // 3], size=(s, s), mode="bilinear")[0]
+    for i in torch.nonzero(kind == 3).flatten().tolist():
+        ang = float(torch.rand(1, generator=g)) * math.pi
+        theta = torch.tensor([[[math.cos(ang), -math.sin(ang), 0.0], [math.sin(ang), math.cos(ang), 0.0]]])
+        theta[0, :, :2] = theta[0, :, :2] @ torch.tensor([[2.5, 0.0], [0.0, 0.6]])  # stretch along one axis
+        grid = F.affine_grid(theta, [1, 3, s, s], align_corners=False)
+        smear = F.grid_sample(x[i : i + 1], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[i] = (0.5 * smear[0] + 0.5 * gaussian_blur(smear, torch.tensor([s * 0.03]))[0]) * 0.8 + 0.2
+    return out.clamp(0, 1)
 
 
 def center_batch(x: torch.Tensor, out_size: int) -> torch.Tensor:

@@ -29,17 +29,16 @@ from cellkit import config
 from cellkit.classify import (
     Classifier,
     build_model,
-    fit_ood,
-    mahalanobis,
     penultimate_and_logits,
-    preprocess,
     save_classifier,
 )
 from cellkit.errors import CellkitError
 from cellkit.models import ModelSpec, sha256_file
+from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import Taxonomy, load_taxonomy
-from cellkit.train.augment import augment_batch
+from cellkit.train.augment import augment_batch, synthetic_outliers
 from cellkit.train.data import ImageSet, load_image_set, load_split, near_duplicate_groups, save_split, split_indices
+from cellkit.unknown import OodScorer, calibrate
 
 PBC_ATTRIBUTION = (
     "PBC dataset (Acevedo A. et al., Data in Brief 30, 2020, doi:10.1016/j.dib.2020.105474; "
@@ -79,13 +78,23 @@ class TrainConfig:
     out: str = ""  # weights folder; default config.weights_dir()
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    ood_dim: int = 128
+    ood_dim: int = 128  # legacy Mahalanobis only
+    ood_method: str = "knn"  # cellkit.unknown.METHODS
+    ood_flag_share: float = 0.05  # share of held-out known cells the review verdict may flag
+    min_group_prob: float = 0.5  # below this top-level group probability a cell is "unsure" (review)
     threshold: float = 0.5
     crop_scale: float = 2.5  # PBC framing: WBC box side = 0.39 x field side (TXL-PBC boxes of PBC images)
     view: float = 1.0  # the network sees the centre fraction of each crop (0.7: the cell fills ~56 %)
     zoom: list[float] = field(default_factory=lambda: [0.8, 1.35])  # framing jitter range (>1 zooms in)
     colour_norm: bool = False  # white-balance every image to the training split's slide background
     colour_strength: float = 1.0  # scale of the stain / hue / tone jitter (1 = HED +-35 %, hue +-0.25 rad)
+    framing: str = ""  # "nucleus": every image is re-framed around its white cell (cellkit.framing), as at inference
+    optics: float = 0.0  # probability of each of low resolution, defocus and JPEG per training image
+    outliers: float = 0.0  # share of each batch replaced by synthetic outliers taught a uniform answer
+    outlier_weight: float = 0.5  # weight of the outlier-exposure loss
+    init_from: str = ""  # start from this model's weights (name in the weights folder) instead of ImageNet
+    exclude: list[str] = field(default_factory=list)  # nodes whose images are left out of train and val
+    # (leave-one-class-out: bench/unknown_bench.py checks that the left-out class gets flagged)
     default: bool = False
     progress: bool = True
 
@@ -156,6 +165,21 @@ def load_imagenet_lite0(model: nn.Module) -> int:
     return len(new)
 
 
+def load_model_weights(model: nn.Module, name: str) -> None:
+    """Load a trained classifier's weights (safetensors, by model name) into ``model`` (same architecture)."""
+    from safetensors.torch import load_file
+
+    from cellkit.classify import OOD_PREFIX
+    from cellkit.models import load_spec
+
+    spec = load_spec(name)
+    state = {k: v for k, v in load_file(str(spec.weights_path)).items() if not k.startswith(OOD_PREFIX)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CellkitError(f"--init-from {name}: its weights do not fit {type(model).__name__}: {exc}") from None
+
+
 def _frozen_modules(model: nn.Module, n_blocks: int) -> list[nn.Module]:
     if n_blocks <= 0 or not hasattr(model, "blocks") or not hasattr(model, "conv_stem"):
         return []
@@ -165,14 +189,16 @@ def _frozen_modules(model: nn.Module, n_blocks: int) -> list[nn.Module]:
 def make_model(cfg: TrainConfig, n_leaves: int) -> tuple[nn.Module, list[nn.Module]]:
     extra = {"drop_rate": 0.2} if cfg.arch not in ("cellkit_tiny_cnn", "cellkit_small_cnn") else {}
     model = build_model(cfg.arch, n_leaves, **extra)
-    if cfg.pretrained:
+    if cfg.init_from:
+        load_model_weights(model, cfg.init_from)
+    elif cfg.pretrained:
         if cfg.arch not in PRETRAINED:
             raise CellkitError(f"no bundled ImageNet weights for {cfg.arch!r}; pass --scratch")
         load_imagenet_lite0(model)
         head = model.get_classifier()
         nn.init.zeros_(head.weight)  # start from uniform leaf probabilities (loss = log n_leaves)
         nn.init.zeros_(head.bias)
-    frozen = _frozen_modules(model, cfg.freeze_blocks) if cfg.pretrained else []
+    frozen = _frozen_modules(model, cfg.freeze_blocks) if (cfg.pretrained or cfg.init_from) else []
     for mod in frozen:
         for p in mod.parameters():
             p.requires_grad_(False)
@@ -196,9 +222,10 @@ def predict_logits(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw leaf logits (and penultimate features) of cached uint8 images (n, S, S, 3), already at ``cfg.view``."""
     model.eval()
+    prep = Preprocess(cfg.input_size, tuple(cfg.mean), tuple(cfg.std))  # cached crops: framed, viewed, balanced
     logits, feats = [], []
     for start in range(0, len(images), batch_size):
-        x = preprocess(list(images[start : start + batch_size]), cfg.input_size, cfg.mean, cfg.std)
+        x = prep(list(images[start : start + batch_size]))
         f, lg = penultimate_and_logits(model, x)
         logits.append(lg.numpy())
         if features:
@@ -213,7 +240,16 @@ def _rng_state() -> dict[str, Any]:
 # ---- training -------------------------------------------------------------------------------
 def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy) -> tuple[ImageSet, dict[str, np.ndarray], Path]:
     """Decode (cached) and split the data; the split is saved once and reused on resume."""
-    data = load_image_set(cfg.data, taxonomy, cfg.cache_size, cfg.dataset, progress=cfg.progress, view=cfg.view)
+    data = load_image_set(
+        cfg.data,
+        taxonomy,
+        cfg.cache_size,
+        cfg.dataset,
+        progress=cfg.progress,
+        view=cfg.view,
+        framing=cfg.framing,
+        crop_scale=cfg.crop_scale,
+    )
     cfg.work.mkdir(parents=True, exist_ok=True)
     split_path = Path(cfg.split_file) if cfg.split_file else cfg.work / "split.json"
     if split_path.is_file():
@@ -247,6 +283,15 @@ def normalise_colour(data: ImageSet, train_idx: np.ndarray, seed: int = 0, sampl
     return data.background
 
 
+def _without(idx: np.ndarray, nodes: list[str], exclude: list[str], taxonomy: Taxonomy) -> np.ndarray:
+    """Indices whose node is not under any excluded node."""
+    if not exclude:
+        return idx
+    for node in exclude:
+        taxonomy.node(node)  # raises for a node the taxonomy does not have
+    return np.array([i for i in idx if not any(x in taxonomy.path(nodes[i]) for x in exclude)], dtype=np.int64)
+
+
 def _subsample(idx: np.ndarray, nodes: list[str], limit: int, seed: int) -> np.ndarray:
     if limit <= 0:
         return idx
@@ -266,6 +311,7 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.set_num_threads(max(1, cfg.threads))
     taxonomy = load_taxonomy(cfg.taxonomy)
     data, split, split_path = prepare_data(cfg, taxonomy)
+    split = {k: _without(v, data.nodes, cfg.exclude, taxonomy) for k, v in split.items()}
     train_idx = _subsample(split["train"], data.nodes, cfg.limit_per_class, cfg.seed)
     val_idx = split["val"]
     masks = target_masks(data.nodes, taxonomy)
@@ -320,9 +366,18 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
         for step in bar:
             idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             x = torch.from_numpy(data.images[idx]).permute(0, 3, 1, 2)
-            x = augment_batch(x, cfg.input_size, gen, strength=cfg.colour_strength, zoom=(cfg.zoom[0], cfg.zoom[1]))
-            x = (x - mean) / std
-            loss = hierarchical_loss(model(x), masks[idx], cfg.label_smoothing)
+            x = augment_batch(
+                x, cfg.input_size, gen, strength=cfg.colour_strength, zoom=(cfg.zoom[0], cfg.zoom[1]), optics=cfg.optics
+            )
+            n_out = round(cfg.outliers * len(idx))
+            if n_out:  # the first n_out of a random order become outliers (idx is sorted by class folder)
+                perm = torch.randperm(len(idx), generator=gen)
+                x, idx = x[perm], idx[perm.numpy()]
+                x = torch.cat([x[n_out:], synthetic_outliers(x[:n_out], gen)])
+            logits = model((x - mean) / std)
+            loss = hierarchical_loss(logits[n_out:], masks[idx[n_out:]], cfg.label_smoothing)
+            if n_out:  # outlier exposure: a uniform answer over the leaves for crops that show no clear cell
+                loss = loss + cfg.outlier_weight * (-F.log_softmax(logits[:n_out], dim=1).mean())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -403,9 +458,13 @@ def finalize(
             for n, i, lg in zip(fit_nodes, fit_idx, train_logits, strict=True)
         ]
     )
-    ood = fit_ood(train_feats, fit_leaf, dim=cfg.ood_dim)
-    val_dist = mahalanobis(ood, torch.from_numpy(val_feats)).numpy()
-    threshold = float(np.percentile(val_dist, 99))
+    scorer = OodScorer.fit(cfg.ood_method, train_feats, fit_leaf, head=model.get_classifier(), seed=cfg.seed)
+    val_t = torch.from_numpy(val_logits / temperature)
+    val_scores = scorer.score(torch.from_numpy(val_feats), val_t).numpy()
+    val_probs = _softmax(val_logits, temperature) @ taxonomy.node_matrix.T
+    groups = [taxonomy.ids.index(g) for g in taxonomy.group_ids]
+    val_unsure = val_probs[:, groups].max(1) < cfg.min_group_prob
+    threshold = calibrate(val_scores, val_unsure, cfg.ood_flag_share)
 
     test_logits, _ = predict_logits(model, data.images[test_idx], cfg)
     test_nodes = [data.nodes[i] for i in test_idx]
@@ -427,19 +486,23 @@ def finalize(
         temperature=round(float(temperature), 4),
         crop_scale=cfg.crop_scale,
         view=cfg.view,
+        framing=cfg.framing,
         background=list(data.background),
         threshold=cfg.threshold,
         ood={
-            "method": "mahalanobis (tied covariance, PCA subspace) on penultimate features",
-            "dim": int(ood["proj"].shape[1]),
-            "threshold_distance": threshold,
+            "method": cfg.ood_method,
+            "params": scorer.params,
+            "threshold": threshold,
             "flag_above": 1.0,
-            "calibration": "ood_score = distance / 99th percentile of the validation split; > 1 flagged",
+            "min_group_prob": cfg.min_group_prob,
+            "calibration": f"ood_score = raw score / threshold; threshold set so that, with the unsure rule, "
+            f"{cfg.ood_flag_share:.0%} of the validation split is flagged for review "
+            f"(unsure alone: {val_unsure.mean():.1%})",
         },
     )
     out = cfg.weights_out
-    path = save_classifier(model, spec, out, ood)
-    clf = Classifier(model, spec, taxonomy, ood)
+    path = save_classifier(model, spec, out, scorer.tensors)
+    clf = Classifier(model, spec, taxonomy, scorer=scorer)
     speed = measure_speed(clf)
     n_params = sum(p.numel() for p in model.parameters())
     spec.card = {
@@ -472,7 +535,7 @@ def finalize(
         "sha256": sha256_file(path),
         "command": _command_line(),
         "commands_history": state.get("commands", []),
-        "ood_val_p99_distance": threshold,
+        "ood_val_threshold": threshold,
     }
     spec.save(out)
     return path

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.io import IMAGE_SUFFIXES
+from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import Taxonomy
 
 SPLITS = ("train", "val", "test")
@@ -38,17 +39,17 @@ class ImageSet:
 
 
 def label_for(rel_path: str, taxonomy: Taxonomy, dataset: str = "pbc") -> str | None:
-    """Target node of ``<folder>/<file>``: file-name prefix rule, else folder rule, else folder == node id."""
-    rules = taxonomy.datasets.get(dataset, {})
-    folder, name = Path(rel_path).parts[-2], Path(rel_path).name
-    prefix = name.split("_")[0].upper()
-    prefixes = {str(k).upper(): v for k, v in (rules.get("prefixes") or {}).items()}
-    if "_" in name and prefix in prefixes:
-        return prefixes[prefix]
-    folders = rules.get("folders") or {}
-    if folder in folders:
-        return folders[folder]
-    return folder if folder in taxonomy else None
+    """Target node of ``<folder>/<file>``: the one label rule of :mod:`cellkit.data` (used by the Dataset page too).
+
+    The folder names the class; a file-name prefix (``BNE_``) refines it only to a node *under* that
+    class, so ``lymphocyte/BNE_9.png`` stays a lymphocyte.
+    """
+    from cellkit.data import _folder_rules, class_to_node, refine_by_prefix
+
+    folders, prefixes = _folder_rules(taxonomy, dataset)
+    parts = Path(rel_path).parts
+    node = class_to_node(taxonomy, parts[-2], folders) if len(parts) >= 2 else None
+    return refine_by_prefix(taxonomy, node, parts[-1], prefixes) if node is not None else None
 
 
 def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = "pbc") -> tuple[list[str], list[str]]:
@@ -73,11 +74,10 @@ def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = "pbc") -> 
     return paths, nodes
 
 
-def _decode(path: Path, size: int, view: float = 1.0) -> np.ndarray:
-    from cellkit.classify import resize_square
+def _decode(path: Path, prep: Preprocess) -> np.ndarray:
     from cellkit.io import read_image
 
-    return resize_square(read_image(path), size, view)
+    return prep.canonical(read_image(path))
 
 
 def _phash(img: np.ndarray) -> int:
@@ -95,11 +95,16 @@ def load_image_set(
     cache: bool = True,
     progress: bool = True,
     view: float = 1.0,
+    framing: str = "",
+    crop_scale: float = 2.5,
 ) -> ImageSet:
-    """Index ``root`` and decode every image's centre ``view`` fraction to ``size`` px (cached on disk)."""
+    """Index ``root`` and decode every image as the model will see it (framed, centre ``view``, ``size`` px; cached)."""
     root = Path(root).resolve()
     paths, nodes = index_folder(root, taxonomy, dataset)
-    keyed = [str(root), size, paths] + ([round(view, 4)] if view < 1 else [])
+    prep = Preprocess(size, view=view, framing=framing, crop_scale=crop_scale)
+    keyed = (
+        [str(root), size, paths] + ([round(view, 4)] if view < 1 else []) + ([framing, crop_scale] if framing else [])
+    )
     key = hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:16]
     cache_file = config.cache_dir() / f"cls_{root.name}_{size}_{key}.npz"
     if cache and cache_file.is_file():
@@ -108,7 +113,7 @@ def load_image_set(
     images = np.zeros((len(paths), size, size, 3), np.uint8)
     hashes = np.zeros(len(paths), np.uint64)
     for i, rel in enumerate(tqdm(paths, desc=f"decoding {root.name} to {size}px", disable=not progress)):
-        images[i] = _decode(root / rel, size, view)
+        images[i] = _decode(root / rel, prep)
         hashes[i] = _phash(images[i])
     if cache:
         tmp = cache_file.with_suffix(".tmp.npz")

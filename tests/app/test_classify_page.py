@@ -62,3 +62,35 @@ def test_zip_upload_and_traversal_zip():
     assert not at.exception
     assert any("unsafe path" in e.value for e in at.error)
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "3"
+
+
+@pytest.fixture
+def unsure_classifier(monkeypatch):
+    """A tiny classifier whose near-uniform answers fall under the 'unsure' rule: every cell goes to review."""
+    import cellkit.classify
+
+    def load(name=None):
+        clf = cellkit.classify.build_tiny_classifier()
+        clf.spec.ood = {"min_group_prob": 0.9}
+        return clf
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", load)
+
+
+def test_cells_flagged_for_review_are_shown_as_unidentified(unsure_classifier):
+    files = [("a.png", encode_png(make_crop(0, 80, 1)), "image/png")]
+    at = _run_with(files)
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Unidentified — review"] == "1"
+    assert any("Unidentified — review" in w.value and "Best guess" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert table["label"].iloc[0] == "unknown" and "unsure" in table["review"].iloc[0]
+
+
+def test_same_file_name_twice_and_markdown_in_names_do_not_break_the_page():
+    crop = encode_png(make_crop(0, 80, 1))
+    files = [("[x](http://evil).png", crop, "image/png"), ("[x](http://evil).png", crop, "image/png")]
+    at = _run_with(files)
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "2"
+    assert not any("evil" in md.value for md in at.markdown)  # names are shown as plain text only

@@ -232,3 +232,30 @@ def test_deep_link_on_fresh_server_goes_through_app_shell(browser, dataset, tmp_
             assert any("Slide analysis" in t for t in nav), f"sidebar shows {nav}: the page ran without app.py"
         finally:
             context.close()
+
+
+def test_classify_frames_any_crop_and_shows_the_review_verdict(app_url, page, tmp_path):
+    """A tight crop and a loose one: both classified, each shown as uploaded and as the model sees it."""
+    if not list_specs(task="classifier"):
+        pytest.skip(f"no classifier card in {weights_dir()}")
+    cell = make_crop(0, size=160, seed=5)
+    tight = _save(cell[40:120, 40:120], tmp_path / "tight.png")
+    loose = np.empty((480, 480, 3), np.uint8)
+    loose[:] = cell[2, 2]
+    loose[160:320, 160:320] = cell
+    loose_png = _save(loose, tmp_path / "loose.png")
+    noise = _save(np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8), tmp_path / "noise.png")
+    page.goto(f"{app_url}/classify")
+    page.get_by_role("heading", name="Classify cell crops").wait_for()
+    _wait_idle(page)
+    page.locator("input[type=file]").first.set_input_files([str(tight), str(loose_png), str(noise)])
+    page.get_by_text("As the model sees it").first.wait_for()
+    _wait_idle(page)
+    classified = page.locator('[data-testid="stMetric"]').filter(has_text="Crops classified").first
+    assert classified.locator('[data-testid="stMetricValue"]').inner_text().strip() == "3"
+    flagged = page.locator('[data-testid="stMetric"]').filter(has_text="Unidentified — review").first
+    assert int(flagged.locator('[data-testid="stMetricValue"]').inner_text().strip()) >= 1  # the noise crop
+    page.get_by_text("Unidentified — review").nth(1).wait_for()
+    page.wait_for_timeout(500)
+    _screenshot(page, tmp_path / "classify.png")
+    assert page.locator('[data-testid="stException"]').count() == 0

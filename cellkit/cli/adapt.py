@@ -1,0 +1,71 @@
+"""CLI command ``cellkit adapt``: make a lab's own model from a few labelled crops, or unlabelled ones.
+
+The new model lands in CELLKIT_HOME/models (never over a bundled one) and is then usable by name:
+``cellkit classify ... --model NAME``, ``cellkit analyze ... --model NAME`` and the app's model picker.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+
+def adapt_command(
+    name: str = typer.Option(..., "--name", help="name of the new model (letters, digits, _ - .)"),
+    labelled: list[Path] = typer.Option(
+        None, "--labelled", help="folder or zip of <cell type>/<image> crops (e.g. the Slide page's reviewed zip)"
+    ),
+    unlabelled: list[Path] = typer.Option(
+        None, "--unlabelled", help="folder or zip of the lab's crops without labels (colour and BatchNorm only)"
+    ),
+    base: str = typer.Option(None, "--base", help="model to start from (default: the default classifier)"),
+    folds: int = typer.Option(5, min=2, max=10, help="cross-validation folds for the before/after figures"),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(0, min=0, help="torch threads (0 = torch's default)"),
+) -> None:
+    """Adapt a classifier to your lab; prints cross-validated before/after figures and saves the model."""
+    import torch
+
+    from cellkit.adapt import adapt, check_name, read_labelled, save_adapted
+    from cellkit.classify import load_classifier
+    from cellkit.errors import CellkitError
+    from cellkit.io import iter_images
+
+    if not labelled and not unlabelled:
+        raise CellkitError("adapt: pass --labelled DIR_OR_ZIP (<cell type>/<image>), --unlabelled DIR_OR_ZIP, or both")
+    check_name(name)  # before any work
+    if threads:
+        torch.set_num_threads(threads)
+    clf = load_classifier(base)
+    crops = read_labelled(list(labelled), clf.taxonomy) if labelled else None
+    plain = [it.image for it in iter_images(list(unlabelled or [])) if it.image is not None]
+    say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    result = adapt(clf, name, crops, plain, folds=folds, seed=seed, progress=say)
+    path = save_adapted(result)
+    report = result.report
+    tax = clf.taxonomy
+    if crops is not None:
+        counts = ", ".join(f"{tax.display(n)} {c}" for n, c in crops.counts().items())
+        typer.echo(f"labelled crops: {counts}" + (f" ({len(crops.skipped)} skipped)" if crops.skipped else ""))
+        cv = report["cross_validation"]
+        if cv["folds"]:
+            b, a = cv["before"], cv["after"]
+            typer.echo(f"{cv['folds']}-fold cross-validation on these crops ({b['n']} held out in turn):")
+            typer.echo(f"  {'':<24}{'before':>8}{'after':>8}")
+            typer.echo(f"  {'balanced accuracy':<24}{b['balanced_accuracy']:>8.3f}{a['balanced_accuracy']:>8.3f}")
+            typer.echo(f"  {'flagged for review':<24}{b['flagged_for_review']:>8.1%}{a['flagged_for_review']:>8.1%}")
+            for node in b["per_class_recall"]:
+                rb, ra = b["per_class_recall"][node], a["per_class_recall"][node]
+                typer.echo(f"  {tax.display(node):<24}{rb:>8.2f}{ra:>8.2f}")
+        else:
+            typer.echo(f"no cross-validation: {cv['why']}")
+    for step in report["steps"]:
+        typer.echo(f"- {step}")
+    typer.echo(f"saved {path} in {report['seconds']} s; use it with --model {name}")
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    app.command("adapt")(adapt_command)

@@ -1,0 +1,92 @@
+"""AppTest of the Models page (cards, robustness figures, adapting a model) and of the sidebar model picker."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cellkit.classify import build_tiny_classifier, save_classifier
+from cellkit.io import encode_png
+from cellkit.synth import make_crop
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def folders(tmp_path, monkeypatch):
+    """Bundled weights (one tiny default classifier with bench figures in its card) and an empty CELLKIT_HOME."""
+    import streamlit as st
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    weights, home = tmp_path / "weights", tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    clf = build_tiny_classifier(seed=3)
+    clf.spec.card = {
+        "default": True,
+        "robustness": {
+            "conditions": {"clean": {"pbc8_accuracy": 0.9, "mature5_accuracy": 0.8, "flagged": 0.05}},
+            "txl_pbc_sources": {"BCCD": {"n": 10, "ood_flagged": 0.2, "share_neutrophil": 0.5}},
+            "cannot_show": "real other-lab stains.",
+            "command": "python bench/robustness.py",
+        },
+    }
+    save_classifier(clf.model, clf.spec, weights)
+    st.cache_resource.clear()
+    yield weights, home
+    st.cache_resource.clear()
+
+
+def labelled_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for node, kind in (("eosinophil", 1), ("lymphocyte", 2)):
+            for i in range(6):
+                zf.writestr(f"{node}/c{i}.png", encode_png(make_crop(kind, 48, 10 * kind + i)))
+    return buf.getvalue()
+
+
+def test_models_page_adapts_a_model_from_an_uploaded_zip(folders):
+    weights, home = folders
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=120).run()
+    assert not at.exception
+    at.file_uploader(key="models_adapt_zip").set_value([("lab.zip", labelled_zip(), "application/zip")])
+    at.run()
+    at.text_input(key="models_adapt_name").set_value("lab_one")
+    at.button(key="models_adapt_go").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("lab_one" in s.value for s in at.success)
+    assert (home / "models" / "lab_one.json").is_file() and not (weights / "lab_one.json").exists()
+    labels = [df.value.iloc[:, 0].tolist() for df in at.dataframe]
+    assert any("Balanced accuracy" in col for col in labels)
+
+
+def test_adapting_under_a_bundled_name_is_refused_with_one_message(folders):
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=120).run()
+    at.file_uploader(key="models_adapt_zip").set_value([("lab.zip", labelled_zip(), "application/zip")])
+    at.run()
+    at.text_input(key="models_adapt_name").set_value("tiny")
+    at.button(key="models_adapt_go").click()
+    at.run()
+    assert not at.exception
+    assert any("bundled model" in e.value for e in at.error)
+
+
+def test_model_picker_lists_bundled_and_adapted_models(folders):
+    _, home = folders
+    clf = build_tiny_classifier(seed=4)
+    clf.spec.name, clf.spec.weights = "lab_two", "lab_two.safetensors"
+    save_classifier(clf.model, clf.spec, home / "models")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    picker = at.sidebar.selectbox(key="model_picker")
+    assert picker.options == ["tiny (bundled, default)", "lab_two (adapted here)"]
+    picker.set_value("lab_two").run()
+    assert at.session_state["classifier_name"] == "lab_two"

@@ -1,0 +1,163 @@
+"""Adapting a classifier to a lab: reading labelled folders/zips, AdaBN, head fine-tuning, CV, saving, CLI."""
+
+from __future__ import annotations
+
+import io
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from cellkit.adapt import adapt, check_name, lab_background, read_labelled, recalibrate_batchnorm, save_adapted
+from cellkit.classify import build_tiny_classifier, load_classifier, save_classifier
+from cellkit.cli import main
+from cellkit.errors import CellkitError
+from cellkit.io import encode_png
+from cellkit.synth import make_crop
+
+# three synthetic "cell types" that the untrained tiny model cannot tell apart before adapting
+KINDS = {"eosinophil": 1, "lymphocyte": 2, "neutrophil": 4}  # neutrophil is an inner node of the tree
+
+
+def write_labelled(root, per_class: int = 10, seed: int = 0) -> None:
+    for node, kind in KINDS.items():
+        (root / node).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            (root / node / f"c{i}.png").write_bytes(encode_png(make_crop(kind, 64, seed + 100 * kind + i)))
+
+
+def base_model(seed: int = 3):
+    """The untrained tiny CNN with BatchNorm statistics of generic crops, so its features have a usable scale."""
+    clf = build_tiny_classifier(seed=seed)
+    recalibrate_batchnorm(clf.model, clf.preprocess([make_crop(i % 6, 64, 1000 + i) for i in range(48)]))
+    return clf
+
+
+@pytest.fixture()
+def lab(tmp_path):
+    write_labelled(tmp_path / "lab")
+    (tmp_path / "lab" / "unknown").mkdir()
+    (tmp_path / "lab" / "unknown" / "x.png").write_bytes(encode_png(make_crop(0, 64, 7)))
+    (tmp_path / "lab" / "not_a_cell_type").mkdir()
+    (tmp_path / "lab" / "not_a_cell_type" / "y.png").write_bytes(encode_png(make_crop(0, 64, 8)))
+    return tmp_path / "lab"
+
+
+def test_read_labelled_takes_node_folders_and_skips_the_rest(lab):
+    crops = read_labelled([lab], build_tiny_classifier().taxonomy)
+    assert crops.counts() == {"eosinophil": 10, "lymphocyte": 10, "neutrophil": 10}
+    assert len(crops.skipped) == 2 and any("not_a_cell_type" in s for s in crops.skipped)
+
+
+def test_read_labelled_from_a_zip_like_the_review_export(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("Eosinophil/a.png", encode_png(make_crop(1, 48, 0)))  # display names work too
+        zf.writestr("LY/b.png", encode_png(make_crop(2, 48, 1)))  # and abbreviations
+    (tmp_path / "r.zip").write_bytes(buf.getvalue())
+    crops = read_labelled([tmp_path / "r.zip"], build_tiny_classifier().taxonomy)
+    assert crops.counts() == {"eosinophil": 1, "lymphocyte": 1}
+
+
+def test_read_labelled_with_nothing_usable_says_what_layout_it_wants(tmp_path):
+    (tmp_path / "a.png").write_bytes(encode_png(make_crop(1, 48, 0)))
+    with pytest.raises(CellkitError, match="<cell type>/<image>"):
+        read_labelled([tmp_path], build_tiny_classifier().taxonomy)
+
+
+def test_adaptation_improves_held_out_accuracy_and_keeps_the_base(lab):
+    base = base_model()
+    before_weights = {k: v.clone() for k, v in base.model.state_dict().items()}
+    crops = read_labelled([lab], base.taxonomy)
+    result = adapt(base, "my_lab", crops, folds=5)
+    cv = result.report["cross_validation"]
+    assert cv["folds"] == 5 and cv["before"]["n"] == cv["after"]["n"] == 30
+    assert cv["after"]["balanced_accuracy"] >= 0.9
+    assert cv["after"]["balanced_accuracy"] > cv["before"]["balanced_accuracy"] + 0.3
+    # the base model is untouched; the adapted one answers the lab's classes
+    for k, v in base.model.state_dict().items():
+        assert torch.equal(v, before_weights[k]), k
+    preds = result.classifier.predict(crops.images)
+    right = [node in base.taxonomy.path(p.leaf) for p, node in zip(preds, crops.nodes, strict=True)]
+    assert np.mean(right) >= 0.9
+    assert result.classifier.spec.name == "my_lab" and result.classifier.spec.card["adapted_from"]["name"] == "tiny"
+
+
+def test_batchnorm_statistics_follow_the_lab():
+    clf = build_tiny_classifier(seed=0)
+    bn = next(m for m in clf.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    x = torch.randn(40, 3, 32, 32) * 0.5 + 2.0
+    recalibrate_batchnorm(clf.model, x)
+    assert bn.running_mean.abs().mean() > 0.05  # moved from the untrained zeros towards the lab's data
+    assert not bn.training and bn.momentum == 0.1
+
+
+def test_lab_background_is_the_slide_colour():
+    crops = [np.full((30, 30, 3), (230, 210, 190), np.uint8) for _ in range(3)]
+    for c in crops:
+        c[10:20, 10:20] = (90, 40, 130)
+    assert lab_background(crops) == [230.0, 210.0, 190.0]
+
+
+def test_unlabelled_adaptation_needs_no_labels():
+    base = build_tiny_classifier(seed=0)
+    result = adapt(base, "unlabelled_lab", unlabelled=[make_crop(i % 6, 48, i) for i in range(40)])
+    assert "cross_validation" not in result.report
+    assert any("BatchNorm" in s for s in result.report["steps"])
+    with pytest.raises(CellkitError, match="labelled crops, unlabelled crops"):
+        adapt(base, "x")
+
+
+def test_names_are_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path))
+    clf = build_tiny_classifier()
+    clf.spec.name, clf.spec.weights = "shipped", "shipped.safetensors"
+    save_classifier(clf.model, clf.spec, tmp_path)
+    with pytest.raises(CellkitError, match="bundled model"):
+        check_name("shipped")
+    for bad in ("", "../evil", "a b", "x" * 65):
+        with pytest.raises(CellkitError, match="model name"):
+            check_name(bad)
+
+
+def run(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["cellkit", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def test_saved_model_is_found_by_name_and_by_the_cli(lab, tmp_path, monkeypatch, capsys):
+    weights, home = tmp_path / "weights", tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    base = base_model()
+    base.spec.card = {"default": True}
+    save_classifier(base.model, base.spec, weights)
+    path = save_adapted(adapt(load_classifier("tiny"), "lab_a", read_labelled([lab], base.taxonomy), folds=3))
+    assert path.parent == home / "models" and not (weights / "lab_a.json").exists()
+    again = load_classifier("lab_a")
+    assert again.spec.card["adaptation"]["cross_validation"]["folds"] == 3
+    out = tmp_path / "preds.csv"
+    code, _, err = run(monkeypatch, capsys, "classify", lab / "eosinophil", "--model", "lab_a", "--out", out)
+    assert code == 0, err
+    assert out.read_text().count("\n") == 11
+
+
+def test_cli_adapt_end_to_end(lab, tmp_path, monkeypatch, capsys):
+    weights, home = tmp_path / "weights", tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    base = base_model()
+    base.spec.card = {"default": True}
+    save_classifier(base.model, base.spec, weights)
+    code, out, err = run(monkeypatch, capsys, "adapt", "--labelled", lab, "--name", "lab_b", "--folds", "3")
+    assert code == 0, err
+    assert "before" in out and "after" in out and (home / "models" / "lab_b.json").is_file()
+    code, out, err = run(monkeypatch, capsys, "adapt", "--labelled", lab, "--name", "tiny")
+    assert code == 2 and "bundled model" in err and err.count("\n") == 1
+    code, out, err = run(monkeypatch, capsys, "adapt", "--name", "nothing")
+    assert code == 2 and "--labelled" in err

@@ -1,0 +1,121 @@
+"""Framing: find the white cell in tight, loose, off-centre, crowded and border crops; pad with slide background."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellkit.errors import CellkitError
+from cellkit.framing import cut_square, frame_crop, locate_cell
+from cellkit.preprocess import Preprocess
+
+BACKGROUND = (240, 222, 205)  # a beige slide, unlike the grey a naive pad would use
+RBC = (215, 150, 150)
+CYTOPLASM = (205, 185, 215)
+NUCLEUS = (95, 45, 135)
+
+
+def _disc(img: np.ndarray, cx: float, cy: float, r: float, colour: tuple[int, int, int]) -> None:
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = colour
+
+
+def field(wbcs: list[tuple[float, float, float]], size: tuple[int, int] = (400, 400), seed: int = 0) -> np.ndarray:
+    """A drawn smear field: red cells around white cells (cx, cy, radius) with three-lobed nuclei."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((*size, 3), np.uint8)
+    img[:] = BACKGROUND
+    for _ in range(40):
+        cx, cy = rng.uniform(0, size[1]), rng.uniform(0, size[0])
+        if all(np.hypot(cx - x, cy - y) > r + 22 for x, y, r in wbcs):
+            _disc(img, cx, cy, 16, RBC)
+    for cx, cy, r in wbcs:
+        _disc(img, cx, cy, r, CYTOPLASM)
+        for k in range(3):  # lobes a little apart, as in a segmented neutrophil
+            a = 2 * np.pi * k / 3
+            _disc(img, cx + np.cos(a) * r * 0.38, cy + np.sin(a) * r * 0.38, r * 0.3, NUCLEUS)
+    noise = rng.normal(0, 3, img.shape)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def centre_of(loc) -> np.ndarray:
+    x1, y1, x2, y2 = loc.xyxy
+    return np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+
+
+@pytest.mark.parametrize(
+    "name, half, shift",
+    [("tight", 1.1, 0.0), ("pbc_like", 2.5, 0.0), ("loose", 6.0, 0.0), ("off_centre", 2.5, 0.7)],
+)
+def test_finds_the_cell_however_the_crop_is_framed(name, half, shift):
+    r = 30
+    img = field([(200, 200, r)], size=(600, 600) if half > 4 else (400, 400))
+    c = np.array([img.shape[1] / 2, img.shape[0] / 2])
+    img = field([(c[0], c[1], r)], size=img.shape[:2])
+    side = round(2 * r * half)
+    left, top = round(c[0] - side / 2 + shift * r), round(c[1] - side / 2 - shift * r)
+    crop = cut_square(img, left, top, side)
+    loc = locate_cell(crop)
+    assert loc.found and loc.n_cells == 1, name
+    truth = c - [left, top]
+    assert np.hypot(*(centre_of(loc) - truth)) < 0.35 * r, name
+    found_side = loc.xyxy[2] - loc.xyxy[0]
+    assert 0.6 * 2 * r < found_side < 1.6 * 2 * r, f"{name}: side {found_side:.0f} for a cell of {2 * r}"
+
+
+def test_two_cells_takes_the_central_one_and_says_so():
+    img = field([(150, 200, 28), (265, 200, 28)], size=(400, 400))
+    crop = img[100:300, 60:280]  # both cells inside, the left one nearer the centre
+    loc = locate_cell(crop)
+    assert loc.n_cells == 2
+    assert "2 cells" in loc.note
+    assert abs(centre_of(loc)[0] - (150 - 60)) < 12
+
+
+def test_lobes_of_one_nucleus_are_one_cell():
+    crop = field([(100, 100, 34)], size=(200, 200))
+    loc = locate_cell(crop)
+    assert loc.n_cells == 1 and loc.note == ""
+
+
+def test_border_crop_is_padded_with_the_slide_background_not_grey():
+    img = field([(40, 200, 30)], size=(400, 400))  # the cell close to the image's left edge
+    crop = img[120:280, 0:140]  # a crop that was clipped by that edge: the cell sits near its left side
+    framed = frame_crop(crop, scale=2.5)
+    assert framed.shape[0] == framed.shape[1] > 100  # centred on the cell at x = 40: runs past the left edge
+    pad = framed[:, :5].reshape(-1, 3).astype(float)  # the padded strip left of the image edge
+    assert np.abs(np.median(pad, axis=0) - BACKGROUND).max() < 12
+    assert np.abs(np.median(pad, axis=0) - 128).max() > 40
+
+
+def test_crop_without_nucleus_is_left_as_it_is():
+    crop = field([], size=(120, 120))
+    loc = locate_cell(crop)
+    assert not loc.found and "no nucleus" in loc.note
+    assert frame_crop(crop, 2.5, loc) is not None and frame_crop(crop, 2.5, loc).shape == crop.shape
+
+
+def test_blank_and_tiny_crops_do_not_crash():
+    assert not locate_cell(np.full((50, 50, 3), 230, np.uint8)).found
+    assert not locate_cell(np.zeros((2, 3, 3), np.uint8)).found
+    with pytest.raises(CellkitError, match="expected an RGB crop"):
+        locate_cell(np.zeros((5, 5, 7), np.uint8))
+
+
+def test_tight_and_loose_crops_of_one_cell_reach_the_network_alike():
+    """The reason framing exists: the same cell, cropped two ways, gives nearly the same input."""
+    img = field([(300, 300, 30)], size=(600, 600))
+    prep = Preprocess(64, view=0.7, framing="nucleus", crop_scale=2.5)
+    tight = prep.canonical(img[265:335, 265:335]).astype(float)
+    loose = prep.canonical(img[120:480, 120:480]).astype(float)
+    unframed = Preprocess(64, view=0.7).canonical(img[265:335, 265:335]).astype(float)
+    assert np.abs(tight - loose).mean() < 0.5 * np.abs(unframed - loose).mean()
+
+
+def test_crops_framed_like_the_training_data_are_left_exactly_as_they_are():
+    img = field([(200, 200, 30)], size=(400, 400))
+    side = round(2.5 * 2 * 30 * 1.05)  # the cell about 1/2.5 of the side, centred
+    crop = img[200 - side // 2 : 200 - side // 2 + side, 200 - side // 2 : 200 - side // 2 + side]
+    assert frame_crop(crop, 2.5) is crop or np.array_equal(frame_crop(crop, 2.5), crop)
+    tight = img[165:235, 165:235]
+    assert frame_crop(tight, 2.5).shape[0] > tight.shape[0]  # a tight crop is re-framed (padded out)

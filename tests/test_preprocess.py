@@ -1,0 +1,90 @@
+"""One preprocessing built from the spec: training, evaluation and inference feed the network the same input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cellkit.classify import build_tiny_classifier
+from cellkit.colour import white_balance
+from cellkit.errors import CellkitError
+from cellkit.io import encode_png, read_image
+from cellkit.preprocess import Preprocess
+from cellkit.taxonomy import load_taxonomy
+from cellkit.train.data import load_image_set
+
+REFERENCE = (240.0, 222.0, 205.0)
+
+
+def drawn_cell(seed: int, side: int = 150, cell: float = 0.2) -> np.ndarray:
+    """A beige field with pink red cells and a white cell whose radius is ``cell`` of the side."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((side, side, 3), np.float32)
+    img[:] = REFERENCE
+    yy, xx = np.mgrid[:side, :side]
+    for _ in range(8):
+        cx, cy = rng.uniform(0, side, 2)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < (0.1 * side) ** 2] = (215, 150, 150)
+    c = side / 2 + rng.uniform(-3, 3, 2)
+    img[(xx - c[0]) ** 2 + (yy - c[1]) ** 2 < (cell * side) ** 2] = (205, 185, 215)
+    img[(xx - c[0] - 4) ** 2 + (yy - c[1]) ** 2 < (0.6 * cell * side) ** 2] = (95, 45, 135)
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_training_evaluation_and_inference_agree_on_the_same_crops(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    crops = {}
+    for k, node in enumerate(("lymphocyte", "monocyte")):
+        (root / node).mkdir(parents=True)
+        for i in range(4):  # tight (cell fills the crop), PBC-like and loose crops: framing must even them out
+            crop = drawn_cell(10 * k + i, cell=(0.35, 0.2, 0.1, 0.2)[i])
+            (root / node / f"{node}_{i}.png").write_bytes(encode_png(crop))
+            crops[f"{node}/{node}_{i}.png"] = read_image(root / node / f"{node}_{i}.png")
+    clf = build_tiny_classifier(input_size=48)
+    spec = clf.spec
+    spec.view, spec.framing, spec.crop_scale, spec.background = 0.7, "nucleus", 2.5, list(REFERENCE)
+    tax = load_taxonomy("pbc")
+
+    # training: the cache holds framed, viewed crops at the cache size, white-balanced once to the reference
+    cached = load_image_set(root, tax, 64, progress=False, view=0.7, framing="nucleus", crop_scale=2.5)
+    balanced = np.stack([white_balance(im, REFERENCE) for im in cached.images])
+    training = Preprocess(48, tuple(spec.mean), tuple(spec.std))(list(balanced))
+    # evaluation (cellkit evaluate): the files read again, through the classifier's preprocessing
+    from cellkit.train.data import index_folder
+
+    paths, _ = index_folder(root, tax)
+    evaluation = clf.preprocess([read_image(root / p) for p in paths])
+    # inference: the files as uploaded
+    inference = clf.preprocess([crops[p] for p in cached.paths])
+
+    assert cached.paths == paths
+    for name, other in (("training", training), ("evaluation", evaluation)):
+        gap = (other - inference).abs().mean(dim=(1, 2, 3))  # normalised units (std 0.5: 0.05 = 2.5 % of the range)
+        assert gap.max() < 0.05, f"{name} differs from inference by {gap.max():.3f}"
+
+
+def test_colour_normalisation_is_an_identity_on_reference_stained_images():
+    crop = drawn_cell(0)
+    plain = Preprocess(48, view=0.7)([crop])
+    balanced = Preprocess(48, view=0.7, background=REFERENCE)([crop])
+    assert (balanced - plain).abs().max() < 3 / 255 / 0.5  # within 3 grey levels
+
+
+def test_a_labs_fixed_background_replaces_per_crop_estimates():
+    crop = drawn_cell(1)
+    tinted = np.clip(crop * np.array([0.8, 1.0, 1.1]), 0, 255).astype(np.uint8)
+    lab_bg = tuple(np.array(REFERENCE) * [0.8, 1.0, 1.1])
+    fixed = Preprocess(48, background=REFERENCE, source_background=lab_bg)([tinted])
+    reference = Preprocess(48, background=REFERENCE)([crop])
+    assert (fixed - reference).abs().mean() < 0.03
+
+
+def test_bad_settings_say_what_they_expected():
+    with pytest.raises(CellkitError, match="framing: expected one of"):
+        Preprocess(48, framing="magic")
+    with pytest.raises(CellkitError, match="size: expected a positive"):
+        Preprocess(0)
+    assert Preprocess(32)([]).shape == (0, 3, 32, 32)
+    assert torch.isfinite(Preprocess(32, framing="nucleus")([np.zeros((20, 30), np.uint8)])).all()

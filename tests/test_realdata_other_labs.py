@@ -1,0 +1,78 @@
+"""Real-data checks for other labs (../shared/data; skipped with a reason when it is absent)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cellkit.classify import load_classifier
+from cellkit.errors import CellkitError
+from cellkit.framing import cut_square, locate_cell
+from cellkit.io import read_image
+from cellkit.taxonomy import UNKNOWN
+
+pytestmark = pytest.mark.realdata
+
+
+def wbc_boxes(txl, per_source: int = 25):
+    """(source, image, WBC box in pixels) from TXL-PBC's test split, a few per source."""
+    with open(txl / "metadata.csv", newline="", encoding="utf-8") as fh:
+        source_of = {r["New_Image_Name"]: r["Source_Dataset"] for r in csv.DictReader(fh)}
+    taken: dict[str, int] = {}
+    for path in sorted((txl / "images" / "test").glob("*.png")):
+        src = source_of.get(path.name)
+        if src is None or taken.get(src, 0) >= per_source:
+            continue
+        rows = [r.split() for r in (txl / "labels" / "test" / f"{path.stem}.txt").read_text().splitlines() if r]
+        image = read_image(path)
+        h, w = image.shape[:2]
+        for r in rows:
+            if r[0] == "0":
+                cx, cy, bw, bh = map(float, r[1:5])
+                taken[src] = taken.get(src, 0) + 1
+                yield src, image, np.array([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+                break
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+def test_framer_finds_white_cells_of_four_labs_in_tight_and_pbc_like_crops(shared_data):
+    hits: dict[tuple[str, str], list[bool]] = {}
+    for src, image, box in wbc_boxes(shared_data / "txl_pbc"):
+        for name, scale in (("tight", 1.1), ("pbc_like", 2.5)):
+            side = round(scale * max(box[2] - box[0], box[3] - box[1]))
+            left, top = round((box[0] + box[2] - side) / 2), round((box[1] + box[3] - side) / 2)
+            loc = locate_cell(cut_square(image, left, top, side))
+            hits.setdefault((src, name), []).append(loc.found and iou(loc.xyxy, box - [left, top, left, top]) >= 0.5)
+    assert len({s for s, _ in hits}) == 4
+    for (src, name), h in hits.items():  # bench/framing_bench.py: tight 0.93-0.99, PBC-like 0.76-0.90
+        assert np.mean(h) >= (0.85 if name == "tight" else 0.6), f"{src} {name}: {np.mean(h):.2f}"
+
+
+def test_shipped_model_flags_red_cells_and_rarely_known_white_cells(shared_data):
+    from cellkit import config
+    from cellkit.ood import yolo_wbc_crops
+    from cellkit.train.data import label_for
+
+    try:
+        clf = load_classifier()
+    except CellkitError as exc:
+        pytest.skip(f"no bundled classifier: {exc}")
+    split = json.loads((config.weights_dir() / "pbc_split.json").read_text())["test"]
+    sample = [split[i] for i in np.random.default_rng(1).choice(len(split), 150, replace=False)]
+    preds = clf.predict([read_image(shared_data / "pbc" / p) for p in sample])
+    assert np.mean([p.label == UNKNOWN for p in preds]) <= 0.1  # calibrated to flag 5 % of known cells
+    group = clf.taxonomy.primary_grouping()
+    truth = [group[label_for(p, clf.taxonomy)] for p in sample]
+    assert np.mean([group[p.leaf] == t for p, t in zip(preds, truth, strict=True)]) >= 0.93
+    rbc = yolo_wbc_crops(shared_data / "txl_pbc", scale=clf.spec.crop_scale, max_per_source=15, wbc_class=1)
+    crops = [c for items in rbc.values() for _, c in items]
+    assert np.mean([p.label == UNKNOWN for p in clf.predict(crops)]) >= 0.7  # a red cell is no white cell

@@ -1,0 +1,63 @@
+"""Adapt a model to the user's lab from the app: a labelled zip, or the cells reviewed on the Slide page."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui import resources
+
+
+def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
+    """Name, base model and (unless given) a labelled zip -> cross-validated before/after -> a saved model."""
+    from cellkit.adapt import adapt, read_labelled, save_adapted
+    from cellkit.models import list_specs
+
+    bases = [s.name for s in list_specs(task="classifier")]
+    if not bases:
+        st.info("No classifier to adapt.")
+        return
+    if labelled_zip is None:
+        upload = st.file_uploader(
+            "Labelled crops (zip with one folder per cell type, e.g. neutrophil/, lymphocyte/ …)",
+            type=["zip"],
+            key=f"{key}_zip",
+        )
+        labelled_zip = upload.getvalue() if upload is not None else None
+    c1, c2 = st.columns(2)
+    name = c1.text_input("Name of the new model", value="my_lab", key=f"{key}_name")
+    base = c2.selectbox("Start from", bases, key=f"{key}_base")
+    if not st.button("Adapt", icon=":material/tune:", key=f"{key}_go", disabled=labelled_zip is None):
+        return
+    with resources.user_errors(), st.spinner("Adapting (cross-validated; about a minute for 200 crops)…"):
+        clf = resources.classifier(base)
+        crops = read_labelled([labelled_zip], clf.taxonomy)
+        result = adapt(clf, name, crops)
+        path = save_adapted(result)
+    resources.classifier.clear()  # the picker lists the new model; cached models reload on demand
+    show_report(result.report, clf.taxonomy)
+    st.success(f"Saved as **{name}** ({path.parent}). Choose it in the sidebar's model picker.")
+
+
+def show_report(report: dict, taxonomy) -> None:
+    """Before/after table of an adaptation report (cross-validated on the labelled crops)."""
+    cv = report.get("cross_validation", {})
+    if cv.get("folds"):
+        b, a = cv["before"], cv["after"]
+        rows = [
+            {"": "Balanced accuracy", "before": b["balanced_accuracy"], "after": a["balanced_accuracy"]},
+            {"": "Flagged for review", "before": b["flagged_for_review"], "after": a["flagged_for_review"]},
+        ]
+        rows += [
+            {"": taxonomy.display(n), "before": b["per_class_recall"][n], "after": a["per_class_recall"][n]}
+            for n in b["per_class_recall"]
+        ]
+        st.caption(f"{cv['folds']}-fold cross-validation on your {b['n']} crops: each fold held out in turn")
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    elif cv:
+        st.caption(f"No before/after figures: {cv.get('why', '')}")
+    for step in report.get("steps", []):
+        st.caption(f"• {step}")
+    skipped = report.get("skipped") or []
+    if skipped:
+        st.text(f"{len(skipped)} file(s) skipped, e.g. {skipped[0]}")  # user file names: plain text
