@@ -6,7 +6,9 @@ Each shift imitates what another lab's crops do to the model, at growing severit
 - optics: scale of the cell 0.6-1.6x in a fixed field, Gaussian blur, JPEG at quality 30,
   2x and 3x fewer pixels (crops cut from low-magnification smears);
 - framing: tight (the cell fills the crop), loose (the field doubled with slide background),
-  off-centre (the window moved by a quarter of its side).
+  off-centre (the window moved by a quarter of its side);
+- real stains: the colour statistics of each other TXL-PBC source (Raabin-WBC, BCCD, BCDD) given to
+  PBC's cells by Reinhard transfer, alone and with tight framing at half the resolution.
 
 Reported per condition: PBC-8 accuracy (forced choice), 5-class accuracy over the mature white
 cells (neutrophil, eosinophil, basophil, lymphocyte, monocyte) and the share flagged for review.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -111,6 +114,38 @@ CONDITIONS += [(f"blur sigma {s:.0f} px", lambda im, s=s: blur(im, s), s) for s 
 CONDITIONS += [("JPEG q30", lambda im: jpeg(im, 30), 30)]
 CONDITIONS += [(f"{f:.0f}x fewer pixels", lambda im, f=f: downsample(im, f), f) for f in (2, 3)]
 CONDITIONS += [("tight framing", tight, 0), ("loose framing", loose, 0), ("off-centre framing", off_centre, 0)]
+# the failures reported from other labs, imitated in one go each
+CONDITIONS += [
+    ("scanner B: tight, yellow, 120 px", lambda im: cv2.resize(yellow_stain(tight(im), 0.4), (120, 120)), 0),
+    ("smear crop: 3x fewer px, JPEG", lambda im: jpeg(downsample(blur(im, 1), 3), 50), 0),
+    ("CellaVision B: cell 1.4x larger", lambda im: scale_cell(hue_rotate(im, 10), 1.4), 0),
+]
+
+
+def source_stains(txl: Path, per_source: int = 40) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Median Lab mean and std of each TXL-PBC source's smear images: its stain, as Reinhard transfer needs it."""
+    import csv
+
+    from cellkit.io import read_image
+
+    with open(txl / "metadata.csv", newline="", encoding="utf-8") as fh:
+        source_of = {r["New_Image_Name"]: r["Source_Dataset"] for r in csv.DictReader(fh)}
+    stats: dict[str, list] = {}
+    for path in sorted((txl / "images").rglob("*.png")):
+        src = source_of.get(path.name)
+        if src is None or src == "PBC" or len(stats.get(src, [])) >= per_source:
+            continue
+        lab = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+        stats.setdefault(src, []).append((lab.mean(0), lab.std(0)))
+    return {s: (np.median([m for m, _ in v], 0), np.median([d for _, d in v], 0)) for s, v in stats.items()}
+
+
+def reinhard(img: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Give a crop another lab's colour statistics (Reinhard et al. 2001, in Lab)."""
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(np.float32)
+    m, s = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0) + 1e-3
+    out = (lab - m) / s * std + mean
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
 def evaluate(clf, images: list[np.ndarray], groups: list[str]) -> dict[str, float]:
@@ -158,7 +193,19 @@ def main() -> None:
     head = "".join(f"{c.spec.name[:26]:>28}" for c in clfs)
     print(f"{'condition (n=' + str(len(files)) + ')':<24}{head}")
     print(f"{'':<24}" + "".join(f"{'PBC-8  5-class flagged':>28}" for _ in clfs))
-    for name, fn, _sev in CONDITIONS:
+    conditions = list(CONDITIONS)
+    txl = data / "txl_pbc"
+    if (txl / "metadata.csv").is_file():  # the stains of the three other labs, transferred onto PBC's cells
+        for src, (mean, std) in sorted(source_stains(txl).items()):
+            conditions.append((f"stain of {src}", lambda im, m=mean, s=std: reinhard(im, m, s), 0))
+            conditions.append(
+                (
+                    f"stain of {src}, tight, 2x fewer px",
+                    lambda im, m=mean, s=std: downsample(tight(reinhard(im, m, s)), 2),
+                    0,
+                )
+            )
+    for name, fn, _sev in conditions:
         shifted = [fn(im) for im in images]
         cells = []
         for c in clfs:
@@ -166,7 +213,6 @@ def main() -> None:
             table[c.spec.name][name] = r
             cells.append(f"{r['pbc8_accuracy']:>10.3f}{r['mature5_accuracy']:>8.3f}{r['flagged']:>9.0%} ")
         print(f"{name:<24}" + "".join(cells), flush=True)
-    txl = data / "txl_pbc"
     sources = {}
     if (txl / "metadata.csv").is_file():
         for c in clfs:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sys
 import zipfile
 
 import numpy as np
@@ -12,10 +11,10 @@ import torch
 
 from cellkit.adapt import adapt, check_name, lab_background, read_labelled, recalibrate_batchnorm, save_adapted
 from cellkit.classify import build_tiny_classifier, load_classifier, save_classifier
-from cellkit.cli import main
 from cellkit.errors import CellkitError
 from cellkit.io import encode_png
 from cellkit.synth import make_crop
+from tests._cli import run_cli as run
 
 # three synthetic "cell types" that the untrained tiny model cannot tell apart before adapting
 KINDS = {"eosinophil": 1, "lymphocyte": 2, "neutrophil": 4}  # neutrophil is an inner node of the tree
@@ -122,22 +121,22 @@ def test_names_are_checked(tmp_path, monkeypatch):
             check_name(bad)
 
 
-def run(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["cellkit", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
-
-
-def test_saved_model_is_found_by_name_and_by_the_cli(lab, tmp_path, monkeypatch, capsys):
+@pytest.fixture()
+def installed(tmp_path, monkeypatch):
+    """A bundled weights folder holding the base model (default) and an empty CELLKIT_HOME."""
     weights, home = tmp_path / "weights", tmp_path / "home"
     monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
     monkeypatch.setenv("CELLKIT_HOME", str(home))
     base = base_model()
     base.spec.card = {"default": True}
     save_classifier(base.model, base.spec, weights)
-    path = save_adapted(adapt(load_classifier("tiny"), "lab_a", read_labelled([lab], base.taxonomy), folds=3))
+    return weights, home
+
+
+def test_saved_model_is_found_by_name_and_by_the_cli(lab, installed, tmp_path, monkeypatch, capsys):
+    weights, home = installed
+    base = load_classifier("tiny")
+    path = save_adapted(adapt(base, "lab_a", read_labelled([lab], base.taxonomy), folds=3))
     assert path.parent == home / "models" and not (weights / "lab_a.json").exists()
     again = load_classifier("lab_a")
     assert again.spec.card["adaptation"]["cross_validation"]["folds"] == 3
@@ -147,13 +146,8 @@ def test_saved_model_is_found_by_name_and_by_the_cli(lab, tmp_path, monkeypatch,
     assert out.read_text().count("\n") == 11
 
 
-def test_cli_adapt_end_to_end(lab, tmp_path, monkeypatch, capsys):
-    weights, home = tmp_path / "weights", tmp_path / "home"
-    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
-    monkeypatch.setenv("CELLKIT_HOME", str(home))
-    base = base_model()
-    base.spec.card = {"default": True}
-    save_classifier(base.model, base.spec, weights)
+def test_cli_adapt_end_to_end(lab, installed, monkeypatch, capsys):
+    _, home = installed
     code, out, err = run(monkeypatch, capsys, "adapt", "--labelled", lab, "--name", "lab_b", "--folds", "3")
     assert code == 0, err
     assert "before" in out and "after" in out and (home / "models" / "lab_b.json").is_file()

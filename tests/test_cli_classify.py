@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 import zipfile
 from pathlib import Path
 
@@ -11,9 +10,9 @@ import pytest
 from PIL import Image
 
 from cellkit.classify import build_tiny_classifier, save_classifier
-from cellkit.cli import main
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
+from tests._cli import run_cli as run
 
 
 @pytest.fixture()
@@ -24,14 +23,6 @@ def weights(tmp_path, monkeypatch) -> Path:
     save_classifier(clf.model, clf.spec, folder)
     monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(folder))
     return folder
-
-
-def run(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["cellkit", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def crops_folder(root: Path) -> Path:
