@@ -80,9 +80,7 @@ if len(good) > MAX_DETAILED:
 for k, (item, pred) in enumerate(list(zip(good, preds, strict=True))[:MAX_DETAILED]):
     with st.container(border=True):
         left, mid, right = st.columns([1, 2, 2])
-        pair = left.columns(2)
-        pair[0].image(item.image, caption="Uploaded", width=110)
-        pair[1].image(clf.prep.canonical(item.image, 110), caption="As the model sees it", width=110)
+        left.image([item.image, clf.prep.canonical(item.image, 96)], caption=["Uploaded", "Model's view"], width=96)
         left.text(item.name)  # plain text: a file name is never rendered as Markdown
         guess = tax.deepest_confident(pred.node_probs, threshold)
         path = " › ".join(f"{tax.display(n)} {pred.prob(n):.2f}" for n in tax.path(guess))

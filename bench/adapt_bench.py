@@ -36,14 +36,14 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from robustness import CONDITIONS
+    from robustness import all_conditions
 
     from cellkit.adapt import LabelledCrops, adapt
     from cellkit.classify import load_classifier
     from cellkit.io import read_image
     from cellkit.train.data import index_folder
 
-    shifts = {name: fn for name, fn, _ in CONDITIONS}
+    shifts = {name: fn for name, fn, _ in all_conditions(config.data_dir())}
     unknown = [s for s in args.shift if s not in shifts]
     if unknown:
         raise SystemExit(f"unknown shift {unknown}; choose from {list(shifts)}")

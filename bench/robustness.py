@@ -148,6 +148,18 @@ def reinhard(img: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
+def all_conditions(data: Path) -> list:
+    """The fixed shifts plus, when TXL-PBC is under ``data``, the stains of its three other labs."""
+    conditions = list(CONDITIONS)
+    txl = data / "txl_pbc"
+    if (txl / "metadata.csv").is_file():  # the stains of the three other labs, transferred onto PBC's cells
+        for src, (mean, std) in sorted(source_stains(txl).items()):
+            conditions.append((f"stain of {src}", lambda im, m=mean, s=std: reinhard(im, m, s), 0))
+            harder = lambda im, m=mean, s=std: downsample(tight(reinhard(im, m, s)), 2)  # noqa: E731
+            conditions.append((f"stain of {src}, tight, 2x fewer px", harder, 0))
+    return conditions
+
+
 def evaluate(clf, images: list[np.ndarray], groups: list[str]) -> dict[str, float]:
     preds = clf.predict(images)
     group_of = clf.taxonomy.primary_grouping()

@@ -283,19 +283,6 @@ def _num(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _groups(taxonomy: Any) -> dict[str, str]:
-    """Every node at or below a pbc8 member -> that member (the usual differential classes)."""
-    members = getattr(taxonomy, "groupings", {}).get("pbc8")
-    if not members:
-        return {}
-    out = {}
-    for m in members:
-        for nid in taxonomy.ids:
-            if m in taxonomy.path(nid):
-                out[nid] = m
-    return out
-
-
 def _version(model: Any) -> dict[str, str]:
     spec = getattr(model, "spec", None)
     return {
@@ -360,7 +347,7 @@ def analyze(
     if classifier is not None:
         dets = classify_boxes(image, dets, classifier)
         node_ids = tuple(classifier.taxonomy.ids)
-        groups = _groups(classifier.taxonomy)
+        groups = classifier.taxonomy.primary_grouping()
         models["classifier"] = _version(classifier)
     t2 = time.perf_counter()
     return SlideResult(

@@ -13,6 +13,7 @@ from cellkit.classify import build_tiny_classifier
 from cellkit.errors import CellkitError
 from cellkit.slide import SlideResult, analyze, detect_tiled, iter_tiles, review_zip, tile_starts
 from cellkit.synth import BACKGROUND, _disc, make_smear
+from cellkit.taxonomy import UNKNOWN
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -110,6 +111,17 @@ def test_corrections_change_labels_and_differential():
     assert [res.labels()[i] for i in wbc] == ["lymphocyte"] * 3
     model_labels = res.detections.data["label"][wbc]
     assert (model_labels != "").all()  # the model's own answer is kept beside the correction
+
+
+def test_cells_flagged_for_review_are_counted_apart_not_in_a_class():
+    img, _, _ = make_smear(320, 240, n_wbc=3, n_rbc=10, n_platelet=2, seed=2)
+    clf = build_tiny_classifier()
+    clf.spec.ood = {"min_group_prob": 0.99}  # the untrained model is unsure of everything
+    res = analyze(img, ColourDetector(), clf)
+    assert set(res.differential()) == {UNKNOWN} and res.differential()[UNKNOWN]["count"] == 3
+    res.corrections[int(np.flatnonzero(res.detections.class_id == 0)[0])] = "lymphocyte"  # a reviewer decides
+    assert res.differential()["lymphocyte"]["count"] == 1 and res.differential()[UNKNOWN]["count"] == 2
+    assert (res.to_frame()["label"] == UNKNOWN).sum() >= 3
 
 
 def test_json_round_trip_and_frame():

@@ -174,6 +174,13 @@ def test_training_for_other_labs_frames_degrades_and_starts_from_a_model(tmp_pat
     assert clf.scorer is not None and clf.scorer.method == "mahalanobis"
     conf = clf.spec.card["training"]["config"]
     assert (conf["optics"], conf["outliers"], conf["init_from"]) == (0.5, 0.25, "first")
+    # epochs 0: the starting model itself, re-finalised under new preprocessing (framing, OOD, calibration)
+    train_classifier(TrainConfig(name="refinal", workdir=str(tmp_path / "k4"), init_from="first", framing="nucleus",
+                                 **{**common, "epochs": 0}))  # fmt: skip
+    first, refinal = load_classifier("first"), load_classifier("refinal")
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, refinal.model.state_dict()[k]), k
+    assert refinal.spec.framing == "nucleus" and refinal.spec.card["training"]["epochs_run"] == 0
     with pytest.raises(CellkitError, match="do not fit"):
         train_classifier(
             TrainConfig(

@@ -15,7 +15,7 @@ def train_classifier_command(
     scratch: bool = typer.Option(False, "--scratch", help="random init instead of the ImageNet EfficientNet-Lite0"),
     taxonomy: str = typer.Option("pbc", help="taxonomy name or YAML path"),
     input_size: int = typer.Option(112, help="network input size in pixels"),
-    epochs: int = typer.Option(10, min=1),
+    epochs: int = typer.Option(10, min=0, help="0 with --init-from: re-finalise that model under new settings"),
     samples_per_epoch: int = typer.Option(0, help="images drawn per epoch (0 = size of the training split)"),
     batch_size: int = typer.Option(32, min=1),
     lr: float = typer.Option(1e-3),

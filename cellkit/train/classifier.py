@@ -411,7 +411,9 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
             print(f"stopping: time budget of {cfg.max_minutes} min used", file=sys.stderr, flush=True)
             break
 
-    model.load_state_dict(torch.load(cfg.work / "best.pt", map_location="cpu", weights_only=True))
+    if cfg.epochs > 0:
+        model.load_state_dict(torch.load(cfg.work / "best.pt", map_location="cpu", weights_only=True))
+    # epochs 0: the --init-from model as it is, re-finalised under this run's preprocessing (framing, colour)
     return finalize(cfg, model, taxonomy, data, split, split_path, state, classification_report)
 
 

@@ -249,7 +249,7 @@ def test_classify_frames_any_crop_and_shows_the_review_verdict(app_url, page, tm
     page.get_by_role("heading", name="Classify cell crops").wait_for()
     _wait_idle(page)
     page.locator("input[type=file]").first.set_input_files([str(tight), str(loose_png), str(noise)])
-    page.get_by_text("As the model sees it").first.wait_for()
+    page.get_by_text("Model's view").first.wait_for()
     _wait_idle(page)
     classified = page.locator('[data-testid="stMetric"]').filter(has_text="Crops classified").first
     assert classified.locator('[data-testid="stMetricValue"]').inner_text().strip() == "3"
