@@ -51,7 +51,7 @@ else:
         with resources.user_errors():
             crop = read_image(root / cls / name)
 if crop is None:
-    st.info("Upload a single-cell crop (one white cell centred, about 40 % of the picture wide, like PBC crops).")
+    st.info("Upload a crop of one white cell (any framing: the model finds the cell and frames it itself).")
     st.stop()
 
 pred = clf.predict([crop])[0]
@@ -60,7 +60,7 @@ left, right = st.columns([2, 1])
 node = left.selectbox(
     "Node to explain",
     ids,
-    index=ids.index(pred.label),
+    index=ids.index(pred.label if pred.label in ids else tax.deepest_confident(pred.node_probs, clf.spec.threshold)),
     format_func=lambda i: f"{'· ' * (tax.depth(i) - 1)}{tax.display(i)} ({i}) — p={pred.prob(i):.2f}",
     help="Any node of the tree: an inner node is explained through the sum of its leaves' probabilities.",
 )
@@ -72,6 +72,12 @@ alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05)
 cmap = c2.selectbox("Colour map", COLORMAPS)
 right.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key="explain_tree")
 right.caption(f"Model {clf.spec.name}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), leaf {pred.leaf}")
+if pred.review:
+    right.warning(
+        f"{tax.display(pred.label)}: {pred.review}. Maps of such a cell explain a guess.", icon=":material/flag:"
+    )
+if pred.note:
+    right.info(pred.note, icon=":material/crop:")
 
 heatmaps = []
 with st.spinner("Computing explanations…"), resources.user_errors():
