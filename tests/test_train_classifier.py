@@ -199,3 +199,14 @@ def test_leave_one_class_out_removes_every_image_under_the_node():
     assert list(_without(np.arange(5), nodes, [], tax)) == list(range(5))
     with pytest.raises(CellkitError, match="unknown node"):
         _without(np.arange(5), nodes, ["blast"], tax)
+
+
+def test_weight_averaging_mixes_two_fine_tunings_of_one_model():
+    from cellkit.train.classifier import average_states
+
+    a = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    b = {"w": torch.ones(3), "n": torch.tensor(9)}
+    mixed = average_states(a, b, 0.25)
+    assert torch.allclose(mixed["w"], torch.full((3,), 0.75)) and int(mixed["n"]) == 5
+    with pytest.raises(CellkitError, match="different layers"):
+        average_states(a, {"w": torch.ones(3)}, 0.5)

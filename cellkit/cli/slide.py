@@ -94,7 +94,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="CSV file to write (one row per box)."),
         classify: bool = typer.Option(False, "--classify", help="Also classify wbc/platelet boxes."),
         detector: str = typer.Option(None, help="Detector name in the weights folder (default: bundled)."),
-        classifier: str = typer.Option(None, help="Classifier name (with --classify; default: bundled)."),
+        classifier: str = typer.Option(
+            None,
+            "--classifier",
+            "--model",
+            help="Classifier name, bundled or adapted (with --classify).",
+        ),
         tile: int = typer.Option(None, help="Tile side in pixels for large images (default: model card)."),
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
     ) -> None:
@@ -134,7 +139,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         owner: str = typer.Option(None, help="Owner of saved analyses (default: your user name)."),
         no_classify: bool = typer.Option(False, "--no-classify", help="Detect and count only."),
         detector: str = typer.Option(None, help="Detector name in the weights folder (default: bundled)."),
-        classifier: str = typer.Option(None, help="Classifier name (default: bundled)."),
+        classifier: str = typer.Option(
+            None, "--classifier", "--model", help="Classifier name, bundled or adapted (default: the bundled default)."
+        ),
         tile: int = typer.Option(None, help="Tile side in pixels for large images (default: model card)."),
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
     ) -> None:

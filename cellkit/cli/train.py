@@ -41,6 +41,8 @@ def train_classifier_command(
     outliers: float = typer.Option(0.0, min=0.0, max=0.5, help="share of each batch made synthetic outliers"),
     init_from: str = typer.Option("", help="start from this model's weights (name in weights/) instead of ImageNet"),
     exclude: list[str] = typer.Option(None, "--exclude", help="leave this node's images out (leave-one-class-out)"),
+    average_with: str = typer.Option("", help="with --init-from: average its weights with this model's (WiSE-FT)"),
+    average_weight: float = typer.Option(0.5, min=0.0, max=1.0, help="share of --init-from in the average"),
     default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
     resume: bool = typer.Option(False, "--resume", help="continue from <workdir>/last.pt"),
 ) -> None:
@@ -60,6 +62,7 @@ def train_classifier_command(
         max_minutes=max_minutes, workdir=str(workdir or ""), out=str(out or ""), default=default, crop_scale=crop_scale,
         view=view, zoom=list(zoom), colour_norm=colour_norm, colour_strength=colour_strength,
         framing=framing, optics=optics, outliers=outliers, init_from=init_from, exclude=list(exclude or []),
+        average_with=average_with, average_weight=average_weight,
     )  # fmt: skip
     path = train_classifier(cfg, resume=resume)
     card = json.loads(path.with_name(f"{name}.json").read_text())["card"]

@@ -93,6 +93,8 @@ class TrainConfig:
     outliers: float = 0.0  # share of each batch replaced by synthetic outliers taught a uniform answer
     outlier_weight: float = 0.5  # weight of the outlier-exposure loss
     init_from: str = ""  # start from this model's weights (name in the weights folder) instead of ImageNet
+    average_with: str = ""  # with init_from: average the two models' weights (WiSE-FT, Wortsman et al. 2022)
+    average_weight: float = 0.5  # share of init_from in the average (the rest is average_with)
     exclude: list[str] = field(default_factory=list)  # nodes whose images are left out of train and val
     # (leave-one-class-out: bench/unknown_bench.py checks that the left-out class gets flagged)
     default: bool = False
@@ -180,6 +182,17 @@ def load_model_weights(model: nn.Module, name: str) -> None:
         raise CellkitError(f"--init-from {name}: its weights do not fit {type(model).__name__}: {exc}") from None
 
 
+def average_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
+    """``weight * a + (1 - weight) * b`` for every float tensor (BatchNorm statistics too); integers from ``a``.
+
+    Two fine-tunings of one model lie in one basin, so their average keeps the first's accuracy on its own
+    data and much of the second's robustness (WiSE-FT).
+    """
+    if a.keys() != b.keys():
+        raise CellkitError("average: the two models have different layers; average only models of one architecture")
+    return {k: (weight * v + (1 - weight) * b[k]) if v.is_floating_point() else v for k, v in a.items()}
+
+
 def _frozen_modules(model: nn.Module, n_blocks: int) -> list[nn.Module]:
     if n_blocks <= 0 or not hasattr(model, "blocks") or not hasattr(model, "conv_stem"):
         return []
@@ -191,6 +204,10 @@ def make_model(cfg: TrainConfig, n_leaves: int) -> tuple[nn.Module, list[nn.Modu
     model = build_model(cfg.arch, n_leaves, **extra)
     if cfg.init_from:
         load_model_weights(model, cfg.init_from)
+        if cfg.average_with:
+            other = build_model(cfg.arch, n_leaves, **extra)
+            load_model_weights(other, cfg.average_with)
+            model.load_state_dict(average_states(model.state_dict(), other.state_dict(), cfg.average_weight))
     elif cfg.pretrained:
         if cfg.arch not in PRETRAINED:
             raise CellkitError(f"no bundled ImageNet weights for {cfg.arch!r}; pass --scratch")
