@@ -49,6 +49,16 @@ def test_a_class_never_taught_is_flagged(method, synthetic):
         assert auroc(score(known), score(novel)) > 0.95
 
 
+def test_fast_knn_score_equals_pytorch_ood(synthetic):
+    from pytorch_ood.detector import KNN
+
+    train, y, _, known, novel, _ = synthetic
+    reference = KNN(None, k=10).fit_features(torch.from_numpy(train).half().float(), torch.from_numpy(y))
+    ours = OodScorer.fit("knn", train, y)
+    probe = torch.from_numpy(np.concatenate([known[:50], novel[:50]]))
+    np.testing.assert_allclose(ours.score(probe).numpy(), reference.predict_features(probe).numpy(), atol=1e-4)
+
+
 def test_calibrate_counts_unsure_cells_towards_the_share():
     scores = np.arange(100, dtype=float)
     unsure = np.zeros(100, bool)
