@@ -20,6 +20,7 @@ import numpy as np
 
 from cellkit.crops import crop_box
 from cellkit.errors import CellkitError
+from cellkit.taxonomy import UNKNOWN
 from cellkit.types import DETECTION_CLASSES, Detections
 
 CLASSIFIED = ("wbc", "platelet")  # detector classes whose crops go through the classifier
@@ -304,11 +305,15 @@ def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_s
     wanted = [DETECTION_CLASSES.index(c) for c in CLASSIFIED]
     idx = np.flatnonzero(np.isin(dets.class_id, wanted))
     scale = float(getattr(classifier.spec, "crop_scale", 2.0))
+    group = classifier.taxonomy.primary_grouping()
     for start in range(0, len(idx), batch_size):
         chunk = idx[start : start + batch_size]
         crops = [crop_box(image, dets.xyxy[i], scale=scale) for i in chunk]
         for i, pred in zip(chunk, classifier.predict(crops, batch_size=batch_size), strict=True):
             leaf[i], label[i] = pred.leaf, pred.label
+            box_class, said = dets.class_names[dets.class_id[i]], group.get(pred.label, pred.label)
+            if said in dets.class_names and said != box_class:  # e.g. a white-cell box the classifier calls platelet
+                label[i] = UNKNOWN
             cconf[i], ood[i] = pred.confidence, pred.ood_score
             probs[i] = pred.node_probs
     data = dict(dets.data, leaf=leaf, label=label, cls_confidence=cconf, ood_score=ood, node_probs=probs)

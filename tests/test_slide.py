@@ -124,6 +124,18 @@ def test_cells_flagged_for_review_are_counted_apart_not_in_a_class():
     assert (res.to_frame()["label"] == UNKNOWN).sum() >= 3
 
 
+def test_a_white_cell_box_called_platelet_goes_to_review_not_to_platelets():
+    import torch
+
+    img, _, _ = make_smear(320, 240, n_wbc=3, n_rbc=10, n_platelet=2, seed=2)
+    clf = build_tiny_classifier()
+    with torch.no_grad():  # a classifier that calls everything a platelet
+        clf.model.classifier.bias[list(clf.taxonomy.leaves).index("platelet")] = 100.0
+    res = analyze(img, ColourDetector(), clf)
+    labels = dict(zip(res.detections.class_name, res.labels(), strict=True))
+    assert labels["wbc"] == UNKNOWN and labels["platelet"] == "platelet"
+
+
 def test_json_round_trip_and_frame():
     img, *_ = make_smear(640, 480, seed=9)
     res = analyze(img, ColourDetector(), build_tiny_classifier(), name="x.png")
