@@ -88,3 +88,18 @@ def test_bad_settings_say_what_they_expected():
         Preprocess(0)
     assert Preprocess(32)([]).shape == (0, 3, 32, 32)
     assert torch.isfinite(Preprocess(32, framing="nucleus")([np.zeros((20, 30), np.uint8)])).all()
+
+
+def test_the_training_cache_follows_the_framers_code(tmp_path, monkeypatch):
+    import cellkit.framing
+
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "data" / "lymphocyte").mkdir(parents=True)
+    (tmp_path / "data" / "lymphocyte" / "LY_0.png").write_bytes(encode_png(drawn_cell(0)))
+    tax = load_taxonomy("pbc")
+    load_image_set(tmp_path / "data", tax, 32, progress=False, framing="nucleus")
+    copy = tmp_path / "framing.py"
+    copy.write_text(open(cellkit.framing.__file__).read() + "\n# changed\n")
+    monkeypatch.setattr(cellkit.framing, "__file__", str(copy))
+    load_image_set(tmp_path / "data", tax, 32, progress=False, framing="nucleus")
+    assert len(list((tmp_path / "cache").glob("cls_*.npz"))) == 2

@@ -41,6 +41,10 @@ def train_classifier_command(
     outliers: float = typer.Option(0.0, min=0.0, max=0.5, help="share of each batch made synthetic outliers"),
     init_from: str = typer.Option("", help="start from this model's weights (name in weights/) instead of ImageNet"),
     exclude: list[str] = typer.Option(None, "--exclude", help="leave this node's images out (leave-one-class-out)"),
+    ood_method: str = typer.Option(
+        "knn", help="review score: knn, vim, mahalanobis or energy (bench/unknown_bench.py)"
+    ),
+    ood_flag_share: float = typer.Option(0.05, min=0.0, max=0.5, help="share of held-out known cells flagged"),
     average_with: str = typer.Option("", help="with --init-from: average its weights with this model's (WiSE-FT)"),
     average_weight: float = typer.Option(0.5, min=0.0, max=1.0, help="share of --init-from in the average"),
     default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
@@ -62,7 +66,7 @@ def train_classifier_command(
         max_minutes=max_minutes, workdir=str(workdir or ""), out=str(out or ""), default=default, crop_scale=crop_scale,
         view=view, zoom=list(zoom), colour_norm=colour_norm, colour_strength=colour_strength,
         framing=framing, optics=optics, outliers=outliers, init_from=init_from, exclude=list(exclude or []),
-        average_with=average_with, average_weight=average_weight,
+        average_with=average_with, average_weight=average_weight, ood_method=ood_method, ood_flag_share=ood_flag_share,
     )  # fmt: skip
     path = train_classifier(cfg, resume=resume)
     card = json.loads(path.with_name(f"{name}.json").read_text())["card"]

@@ -102,9 +102,11 @@ def load_image_set(
     root = Path(root).resolve()
     paths, nodes = index_folder(root, taxonomy, dataset)
     prep = Preprocess(size, view=view, framing=framing, crop_scale=crop_scale)
-    keyed = (
-        [str(root), size, paths] + ([round(view, 4)] if view < 1 else []) + ([framing, crop_scale] if framing else [])
-    )
+    keyed = [str(root), size, paths] + ([round(view, 4)] if view < 1 else [])
+    if framing:  # the framer's own code is part of the key: any change to it rebuilds the cache
+        from cellkit import framing as framer
+
+        keyed += [framing, crop_scale, hashlib.sha256(Path(framer.__file__).read_bytes()).hexdigest()[:12]]
     key = hashlib.sha256(json.dumps(keyed).encode()).hexdigest()[:16]
     cache_file = config.cache_dir() / f"cls_{root.name}_{size}_{key}.npz"
     if cache and cache_file.is_file():
