@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -99,7 +101,7 @@ def test_the_training_cache_follows_the_framers_code(tmp_path, monkeypatch):
     tax = load_taxonomy("pbc")
     load_image_set(tmp_path / "data", tax, 32, progress=False, framing="nucleus")
     copy = tmp_path / "framing.py"
-    copy.write_text(open(cellkit.framing.__file__).read() + "\n# changed\n")
+    copy.write_text(Path(cellkit.framing.__file__).read_text() + "\n# changed\n")
     monkeypatch.setattr(cellkit.framing, "__file__", str(copy))
     load_image_set(tmp_path / "data", tax, 32, progress=False, framing="nucleus")
     assert len(list((tmp_path / "cache").glob("cls_*.npz"))) == 2

@@ -436,8 +436,8 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
 
 def _command_line() -> str:
     """The command that started this process, when it was the ``cellkit`` CLI."""
-    if not sys.argv or "cellkit" not in Path(sys.argv[0]).name:
-        return ""
+    if not sys.argv or not ("cellkit" in Path(sys.argv[0]).name or Path(sys.argv[0]).parent.name == "cellkit"):
+        return ""  # not the CLI (``cellkit ...`` or ``python -m cellkit ...``)
     return " ".join(["cellkit", *(shlex.quote(a) for a in sys.argv[1:])])
 
 
