@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 import cellkit
-from ui import widgets
+from ui import resources, widgets
 
 st.set_page_config(page_title="cellkit — blood smear analysis", page_icon="🩸", layout="wide")
+with resources.user_errors():  # CELLKIT_MAX_UPLOAD_MB is the one upload setting: the server's cap follows it
+    widgets.apply_upload_limit()
 
 pages = st.navigation(
     {

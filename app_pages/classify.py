@@ -8,7 +8,8 @@ import streamlit as st
 
 from cellkit.classify import result_columns
 from cellkit.errors import CellkitError
-from cellkit.io import ImageItem, iter_zip, read_image
+from cellkit.io import ImageItem, PixelBudget, iter_zip, read_image
+from cellkit.limits import heavy_job
 from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME
 from ui import resources, widgets
 
@@ -28,7 +29,9 @@ files = st.file_uploader(
     type=["png", "jpg", "jpeg", "tif", "tiff", "bmp", "zip"],
     accept_multiple_files=True,
     key="classify_upload",
+    max_upload_size=widgets.upload_limit_mb(),
 )
+files = widgets.refuse_oversized(files or [])
 if not files:
     st.info("Upload one or more crops to classify them.", icon=":material/upload:")
     st.stop()
@@ -39,28 +42,31 @@ tax = clf.taxonomy
 threshold = st.sidebar.slider("Confidence threshold for the label", 0.3, 0.95, float(clf.spec.threshold), 0.05)
 
 items: list[ImageItem] = []
-for f in files:
-    data = f.getvalue()
-    if f.name.lower().endswith(".zip"):
-        try:
-            items.extend(iter_zip(data, name=f.name))
-        except CellkitError as exc:
-            st.error(str(exc), icon=":material/error:")
-    else:
-        try:
-            items.append(ImageItem(f.name, read_image(data, name=f.name)))
-        except CellkitError as exc:
-            items.append(ImageItem(f.name, error=str(exc)))
+budget = PixelBudget()  # all files of this upload together (CELLKIT_MAX_REQUEST_PIXELS), from headers
+with resources.user_errors(), heavy_job(waiting=st.spinner):  # decoding holds one server slot
+    for f in files:
+        data = f.getvalue()
+        if f.name.lower().endswith(".zip"):
+            try:
+                items.extend(iter_zip(data, name=f.name, budget=budget))
+            except CellkitError as exc:
+                st.error(widgets.plain(exc), icon=":material/error:")
+        else:
+            try:
+                items.append(ImageItem(f.name, read_image(data, name=f.name, budget=budget)))
+            except CellkitError as exc:
+                items.append(ImageItem(f.name, error=str(exc)))
 
-for item in items:
+for item in items:  # names may repeat (two uploads, zip members): nothing below is keyed by name
     if item.error:
-        st.error(item.error if item.name in item.error else f"{item.name}: {item.error}", icon=":material/error:")
+        message = item.error if item.name in item.error else f"{item.name}: {item.error}"
+        st.error(widgets.plain(message), icon=":material/error:")
 good = [it for it in items if not it.error]
 if not good:
     st.warning("No readable crop to classify.")
     st.stop()
 
-with st.spinner(f"Classifying {len(good)} crop(s)…"), resources.user_errors():
+with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner(f"Classifying {len(good)} crop(s)…"):
     preds = clf.predict([it.image for it in good], threshold=threshold)
 found = iter(preds)
 rows = [

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from cellkit import config, plots, stats
 from cellkit.models import list_specs
 from cellkit.taxonomy import list_taxonomies, load_taxonomy
 from ui import resources
+from ui.widgets import plain
 
 st.title("Dataset", anchor=False)
 st.caption(
@@ -18,12 +21,18 @@ st.caption(
 default = config.data_dir()
 if default is None:
     st.info(
-        "No dataset folder configured. Set `CELLKIT_DATA_DIR=/path/to/datasets` before `streamlit run app.py` "
-        "(or put datasets in `../shared/data`), or type a folder path below.",
+        "No dataset folder configured. Set `CELLKIT_DATA_DIR=/path/to/datasets` (several folders separated by "
+        f"`{os.pathsep}`) before `streamlit run app.py`, or put datasets in `../shared/data`: only folders inside "
+        "them can be opened here.",
         icon=":material/info:",
     )
 left, mid, right = st.columns([3, 1.2, 1])
-path = left.text_input("Dataset folder", value=str(default or ""), placeholder="/path/to/dataset").strip()
+path = left.text_input(
+    "Dataset folder",
+    value=str(default or ""),
+    placeholder="/path/to/dataset",
+    help="A folder inside the data folder(s) set by CELLKIT_DATA_DIR.",
+).strip()
 taxonomies = list_taxonomies()
 taxonomy = right.selectbox(
     "Taxonomy", taxonomies, index=taxonomies.index("pbc"), help="maps folder names to tree nodes"
@@ -31,6 +40,7 @@ taxonomy = right.selectbox(
 
 if path:
     with resources.user_errors():
+        path = str(config.resolve_data_path(path))  # nothing outside the data folders (no /etc, .., links out)
         found = resources.dataset_list(path)
     names = [d.name for d in found]
     pick = names.index("pbc") if "pbc" in names else 0
@@ -75,7 +85,9 @@ if path:
             )
             unmapped = sorted(ok.loc[ok["node"].isna(), "class"].dropna().unique())
             if unmapped:
-                st.caption(f"Folders not in taxonomy {tax.name!r} (kept as their own label): {', '.join(unmapped)}")
+                st.caption(
+                    plain(f"Folders not in taxonomy {tax.name!r} (kept as their own label): {', '.join(unmapped)}")
+                )
         by = "class" if index.kind == "classification" else "source"
         if ok["split"].replace("", None).notna().any():
             fig = plots.crosstab_bar(stats.crosstab(images, by, "split"), title=f"Images per {by} and split")
@@ -130,8 +142,8 @@ if path:
                 paths = images.set_index("file")["path"]
                 for row in pairs.head(8).itertuples():
                     a, b = st.columns(2)
-                    a.image(paths[row.file_a], caption=f"{row.file_a} ({row.split_a or 'no split'})", width=220)
-                    b.image(paths[row.file_b], caption=f"{row.file_b} · distance {row.distance}", width=220)
+                    a.image(paths[row.file_a], caption=plain(f"{row.file_a} ({row.split_a or 'no split'})"), width=220)
+                    b.image(paths[row.file_b], caption=plain(f"{row.file_b} · distance {row.distance}"), width=220)
         else:
             st.success("No duplicate pairs at this threshold.")
         for title, table in (
@@ -171,8 +183,8 @@ for spec in specs:
         st.plotly_chart(fig, width="stretch", key=f"split-{spec.name}")
         train = split[split["split"] == "train"]
         bal = stats.balanced_counts(train, load_taxonomy(spec.taxonomy or "pbc"), stats.DEFAULT_MIN_COUNT)
-        st.caption(f"{spec.name}: per-level balanced counts of its train split (min {stats.DEFAULT_MIN_COUNT})")
+        st.caption(plain(f"{spec.name}: per-level balanced counts of its train split (min {stats.DEFAULT_MIN_COUNT})"))
         st.dataframe(bal, hide_index=True)
     if notes:
-        with st.expander(f"{spec.name} ({spec.task}): data"):
-            st.markdown("\n".join(f"- **{k}**: {v}" for k, v in notes.items()))
+        with st.expander(plain(f"{spec.name} ({spec.task}): data")):
+            st.markdown("\n".join(f"- **{plain(k)}**: {plain(v)}" for k, v in notes.items()))

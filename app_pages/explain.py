@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import streamlit as st
 
 from cellkit import config
+from cellkit.errors import CellkitError
 from cellkit.explain import METHOD_NAMES, get_explainer, sanity_check
 from cellkit.explain.render import COLORMAPS, maps_zip, overlay
 from cellkit.io import IMAGE_SUFFIXES, read_image
@@ -32,24 +32,46 @@ crop = None
 if source == "Cell from the slide analysis":
     crop = state["explain_crop"]
     if state.get("explain_label"):
-        st.caption(f"Label on the slide: {state['explain_label']}")
+        st.caption(f"Label on the slide: {widgets.plain(state['explain_label'])}")
 elif source == "Upload a crop":
-    upload = st.file_uploader("Single-cell crop", type=[s.lstrip(".") for s in IMAGE_SUFFIXES], key="explain_upload")
+    upload = st.file_uploader(
+        "Single-cell crop",
+        type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
+        key="explain_upload",
+        max_upload_size=widgets.upload_limit_mb(),
+    )
+    upload = (widgets.refuse_oversized([upload]) or [None])[0]
     if upload is not None:
         with resources.user_errors():
             crop = read_image(upload.getvalue(), name=upload.name)
 else:
-    root = Path(st.text_input("Folder with one sub-folder per class", str((config.data_dir() or Path(".")) / "pbc")))
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    default = config.data_dir()
+    typed = st.text_input(
+        "Folder with one sub-folder per class",
+        str(default / "pbc") if default else "",
+        key="explain_folder",
+        help="Only folders inside the data folder(s) set by CELLKIT_DATA_DIR can be opened.",
+    )
+    with resources.user_errors():
+        root = config.resolve_data_path(typed)  # refuses anything outside the data folders (links, ..)
+    try:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    except OSError:
+        classes = []
     if not classes:
-        st.error(f"No class sub-folders in {root}; give a folder like ../shared/data/pbc.")
+        st.error(widgets.plain(f"No class sub-folders in {typed}; give a folder like {default or 'data'}/pbc."))
         st.stop()
     cls = st.selectbox("Class folder", classes)
-    files = sorted(p.name for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:500]
+    with resources.user_errors():
+        folder = config.resolve_data_path(root / cls)  # a class folder may be a link out of the data folders
+        try:
+            files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:500]
+        except OSError as exc:
+            raise CellkitError(f"cannot list the folder {cls}: {exc.strerror or exc}") from None
     name = st.selectbox("Image", files)
     if name:
         with resources.user_errors():
-            crop = read_image(root / cls / name)
+            crop = read_image(config.resolve_data_path(folder / name))
 if crop is None:
     st.info("Upload a crop of one white cell (any framing: the model finds the cell and frames it itself).")
     st.stop()
@@ -71,7 +93,9 @@ c1, c2 = left.columns(2)
 alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05)
 cmap = c2.selectbox("Colour map", COLORMAPS)
 right.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key="explain_tree")
-right.caption(f"Model {clf.spec.name}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), leaf {pred.leaf}")
+right.caption(
+    f"Model {widgets.plain(clf.spec.name)}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), leaf {pred.leaf}"
+)
 if pred.review:
     right.warning(
         f"{tax.display(pred.label)}: {pred.review}. Maps of such a cell explain a guess.", icon=":material/flag:"

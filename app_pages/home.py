@@ -12,7 +12,7 @@ from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.models import list_specs
 from cellkit.taxonomy import list_taxonomies, load_taxonomy
-from ui.widgets import masked_db_url, metrics_summary, page_link_ui, short_sha256, stored_analyses
+from ui.widgets import masked_db_url, metrics_summary, page_link_ui, plain, short_sha256, stored_analyses
 
 WORKFLOWS = [
     ("app_pages/slide.py", "Slide analysis", ":material/biotech:",
@@ -78,19 +78,23 @@ with db_col.container(border=True, height="stretch"):
         total, mine = stored_analyses(store(), session_owner())
         st.caption(f"{total} stored analyses ({mine} from this browser session)")
     except (CellkitError, SQLAlchemyError) as exc:
-        st.caption(f":orange[database not reachable:] {str(exc).replace(raw_url, masked_db_url(raw_url))}")
+        st.caption(":orange[database not reachable:] " + plain(str(exc).replace(raw_url, masked_db_url(raw_url))))
     except (ImportError, AttributeError):
         st.caption("Stored analyses: not available in this build.")
     st.caption("Set `CELLKIT_DB_URL` for any SQLAlchemy database.")
 
 with data_col.container(border=True, height="stretch"):
     st.markdown("**:material/folder: Data folder**")
-    data = config.data_dir()
-    if data is None:
-        st.caption("None set. Point `CELLKIT_DATA_DIR` at a folder of datasets, or type a path on the Dataset page.")
-    else:
+    roots = config.data_roots()
+    if not roots:
+        st.caption(
+            "None set. Point `CELLKIT_DATA_DIR` at the folder(s) of your datasets: the app opens nothing outside them."
+        )
+    for data in roots:
         st.markdown(f"`{data}`")
         st.caption(":green[found]" if data.is_dir() else ":orange[not found] — check `CELLKIT_DATA_DIR`")
+    if roots:
+        st.caption("The Dataset and Explain pages open folders inside these only.")
     try:
         trees = ", ".join(f"`{name}` ({len(load_taxonomy(name).leaves)} classes)" for name in list_taxonomies())
         st.caption(f"Cell taxonomies: {trees}")

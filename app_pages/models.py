@@ -11,6 +11,15 @@ from cellkit.evaluate import load_comparison
 from cellkit.models import list_specs
 from cellkit.taxonomy import load_taxonomy
 from ui.adapt import adapt_ui, show_report
+from ui.widgets import plain
+
+SOURCE_COLUMNS = {
+    "n": "crops",
+    "ood_score_median": "median unusualness",
+    "ood_flagged": "flagged for review",
+    "top_class_share": "largest class",
+    "mean_confidence_leaf": "mean confidence",
+}
 
 
 def robustness_ui(card: dict, tax) -> None:
@@ -28,12 +37,26 @@ def robustness_ui(card: dict, tax) -> None:
         if src:
             st.markdown("**White cells of other labs** (TXL-PBC sources, no labels): predicted shares and flagged")
             table = pd.DataFrame(src).T
-            table.columns = [tax.display(c[6:]) if c.startswith("share_") else c for c in table.columns]
+            table.columns = [
+                tax.display(c[6:]) if c.startswith("share_") else SOURCE_COLUMNS.get(c, c) for c in table.columns
+            ]
             st.dataframe(table, key="models_src")
         st.caption(f"What this cannot show: {rob.get('cannot_show', '')} Command: {rob.get('command', '')}")
     unk = card.get("unknown_bench")
     if unk:
         st.markdown("**Cells never taught**: leave-one-class-out on PBC (the class held out must be flagged)")
+        honest = unk.get("loco_honest")
+        if honest:
+            st.markdown(
+                f"A backbone trained without *{honest['held_out_name']}*: AUROC {honest['auroc']:.3f}; "
+                f"{honest['flagged_at_5pct_known']:.0%} of them flagged when 5 % of known cells are, "
+                f"{honest['flagged_at_10pct_budget']:.0%} at the 10 % budget "
+                f"({honest['known_flagged_at_10pct_budget']:.0%} of known flagged)."
+            )
+            st.caption(
+                "Below, the shipped backbone (which saw every class) with only the head and the detector "
+                "refitted: optimistic."
+            )
         rows = [
             {"held out": tax.display(x), "AUROC": r[unk["method"]]["auroc"],
              "held-out cells flagged": r[unk["method"]]["flagged_held_out"],
@@ -115,7 +138,9 @@ with st.expander("Adapt a model to your lab", icon=":material/tune:", expanded=F
     )
     adapt_ui("models_adapt")
     for s in adapted:
-        st.markdown(f"**{s.name}** — from {s.card['adapted_from']['name']}, {s.card.get('created', '')}")
+        st.markdown(
+            f"**{plain(s.name)}** — from {plain(s.card['adapted_from']['name'])}, {plain(s.card.get('created', ''))}"
+        )
         show_report(s.card["adaptation"], load_taxonomy(s.taxonomy))
 
 # ---- misclassification explorer (owner: explainability; keep this section last) -------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from cellkit.errors import CellkitError
 from cellkit.io import IMAGE_SUFFIXES, read_image
+from cellkit.limits import heavy_job
 from cellkit.slide import analyze, review_zip
 from cellkit.synth import make_demo_smear
 from ui import resources, widgets
@@ -14,7 +17,6 @@ from ui.adapt import adapt_ui
 st.title("Slide analysis")
 st.caption("Upload a blood-smear image: every cell is detected, white cells and platelets are classified.")
 owner = widgets.session_owner()
-store = resources.store()
 state = st.session_state
 
 
@@ -24,16 +26,39 @@ def load_models():
     try:
         return det, resources.current_classifier()
     except CellkitError as exc:
-        st.warning(f"Counting only, no classification: {exc}")
+        st.warning(widgets.plain(f"Counting only, no classification: {exc}"))
         return det, None
+
+
+def save(slide: dict) -> None:
+    """Save the analysis (when not yet saved) and the corrections made while the database was unreachable.
+
+    A CellkitError of the store (database busy, read-only or gone) is kept in ``slide["db_error"]`` and shown
+    once at the top of the page with a "Retry save" button; the analysis itself stays in this session.
+    """
+    try:
+        db = resources.store()
+        if slide["id"] is None:  # pending corrections are added below, with their notes
+            bare = dataclasses.replace(slide["result"], corrections={})
+            slide["id"] = db.save_analysis(bare, owner=owner, file_name=slide["name"], metadata=slide["meta"])
+        pending = slide.setdefault("pending", [])
+        while pending:
+            index, label, note = pending[0]
+            db.add_correction(slide["id"], index, label, owner=owner, note=note)
+            pending.pop(0)
+        slide["db_error"] = None
+    except CellkitError as exc:
+        slide["db_error"] = str(exc)
 
 
 def run(image, name: str, key, meta: dict) -> None:
     det, clf = load_models()
-    with resources.user_errors(), st.spinner("Analysing…"):
+    with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner("Analysing…"):
         result = analyze(image, det, clf, name=name)
-        aid = store.save_analysis(result, owner=owner, file_name=name, metadata=meta)
-    state["slide"] = {"id": aid, "result": result, "image": image, "key": key, "clf": clf}
+    slide = {"id": None, "result": result, "image": image, "key": key, "clf": clf, "name": name, "meta": meta}
+    slide.update(pending=[], db_error=None)
+    state["slide"] = slide  # kept whatever happens to the save
+    save(slide)
     images = state.setdefault("slide_images", {})  # this session's last few images, to reopen with crops
     images[result.image_sha256] = image
     for old in list(images)[:-5]:
@@ -41,7 +66,13 @@ def run(image, name: str, key, meta: dict) -> None:
 
 
 up_col, demo_col = st.columns([3, 1], vertical_alignment="bottom")
-upload = up_col.file_uploader("Smear image", type=[s.lstrip(".") for s in IMAGE_SUFFIXES], key="slide_upload")
+upload = up_col.file_uploader(
+    "Smear image",
+    type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
+    key="slide_upload",
+    max_upload_size=widgets.upload_limit_mb(),
+)
+upload = next(iter(widgets.refuse_oversized([upload])), None)  # checked here too: the browser's check can be skipped
 if demo_col.button("Try a demo smear", icon=":material/science:"):
     state["demo_seed"] = state.get("demo_seed", -1) + 1
     run(
@@ -51,15 +82,27 @@ if demo_col.button("Try a demo smear", icon=":material/science:"):
         {"source": "demo"},
     )
 elif upload is not None and state.get("slide_upload_done") != upload.file_id:
-    try:
-        image = read_image(upload.getvalue(), name=upload.name)
-    except CellkitError as exc:
-        st.error(f"{upload.name}: {exc}", icon=":material/error:")
-    else:
-        run(image, upload.name, ("upload", upload.file_id), {"source": "upload", "bytes": upload.size})
-        state["slide_upload_done"] = upload.file_id  # analysed once; reopen/delete never re-runs it
+    with resources.user_errors(), heavy_job(waiting=st.spinner):  # decode + analysis hold one server slot
+        try:
+            image = read_image(upload.getvalue(), name=upload.name)
+        except CellkitError as exc:
+            message = str(exc) if upload.name in str(exc) else f"{upload.name}: {exc}"
+            st.error(widgets.plain(message), icon=":material/error:")
+        else:
+            run(image, upload.name, ("upload", upload.file_id), {"source": "upload", "bytes": upload.size})
+            state["slide_upload_done"] = upload.file_id  # analysed once; reopen/delete never re-runs it
 
 slide = state.get("slide")
+if slide and slide.get("db_error"):
+    err_col, retry_col = st.columns([4, 1], vertical_alignment="center")
+    err_col.error(
+        widgets.plain(f"Not saved to the database: {slide['db_error']}")
+        + "  \nThe analysis is kept in this browser session: retry, or download it under *Export*.",
+        icon=":material/database:",
+    )
+    if retry_col.button("Retry save", icon=":material/refresh:", key="slide_retry_save"):
+        save(slide)
+        st.rerun()
 if slide:
     result, image, clf = slide["result"], slide["image"], slide.get("clf")
     counts = result.counts
@@ -96,10 +139,10 @@ if slide:
         else:
             widgets.cell_gallery_ui(image, result, clf, cells)
             picked = widgets.cell_review_ui(image, result, clf, cells)
-            if picked:
-                with resources.user_errors():
-                    store.add_correction(slide["id"], picked[0], picked[1], owner=owner, note=picked[2])
+            if picked:  # applied here at once; saved now, or with "Retry save" when the database is unreachable
                 result.corrections[picked[0]] = picked[1]
+                slide.setdefault("pending", []).append(picked)
+                save(slide)
                 st.rerun()
     with tab_export:
         stem = (result.name or "slide").rsplit(".", 1)[0]
@@ -118,9 +161,25 @@ if slide:
                 if st.checkbox("I have reviewed every cell of this analysis", key="slide_adapt_ok"):
                     adapt_ui("slide_adapt", labelled_zip=reviewed)
 
+
+def show_db_error(exc: CellkitError) -> None:
+    """One st.error per database failure (a caption when the save error above already says it)."""
+    if slide and slide.get("db_error"):
+        st.caption("Past analyses are not available while the database cannot be reached (see above).")
+    else:
+        st.error(widgets.plain(exc), icon=":material/database:")
+
+
 with st.expander("Past analyses (this session)", icon=":material/history:"):
-    past = store.list_analyses(owner)
-    if not past:
+    try:
+        store = resources.store()
+        past = store.list_analyses(owner)
+    except CellkitError as exc:
+        show_db_error(exc)
+        past = None
+    if past is None:
+        pass
+    elif not past:
         st.caption("Nothing saved yet.")
     else:
         st.dataframe(past, hide_index=True)
@@ -132,20 +191,30 @@ with st.expander("Past analyses (this session)", icon=":material/history:"):
         )
         c1, c2 = st.columns(2)
         if c1.button("Reopen", icon=":material/folder_open:"):
-            with resources.user_errors():
+            try:
                 again = store.load_analysis(chosen, owner=owner)
-            keep = state.get("slide_images", {}).get(again.image_sha256)
-            state["slide"] = {
-                "id": chosen,
-                "result": again,
-                "image": keep,
-                "key": ("db", chosen),
-                "clf": load_models()[1] if again.node_ids else None,
-            }
-            st.rerun()
+            except CellkitError as exc:
+                show_db_error(exc)
+            else:
+                keep = state.get("slide_images", {}).get(again.image_sha256)
+                state["slide"] = {
+                    "id": chosen,
+                    "result": again,
+                    "image": keep,
+                    "key": ("db", chosen),
+                    "clf": load_models()[1] if again.node_ids else None,
+                    "name": again.name,
+                    "meta": {},
+                    "pending": [],
+                    "db_error": None,
+                }
+                st.rerun()
         if c2.button("Delete", icon=":material/delete:"):
-            with resources.user_errors():
+            try:
                 store.delete_analysis(chosen, owner=owner)
-            if slide and slide["id"] == chosen:
-                state.pop("slide")
-            st.rerun()
+            except CellkitError as exc:
+                show_db_error(exc)
+            else:
+                if slide and slide["id"] == chosen:
+                    state.pop("slide")
+                st.rerun()

@@ -37,7 +37,7 @@ from torch import nn
 from cellkit import config
 from cellkit.classify import Classifier, penultimate_and_logits, save_classifier
 from cellkit.colour import background_rgb
-from cellkit.errors import CellkitError
+from cellkit.errors import CellkitError, named
 from cellkit.models import list_specs, sha256_file
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import UNKNOWN, Taxonomy
@@ -85,7 +85,7 @@ def read_labelled(inputs: list[str | Path | bytes], taxonomy: Taxonomy) -> Label
     for item in chain(iter_images(paths), *zips):
         folder = PurePosixPath(str(item.name).replace("\\", "/")).parent.name
         if item.error or item.image is None:
-            skipped.append(f"{item.name}: {item.error}")
+            skipped.append(named(item.name, item.error))
             continue
         node = class_to_node(taxonomy, folder) if folder and folder != UNKNOWN else None
         if node is None:
@@ -283,6 +283,7 @@ def adapt(
                 "before": _summary(before, base.taxonomy),
                 "after": _summary(after, base.taxonomy),
             }
+            report["advice"] = advice(report["cross_validation"], base.spec.name)
         else:
             report["cross_validation"] = {"folds": 0, "why": "one crop per class: nothing to hold out"}
     if progress:
@@ -303,6 +304,19 @@ def adapt(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Adapted(clf, report)
+
+
+def advice(cv: dict[str, Any], base_name: str) -> str:
+    """One line on whether the adapted model should be used: it must beat the base on held-out crops."""
+    b, a = cv["before"]["balanced_accuracy"], cv["after"]["balanced_accuracy"]
+    if a >= b + 0.01:
+        return f"adapting helped on held-out crops (balanced accuracy {b:.3f} -> {a:.3f}): use the adapted model"
+    if a <= b - 0.01:
+        return (
+            f"adapting did not help (balanced accuracy {b:.3f} -> {a:.3f} on held-out crops): keep using "
+            f"{base_name}, or give more labelled crops"
+        )
+    return f"no clear change (balanced accuracy {b:.3f} -> {a:.3f} on held-out crops): either model will do"
 
 
 def _summary(pairs: list[tuple[Any, str]], taxonomy: Taxonomy) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from cellkit.models import ModelSpec, default_spec, load_spec
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import Taxonomy, load_taxonomy
 from cellkit.types import Prediction
-from cellkit.unknown import METHODS, UNKNOWN, OodScorer
+from cellkit.unknown import METHODS, UNKNOWN, OodScorer, sharpness
 
 OOD_PREFIX = "ood."
 TRAIN_HINT = "train one with `cellkit train classifier`"
@@ -193,8 +193,9 @@ class Classifier:
 
     @torch.inference_mode()
     def predict_arrays(self, images: list[np.ndarray], batch_size: int = 64) -> dict[str, Any]:
-        """Raw outputs: node_probs (n, n_nodes), ood_score (n,), features (n, D), logits (n, L), locations (n,)."""
-        probs, scores, feats, logit_list, locations = [], [], [], [], []
+        """Raw outputs: node_probs (n, n_nodes), ood_score (n,), features (n, D), logits (n, L), locations (n,),
+        sharpness (n,) of the network's input."""
+        probs, scores, feats, logit_list, locations, sharp = [], [], [], [], [], []
         with self.lock:
             for start in range(0, len(images), batch_size):
                 x, locs = self.prep.batch(images[start : start + batch_size])
@@ -205,6 +206,7 @@ class Classifier:
                 feats.append(f.numpy())
                 logit_list.append(logits.numpy())
                 locations.extend(locs)
+                sharp.append(sharpness(x).numpy())
         n_nodes = len(self.taxonomy.ids)
         return {
             "node_probs": np.concatenate(probs) if probs else np.zeros((0, n_nodes), np.float32),
@@ -214,6 +216,7 @@ class Classifier:
             if logit_list
             else np.zeros((0, len(self.taxonomy.leaves)), np.float32),
             "locations": locations,
+            "sharpness": np.concatenate(sharp) if sharp else np.zeros(0, np.float32),
         }
 
     def predict(
@@ -225,18 +228,26 @@ class Classifier:
         """
         out = self.predict_arrays(list(images), batch_size)
         return [
-            self.verdict(p, s, threshold, location=loc)
-            for p, s, loc in zip(out["node_probs"], out["ood_score"], out["locations"], strict=True)
+            self.verdict(p, s, threshold, location=loc, sharpness=f)
+            for p, s, loc, f in zip(
+                out["node_probs"], out["ood_score"], out["locations"], out["sharpness"], strict=True
+            )
         ]
 
     def verdict(
-        self, node_probs: np.ndarray, ood_score: float, threshold: float | None = None, location: Any = None
+        self,
+        node_probs: np.ndarray,
+        ood_score: float,
+        threshold: float | None = None,
+        location: Any = None,
+        sharpness: float | None = None,
     ) -> Prediction:
         """The prediction for one crop's node probabilities: label, confidence and the review verdict.
 
         ``label`` is the deepest node whose probability reaches ``threshold`` (default ``spec.threshold``),
         or :data:`~cellkit.unknown.UNKNOWN` when the crop is unlike the training cells, when no top-level
-        group of the taxonomy reaches ``spec.ood["min_group_prob"]``, or when no cell was found in it.
+        group of the taxonomy reaches ``spec.ood["min_group_prob"]``, when no cell was found in it, or when
+        its ``sharpness`` is below ``spec.ood["min_sharpness"]`` (out of focus).
         """
         tax = self.taxonomy
         node_probs = np.clip(node_probs, 0.0, 1.0)
@@ -248,6 +259,9 @@ class Classifier:
         reasons = []
         if location is not None and not location.found:
             reasons.append("no cell found in the crop")
+        min_sharp = float(self.spec.ood.get("min_sharpness", 0.0))
+        if sharpness is not None and float(sharpness) < min_sharp:
+            reasons.append(f"out of focus or too blurred (sharpness {float(sharpness):.3f} < {min_sharp:.3f})")
         if ood:
             reasons.append(f"unlike the cells the model was trained on (score {float(ood_score):.2f} > 1)")
         min_group = float(self.spec.ood.get("min_group_prob", 0.0))
@@ -275,16 +289,16 @@ def save_classifier(
     ood_stats: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``<folder>/<spec.weights>`` (safetensors) and the JSON card ``<spec.name>.json``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from cellkit.writes import atomic_write_bytes
 
     folder = Path(folder or config.weights_dir())
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     tensors.update({OOD_PREFIX + k: v.detach().contiguous().clone() for k, v in (ood_stats or {}).items()})
     path = folder / spec.weights
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"name": spec.name, "arch": spec.arch})
-    tmp.replace(path)
+    atomic_write_bytes(path, save(tensors, metadata={"name": spec.name, "arch": spec.arch}))
     spec.save(folder)
     return path
 
@@ -353,11 +367,15 @@ def result_columns(taxonomy: Taxonomy) -> list[str]:
     return ["path", "leaf", "label", "confidence", "ood_score", "review", *(f"p_{n}" for n in taxonomy.ids), "error"]
 
 
+PENDING_PIXELS = 20_000_000  # classify_items: images held before a batch is sent (~60 MB of RGB)
+
+
 def classify_items(clf: Classifier, items: Any, batch_size: int = 64, progress: Any = None) -> list[dict[str, Any]]:
     """One row per :class:`cellkit.io.ImageItem` (file, folder member, zip member), in input order.
 
     Unreadable items get a row whose ``error`` says why (probabilities left empty); the rest are
-    classified in batches. ``progress`` is an optional callable ``progress(n_done)``.
+    classified in batches of at most ``batch_size`` crops and ``PENDING_PIXELS`` pixels (so a few
+    huge images are not all held at once). ``progress`` is an optional callable ``progress(n_done)``.
     """
     rows: list[dict[str, Any]] = []
     pending: list[tuple[int, np.ndarray]] = []
@@ -377,7 +395,7 @@ def classify_items(clf: Classifier, items: Any, batch_size: int = 64, progress: 
                 progress(1)
             continue
         pending.append((len(rows) - 1, item.image))
-        if len(pending) >= batch_size:
+        if len(pending) >= batch_size or sum(im.shape[0] * im.shape[1] for _, im in pending) >= PENDING_PIXELS:
             flush()
     if pending:
         flush()

@@ -14,12 +14,56 @@ def weights_dir() -> Path:
 
 
 def data_dir() -> Path | None:
-    """Default dataset root: ``CELLKIT_DATA_DIR``, else ``../shared/data`` when present, else None."""
+    """Default dataset root: the first of ``data_roots()`` (``CELLKIT_DATA_DIR``, else ``../shared/data``)."""
+    roots = data_roots()
+    return roots[0] if roots else None
+
+
+def data_roots() -> list[Path]:
+    """Folders whose contents may be read from the browser (the app's Dataset and Explain pages).
+
+    ``CELLKIT_DATA_DIR`` holds one or more folders separated by ``os.pathsep`` (``:`` on Linux/macOS,
+    ``;`` on Windows); unset, ``../shared/data`` when present; else none, and no folder can be opened.
+    """
     env = os.environ.get("CELLKIT_DATA_DIR")
     if env:
-        return Path(env)
+        return [Path(part).expanduser() for part in env.split(os.pathsep) if part.strip()]
     shared = PROJECT_ROOT.parent / "shared" / "data"
-    return shared if shared.is_dir() else None
+    return [shared] if shared.is_dir() else []
+
+
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """A user-typed folder or file, resolved (symlinks and ``..``), if it lies inside a data root.
+
+    Raises CellkitError for anything outside ``data_roots()``: ``/etc``, ``root/../..``, or a link
+    inside a root that points out of it. Relative paths are taken from the working directory.
+    """
+    from cellkit.errors import CellkitError
+
+    text = str(path).strip()
+    if not text or "\x00" in text:
+        raise CellkitError("give a folder path inside the data folder (CELLKIT_DATA_DIR)")
+    roots = data_roots()
+    if not roots:
+        raise CellkitError(
+            "no data folder is configured, so no folder can be opened here; set CELLKIT_DATA_DIR to the "
+            f"folder(s) holding your datasets (several separated by {os.pathsep!r})"
+        )
+    try:
+        resolved = Path(text).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable parent
+        raise CellkitError(f"cannot resolve this path ({exc.__class__.__name__})") from None
+    for root in roots:
+        try:
+            base = root.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if resolved == base or resolved.is_relative_to(base):
+            return resolved
+    allowed = ", ".join(str(r) for r in roots)
+    raise CellkitError(
+        f"this path is outside the data folder(s) {allowed}; only folders inside CELLKIT_DATA_DIR can be opened"
+    )
 
 
 def cache_dir() -> Path:
@@ -49,6 +93,60 @@ def db_url() -> str:
     return f"sqlite:///{path}"
 
 
+DEFAULT_MAX_UPLOAD_MB = 200
+
+
 def max_upload_mb() -> int:
-    """Largest upload accepted by the app (keep in step with .streamlit/config.toml)."""
-    return int(os.environ.get("CELLKIT_MAX_UPLOAD_MB", "200"))
+    """Largest file the app accepts, in MB (``CELLKIT_MAX_UPLOAD_MB``, default 200).
+
+    The app applies it to Streamlit's ``server.maxUploadSize`` at start and to every uploader, so
+    this one variable is the setting (.streamlit/config.toml only holds the value before the app runs).
+    """
+    from cellkit.errors import CellkitError
+
+    raw = os.environ.get("CELLKIT_MAX_UPLOAD_MB", "").strip()
+    if not raw:
+        return DEFAULT_MAX_UPLOAD_MB
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise CellkitError(f"CELLKIT_MAX_UPLOAD_MB must be a whole number of megabytes, at least 1 (got {raw!r})")
+    return value
+
+
+def _positive_int(name: str, default: int) -> int:
+    """A positive integer from env ``name`` (``400000000``, ``400_000_000`` or ``4e8``), else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(float(raw)) if any(c in raw for c in ".eE") else int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        from cellkit.errors import CellkitError
+
+        raise CellkitError(f"{name}: expected a positive whole number, got {raw!r}")
+    return value
+
+
+def max_pixels() -> int:
+    """Largest image accepted, in pixels, checked from the header before decoding (``CELLKIT_MAX_PIXELS``)."""
+    return _positive_int("CELLKIT_MAX_PIXELS", 400_000_000)
+
+
+def max_request_pixels() -> int:
+    """Pixels of all images of one request (a zip, a multi-file upload) together (``CELLKIT_MAX_REQUEST_PIXELS``)."""
+    return _positive_int("CELLKIT_MAX_REQUEST_PIXELS", 400_000_000)
+
+
+def max_heavy_jobs() -> int:
+    """Analyses / classifications run at once by one server process; more wait (``CELLKIT_MAX_HEAVY_JOBS``)."""
+    return _positive_int("CELLKIT_MAX_HEAVY_JOBS", 2)
+
+
+def heavy_job_timeout_s() -> int:
+    """Longest wait, in seconds, for a free analysis slot before giving up (``CELLKIT_HEAVY_JOB_TIMEOUT_S``)."""
+    return _positive_int("CELLKIT_HEAVY_JOB_TIMEOUT_S", 600)

@@ -76,9 +76,9 @@ class ModelSpec:
         folder = Path(folder or config.weights_dir())
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        tmp.replace(path)
+        from cellkit.writes import atomic_write_text
+
+        atomic_write_text(path, self.to_json() + "\n")
         return path
 
     @classmethod

@@ -293,8 +293,12 @@ def _version(model: Any) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- pipeline
-def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_size: int = 64) -> Detections:
-    """Add the classifier's answer for every wbc / platelet box to ``dets.data`` (batches of crops)."""
+def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_size: int = 16) -> Detections:
+    """Add the classifier's answer for every wbc / platelet box to ``dets.data`` (batches of crops).
+
+    Batches of 16: a forward pass of 64 crops holds ~0.3 GB of activations, 16 about a quarter, at
+    the same speed on CPU.
+    """
     node_ids = tuple(classifier.taxonomy.ids)
     n = len(dets)
     leaf = np.full(n, "", dtype=object)
@@ -324,7 +328,11 @@ def image_sha256(image: np.ndarray) -> str:
     """Hash of the decoded pixels (same picture, same hash, whatever the file format)."""
     h = hashlib.sha256()
     h.update(str(image.shape).encode())
-    h.update(np.ascontiguousarray(image).tobytes())
+    if image.flags.c_contiguous:
+        h.update(memoryview(image).cast("B"))  # no copy: a 20000 x 15000 smear would need 900 MB more
+    else:
+        for y0 in range(0, image.shape[0], 256):  # a view: hash row bands, same bytes as tobytes()
+            h.update(np.ascontiguousarray(image[y0 : y0 + 256]).tobytes())
     return h.hexdigest()
 
 

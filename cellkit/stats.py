@@ -11,6 +11,7 @@ are read. Statistics are plain functions returning DataFrames / dicts; figures a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -28,10 +29,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cellkit import config
 from cellkit.data import Dataset, boxes_to_pixels, load_dataset, none_for_missing
 from cellkit.errors import CellkitError
-from cellkit.io import _to_rgb_uint8
+from cellkit.io import pil_to_rgb
 from cellkit.taxonomy import Taxonomy, load_taxonomy
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3  # 3: pixels read by cellkit.io.pil_to_rgb (16-bit grayscale, EXIF orientation)
 THUMB = 64  # side used for colour statistics and hashing (JPEG draft mode decodes at ~1/4 scale)
 COLOUR_COLUMNS = ["mean_r", "mean_g", "mean_b", "hue", "sat", "val", "od_r", "od_g", "od_b", "od_stain", "stained"]
 RECORD_COLUMNS = ["width", "height", "mode", "format", "error", *COLOUR_COLUMNS, "phash", "sha1"]
@@ -92,10 +93,8 @@ def image_record(path: str | os.PathLike) -> dict[str, Any]:
             rec.update(width=img.size[0], height=img.size[1], mode=img.mode, format=img.format)
             if img.format == "JPEG":
                 img.draft("RGB", (THUMB, THUMB))
-            img.load()
-            if max(img.size) > 2 * THUMB:
-                img = img.reduce(max(1, min(img.size) // THUMB))
-            rgb = Image.fromarray(_to_rgb_uint8(img))
+            factor = max(1, min(img.size) // THUMB) if max(img.size) > 2 * THUMB else 1
+            rgb = Image.fromarray(pil_to_rgb(img, reduce=factor))  # the same pixels read_image gives
     except UnidentifiedImageError:
         rec["error"] = "not a readable image"
         return rec
@@ -158,12 +157,10 @@ def _load_cache(path: Path) -> pd.DataFrame | None:
 
 
 def _save_cache(path: Path, records: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        records.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache folder only costs speed
-        tmp.unlink(missing_ok=True)
+    from cellkit.writes import atomic_write
+
+    with contextlib.suppress(CellkitError):  # a read-only or full cache folder only costs speed
+        atomic_write(path, lambda fh: records.to_parquet(fh, index=False), fallback=False)
 
 
 def _records_frame(rows: list[dict]) -> pd.DataFrame:

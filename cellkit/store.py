@@ -1,28 +1,65 @@
 """Database of analyses: every detection, prediction and correction, scoped by owner.
 
-SQLAlchemy 2 ORM; SQLite file by default (``config.db_url()``), any SQL URL via ``CELLKIT_DB_URL``.
-An analysis is written in one transaction: a failure half-way leaves nothing behind. Every read
-and write takes an ``owner`` (a browser session id or a user name), so two sessions never see
-each other's analyses.
+SQLAlchemy 2 ORM; SQLite file by default (``config.db_url()``), any SQL URL via ``CELLKIT_DB_URL``
+(``postgresql://`` uses psycopg 3). An analysis is written in one transaction: a failure half-way
+leaves nothing behind. Every read and write takes an ``owner`` (a browser session id or a user
+name), so two sessions never see each other's analyses.
+
+A busy or gone database: SQLite runs in WAL mode with a busy timeout, writers take the write lock
+up front and a busy database or dropped connection is retried with backoff, so concurrent writers
+queue instead of failing. Every database failure is raised as :class:`StoreError`, one line that
+says what happened and what to do, never the password.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Iterator
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 import numpy as np
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
 
 from cellkit.errors import CellkitError
 from cellkit.slide import SlideResult
 from cellkit.types import DETECTION_CLASSES, Detections
+
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
@@ -72,7 +109,7 @@ class DetectionRow(Base):
     label: Mapped[str] = mapped_column(String(64), default="")
     cls_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    probs: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    probs: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     analysis: Mapped[Analysis] = relationship(back_populates="detections")
     corrections: Mapped[list[Correction]] = relationship(
         back_populates="detection", cascade="all, delete-orphan", order_by="Correction.id"
@@ -95,28 +132,37 @@ def _opt(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def detection_rows(result: SlideResult) -> Iterator[DetectionRow]:
-    """ORM rows for every box of a result (classifier fields empty for unclassified boxes)."""
+def detection_records(result: SlideResult) -> list[dict[str, Any]]:
+    """One ``detections`` row per box of a result, as plain dicts (classifier fields empty when unclassified).
+
+    Built before the write transaction starts, so the database is locked only while rows are inserted.
+    """
     d = result.detections
-    names = d.class_name
+    names, data = d.class_name, d.data
+    classified = "label" in data
+    out = []
     for i in range(len(d)):
-        row = DetectionRow(
-            idx=i,
-            x1=float(d.xyxy[i, 0]),
-            y1=float(d.xyxy[i, 1]),
-            x2=float(d.xyxy[i, 2]),
-            y2=float(d.xyxy[i, 3]),
-            cls=str(names[i]),
-            confidence=float(d.confidence[i]),
-        )
-        if "label" in d.data and d.data["label"][i]:
-            row.leaf, row.label = str(d.data["leaf"][i]), str(d.data["label"][i])
-            row.cls_confidence = _opt(d.data["cls_confidence"][i])
-            row.ood_score = _opt(d.data["ood_score"][i])
-            row.probs = [round(float(p), 6) for p in d.data["node_probs"][i]]
-        if i in result.corrections:
-            row.corrections.append(Correction(label=result.corrections[i], note="reviewed before saving"))
-        yield row
+        row: dict[str, Any] = {
+            "idx": i,
+            "x1": float(d.xyxy[i, 0]),
+            "y1": float(d.xyxy[i, 1]),
+            "x2": float(d.xyxy[i, 2]),
+            "y2": float(d.xyxy[i, 3]),
+            "cls": str(names[i]),
+            "confidence": float(d.confidence[i]),
+            "leaf": "",
+            "label": "",
+            "cls_confidence": None,
+            "ood_score": None,
+            "probs": None,
+        }
+        if classified and data["label"][i]:
+            row["leaf"], row["label"] = str(data["leaf"][i]), str(data["label"][i])
+            row["cls_confidence"] = _opt(data["cls_confidence"][i])
+            row["ood_score"] = _opt(data["ood_score"][i])
+            row["probs"] = [round(float(p), 6) for p in data["node_probs"][i]]
+        out.append(row)
+    return out
 
 
 def _password(url: str) -> str | None:
@@ -134,72 +180,395 @@ def safe_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
-class Store:
-    """Analyses database. ``Store()`` uses ``config.db_url()``; ``Store("sqlite://")`` is in memory."""
+def engine_url(url: str) -> URL:
+    """The SQLAlchemy URL for ``url``: ``postgresql://`` and ``postgres://`` use psycopg 3."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
 
-    def __init__(self, url: str | None = None):
+
+def default_timeout() -> float:
+    """Seconds to wait for a busy database (``CELLKIT_DB_TIMEOUT``, default 30)."""
+    raw = os.environ.get("CELLKIT_DB_TIMEOUT", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:  # also rejects NaN
+        raise StoreError(f"CELLKIT_DB_TIMEOUT={raw!r} is not a number of seconds in (0, 3600]; set e.g. 30", "config")
+    return value
+
+
+DEFAULT_TIMEOUT = 30.0
+#: Kinds of :class:`StoreError` retried inside the store (with backoff) before they are raised.
+_RETRIED = frozenset({"busy", "dropped"})
+#: Kinds where the same call may work later without changing the set-up.
+_TEMPORARY = frozenset({"busy", "dropped", "unreachable", "full", "io"})
+_UNREACHABLE = (
+    "connection refused",
+    "timeout expired",
+    "could not translate host name",
+    "name or service not known",
+    "no route to host",
+    "network is unreachable",
+    "could not connect",
+    "connection failed",
+    "is the server running",
+)
+_REASONS = (
+    ("refused", "connection refused"),
+    ("timeout expired", "timeout"),
+    ("could not translate host name", "unknown host name"),
+    ("name or service not known", "unknown host name"),
+    ("no route to host", "no route to host"),
+    ("network is unreachable", "network unreachable"),
+)
+_DROPPED = ("server closed the connection", "terminating connection", "connection is closed", "ssl syscall")
+
+
+class StoreError(CellkitError):
+    """A database failure in one line: what happened and what to do (never the password).
+
+    ``kind``: busy, dropped, unreachable, full, io, readonly, cannot_open, corrupt, login, driver,
+    config or error. ``retryable`` is True when the same call may work later without changing the
+    set-up (busy, dropped, unreachable, full, io): offer "try again".
+    """
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep ``kind`` across processes (pickling)
+        return (type(self), (str(self), self.kind))
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in _TEMPORARY
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Store:
+    """Analyses database. ``Store()`` uses ``config.db_url()``; ``Store("sqlite://")`` is in memory.
+
+    Creating a store does no I/O: a database that is read-only, absent, full or unreachable is
+    reported as :class:`StoreError` when it is first used (or by :meth:`check`). Only a malformed
+    URL, an unknown dialect or a missing driver raise here. ``timeout``: seconds to wait for a
+    busy SQLite database (default ``CELLKIT_DB_TIMEOUT`` or 30; also caps PostgreSQL's
+    connect_timeout at 10 s unless the URL sets one); ``retries``: further attempts, with backoff,
+    after a dropped connection or an early "busy" answer (never past ``timeout``).
+    """
+
+    def __init__(self, url: str | None = None, *, timeout: float | None = None, retries: int = 3):
         from cellkit import config
 
-        self.url = url or config.db_url()
+        if url is None:
+            try:
+                url = config.db_url()
+            except OSError:  # CELLKIT_HOME cannot be created: said clearly on first use
+                url = f"sqlite:///{config.home() / 'cellkit.db'}"
+        self.url = url
+        self.timeout = default_timeout() if timeout is None else float(timeout)
+        self.retries = max(0, int(retries))
+        self._secret = _password(url)
+        self._connect_timeout: Any = None
+        self.is_sqlite = url.startswith("sqlite")
+        self.where = safe_url(url)
+        self._sqlite_file: Path | None = None
+        self._ready = False
+        self._lock = threading.Lock()
+        try:
+            u = engine_url(url)
+        except (SQLAlchemyError, ValueError) as exc:
+            raise self._error(exc, "open the database") from None
+        self._engine_url = u
+        self._connect_timeout = u.query.get("connect_timeout")
+        self.is_sqlite = u.get_backend_name() == "sqlite"
+        self._sqlite_file = self._sqlite_path(u)
+        self.where = str(self._sqlite_file) if self._sqlite_file else safe_url(url)
         kwargs: dict[str, Any] = {}
-        if self.url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False}
-            if self.url in ("sqlite://", "sqlite:///:memory:"):
+        if self.is_sqlite:
+            connect_args: dict[str, Any] = {"check_same_thread": False}
+            if "timeout" not in u.query:
+                connect_args["timeout"] = self.timeout
+            kwargs["connect_args"] = connect_args
+            if u.database in (None, "", ":memory:"):
                 from sqlalchemy.pool import StaticPool
 
                 kwargs["poolclass"] = StaticPool
+        else:
+            kwargs["pool_pre_ping"] = True  # a restarted server costs one reconnect, not an error
+            if u.get_backend_name() == "postgresql" and "connect_timeout" not in u.query:
+                self._connect_timeout = max(2, round(min(self.timeout, 10)))
+                kwargs["connect_args"] = {"connect_timeout": self._connect_timeout}
         try:
-            self.engine = create_engine(self.url, **kwargs)
-            if self.url.startswith("sqlite"):
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
+            self.engine = create_engine(u, **kwargs)
         except (SQLAlchemyError, ImportError) as exc:
-            safe = safe_url(self.url)
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            pw = _password(self.url)
-            if pw:
-                detail = detail.replace(pw, "***")
-            raise CellkitError(f"cannot open the database {safe!r}: {detail}; check CELLKIT_DB_URL") from None
+            raise self._error(exc, "open the database") from None
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_session = sessionmaker(self.engine.execution_options(cellkit_write=True), expire_on_commit=False)
+
+    # ---- plumbing: schema on first use, retries, one-line errors --------------------------------
+    @staticmethod
+    def _sqlite_path(u: URL) -> Path | None:
+        db = u.database or ""
+        if u.get_backend_name() != "sqlite" or db in ("", ":memory:"):
+            return None
+        if db.startswith("file:"):  # a URI (uri=true): the path before any ?query
+            db = db[5:].split("?", 1)[0]
+            return Path(db) if db and db != ":memory:" and u.query.get("mode") != "memory" else None
+        return Path(db).expanduser()
+
+    def _ensure_schema(self, op: str) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            if self._sqlite_file is not None and "uri" not in self._engine_url.query:
+                folder = self._sqlite_file.parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot {op}: cannot create the folder {folder} for the database ({exc.strerror or exc}); "
+                        "set CELLKIT_HOME (or CELLKIT_DB_URL) to a writable place",
+                        "cannot_open",
+                    ) from None
+            started = time.monotonic()
+            for attempt in itertools.count():
+                try:
+                    with self.engine.begin() as conn:
+                        Base.metadata.create_all(conn)
+                    break
+                except (SQLAlchemyError, OSError) as exc:
+                    err = self._error(exc, op)
+                    raced = "already exists" in str(exc) or isinstance(exc, IntegrityError)  # another process
+                    if not (raced or self._again(err, attempt, started)):
+                        raise err from None
+                    _backoff(attempt)
+            self._ready = True
+
+    def _run(self, op: str, work: Callable[[Session], T], *, write: bool = False) -> T:
+        """``work(session)`` in one transaction; busy/dropped retried with backoff, errors as StoreError."""
+        self._ensure_schema(op)
+        maker = self._write_session if write else self._session
+        started = time.monotonic()
+        for attempt in itertools.count():
+            try:
+                with maker.begin() as session:
+                    return work(session)
+            except (SQLAlchemyError, OSError) as exc:
+                err = self._error(exc, op)
+                if not self._again(err, attempt, started):
+                    raise err from None
+                _backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _again(self, err: StoreError, attempt: int, started: float) -> bool:
+        """Retry? A dropped connection up to ``retries`` times; a busy database while the busy
+        timeout lasts (SQLite's own wait uses it up; early "busy" answers are retried)."""
+        if attempt >= self.retries or err.kind not in _RETRIED:
+            return False
+        return err.kind != "busy" or time.monotonic() - started < self.timeout
+
+    def _scrub(self, text: str) -> str:
+        if self._secret:
+            for secret in {self._secret, quote_plus(self._secret), quote(self._secret, safe="")}:
+                text = text.replace(secret, "***")
+        return text
+
+    def _error(self, exc: BaseException, op: str) -> StoreError:
+        """One clear line for a database failure (see :class:`StoreError` for the kinds)."""
+        orig = getattr(exc, "orig", None) or exc
+        text = self._scrub(_one_line(str(orig) or type(orig).__name__))
+        low = text.lower()
+        name = str(getattr(orig, "sqlite_errorname", "") or "")
+        state = str(getattr(orig, "sqlstate", "") or "")
+        safe, where = safe_url(self.url), self.where
+        if isinstance(orig, ImportError):
+            return StoreError(
+                f"cannot use the database {safe}: its Python driver is not installed ({text}); "
+                "for PostgreSQL: pip install 'psycopg[binary]'",
+                "driver",
+            )
+        if isinstance(exc, (ArgumentError, NoSuchModuleError, ValueError)) and not isinstance(exc, DBAPIError):
+            return StoreError(
+                f"cannot use the database URL {safe!r}: {text}; check CELLKIT_DB_URL "
+                "(e.g. sqlite:////data/cellkit.db or postgresql://user:password@host:5432/cellkit)",
+                "config",
+            )
+        if (
+            isinstance(exc, PoolTimeoutError)
+            or name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            or "database is locked" in low
+            or state in ("40001", "40P01", "55P03")
+        ):
+            why = (
+                f"another program held its write lock for over {self.timeout:g} s"
+                if self.is_sqlite
+                else f"lock conflict: {text}"
+            )
+            return StoreError(f"cannot {op}: the database {where} is busy ({why}); try again in a moment", "busy")
+        if name.startswith("SQLITE_READONLY") or "readonly database" in low or state == "25006":
+            return StoreError(
+                f"cannot {op}: the database {where} is read-only; make it (and its folder) writable "
+                "or set CELLKIT_DB_URL / CELLKIT_HOME to a writable place",
+                "readonly",
+            )
+        if name == "SQLITE_FULL" or "disk is full" in low or state == "53100" or getattr(orig, "errno", 0) == 28:
+            return StoreError(
+                f"cannot {op}: the disk holding the database {where} is full; free some space, then try again",
+                "full",
+            )
+        if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in low:
+            if self._sqlite_file is not None and self._sqlite_file.exists():
+                problem = (
+                    "exists but cannot be opened: the file or its folder is not writable, or the disk is read-only"
+                )
+            else:
+                problem = "cannot be created: its folder is missing or not writable"
+            return StoreError(
+                f"cannot {op}: the database file {where} {problem}; "
+                "set CELLKIT_HOME or CELLKIT_DB_URL to a writable place",
+                "cannot_open",
+            )
+        if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "file is not a database" in low or "malformed" in low:
+            return StoreError(
+                f"cannot {op}: {where} is not a readable SQLite database (corrupt, or another kind of file); "
+                "move it away or set CELLKIT_DB_URL to another database",
+                "corrupt",
+            )
+        if name.startswith("SQLITE_IOERR"):
+            return StoreError(
+                f"cannot {op}: disk error on the database {where} ({text}); check the disk, then try again", "io"
+            )
+        if (
+            state.startswith("28")
+            or state == "3D000"
+            or "password authentication failed" in low
+            or "no pg_hba.conf entry" in low
+            or ("does not exist" in low and ("role" in low or "database" in low))
+        ):
+            return StoreError(
+                f"cannot {op}: the database server {safe} refused the login ({text}); "
+                "check the user, password and database name in CELLKIT_DB_URL",
+                "login",
+            )
+        if (
+            getattr(exc, "connection_invalidated", False)
+            or state[:2] in ("08", "57")
+            or any(p in low for p in _DROPPED)
+        ):
+            return StoreError(
+                f"cannot {op}: the connection to the database server {safe} was lost; "
+                "check that the server is running, then try again",
+                "dropped",
+            )
+        if not self.is_sqlite and isinstance(exc, OperationalError) and any(p in low for p in _UNREACHABLE):
+            u = self._engine_url
+            reason = next((r for key, r in _REASONS if key in low), text)
+            if reason == "timeout":
+                reason = f"no answer within {self._connect_timeout} s" if self._connect_timeout else "no answer"
+            return StoreError(
+                f"cannot {op}: the database server {u.host or 'localhost'}:{u.port or 5432} cannot be reached "
+                f"({reason}); check that it is running and that CELLKIT_DB_URL is right, then try again",
+                "unreachable",
+            )
+        return StoreError(f"cannot {op}: database error on {where}: {text}; check CELLKIT_DB_URL", "error")
+
+    # ---- public API ----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Connect (creating the tables if needed); raises :class:`StoreError` saying what is wrong."""
+        self._run("open the database", lambda session: session.execute(select(1)).scalar())
 
     def save_analysis(
         self, result: SlideResult, owner: str, file_name: str = "", metadata: dict[str, Any] | None = None
     ) -> int:
-        """Store a result with all its boxes in ONE transaction; returns the new analysis id."""
+        """Store a result with all its boxes in ONE transaction; returns the new analysis id.
+
+        ``result`` is only read, never changed: after a :class:`StoreError` nothing was written, and
+        the same call can be made again (a "retry" button) or the result exported (``result.to_json()``).
+        """
+        owner = _owner(owner)
+        meta = json.loads(json.dumps(metadata or {}, default=str))
         models = result.models
-        analysis = Analysis(
-            owner=_owner(owner),
-            image_sha256=result.image_sha256,
-            file_name=file_name or result.name,
-            height=int(result.image_shape[0]),
-            width=int(result.image_shape[1]),
-            meta=json.loads(json.dumps(metadata or {}, default=str)),
-            detector_name=models.get("detector", {}).get("name", ""),
-            detector_sha256=models.get("detector", {}).get("sha256", ""),
-            classifier_name=models.get("classifier", {}).get("name", ""),
-            classifier_sha256=models.get("classifier", {}).get("sha256", ""),
-            node_ids=list(result.node_ids),
-            groups=dict(result.groups),
-            timings=dict(result.timings),
-        )
-        with self._session.begin() as session:
+
+        rows = detection_records(result)
+        corrections = {int(i): str(label) for i, label in result.corrections.items()}
+
+        def work(session: Session) -> int:
+            analysis = Analysis(
+                owner=owner,
+                image_sha256=result.image_sha256,
+                file_name=file_name or result.name,
+                height=int(result.image_shape[0]),
+                width=int(result.image_shape[1]),
+                meta=meta,
+                detector_name=models.get("detector", {}).get("name", ""),
+                detector_sha256=models.get("detector", {}).get("sha256", ""),
+                classifier_name=models.get("classifier", {}).get("name", ""),
+                classifier_sha256=models.get("classifier", {}).get("sha256", ""),
+                node_ids=list(result.node_ids),
+                groups=dict(result.groups),
+                timings=dict(result.timings),
+            )
             session.add(analysis)
-            for row in detection_rows(result):
-                analysis.detections.append(row)
-            session.flush()
-            return int(analysis.id)
+            session.flush()  # the write transaction (and, on SQLite, the write lock) starts here
+            aid = int(analysis.id)
+            if rows:
+                session.execute(insert(DetectionRow), [{**row, "analysis_id": aid} for row in rows])
+            if corrections:
+                ids = dict(
+                    session.execute(
+                        select(DetectionRow.idx, DetectionRow.id).where(
+                            DetectionRow.analysis_id == aid, DetectionRow.idx.in_(list(corrections))
+                        )
+                    ).all()
+                )
+                session.execute(
+                    insert(Correction),
+                    [
+                        {"detection_id": ids[i], "label": label, "note": "reviewed before saving", "created": _now()}
+                        for i, label in corrections.items()
+                        if i in ids
+                    ],
+                )
+            return aid
+
+        return self._run("save the analysis", work, write=True)
+
+    def count_analyses(self, owner: str | None = None) -> int:
+        """Analyses in the database (all owners, or only ``owner``'s), e.g. for the Home page."""
+        query = select(func.count()).select_from(Analysis)
+        if owner is not None:
+            query = query.where(Analysis.owner == _owner(owner))
+        return int(self._run("count the analyses", lambda session: session.execute(query).scalar_one()))
 
     def list_analyses(self, owner: str) -> list[dict[str, Any]]:
         """This owner's analyses, newest first: id, created, file name, size, counts, models."""
-        with self._session() as session:
-            rows = session.scalars(
-                select(Analysis).where(Analysis.owner == _owner(owner)).order_by(Analysis.id.desc())
-            ).all()
+        owner = _owner(owner)
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            rows = session.scalars(select(Analysis).where(Analysis.owner == owner).order_by(Analysis.id.desc())).all()
+            per_class: dict[int, dict[str, int]] = {}
+            for aid, cls, n in session.execute(
+                select(DetectionRow.analysis_id, DetectionRow.cls, func.count())
+                .join(Analysis)
+                .where(Analysis.owner == owner)
+                .group_by(DetectionRow.analysis_id, DetectionRow.cls)
+            ):
+                per_class.setdefault(aid, {})[cls] = int(n)
             out = []
             for a in rows:
-                counts = {c: 0 for c in DETECTION_CLASSES}
-                for d in a.detections:
-                    counts[d.cls] = counts.get(d.cls, 0) + 1
+                counts = {c: 0 for c in DETECTION_CLASSES} | per_class.get(a.id, {})
                 out.append(
                     {
                         "id": a.id,
@@ -215,16 +584,20 @@ class Store:
                 )
             return out
 
-    def _get(self, session: Session, analysis_id: int, owner: str) -> Analysis:
-        a = session.get(Analysis, int(analysis_id))
+        return self._run("list the analyses", work)
+
+    def _get(self, session: Session, analysis_id: int, owner: str, full: bool = False) -> Analysis:
+        options = [selectinload(Analysis.detections).selectinload(DetectionRow.corrections)] if full else []
+        a = session.get(Analysis, int(analysis_id), options=options)
         if a is None or a.owner != _owner(owner):
             raise CellkitError(f"analysis {analysis_id} not found; pick one from the list of your analyses")
         return a
 
     def load_analysis(self, analysis_id: int, owner: str) -> SlideResult:
         """Rebuild the :class:`SlideResult` (latest correction per box applied)."""
-        with self._session() as session:
-            a = self._get(session, analysis_id, owner)
+
+        def work(session: Session) -> SlideResult:
+            a = self._get(session, analysis_id, owner, full=True)
             dets = a.detections
             n, node_ids = len(dets), tuple(a.node_ids or ())
             data: dict[str, np.ndarray] = {}
@@ -260,14 +633,25 @@ class Store:
                 groups=dict(a.groups or {}),
             )
 
+        return self._run("load the analysis", work)
+
     def delete_analysis(self, analysis_id: int, owner: str) -> None:
-        """Delete an analysis with its detections and corrections."""
-        with self._session.begin() as session:
-            session.delete(self._get(session, analysis_id, owner))
+        """Delete an analysis with its detections and corrections (in one transaction)."""
+
+        def work(session: Session) -> None:
+            aid = self._get(session, analysis_id, owner).id
+            boxes = select(DetectionRow.id).where(DetectionRow.analysis_id == aid)
+            session.execute(delete(Correction).where(Correction.detection_id.in_(boxes)))
+            session.execute(delete(DetectionRow).where(DetectionRow.analysis_id == aid))
+            session.execute(delete(Analysis).where(Analysis.id == aid))
+            session.expunge_all()
+
+        self._run("delete the analysis", work, write=True)
 
     def add_correction(self, analysis_id: int, index: int, label: str, owner: str, note: str = "") -> int:
         """Record a reviewer's label for box ``index`` of an analysis (the model's label is kept)."""
-        with self._session.begin() as session:
+
+        def work(session: Session) -> int:
             a = self._get(session, analysis_id, owner)
             if a.node_ids and label not in a.node_ids:
                 raise CellkitError(f"unknown label {label!r}; choose a node of the taxonomy ({', '.join(a.node_ids)})")
@@ -281,10 +665,13 @@ class Store:
             session.flush()
             return int(corr.id)
 
+        return self._run("save the correction", work, write=True)
+
     def corrections(self, analysis_id: int, owner: str) -> list[dict[str, Any]]:
         """Every correction of an analysis, oldest first: cell index, model label, new label, time, note."""
-        with self._session() as session:
-            a = self._get(session, analysis_id, owner)
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            a = self._get(session, analysis_id, owner, full=True)
             return [
                 {
                     "index": d.idx,
@@ -296,6 +683,8 @@ class Store:
                 for d in a.detections
                 for c in d.corrections
             ]
+
+        return self._run("read the corrections", work)
 
 
 def _nan(value: float | None) -> float:
@@ -309,7 +698,31 @@ def _owner(owner: str) -> str:
     return owner
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _backoff(attempt: int) -> None:
+    """Sleep before retry ``attempt`` (0, 1, ...): 0.25 s doubling up to 4 s, with jitter."""
+    time.sleep(min(4.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Every SQLite connection: foreign keys, WAL (readers never block the writer), our own BEGIN."""
+    dbapi_connection.isolation_level = None  # the driver emits no BEGIN; _sqlite_begin does
     cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+    try:
+        cur.execute("PRAGMA foreign_keys=ON")
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")  # persistent: set once per database file
+        except sqlite3.OperationalError as exc:
+            # busy: another connection holds the file (WAL gets set by a later connection);
+            # read-only: the file keeps its mode. Either way the real work reports any problem.
+            if not str(getattr(exc, "sqlite_errorname", "")).startswith(
+                ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY")
+            ):
+                raise
+    finally:
+        cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Writers take the write lock up front (BEGIN IMMEDIATE) so they queue on the busy timeout
+    instead of failing when a read transaction cannot be upgraded; readers use a plain BEGIN."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("cellkit_write") else "BEGIN")

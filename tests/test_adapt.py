@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from cellkit.adapt import adapt, check_name, lab_background, read_labelled, recalibrate_batchnorm, save_adapted
+from cellkit.adapt import (
+    adapt,
+    advice,
+    check_name,
+    lab_background,
+    read_labelled,
+    recalibrate_batchnorm,
+    save_adapted,
+)
 from cellkit.classify import build_tiny_classifier, load_classifier, save_classifier
 from cellkit.errors import CellkitError
 from cellkit.io import encode_png
@@ -75,6 +83,7 @@ def test_adaptation_improves_held_out_accuracy_and_keeps_the_base(lab):
     assert cv["folds"] == 5 and cv["before"]["n"] == cv["after"]["n"] == 30
     assert cv["after"]["balanced_accuracy"] >= 0.9
     assert cv["after"]["balanced_accuracy"] > cv["before"]["balanced_accuracy"] + 0.3
+    assert result.report["advice"].startswith("adapting helped")
     # the base model is untouched; the adapted one answers the lab's classes
     for k, v in base.model.state_dict().items():
         assert torch.equal(v, before_weights[k]), k
@@ -82,6 +91,13 @@ def test_adaptation_improves_held_out_accuracy_and_keeps_the_base(lab):
     right = [node in base.taxonomy.path(p.leaf) for p, node in zip(preds, crops.nodes, strict=True)]
     assert np.mean(right) >= 0.9
     assert result.classifier.spec.name == "my_lab" and result.classifier.spec.card["adapted_from"]["name"] == "tiny"
+
+
+def test_advice_says_to_keep_the_base_when_adapting_did_not_help():
+    cv = {"before": {"balanced_accuracy": 0.942}, "after": {"balanced_accuracy": 0.925}}
+    assert "keep using base_x" in advice(cv, "base_x")
+    cv["after"]["balanced_accuracy"] = 0.945
+    assert advice(cv, "base_x").startswith("no clear change")
 
 
 def test_batchnorm_statistics_follow_the_lab():

@@ -17,7 +17,7 @@ import cellkit.detect
 from cellkit.cli import app
 from cellkit.errors import CellkitError
 from cellkit.io import encode_png
-from cellkit.store import Store
+from cellkit.store import Store, StoreError
 from cellkit.synth import make_smear
 
 
@@ -81,6 +81,33 @@ def test_analyze_json_csv_and_save(images, tmp_path, monkeypatch):
     csv_out = tmp_path / "report.csv"
     assert CliRunner().invoke(app, ["analyze", str(folder / "s1.png"), "--out", str(csv_out)]).exit_code == 0
     assert len(pd.read_csv(csv_out)) == truth["s1.png"]
+
+
+def test_analyze_keeps_the_report_when_the_database_fails(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    folder, truth = images
+
+    def busy(self, *args, **kwargs):
+        raise StoreError("database busy: another program holds it (try again)", kind="busy")
+
+    monkeypatch.setattr(Store, "save_analysis", busy)
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app, ["analyze", str(folder / "s0.png"), str(folder / "s1.png"), "--out", str(out), "--save"]
+    )
+    assert result.exit_code == 1
+    assert "2 analysis(es) not stored in the database" in result.output and str(out) in result.output
+    reports = json.loads(out.read_text())
+    assert [sum(r["counts"].values()) for r in reports] == [truth["s0.png"], truth["s1.png"]]
+    assert all("database busy" in r["db_error"] for r in reports)
+
+
+def test_analyze_save_to_an_unusable_database_fails_before_the_work(images, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'afile' / 'cli.db'}")
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["analyze", str(images[0] / "s0.png"), "--out", str(out), "--save"])
+    assert result.exit_code != 0 and not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -127,3 +127,130 @@ def test_zip_bomb_is_refused():
 def test_not_a_zip():
     with pytest.raises(CellkitError, match="not a readable zip"):
         list(iter_zip(b"PK nope"))
+
+
+# ------------------------------------------------------------------ memory budget (issue 10, part 1)
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Make every pixel decoder fail: only headers may be read."""
+    import cv2
+    import tifffile
+    from PIL import ImageFile
+
+    def boom(*args, **kwargs):
+        raise AssertionError("decoded although the header should have been enough")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
+    monkeypatch.setattr(cv2, "imread", boom)
+    monkeypatch.setattr(cv2, "imdecode", boom)
+    monkeypatch.setattr(tifffile, "imread", boom)
+
+
+def test_oversized_image_is_refused_from_its_header_alone(no_decoding, tmp_path):
+    big = _png(np.zeros((300, 400, 3), np.uint8))
+    with pytest.raises(CellkitError, match=r"400x300 = 0\.12 MP, over the 0\.1 MP limit per image") as err:
+        read_image(big, name="big.png", max_pixels=100_000)
+    assert "\n" not in str(err.value) and "CELLKIT_MAX_PIXELS" in str(err.value)
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "rgb16.tif"  # PIL cannot open it: the size comes from tifffile's header
+    tifffile.imwrite(path, np.zeros((300, 400, 3), np.uint16), photometric="rgb")
+    with pytest.raises(CellkitError, match=r"over the 0\.1 MP limit per image"):
+        read_image(path, max_pixels=100_000)
+
+
+def test_pixel_limit_follows_the_environment(monkeypatch):
+    png = _png(np.zeros((30, 40, 3), np.uint8))
+    monkeypatch.setenv("CELLKIT_MAX_PIXELS", "1000")
+    with pytest.raises(CellkitError, match=r"40x30 = 0\.0012 MP, over the 0\.001 MP limit"):
+        read_image(png)
+    monkeypatch.setenv("CELLKIT_MAX_PIXELS", "1.2e3")
+    assert read_image(png).shape == (30, 40, 3)
+    monkeypatch.setenv("CELLKIT_MAX_PIXELS", "lots")
+    with pytest.raises(CellkitError, match="CELLKIT_MAX_PIXELS: expected a positive whole number, got 'lots'"):
+        read_image(png)
+
+
+def test_our_limit_outranks_pils_bomb_guard(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # PIL alone would call this a bomb
+    assert read_image(_png(np.zeros((100, 100, 3), np.uint8)), max_pixels=20_000).shape == (100, 100, 3)
+
+
+def _zip_of(n: int, side: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(n):
+            zf.writestr(f"crops/c{i}.png", _png(np.full((side, side, 3), 200, np.uint8)))
+    return buf.getvalue()
+
+
+def test_request_budget_refuses_a_whole_zip_before_decoding(no_decoding):
+    from cellkit.io import PixelBudget
+
+    with pytest.raises(CellkitError, match=r"crops\.zip \(3 images\): the request would hold 0\.03 MP") as err:
+        next(iter_zip(_zip_of(3, 100), name="crops.zip", budget=PixelBudget(25_000)))
+    assert "0.025 MP limit per request" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_request_budget_is_the_sum_over_files_and_zips(tmp_path, monkeypatch):
+    from cellkit.io import PixelBudget
+
+    (tmp_path / "crops.zip").write_bytes(_zip_of(2, 100))  # 20 000 px
+    (tmp_path / "one.png").write_bytes(_png(np.zeros((100, 100, 3), np.uint8)))  # 10 000 px
+    items = list(iter_images([tmp_path / "crops.zip", tmp_path / "one.png"], max_request_pixels=25_000))
+    assert [bool(i.error) for i in items] == [False, False, True]
+    assert "limit per request" in items[-1].error
+    assert len(list(iter_images([tmp_path], max_request_pixels=30_000))) == 3
+    budget = PixelBudget(15_000)  # the app: one budget for a multi-file upload
+    read_image(_png(np.zeros((100, 100, 3), np.uint8)), budget=budget)
+    with pytest.raises(CellkitError, match="limit per request"):
+        read_image(_png(np.zeros((100, 100, 3), np.uint8)), name="second.png", budget=budget)
+    monkeypatch.setenv("CELLKIT_MAX_REQUEST_PIXELS", "123456")
+    assert PixelBudget().limit == 123_456
+
+
+@pytest.mark.parametrize(
+    ("img", "fmt"),
+    [
+        (Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), dtype=np.uint8)), "PNG"),
+        (Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), dtype=np.uint8)), "JPEG"),
+        (Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), dtype=np.uint8)), "TIFF"),
+        (Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 50, 4), dtype=np.uint8)), "PNG"),
+        (Image.fromarray(np.random.default_rng(5).integers(0, 255, (40, 50), dtype=np.uint8)), "PNG"),
+        (Image.fromarray(np.arange(2000, dtype=np.uint16).reshape(40, 50) * 30), "PNG"),
+        (Image.fromarray(np.random.default_rng(6).integers(0, 255, (40, 50, 3), dtype=np.uint8)).convert("P"), "PNG"),
+    ],
+    ids=["png", "jpeg", "tiff", "rgba", "gray", "gray16", "palette"],
+)
+def test_large_images_decode_into_one_array_with_the_same_pixels(img, fmt, monkeypatch):
+    """Past LARGE_PIXELS, images skip PIL's pixel buffers (OpenCV into one uint8 array), same result."""
+    from PIL import ImageFile
+
+    import cellkit.io as cio
+
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    small_path = read_image(buf.getvalue())
+    monkeypatch.setattr(cio, "LARGE_PIXELS", 1_000)
+    monkeypatch.setattr(cio, "BAND_ROWS", 7)  # several row bands
+
+    def no_pil(*args, **kwargs):
+        raise AssertionError("PIL decoded a large image")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_pil)
+    large_path = read_image(buf.getvalue())
+    assert large_path.dtype == np.uint8 and large_path.flags.c_contiguous
+    np.testing.assert_array_equal(large_path, small_path)
+
+
+def test_large_exif_rotated_image_still_turns(monkeypatch):
+    import cellkit.io as cio
+
+    arr = np.zeros((40, 60, 3), np.uint8)
+    arr[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", exif=exif.tobytes())
+    monkeypatch.setattr(cio, "LARGE_PIXELS", 1_000)
+    out = read_image(buf.getvalue())
+    assert out.shape == (60, 40, 3) and out[:10].mean() > 200

@@ -11,7 +11,7 @@ from _fakes import ColourDetector
 
 from cellkit.classify import build_tiny_classifier
 from cellkit.errors import CellkitError
-from cellkit.slide import SlideResult, analyze, detect_tiled, iter_tiles, review_zip, tile_starts
+from cellkit.slide import SlideResult, analyze, detect_tiled, image_sha256, iter_tiles, review_zip, tile_starts
 from cellkit.synth import BACKGROUND, _disc, make_smear
 from cellkit.taxonomy import UNKNOWN
 
@@ -224,3 +224,33 @@ def test_tiled_real_fields_find_the_same_white_cells_without_duplicates(shared_d
     assert (_iou(wbc_a, wbc_t).max(1) > 0.5).all()
     assert _near_duplicates(tiled) <= _near_duplicates(alone)
     assert abs(tiled.counts()["rbc"] - alone.counts()["rbc"]) <= max(3, 0.15 * alone.counts()["rbc"])
+
+
+def test_image_hash_needs_no_copy_and_matches_the_bytes():
+    import hashlib
+
+    img, *_ = make_smear(300, 200, seed=3)
+    for view in (img, img[10:150, 20:250]):  # whole (hashed in place) and a view (by row bands)
+        ref = hashlib.sha256(str(view.shape).encode() + np.ascontiguousarray(view).tobytes()).hexdigest()
+        assert image_sha256(view) == ref
+
+
+def test_large_smear_read_on_the_bounded_path_gives_the_same_analysis(tmp_path, monkeypatch):
+    """A smear past LARGE_PIXELS is decoded straight into one array; tiles and crops stay full resolution."""
+    from PIL import Image, ImageFile
+
+    import cellkit.io as cio
+
+    img, boxes, _ = make_smear(900, 700, n_wbc=5, n_rbc=30, n_platelet=4, seed=11)
+    path = tmp_path / "smear.png"
+    Image.fromarray(img).save(path)
+    monkeypatch.setattr(cio, "LARGE_PIXELS", 10_000)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda *a: pytest.fail("PIL decoded a large smear"))
+    read = cio.read_image(path)
+    np.testing.assert_array_equal(read, img)
+    clf = build_tiny_classifier()
+    got = analyze(read, ColourDetector(tile=256, overlap=64), clf)
+    want = analyze(img, ColourDetector(tile=256, overlap=64), clf)
+    assert got.image_sha256 == want.image_sha256 and got.image_shape == (700, 900)
+    np.testing.assert_allclose(got.detections.xyxy, want.detections.xyxy)
+    assert got.counts == want.counts and sum(got.counts.values()) == len(boxes)

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from _fakes import ColourDetector
 
-import cellkit.store
 from cellkit.classify import build_tiny_classifier
 from cellkit.errors import CellkitError
 from cellkit.slide import analyze
-from cellkit.store import Store
+from cellkit.store import Store, StoreError
 from cellkit.synth import make_smear
 
 
@@ -77,21 +76,20 @@ def test_delete_removes_everything(store, result):
             assert conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0
 
 
-def test_crash_mid_save_leaves_nothing(store, result, monkeypatch):
-    real = cellkit.store.detection_rows
-
-    def crashing(res):
-        for k, row in enumerate(real(res)):
-            if k == 5:
-                raise RuntimeError("power cut")
-            yield row
-
-    monkeypatch.setattr(cellkit.store, "detection_rows", crashing)
-    with pytest.raises(RuntimeError, match="power cut"):
+def test_crash_mid_save_leaves_nothing(store, result):
+    """A real failure half-way through the INSERTs (a trigger aborts box #5): no analysis, no boxes."""
+    store.check()
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER power_cut BEFORE INSERT ON detections WHEN NEW.idx = 5 "
+            "BEGIN SELECT RAISE(ABORT, 'power cut'); END"
+        )
+    with pytest.raises(StoreError, match="power cut"):
         store.save_analysis(result, owner="o")
     assert store.list_analyses("o") == []
     with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT COUNT(*) FROM detections").scalar() == 0
+        for table in ("analyses", "detections", "corrections"):
+            assert conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0
 
 
 def test_corrections_made_before_saving_are_stored(store, result):
@@ -112,6 +110,8 @@ def test_default_url_from_environment(tmp_path, monkeypatch, result):
 def test_bad_url_is_a_clear_error():
     with pytest.raises(CellkitError, match="CELLKIT_DB_URL"):
         Store("nosuchdialect://x")
+    with pytest.raises(StoreError, match="CELLKIT_DB_URL"):
+        Store("not a url at all")
 
 
 def test_open_error_never_shows_the_password():

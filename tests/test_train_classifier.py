@@ -125,6 +125,8 @@ def test_train_end_to_end_and_resume(tmp_path):
     assert card["temperature"] > 0 and card["ood"]["method"] == "knn" and card["ood"]["threshold"] > 0
     assert card["ood"]["min_group_prob"] == 0.5 and "flagged" in card["ood"]["calibration"]
     assert path.is_file() and (tmp_path / "work" / "last.pt").is_file()
+    ckpt = torch.load(tmp_path / "work" / "last.pt", weights_only=True)  # plain types only: no pickled code
+    assert ckpt["state"]["epoch"] == 2 and ckpt["cfg"]["name"] == "synthetic"
     clf = load_classifier(folder=tmp_path / "weights")
     assert clf.spec.name == "synthetic"
     # resume continues from the checkpoint up to the new epoch count

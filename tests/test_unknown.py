@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from cellkit.errors import CellkitError
 from cellkit.synth import make_crop
 from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME, load_taxonomy
 from cellkit.types import Prediction
-from cellkit.unknown import METHODS, OodScorer, auroc, calibrate
+from cellkit.unknown import METHODS, OodScorer, auroc, calibrate, sharpness
 
 
 def clusters(n: int, centres: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +112,26 @@ def test_unsure_cells_go_to_review_too():
     assert pred.label == UNKNOWN and "unsure" in pred.review
     clf.spec.ood = {}
     assert clf.predict([make_crop(0, 48, 0)])[0].label != UNKNOWN
+
+
+def test_sharpness_falls_with_blur_and_ignores_stain():
+    crops = [make_crop(i % 4, 96, i) for i in range(8)]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+    sharp = sharpness(x)
+    blurred = sharpness(torch.from_numpy(np.stack([cv2.GaussianBlur(c, (0, 0), 6) for c in crops])).permute(0, 3, 1, 2))
+    assert (blurred < 0.5 * sharp).all()
+    assert torch.allclose(sharpness(x * 0.6 + 0.2), sharp, rtol=1e-4)  # contrast and brightness do not move it
+
+
+def test_out_of_focus_cells_go_to_review():
+    clf = build_tiny_classifier(seed=0)
+    crop = make_crop(1, 96, 3)
+    clf.spec.ood = {}
+    sharp = clf.predict_arrays([crop])["sharpness"][0]
+    clf.spec.ood = {"min_sharpness": float(sharp) * 0.5}
+    assert "out of focus" not in clf.predict([crop])[0].review
+    pred = clf.predict([cv2.GaussianBlur(crop, (0, 0), 8)])[0]
+    assert pred.label == UNKNOWN and "out of focus" in pred.review
 
 
 def test_scorer_travels_in_the_safetensors_file(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import resources
+from ui.widgets import plain, refuse_oversized, upload_limit_mb
 
 
 def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
@@ -22,7 +23,9 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
             "Labelled crops (zip with one folder per cell type, e.g. neutrophil/, lymphocyte/ …)",
             type=["zip"],
             key=f"{key}_zip",
+            max_upload_size=upload_limit_mb(),
         )
+        upload = next(iter(refuse_oversized([upload])), None)
         labelled_zip = upload.getvalue() if upload is not None else None
     c1, c2 = st.columns(2)
     name = c1.text_input("Name of the new model", value="my_lab", key=f"{key}_name")
@@ -36,7 +39,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
         path = save_adapted(result)
     resources.classifier.clear()  # the picker lists the new model; cached models reload on demand
     show_report(result.report, clf.taxonomy)
-    st.success(f"Saved as **{name}** ({path.parent}). Choose it in the sidebar's model picker.")
+    st.success(f"Saved as **{plain(name)}** ({plain(path.parent)}). Choose it in the sidebar's model picker.")
 
 
 def show_report(report: dict, taxonomy) -> None:
@@ -54,10 +57,13 @@ def show_report(report: dict, taxonomy) -> None:
         ]
         st.caption(f"{cv['folds']}-fold cross-validation on your {b['n']} crops: each fold held out in turn")
         st.dataframe(pd.DataFrame(rows), hide_index=True)
+        advice = report.get("advice", "")
+        if advice:
+            (st.warning if "did not help" in advice else st.info)(plain(advice.capitalize()))
     elif cv:
-        st.caption(f"No before/after figures: {cv.get('why', '')}")
-    for step in report.get("steps", []):
-        st.caption(f"• {step}")
+        st.caption(plain(f"No before/after figures: {cv.get('why', '')}"))
+    for step in report.get("steps", []):  # may name the user's folders and files
+        st.caption(plain(f"• {step}"))
     skipped = report.get("skipped") or []
     if skipped:
         st.text(f"{len(skipped)} file(s) skipped, e.g. {skipped[0]}")  # user file names: plain text

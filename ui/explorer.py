@@ -18,6 +18,7 @@ from cellkit.errors_explorer import accuracy, at_level, confusion, levels, selec
 from cellkit.explain.render import overlay
 from cellkit.io import read_image
 from ui import resources
+from ui.widgets import plain
 
 
 def confusion_figure(table, taxonomy) -> go.Figure:
@@ -64,9 +65,14 @@ def explorer_section(max_gallery: int = 12) -> None:
     with resources.user_errors():
         clf = resources.current_classifier()
     tax = clf.taxonomy
-    default = (config.data_dir() or Path(".")) / "pbc"
+    default = config.data_dir()
     a, b, c = st.columns([3, 1, 1])
-    folder = a.text_input("Labelled folder (<class>/<image>)", str(default), key="explorer_folder")
+    folder = a.text_input(
+        "Labelled folder (<class>/<image>)",
+        str(default / "pbc") if default else "",
+        key="explorer_folder",
+        help="Only folders inside the data folder(s) set by CELLKIT_DATA_DIR can be opened.",
+    )
     limit = b.slider("Images", 20, 2000, 200, step=20, key="explorer_limit", help="a class-balanced sample")
     test_split = c.checkbox("Test split only", value=True, key="explorer_test", help="when the model card names one")
     if st.button("Run the model on the folder", icon=":material/play_arrow:", key="explorer_run"):
@@ -75,7 +81,8 @@ def explorer_section(max_gallery: int = 12) -> None:
     if not args:
         return
     with resources.user_errors():
-        df = resources.folder_predictions(args[0], args[1], clf.spec.name, args[2])
+        root = config.resolve_data_path(args[0])  # nothing outside the data folders (no /etc, .., links out)
+        df = resources.folder_predictions(str(root), args[1], clf.spec.name, args[2])
     bad = int(df["error"].notna().sum())
     level = st.selectbox("Tree level", levels(tax), key="explorer_level")
     table = confusion(df, tax, level)
@@ -110,7 +117,7 @@ def explorer_section(max_gallery: int = 12) -> None:
             crop = read_image(row["path"])
             maps = [resources.explanation(crop, n, "gradcam", clf.spec.name, False) for n in (pred, true)]
         cols = st.columns([1, 1, 1, 2])
-        cols[0].image(crop, caption=Path(row["path"]).name, width=140)
+        cols[0].image(crop, caption=plain(Path(row["path"]).name), width=140)
         cols[1].image(
             overlay(crop, maps[0].values, 0.5, size=140, prep=clf.prep),
             caption=f"→ {tax.display(pred)}",
@@ -122,4 +129,4 @@ def explorer_section(max_gallery: int = 12) -> None:
             width=140,
         )
         p_pred, p_true = (sum(row[f"p_{lf}"] for lf in tax.leaves_under(n)) for n in (pred, true))
-        cols[3].caption(f"p({pred}) = {p_pred:.2f} · p({true}) = {p_true:.2f} · label {row['label']}")
+        cols[3].caption(plain(f"p({pred}) = {p_pred:.2f} · p({true}) = {p_true:.2f} · label {row['label']}"))

@@ -15,11 +15,16 @@ from cellkit.errors import CellkitError
 
 @contextmanager
 def user_errors():
-    """Turn a CellkitError raised inside the block into st.error (no traceback for users)."""
+    """Turn a CellkitError raised inside the block into st.error (no traceback for users).
+
+    Messages often hold user-supplied names (files, zip members, folders, model names): shown as plain text.
+    """
+    from ui.widgets import plain
+
     try:
         yield
     except CellkitError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(exc), icon=":material/error:")
         st.stop()
 
 
@@ -50,12 +55,26 @@ def detector(name: str | None = None):
     return load_detector(name)
 
 
-@st.cache_resource
 def store():
+    """The analyses database (cached once opened). Raises CellkitError when it cannot be opened; the pages
+    catch it around every store call, so a busy or missing database never loses an analysis."""
     from cellkit import config
+
+    try:
+        url = config.db_url()  # creates CELLKIT_HOME for the default SQLite file
+    except OSError as exc:
+        raise CellkitError(
+            f"cannot use the cellkit folder {config.home()} for the database ({exc.strerror or exc}); "
+            "set CELLKIT_HOME or CELLKIT_DB_URL"
+        ) from None
+    return _store(url)
+
+
+@st.cache_resource
+def _store(url: str):
     from cellkit.store import Store
 
-    return Store(config.db_url())
+    return Store(url)
 
 
 # ---- dataset page (owner: dataset statistics) ------------------------------------------------

@@ -2,6 +2,66 @@
 
 from __future__ import annotations
 
+import re
+
+# --- user-supplied text (every page) --------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~$^&:])")
+_LINE_START = re.compile(r"^(\s*)(\d+[.)]|[-=])")
+_WJ = "\u2060"  # WORD JOINER: invisible, breaks GFM autolinks (http://, www., a@b.c) and :emoji: codes
+
+
+def plain(text: object) -> str:
+    """Any user-supplied string (file, zip-member or folder name, note, a message embedding one) as
+    Markdown that renders as exactly that text: no links, emphasis, headings, HTML, math, colours,
+    icons or emoji. Use it for every such string passed to st.markdown/error/warning/caption/… and
+    to labels of expanders and tabs; st.text/st.code/st.dataframe need nothing.
+    """
+    s = " ".join(str(text).splitlines())  # a newline could start a heading, a list or a table
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = _LINE_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], s)
+    # GFM autolinks and emoji codes are found in the text after escapes are undone: break their patterns
+    s = s.replace(":", ":" + _WJ).replace("@", "@" + _WJ)
+    return re.sub(r"(?i)(www)\.", r"\1" + _WJ + ".", s)
+
+
+def upload_limit_mb() -> int:
+    """Largest upload in MB (``CELLKIT_MAX_UPLOAD_MB``): pass it to st.file_uploader(max_upload_size=…)."""
+    from cellkit import config
+
+    return config.max_upload_mb()
+
+
+def apply_upload_limit() -> int:
+    """Make Streamlit's own upload cap (``server.maxUploadSize``, read per upload request) follow
+    ``CELLKIT_MAX_UPLOAD_MB``, so a client that skips the browser's check is refused by the server too."""
+    from streamlit import config as st_config
+
+    limit = upload_limit_mb()
+    if st_config.get_option("server.maxUploadSize") != limit:
+        st_config.set_option("server.maxUploadSize", limit, "CELLKIT_MAX_UPLOAD_MB")
+    return limit
+
+
+def oversized(files) -> list:
+    """Uploads above the limit (checked again here: the browser's check alone can be skipped)."""
+    limit = upload_limit_mb() * 1024 * 1024
+    return [f for f in files if f is not None and f.size > limit]
+
+
+def refuse_oversized(files) -> list:
+    """The uploads within the limit; one st.error per file above it."""
+    import streamlit as st
+
+    big = oversized(files)
+    for f in big:
+        st.error(
+            f"{plain(f.name)}: {f.size / 2**20:.1f} MB is over the upload limit of {upload_limit_mb()} MB "
+            "(CELLKIT_MAX_UPLOAD_MB)",
+            icon=":material/error:",
+        )
+    return [f for f in files if f is not None and all(f is not b for b in big)]
+
+
 # --- Home page helpers (app-shell owner) ---------------------------------------------------------
 
 
@@ -180,13 +240,7 @@ def differential_bar(differential: dict, taxonomy=None):
 
 def stored_analyses(store, owner: str) -> tuple[int, int]:
     """(analyses in the database, analyses of this browser session) for the Home page."""
-    from sqlalchemy import func, select
-
-    from cellkit.store import Analysis
-
-    with store.engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(Analysis)).scalar_one()
-    return int(total), len(store.list_analyses(owner))
+    return int(store.count_analyses()), int(store.count_analyses(owner))
 
 
 def cell_gallery_ui(image, result, clf, cells: list[int], per_group: int = 24) -> None:
@@ -256,14 +310,18 @@ def model_picker_ui() -> None:
     except Exception:  # no models at all: the pages say so themselves
         return
     names = [s.name for s in specs]
+    shown = {s.name: s.card.get("display_name") or s.name for s in specs}  # adapted models: the user's own name
     kinds = {s.name: ("bundled" if s.bundled else "adapted here") for s in specs}
     current = st.session_state.get("classifier_name") or default
     choice = st.sidebar.selectbox(
         "White-cell model",
         names,
         index=names.index(current) if current in names else names.index(default),
-        format_func=lambda n: f"{n} ({kinds[n]}{', default' if n == default else ''})",
-        help="Models adapted to your lab (`cellkit adapt`, or the Models page) appear here.",
+        format_func=lambda n: (
+            f"{shown[n]}{' · default' if n == default else ''}" + ("" if kinds[n] == "bundled" else " · adapted here")
+        ),
+        help="Models adapted to your lab (`cellkit adapt`, or the Models page) appear here. "
+        f"The command line takes the same model by name: `--model {current}`.",
         key="model_picker",
     )
     st.session_state["classifier_name"] = None if choice == default else choice

@@ -61,6 +61,8 @@ def adapt_command(
                 typer.echo(f"  {tax.display(node):<24}{rb:>8.2f}{ra:>8.2f}")
         else:
             typer.echo(f"no cross-validation: {cv['why']}")
+    if report.get("advice"):
+        typer.echo(report["advice"])
     for step in report["steps"]:
         typer.echo(f"- {step}")
     typer.echo(f"saved {path} in {report['seconds']} s; use it with --model {name}")

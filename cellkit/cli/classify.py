@@ -31,8 +31,11 @@ def classify_command(
     from tqdm import tqdm
 
     from cellkit.classify import classify_items, load_classifier, result_columns
-    from cellkit.io import atomic_write_bytes, iter_images
+    from cellkit.errors import named
+    from cellkit.io import atomic_write_bytes, check_out, iter_images
 
+    if out:
+        check_out(out)  # before any work: a folder, device or unwritable path fails now, not after
     if threads:
         torch.set_num_threads(threads)
     items = iter_images(inputs)  # raises CellkitError (exit 2) for a missing path before reading
@@ -52,7 +55,7 @@ def classify_command(
         sys.stdout.write(buf.getvalue())
     errors = [r for r in rows if r["error"]]
     for r in errors:
-        typer.echo(f"error: {r['error'] if r['path'] in r['error'] else r['path'] + ': ' + r['error']}", err=True)
+        typer.echo(f"error: {named(r['path'], r['error'])}", err=True)
     done = len(rows) - len(errors)
     if out:
         typer.echo(f"classified {done} of {len(rows)} images -> {out}", err=True)

@@ -36,7 +36,7 @@ def explain_command(
     from cellkit.errors import CellkitError
     from cellkit.explain import explain, get_explainer
     from cellkit.explain.render import COLORMAPS, overlay
-    from cellkit.io import atomic_write_bytes, encode_png, read_image
+    from cellkit.io import atomic_write_bytes, check_out, encode_png, read_image
 
     if threads:
         torch.set_num_threads(threads)
@@ -45,6 +45,9 @@ def explain_command(
         raise CellkitError(f"unknown colour map {cmap!r}; expected one of: {', '.join(COLORMAPS)}")
     if out.suffix.lower() != ".png":
         raise CellkitError(f"--out must end in .png, got {out.name!r}")
+    check_out(out)
+    if npy is not None:
+        check_out(npy, "--npy")
     crop = read_image(image)
     clf = load_classifier(model)
     if node is not None and node not in clf.taxonomy:

@@ -1,8 +1,10 @@
 """``cellkit detect`` (boxes per image) and ``cellkit analyze`` (boxes + classification + counts).
 
 INPUT may be files, folders (recursive) or zips. One unreadable file in a batch gives an error row
-(and a line on stderr); the others are still processed, and the exit code is 1. Errors that stop
-everything (no input, no model) give one line on stderr and exit code 2.
+(and a line on stderr); the others are still processed, and the exit code is 1. An image without
+any box still gets one CSV row (only ``path`` filled), so every image found is accounted for.
+Errors that stop everything (no input, no image found, a bad option, an ``--out`` that cannot be
+written, no model) give one line on stderr and exit code 2, before any image is processed.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 
 import typer
 
-from cellkit.errors import CellkitError
+from cellkit.errors import CellkitError, named
 
 BOX_COLUMNS = ["path", "x1", "y1", "x2", "y2", "class", "confidence"]
+TILE_RANGE = (64, 8192)  # pixels: below, cells no longer fit a tile; above, one tile's memory is too large
 
 
 def _out_format(out: Path, allowed: tuple[str, ...]) -> str:
@@ -40,22 +43,43 @@ def _models(classify: bool, detector: str | None, classifier: str | None) -> tup
     return det, clf
 
 
-def _check_inputs(inputs: list[Path] | None) -> list[Path]:
+def _check_inputs(inputs: list[Path] | None) -> Iterator[Any]:
+    """The images of INPUT, lazily; CellkitError when INPUT is missing or holds no image at all."""
+    from cellkit.io import IMAGE_SUFFIXES, iter_images
+
     if not inputs:
         raise CellkitError("no INPUT given; pass image files, folders or zips")
     for p in inputs:
         if not p.exists():
             raise CellkitError(f"{p}: no such file or folder")
-    return inputs
+    items = iter_images(inputs)
+    first = next(items, None)
+    if first is None:
+        where = ", ".join(map(str, inputs))
+        raise CellkitError(f"no images found in {where}; expected {', '.join(IMAGE_SUFFIXES)} files or .zip archives")
+    return _chain(first, items)
 
 
-def _readable(inputs: list[Path], *sinks: list[dict[str, Any]]) -> Iterator[Any]:
-    """Readable images of INPUT (with a progress bar); each unreadable one goes to stderr and every sink."""
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _check_tiling(tile: int | None, overlap: int | None) -> None:
+    """Refuse tile sizes that would miss cells or exhaust memory, and overlaps of half a tile or more."""
+    lo, hi = TILE_RANGE
+    if tile is not None and not lo <= tile <= hi:
+        raise CellkitError(f"--tile: expected {lo} to {hi} pixels (or leave it out for the model's own), got {tile}")
+    if overlap is not None and (overlap < 0 or (tile is not None and 2 * overlap >= tile)):
+        limit = f"below half the tile ({tile // 2})" if tile is not None else "0 or more"
+        raise CellkitError(f"--overlap: expected {limit} pixels, got {overlap}")
+
+
+def _readable(items: Iterator[Any], *sinks: list[dict[str, Any]]) -> Iterator[Any]:
+    """Readable images among ``items`` (with a progress bar); each unreadable one goes to stderr and every sink."""
     from tqdm import tqdm
 
-    from cellkit.io import iter_images
-
-    for item in tqdm(iter_images(inputs), desc="images", unit="img", leave=False):
+    for item in tqdm(items, desc="images", unit="img", leave=False):
         if item.error:
             _report_error(item.name, item.error)
             for sink in sinks:
@@ -82,7 +106,7 @@ def _report_error(name: str, error: str) -> None:
 
     from tqdm import tqdm
 
-    tqdm.write(f"error: {error if error.startswith(name) else f'{name}: {error}'}", file=sys.stderr)
+    tqdm.write(f"error: {named(name, error)}", file=sys.stderr)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -104,13 +128,16 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
     ) -> None:
         """Find cells: one CSV row per box (path, x1, y1, x2, y2, class, confidence[, leaf, label, p_<node>])."""
+        from cellkit.io import check_out
         from cellkit.slide import analyze, detect_tiled
 
         _out_format(out, ("csv",))
-        inputs = _check_inputs(inputs)
+        _check_tiling(tile, overlap)
+        check_out(out)
+        items = _check_inputs(inputs)
         det, clf = _models(classify, detector, classifier)
         rows: list[dict[str, Any]] = []
-        for item in _readable(inputs, rows):
+        for item in _readable(items, rows):
             if clf is None:
                 dets = detect_tiled(item.image, det, tile, overlap)
                 frame_rows = [
@@ -123,10 +150,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 result = analyze(item.image, det, clf, tile, overlap, name=item.name)
                 frame = result.to_frame().drop(columns=["cls_confidence", "ood_score", "corrected"], errors="ignore")
                 frame_rows = frame.to_dict(orient="records")
-            rows.extend({"path": item.name, **r} for r in frame_rows)
+            rows.extend({"path": item.name, **r} for r in frame_rows or [{}])  # no box: one row, path only
         _write_csv(rows, out, BOX_COLUMNS + (["leaf", "label"] if clf is not None else []))
         failed = sum(1 for r in rows if "error" in r)
-        n_boxes = len(rows) - failed
+        n_boxes = sum(1 for r in rows if "x1" in r)
         typer.echo(f"{n_boxes} boxes written to {out}" + (f" ({failed} file(s) failed)" if failed else ""), err=True)
         if failed:
             raise typer.Exit(1)
@@ -146,33 +173,49 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
     ) -> None:
         """Detect, classify white cells and platelets, count: a JSON or CSV report (and the database)."""
-        from cellkit.io import atomic_write_bytes
+        from cellkit.io import atomic_write_bytes, check_out
         from cellkit.slide import analyze
 
         fmt = _out_format(out, ("json", "csv"))
-        inputs = _check_inputs(inputs)
+        _check_tiling(tile, overlap)
+        check_out(out)
+        items = _check_inputs(inputs)
         det, clf = _models(not no_classify, detector, classifier)
         store = None
         if save:
-            from cellkit.store import Store
+            from cellkit.store import Store, StoreError
 
             store = Store()
+            store.check()  # a database that is down or read-only fails now, before the work
             owner = owner or getpass.getuser()
         reports: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
-        for item in _readable(inputs, reports, rows):
+        db_errors: list[str] = []
+        for item in _readable(items, reports, rows):
             result = analyze(item.image, det, clf, tile, overlap, name=Path(item.name).name)
             report = {"path": item.name, **result.to_dict()}
             if store is not None:
-                report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name)
+                try:
+                    report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name)
+                except StoreError as exc:  # the analysis is kept in the report; the database is told once
+                    report["db_error"] = str(exc)
+                    db_errors.append(str(exc))
+                    if not exc.retryable:
+                        store = None
             reports.append(report)
-            rows.extend({"path": item.name, **r} for r in result.to_frame().to_dict(orient="records"))
+            cells = result.to_frame().to_dict(orient="records")
+            rows.extend({"path": item.name, **r} for r in cells or [{}])  # no cell: one row, path only
         if fmt == "json":
             atomic_write_bytes(out, (json.dumps(reports, indent=2) + "\n").encode())
         else:
             _write_csv(rows, out, BOX_COLUMNS)
         failed = sum(1 for r in reports if "error" in r)
         done = len(reports) - failed
+        if db_errors:
+            unsaved = sum(1 for r in reports if "error" not in r and "analysis_id" not in r)
+            msg = f"error: {unsaved} analysis(es) not stored in the database ({db_errors[0]}); all are in {out}"
+            typer.echo(msg, err=True)
+            raise typer.Exit(1)
         typer.echo(f"{done} image(s) analysed, report in {out}" + (f" ({failed} failed)" if failed else ""), err=True)
         if failed:
             raise typer.Exit(1)

@@ -8,8 +8,6 @@ from typing import Any
 
 import typer
 
-from cellkit.errors import CellkitError
-
 
 def _line(label: str, counts: dict[str, Any], width: int = 22) -> None:
     typer.echo(f"{label}:")
@@ -75,7 +73,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Summarise a dataset: images per class / taxonomy level / split / source, sizes, duplicates."""
         from cellkit.data import list_datasets
         from cellkit.stats import index_dataset, summary
+        from cellkit.writes import check_out
 
+        if json_out:
+            check_out(json_out, "--json")
         if dataset is None:
             found = list_datasets(path)
             if len(found) > 1:
@@ -95,8 +96,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise CellkitError(f"cannot write {path}: {exc.strerror}; choose a writable path") from None
+    from cellkit.writes import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")

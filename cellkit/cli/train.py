@@ -54,7 +54,11 @@ def train_classifier_command(
     from cellkit import config
     from cellkit.errors import CellkitError
     from cellkit.train.classifier import TrainConfig, train_classifier
+    from cellkit.writes import check_out_dir
 
+    for folder, option in ((out, "--out"), (workdir, "--workdir")):
+        if folder is not None:
+            check_out_dir(folder, option)
     root = data or (config.data_dir() / "pbc" if config.data_dir() else None)
     if root is None:
         raise CellkitError("no training data: pass --data <folder with class sub-folders> or set CELLKIT_DATA_DIR")
@@ -89,7 +93,10 @@ def evaluate_command(
     from cellkit.classify import load_classifier
     from cellkit.errors import CellkitError
     from cellkit.evaluate import evaluate_classifier
+    from cellkit.io import atomic_write_bytes, check_out
 
+    if out:
+        check_out(out)
     clf = load_classifier(model)
     root = data or (config.data_dir() / "pbc" if config.data_dir() else None)
     if root is None:
@@ -108,8 +115,6 @@ def evaluate_command(
         typer.echo(f"  level {depth} macro-F1 {r['macro_f1']:.4f}  accuracy {r['accuracy']:.4f}")
     typer.echo(f"  ECE (leaf) {report['calibration']['ece_leaf']:.4f}  NLL {report['calibration']['nll']:.4f}")
     if out:
-        from cellkit.io import atomic_write_bytes
-
         atomic_write_bytes(out, (json.dumps(report, indent=1) + "\n").encode())
         typer.echo(f"  report written to {out}")
 
@@ -144,7 +149,10 @@ def train_detector_command(
     """Train the wbc/rbc/platelet detector (YOLOv8 from yaml, CPU, offline) and write weights + card with test mAP."""
     from cellkit import config
     from cellkit.train.detector import train_detector
+    from cellkit.writes import check_out_dir
 
+    if out is not None:
+        check_out_dir(out)
     root = config.data_dir()
     if cbc is None and not no_cbc and root is not None and (root / "cbc").is_dir():
         cbc = root / "cbc"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -251,7 +250,25 @@ def predict_logits(
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    """The global RNG states as tensors and plain numbers, so the checkpoint loads with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos)}
+    numpy_state.update(has_gauss=int(has_gauss), cached_gaussian=float(cached))
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state}
+
+
+def _set_rng_state(saved: dict[str, Any]) -> None:
+    torch.set_rng_state(saved["torch"])
+    n = saved["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+
+
+def _save_checkpoint(obj: Any, path: Path) -> None:
+    """torch.save through the one atomic-write rule (no fallback copy: the next epoch writes it again)."""
+    from cellkit.writes import atomic_write
+
+    atomic_write(path, lambda fh: torch.save(obj, fh), fallback=False)
 
 
 # ---- training -------------------------------------------------------------------------------
@@ -353,13 +370,18 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
     ckpt = cfg.work / "last.pt"
     if resume and ckpt.is_file():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own checkpoint file
+        try:  # tensors and plain types only: loading never runs code from the file
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CellkitError(
+                f"cannot resume from {ckpt}: not a checkpoint of this cellkit version ({str(exc).splitlines()[0]}); "
+                "start without --resume"
+            ) from None
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         state = saved["state"]
-        torch.set_rng_state(saved["rng"]["torch"])
-        np.random.set_state(saved["rng"]["numpy"])
+        _set_rng_state(saved["rng"])
     elif resume:
         raise CellkitError(f"nothing to resume: {ckpt} not found; start without --resume")
 
@@ -418,12 +440,11 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
         state["epoch"] = epoch + 1
         if score > state["best"]:
             state["best"], state["bad"] = score, 0
-            torch.save(model.state_dict(), cfg.work / "best.pt")
+            _save_checkpoint(model.state_dict(), cfg.work / "best.pt")
         else:
             state["bad"] += 1
         saved = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
-        torch.save({**saved, "state": state, "rng": _rng_state(), "cfg": asdict(cfg)}, cfg.work / "last.pt.tmp")
-        os.replace(cfg.work / "last.pt.tmp", ckpt)
+        _save_checkpoint({**saved, "state": state, "rng": _rng_state(), "cfg": asdict(cfg)}, ckpt)
         if cfg.max_minutes and state["seconds"] > cfg.max_minutes * 60:
             print(f"stopping: time budget of {cfg.max_minutes} min used", file=sys.stderr, flush=True)
             break

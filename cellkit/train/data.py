@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,9 +119,12 @@ def load_image_set(
         images[i] = _decode(root / rel, prep)
         hashes[i] = _phash(images[i])
     if cache:
-        tmp = cache_file.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, phash=hashes)
-        tmp.replace(cache_file)
+        from cellkit.writes import atomic_write
+
+        try:  # a cache that cannot be written only costs time on the next run
+            atomic_write(cache_file, lambda fh: np.savez(fh, images=images, phash=hashes), fallback=False)
+        except CellkitError as exc:
+            print(f"warning: decoded-image cache not saved ({exc})", file=sys.stderr)
     return ImageSet(images, paths, nodes, hashes)
 
 
@@ -177,7 +181,9 @@ def save_split(path: str | Path, paths: list[str], split: dict[str, np.ndarray],
     """Write the split as file lists (names only) to JSON."""
     path = Path(path)
     data = {**meta, **{s: [paths[i] for i in idx] for s, idx in split.items()}}
-    path.write_text(json.dumps(data, indent=0) + "\n", encoding="utf-8")
+    from cellkit.writes import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=0) + "\n")
     return path
 
 

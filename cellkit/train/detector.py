@@ -22,6 +22,7 @@ import yaml
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.models import ModelSpec, sha256_file
+from cellkit.writes import atomic_write_bytes, atomic_write_text
 
 CLASS_NAMES = ["wbc", "rbc", "platelet"]
 ATTRIBUTION = (
@@ -35,13 +36,10 @@ def _run_dir(name: str) -> Path:
 
 def _export(model: Any, path: Path) -> None:
     """Save a torch module's float32 state dict as safetensors (atomic)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().float().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    os.chmod(tmp, 0o644)
-    tmp.replace(path)
+    atomic_write_bytes(path, save(state), mode=0o644)
 
 
 def _metrics(res: Any) -> dict[str, Any]:
@@ -72,10 +70,10 @@ def _source_subsets(data_yaml: Path, txl_dir: Path, split: str = "test") -> dict
     out = {}
     for src, files in groups.items():
         lst = data_yaml.parent / f"{split}_{src}.txt"
-        lst.write_text("\n".join(files) + "\n")
+        atomic_write_text(lst, "\n".join(files) + "\n", fallback=False)
         sub = dict(data, val=str(lst), test=str(lst))
         path = data_yaml.parent / f"{split}_{src}.yaml"
-        path.write_text(yaml.safe_dump(sub, sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(sub, sort_keys=False), fallback=False)
         out[src] = path
     return out
 

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cellkit.models import ModelSpec
+from tests.app._markdown import visible
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,3 +67,27 @@ def test_home_lists_installed_models_and_masks_db_password(empty_weights, monkey
     assert len(table["sha256"][0]) == 12
     text = " ".join(m.value for m in [*at.markdown, *at.caption])
     assert "s3cret" not in text and "postgresql://lab:***@db.example:5432/cells" in text
+
+
+@pytest.fixture
+def upload_option():
+    """Streamlit's config is process-wide: put server.maxUploadSize back after the test."""
+    from streamlit import config as st_config
+
+    before = st_config.get_option("server.maxUploadSize")
+    yield st_config
+    st_config.set_option("server.maxUploadSize", before)
+
+
+def test_upload_limit_follows_cellkit_max_upload_mb(empty_weights, monkeypatch, upload_option):
+    monkeypatch.setenv("CELLKIT_MAX_UPLOAD_MB", "3")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert upload_option.get_option("server.maxUploadSize") == 3  # the upload endpoint reads it per request
+
+
+def test_bad_upload_limit_is_one_clear_error(empty_weights, monkeypatch, upload_option):
+    monkeypatch.setenv("CELLKIT_MAX_UPLOAD_MB", "lots")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "CELLKIT_MAX_UPLOAD_MB must be" in visible(at.error[0].value)

@@ -94,3 +94,41 @@ def test_same_file_name_twice_and_markdown_in_names_do_not_break_the_page():
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "2"
     assert not any("evil" in md.value for md in at.markdown)  # names are shown as plain text only
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_duplicate_zip_members_and_markdown_names_in_errors():
+    from tests.app._markdown import shows_literally
+
+    crop = encode_png(make_crop(1, 48, 0))
+    dup, evil = io.BytesIO(), io.BytesIO()
+    with zipfile.ZipFile(dup, "w") as zf:
+        for _ in range(3):
+            zf.writestr("c.png", crop)  # the same member name three times
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("**bold** [x](http://evil).png", crop)
+    files = [
+        ("dup.zip", dup.getvalue(), "application/zip"),
+        ("dup.zip", dup.getvalue(), "application/zip"),  # and the same zip twice
+        ("**evil**.zip", evil.getvalue(), "application/zip"),
+        ("[click](http://evil).png", b"broken", "image/png"),
+    ]
+    at = _run_with(files)
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "6"
+    assert len(at.error) == 2
+    for e, name in zip(at.error, ("**evil**.zip", "[click](http://evil).png"), strict=True):
+        shown = e.value.replace("\\", "").replace("\u2060", "")  # what the reader sees
+        assert name in shown and shows_literally(e.value, shown), e.value
+    assert not any("evil" in md.value for md in at.markdown)
+
+
+def test_upload_limit_follows_cellkit_max_upload_mb(monkeypatch):
+    monkeypatch.setenv("CELLKIT_MAX_UPLOAD_MB", "1")
+    at = AppTest.from_file(str(ROOT / "app_pages/classify.py"), default_timeout=60).run()
+    assert at.file_uploader(key="classify_upload").proto.max_upload_size_mb == 1  # the browser's own check
+    big = encode_png(make_crop(0, 80, 1)) + b"\0" * (1024 * 1024)  # over 1 MB (bytes after IEND)
+    at = _run_with([("big.png", big, "image/png"), ("ok.png", encode_png(make_crop(0, 80, 1)), "image/png")])
+    assert not at.exception
+    assert len(at.error) == 1 and "big.png" in at.error[0].value and "upload limit of 1 MB" in at.error[0].value
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"  # the big one is never read

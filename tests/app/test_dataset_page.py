@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from cellkit.models import ModelSpec
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from _datasets import make_classification, make_yolo  # noqa: E402
+
+from tests.app._markdown import shows_literally, visible  # noqa: E402
 
 PAGE = str(ROOT / "app_pages" / "dataset.py")
 
@@ -79,13 +82,57 @@ def test_bad_input_is_one_clear_error(tmp_path, monkeypatch, make, message):
     assert not at.get("plotly_chart")
 
 
-def test_typed_path_and_no_default(tmp_path, monkeypatch):
-    monkeypatch.setattr("cellkit.config.data_dir", lambda: None)
+def test_typed_path_inside_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLKIT_DATA_DIR", f"{tmp_path / 'other'}{os.pathsep}{tmp_path / 'data'}")
+    (tmp_path / "other").mkdir()
+    make_classification(tmp_path / "data" / "typed", corrupt=False)
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    at.text_input[0].set_value(str(tmp_path / "data" / "typed")).run()  # in the second root
+    assert not at.exception and not errors(at) and at.get("plotly_chart")
+
+
+def test_no_data_folder_configured(tmp_path, monkeypatch):
+    monkeypatch.setattr("cellkit.config.data_roots", lambda: [])
     at = AppTest.from_file(PAGE, default_timeout=90).run()
     assert not at.exception and any("CELLKIT_DATA_DIR" in i.value for i in at.info)
     make_classification(tmp_path / "typed", corrupt=False)
-    at.text_input[0].set_value(str(tmp_path / "typed")).run()
-    assert not at.exception and not errors(at) and at.get("plotly_chart")
+    at.text_input[0].set_value(str(tmp_path / "typed")).run()  # no root: nothing can be opened
+    assert not at.exception and len(errors(at)) == 1 and not at.get("plotly_chart")
+    assert "no data folder is configured" in errors(at)[0]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        lambda root, outside: "/etc",
+        lambda root, outside: f"{root}/../",
+        lambda root, outside: f"{root}/cells/../../outside",
+        lambda root, outside: str(root / "link_out"),
+        lambda root, outside: str(outside),
+    ],
+    ids=["etc", "parent", "dotdot", "symlink-out", "sibling"],
+)
+def test_folders_outside_the_data_folder_are_refused(data_root, typed):
+    outside = data_root.parent / "outside"
+    make_classification(outside, corrupt=False)
+    (data_root / "link_out").symlink_to(outside, target_is_directory=True)
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    at.text_input[0].set_value(typed(data_root, outside)).run()
+    assert not at.exception
+    assert len(errors(at)) == 1 and "outside the data folder" in visible(errors(at)[0])
+    assert not at.get("plotly_chart") and not at.metric  # nothing of it was read or shown
+
+
+def test_markdown_in_folder_names_is_plain_text(tmp_path, monkeypatch):
+    root = make_classification(tmp_path / "data" / "cells", corrupt=False)
+    odd = root / "[x](evil.example) **b** _i_"
+    odd.mkdir()
+    (odd / "cell.png").write_bytes((root / "lymphocyte" / "LY_1.png").read_bytes())
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(tmp_path / "data"))
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    assert not at.exception
+    shown = [c.value for c in at.caption if "evil" in c.value]
+    assert shown and all(shows_literally(c, visible(c)) for c in shown)
 
 
 def test_bundled_model_cards_section(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from cellkit.io import encode_png
 from cellkit.synth import make_crop
 from tests._datasets import make_classification
+from tests.app._markdown import visible
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,8 +63,9 @@ def test_crop_handed_over_by_the_slide_page():
     assert len(at.image) >= 3
 
 
-def test_dataset_folder_source(tmp_path):
+def test_dataset_folder_source(tmp_path, monkeypatch):
     root = make_classification(tmp_path / "pbc", corrupt=False)
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(tmp_path))
     at = _page().run()
     at.radio(key="explain_source").set_value("Image of a dataset folder").run()
     at.text_input[0].set_value(str(root)).run()
@@ -73,8 +75,58 @@ def test_dataset_folder_source(tmp_path):
     assert not at.exception and at.error
 
 
-def test_misclassification_explorer(tmp_path):
+@pytest.mark.parametrize(
+    "typed",
+    [
+        lambda data, outside: "/etc",
+        lambda data, outside: f"{data}/../outside/pbc",
+        lambda data, outside: str(data / "link_out"),
+    ],
+    ids=["etc", "dotdot", "symlink-out"],
+)
+def test_dataset_folder_outside_the_data_folder_is_refused(tmp_path, monkeypatch, typed):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    make_classification(data / "pbc", corrupt=False)
+    make_classification(outside / "pbc", corrupt=False)
+    (data / "link_out").symlink_to(outside / "pbc", target_is_directory=True)
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(data))
+    at = _page().run()
+    at.radio(key="explain_source").set_value("Image of a dataset folder").run()
+    assert not at.exception and len(at.image) >= 3  # the default folder, inside the data folder
+    at.text_input(key="explain_folder").set_value(typed(data, outside)).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "outside the data folder" in visible(at.error[0].value)
+    assert not at.image and not at.selectbox  # no class folder or file name of it is listed
+
+
+def test_class_folder_linking_out_of_the_data_folder_is_refused(tmp_path, monkeypatch):
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    make_classification(data / "pbc", corrupt=False)
+    (outside / "secret").mkdir(parents=True)
+    (outside / "secret" / "private.png").write_bytes(encode_png(make_crop(0, 48, 0)))
+    (data / "pbc" / "aaa").symlink_to(outside / "secret", target_is_directory=True)  # listed first
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(data))
+    at = _page().run()
+    at.radio(key="explain_source").set_value("Image of a dataset folder").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "outside the data folder" in visible(at.error[0].value)
+    assert not any("private.png" in str(sb.options) for sb in at.selectbox)
+
+
+def test_misclassification_explorer_refuses_folders_outside_the_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(tmp_path / "data"))
+    make_classification(tmp_path / "outside")
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=90).run()
+    at.text_input(key="explorer_folder").set_value(str(tmp_path / "data" / ".." / "outside"))
+    at.button(key="explorer_run").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "outside the data folder" in visible(at.error[0].value)
+    assert not any(m.label.startswith("Accuracy") for m in at.metric)
+
+
+def test_misclassification_explorer(tmp_path, monkeypatch):
     root = make_classification(tmp_path / "pbc")
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(tmp_path))
     at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=90).run()
     assert not at.exception
     at.text_input(key="explorer_folder").set_value(str(root))

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from cellkit.classify import build_tiny_classifier, save_classifier
 from cellkit.io import encode_png
 from cellkit.synth import make_crop
+from tests.app._markdown import visible
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ def test_models_page_adapts_a_model_from_an_uploaded_zip(folders):
     at.button(key="models_adapt_go").click()
     at.run()
     assert not at.exception, at.exception
-    assert any("lab_one" in s.value for s in at.success)
+    assert any("Saved as lab_one" in visible(s.value) for s in at.success)
     assert (home / "models" / "lab_one.json").is_file() and not (weights / "lab_one.json").exists()
     labels = [df.value.iloc[:, 0].tolist() for df in at.dataframe]
     assert any("Balanced accuracy" in col for col in labels)
@@ -87,6 +88,19 @@ def test_model_picker_lists_bundled_and_adapted_models(folders):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
     picker = at.sidebar.selectbox(key="model_picker")
-    assert picker.options == ["tiny (bundled, default)", "lab_two (adapted here)"]
+    assert picker.options == ["tiny · default", "lab_two · adapted here"]
     picker.set_value("lab_two").run()
     assert at.session_state["classifier_name"] == "lab_two"
+
+
+def test_adapt_zip_over_the_upload_limit_is_refused(folders, monkeypatch):
+    monkeypatch.setenv("CELLKIT_MAX_UPLOAD_MB", "1")
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=120).run()
+    assert at.file_uploader(key="models_adapt_zip").proto.max_upload_size_mb == 1
+    at.file_uploader(key="models_adapt_zip").set_value(
+        [("[big](http://evil).zip", b"\0" * (1024 * 1024 + 1), "application/zip")]
+    )
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "upload limit of 1 MB" in at.error[0].value and "](" not in at.error[0].value
+    assert at.button(key="models_adapt_go").disabled

@@ -155,3 +155,133 @@ def test_unusual_formats_and_bombs(make, name, ok):
         assert "slide" in at.session_state and [m.label for m in at.metric][:3] == ["WBC", "RBC", "Platelets"]
     else:
         assert at.error and name in at.error[0].value and "slide" not in at.session_state
+
+
+# ---- a database that is busy, read-only or gone: the analysis is kept, one error, retry and downloads ----
+BUSY = "cannot save the analysis: the database /x/[db](http://evil).db is busy; try again"
+
+
+@pytest.fixture
+def db_down(monkeypatch):
+    """``db_down(method)`` makes that Store method raise CellkitError until ``db_down.up()``."""
+    from cellkit.errors import CellkitError
+    from cellkit.store import Store
+
+    down: set[str] = set()
+
+    def switch(method: str) -> None:
+        original = getattr(Store, method)
+
+        def maybe_fail(self, *args, **kwargs):
+            if method in down:
+                raise CellkitError(BUSY)
+            return original(self, *args, **kwargs)
+
+        down.add(method)
+        monkeypatch.setattr(Store, method, maybe_fail)
+
+    switch.up = down.clear
+    return switch
+
+
+def _downloads(at: AppTest) -> list[str]:
+    return [b.proto.label for b in at.get("download_button")]
+
+
+def _smear_png(seed: int = 3) -> bytes:
+    img, *_ = make_smear(640, 480, n_wbc=3, n_rbc=20, n_platelet=3, seed=seed)
+    return encode_png(img)
+
+
+def test_failed_save_keeps_the_analysis_and_retry_saves_it(db_down):
+    from tests.app._markdown import rendered
+
+    db_down("save_analysis")
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    assert not at.exception
+    assert len(at.error) == 1 and "Not saved to the database" in at.error[0].value
+    html, text = rendered(at.error[0].value)
+    assert "/x/[db](http://evil).db is busy" in text and "<a" not in html  # the message shown as plain text
+    slide = at.session_state["slide"]
+    assert slide["id"] is None and len(slide["result"].detections) > 0  # the finished analysis is kept
+    assert {m.label: m.value for m in at.metric}["WBC"] == "3"
+    assert {"Report CSV", "Report JSON"} <= set(_downloads(at))
+    db_down.up()  # the database is back
+    at.button(key="slide_retry_save").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["slide"]["id"] >= 1
+    from cellkit.store import Store
+
+    assert len(Store().list_analyses(at.session_state["owner"])) == 1
+
+
+def test_database_under_a_regular_file_is_one_error_and_nothing_lost(monkeypatch, tmp_path):
+    (tmp_path / "file.txt").write_text("not a folder")
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'file.txt' / 'cellkit.db'}")
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    assert not at.exception
+    assert len(at.error) == 1 and "Not saved to the database" in at.error[0].value
+    assert at.session_state["slide"]["id"] is None and {"Report CSV", "Report JSON"} <= set(_downloads(at))
+    at.button(key="slide_retry_save").click().run()  # still gone: the same single error, the analysis kept
+    assert not at.exception and len(at.error) == 1 and at.session_state["slide"]["id"] is None
+
+
+def test_corrections_made_while_the_database_is_gone_are_saved_on_retry(db_down):
+    db_down("save_analysis")
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+    cell = at.selectbox(key="slide_cell").value
+    at.selectbox[1].set_value("basophil")
+    at.text_input[0].set_value("looks basophilic")
+    at.get("form_submit_button")[0].click().run()
+    assert not at.exception and len(at.error) == 1
+    slide = at.session_state["slide"]
+    assert slide["result"].corrections == {cell: "basophil"}  # shown and in the downloads at once
+    assert slide["pending"] == [(cell, "basophil", "looks basophilic")]
+    db_down.up()
+    at.button(key="slide_retry_save").click().run()
+    assert not at.exception and not at.error
+    from cellkit.store import Store
+
+    slide = at.session_state["slide"]
+    assert slide["id"] >= 1 and slide["pending"] == []
+    saved = Store().corrections(slide["id"], owner=at.session_state["owner"])
+    assert [(c["index"], c["label"], c["note"]) for c in saved] == [(cell, "basophil", "looks basophilic")]
+
+
+def test_correction_on_a_saved_analysis_kept_when_the_database_is_busy(db_down):
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+    saved = at.session_state["slide"]["id"]
+    db_down("add_correction")
+    cell = at.selectbox(key="slide_cell").value
+    at.selectbox[1].set_value("basophil")
+    at.get("form_submit_button")[0].click().run()
+    assert not at.exception and len(at.error) == 1 and "Not saved" in at.error[0].value
+    slide = at.session_state["slide"]
+    assert slide["id"] == saved and slide["result"].corrections == {cell: "basophil"}
+    db_down.up()
+    at.button(key="slide_retry_save").click().run()
+    assert not at.exception and not at.error and at.session_state["slide"]["pending"] == []
+
+
+@pytest.mark.parametrize("method", ["list_analyses", "load_analysis", "delete_analysis"])
+def test_history_failures_are_one_error_and_keep_the_analysis(db_down, method):
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    saved = at.session_state["slide"]["id"]
+    assert saved >= 1
+    db_down(method)
+    if method == "list_analyses":
+        at.run()
+    else:
+        next(b for b in at.button if b.label == ("Reopen" if method == "load_analysis" else "Delete")).click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "is busy" in at.error[0].value
+    assert at.session_state["slide"]["id"] == saved and {"Report CSV", "Report JSON"} <= set(_downloads(at))
+
+
+def test_upload_over_cellkit_max_upload_mb_is_refused(monkeypatch):
+    monkeypatch.setenv("CELLKIT_MAX_UPLOAD_MB", "1")
+    at = _page().run()
+    assert at.file_uploader(key="slide_upload").proto.max_upload_size_mb == 1
+    at = _upload(at, _smear_png() + b"\0" * (1024 * 1024), "big [x](http://evil).png")
+    assert not at.exception
+    assert len(at.error) == 1 and "upload limit of 1 MB" in at.error[0].value and "slide" not in at.session_state

@@ -1,0 +1,59 @@
+"""ui.widgets.plain: every user-supplied string is shown as plain text, never as Markdown or HTML."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.app._markdown import shows_literally  # noqa: E402
+from ui.widgets import plain  # noqa: E402
+
+NASTY = [
+    "[click](http://evil)",
+    "[click](http://evil).png",
+    "**x**",
+    "__x__ _y_ *z*",
+    "cell_1.png",
+    "![img](http://evil/x.png)",
+    "<a href='http://evil'>x</a>",
+    "<script>alert(1)</script>",
+    "# heading",
+    "1. first",
+    "- item",
+    "+ item",
+    "> quote",
+    "`code`",
+    "~~gone~~",
+    "a | b\n--|--\nc | d",
+    "line\n===",
+    "http://evil.example/x",
+    "www.evil.example",
+    "me@evil.example",
+    ":red[red] :smile: :material/home:",
+    "$x^2$ costs $5",
+    "&amp; &lt;b&gt;",
+    "back\\slash \\*",
+    "[ref]: http://evil",
+    "<http://evil>",
+    "cellkit: photo (1).png",
+]
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_user_text_renders_literally(text):
+    assert shows_literally(plain(text), text), plain(text)
+
+
+def test_the_checker_catches_markdown():
+    assert not shows_literally("[click](http://evil)", "[click](http://evil)")
+    assert not shows_literally("**x**", "**x**")
+    assert not shows_literally("see http://evil", "see http://evil")
+
+
+def test_plain_accepts_any_object():
+    assert shows_literally(plain(ValueError("bad [x](y)")), "bad [x](y)")
+    assert shows_literally(plain(Path("/data/a_b")), "/data/a_b")

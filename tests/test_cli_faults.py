@@ -1,0 +1,191 @@
+"""Bad outputs, bad options and write faults: one clear line, exit != 0, nothing lost, nothing left behind.
+
+Runs as root in CI, so "cannot write" is made with paths a permission bit cannot fix: a path under a
+regular file, a folder or a FIFO as ``--out``; disk-full by making ``os.replace`` / ``os.fsync`` fail.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _cli import run_cli
+from _fakes import ColourDetector
+
+import cellkit.classify
+import cellkit.detect
+from cellkit import config
+from cellkit.io import encode_png
+from cellkit.synth import BACKGROUND, make_smear
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    """Inputs (one smear, one blank slide), a pre-existing report, and a model loader that records its use."""
+    loads: list[str] = []
+
+    def fake_detector(name=None):
+        loads.append("detector")
+        return ColourDetector(tile=256, overlap=64)
+
+    monkeypatch.setattr(cellkit.detect, "load_detector", fake_detector)
+    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    img, _boxes, _cls = make_smear(400, 300, n_wbc=1, n_rbc=6, n_platelet=1, seed=3)
+    (inputs / "smear.png").write_bytes(encode_png(img))
+    (inputs / "blank.png").write_bytes(encode_png(np.full((200, 200, 3), BACKGROUND, np.uint8)))
+    (tmp_path / "somefile").write_text("a regular file")
+    (tmp_path / "adir.csv").mkdir()
+    os.mkfifo(tmp_path / "pipe.csv")
+    (tmp_path / "null.csv").symlink_to("/dev/null")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.csv").write_text("old report\n")
+    return tmp_path, loads
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_fifo() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _one_error_line(err: str) -> str:
+    progress = re.compile(r"\d+img \[")  # tqdm's bar, redrawn with \r on stderr
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not progress.search(line)]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("out", "extra", "message"),
+    [
+        ("somefile/out.csv", [], "somefile is a file, not a folder"),
+        ("somefile/deeper/out.csv", [], "somefile is a file, not a folder"),
+        ("adir.csv", [], "is a folder"),
+        ("pipe.csv", [], "device, FIFO or socket"),
+        ("null.csv", [], "device, FIFO or socket"),  # a link to /dev/null: only stat()ed, never opened
+        ("out/r.csv", ["--tile", "0"], "--tile: expected 64 to 8192 pixels"),
+        ("out/r.csv", ["--tile", "100000"], "got 100000"),
+        ("out/r.csv", ["--overlap", "-5"], "--overlap: expected 0 or more pixels, got -5"),
+        ("out/r.csv", ["--tile", "256", "--overlap", "128"], "below half the tile (128) pixels, got 128"),
+        ("out/r.txt", [], "expected a .csv file name"),
+    ],
+    ids=["under-a-file", "deep-under-a-file", "folder", "fifo", "link-to-dev-null", "tile-0", "tile-huge", "overlap<0",
+         "overlap-half", "suffix"],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["detect", "analyze"])
+def test_bad_out_or_option_fails_before_any_work(setup, monkeypatch, capsys, command, out, extra, message):
+    root, loads = setup
+    if command == "analyze" and out.endswith(".txt"):
+        message = "expected a .json or .csv file name"
+    before = _snapshot(root)
+    code, stdout, err = run_cli(monkeypatch, capsys, command, root / "in", "--out", root / out, *extra)
+    line = _one_error_line(err)
+    assert code == 2 and stdout == "" and message in line
+    assert line.count(Path(out).name) <= 1  # the file is named once
+    assert loads == []  # refused before loading a model or reading an image
+    assert _snapshot(root) == before  # nothing written, nothing removed, no temp file
+
+
+def test_stats_json_and_explain_npy_are_checked_first(setup, monkeypatch, capsys):
+    root, _ = setup
+    before = _snapshot(root)
+    code, _, err = run_cli(monkeypatch, capsys, "stats", root / "in", "--json", root / "adir.csv")
+    assert code == 2 and "--json" in _one_error_line(err) and "is a folder" in err
+    crop = root / "in" / "blank.png"
+    code, _, err = run_cli(monkeypatch, capsys, "explain", crop, "--out", root / "x.png", "--npy", root / "pipe.csv")
+    assert code == 2 and "--npy" in _one_error_line(err) and "FIFO" in err
+    code, _, err = run_cli(monkeypatch, capsys, "classify", crop, "--out", root / "somefile" / "p.csv")
+    assert code == 2 and "not a folder" in _one_error_line(err)
+    assert _snapshot(root) == before
+
+
+@pytest.mark.parametrize("content", [[], ["notes.txt"]], ids=["empty", "no-images"])
+@pytest.mark.parametrize("command", ["detect", "analyze"])
+def test_folder_without_images_is_an_error(setup, monkeypatch, capsys, command, content):
+    root, loads = setup
+    folder = root / "nothing"
+    folder.mkdir()
+    for name in content:
+        (folder / name).write_text("x")
+    code, _, err = run_cli(monkeypatch, capsys, command, folder, "--out", root / "out" / "r.csv")
+    assert code == 2 and "no images found in" in _one_error_line(err)
+    assert loads == [] and not (root / "out" / "r.csv").exists()
+
+
+def test_symlinked_out_is_written_through(setup, monkeypatch, capsys):
+    root, _ = setup
+    link = root / "link.csv"
+    link.symlink_to(root / "out" / "report.csv")
+    code, _, _ = run_cli(monkeypatch, capsys, "detect", root / "in", "--out", link)
+    assert code == 0
+    assert link.is_symlink() and os.readlink(link) == str(root / "out" / "report.csv")
+    frame = pd.read_csv(root / "out" / "report.csv")
+    assert set(frame["path"].map(lambda p: Path(p).name)) == {"smear.png", "blank.png"}
+    assert not list(root.rglob(".*.tmp"))
+
+
+def test_image_without_detections_gets_a_row(setup, monkeypatch, capsys):
+    root, _ = setup
+    for command, out in [("detect", "d.csv"), ("analyze", "a.csv")]:
+        args = ["--no-classify"] if command == "analyze" else []
+        code, _, err = run_cli(monkeypatch, capsys, command, root / "in", "--out", root / out, *args)
+        assert code == 0, err
+        frame = pd.read_csv(root / out)
+        blank = frame[frame["path"].str.endswith("blank.png")]
+        assert len(blank) == 1 and blank[["x1", "y1", "x2", "y2", "class"]].isna().all(axis=None)
+        assert (frame["path"].str.endswith("smear.png")).sum() >= 2
+
+
+def _fail_for(folder: Path, real):
+    """A stand-in for an os function that fails with 'disk full' for paths inside ``folder`` only."""
+
+    def fake(*args, **kwargs):
+        paths = [a for a in args if isinstance(a, str | os.PathLike)]
+        if any(Path(os.fspath(p)).resolve().parent == folder.resolve() for p in paths):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    return fake
+
+
+@pytest.mark.parametrize("fault", ["replace", "fsync"])
+@pytest.mark.parametrize(("command", "name"), [("detect", "report.csv"), ("analyze", "report.json")])
+def test_disk_full_after_the_work_keeps_the_results(setup, monkeypatch, capsys, fault, command, name):
+    root, _ = setup
+    out_dir = root / "out"
+    old = _snapshot(out_dir)
+    if fault == "replace":
+        monkeypatch.setattr(os, "replace", _fail_for(out_dir, os.replace))
+    else:  # the temp file's data does not fit: fsync (by file descriptor) fails for the report only
+        real_fsync, real_fdopen = os.fsync, os.fdopen
+        opened: dict[int, str] = {}
+
+        def fdopen(fd, *a, **k):
+            opened[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            return real_fdopen(fd, *a, **k)
+
+        def fsync(fd):
+            if Path(opened.get(fd, "/")).parent == out_dir.resolve():
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fdopen", fdopen)
+        monkeypatch.setattr(os, "fsync", fsync)
+    code, _, err = run_cli(monkeypatch, capsys, command, root / "in", "--out", out_dir / name)
+    line = _one_error_line(err)
+    assert code == 2 and "No space left on device" in line and "the results were saved to" in line
+    saved = Path(line.rsplit("saved to ", 1)[1])
+    assert saved.parent == config.home() / "unsaved" and saved.name.endswith(name)
+    text = saved.read_text()
+    assert "smear.png" in text and "blank.png" in text  # the whole report, not a part
+    assert _snapshot(out_dir) == old  # the old report untouched, no temp file left
