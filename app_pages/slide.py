@@ -105,6 +105,13 @@ if slide and slide.get("db_error"):
         st.rerun()
 if slide:
     result, image, clf = slide["result"], slide["image"], slide.get("clf")
+    if (slide.get("meta") or {}).get("source") == "demo":
+        st.info(
+            "A drawn smear, not a real one: it shows the detector, the counts and the review workflow. "
+            "The classifier learned from real stained cells, so its white-cell labels for drawn cells mean "
+            "nothing; upload a real smear to judge them.",
+            icon=":material/draw:",
+        )
     counts = result.counts
     cols = st.columns(4)
     for col, cls in zip(cols, ("wbc", "rbc", "platelet"), strict=False):
@@ -117,7 +124,8 @@ if slide:
         if image is None:
             st.info("Images are not stored in the database; upload this one again to see its boxes and crops.")
         else:
-            st.plotly_chart(widgets.slide_figure(image, result), width="stretch")
+            tax = clf.taxonomy if clf is not None else None
+            st.plotly_chart(widgets.slide_figure(image, result, taxonomy=tax), width="stretch")
     with tab_diff:
         diff = result.differential()
         if diff:

@@ -143,8 +143,11 @@ def session_owner() -> str:
     return st.session_state.setdefault("owner", uuid.uuid4().hex)
 
 
-def slide_figure(image, result, max_side: int = 1600):
-    """Plotly figure: the smear (downscaled for display) with one outline trace per class and hover text."""
+def slide_figure(image, result, max_side: int = 1600, taxonomy=None):
+    """Plotly figure: the smear (downscaled for display) with one outline trace per class and hover text.
+
+    Legend and hover text use display names ("White cell", "Segmented neutrophil"), never ids.
+    """
     import base64
 
     import cv2
@@ -167,16 +170,19 @@ def slide_figure(image, result, max_side: int = 1600):
         for x1, y1, x2, y2 in d.xyxy[idx].tolist():
             xs += [x1, x2, x2, x1, x1, None]
             ys += [y1, y1, y2, y2, y1, None]
-        colour = SLIDE_COLOURS.get(cls, "#333")
-        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=1.5), name=cls, hoverinfo="skip")
+        colour, name = SLIDE_COLOURS.get(cls, "#333"), label_name(None, cls)
+        fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=1.5), name=name, hoverinfo="skip")
         cx, cy = (d.xyxy[idx, 0] + d.xyxy[idx, 2]) / 2, (d.xyxy[idx, 1] + d.xyxy[idx, 3]) / 2
-        text = [f"#{i} {cls} {d.confidence[i]:.2f}" + (f"<br>{labels[i]}" if labels[i] != cls else "") for i in idx]
+        text = []
+        for i in idx:
+            label = label_name(taxonomy, labels[i]) if labels[i] != cls else ""
+            text.append(f"#{i} {name} {d.confidence[i]:.2f}" + (f"<br>{label}" if label else ""))
         fig.add_scatter(
             x=cx,
             y=cy,
             mode="markers",
             marker=dict(size=6, color=colour, opacity=0.01),
-            name=cls,
+            name=name,
             text=text,
             hoverinfo="text",
             showlegend=False,

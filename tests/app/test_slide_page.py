@@ -97,6 +97,7 @@ def test_demo_button_and_history_reopen_delete():
     at = _page().run()
     at.button[0].click().run()  # "Try a demo smear"
     assert not at.exception and at.session_state["slide"]["result"].name == "demo_smear.png"
+    assert any("A drawn smear, not a real one" in i.value for i in at.info)
     first = at.session_state["slide"]["id"]
     reopen = next(b for b in at.button if b.label == "Reopen")
     reopen.click().run()
