@@ -194,8 +194,8 @@ class Classifier:
     @torch.inference_mode()
     def predict_arrays(self, images: list[np.ndarray], batch_size: int = 64) -> dict[str, Any]:
         """Raw outputs: node_probs (n, n_nodes), ood_score (n,), features (n, D), logits (n, L), locations (n,),
-        sharpness (n,) of the network's input."""
-        probs, scores, feats, logit_list, locations, sharp = [], [], [], [], [], []
+        sharpness (n,) of the network's input, cell_fraction (n,): the found cell's side / the crop's (NaN if none)."""
+        probs, scores, feats, logit_list, locations, sharp, fractions = [], [], [], [], [], [], []
         with self.lock:
             for start in range(0, len(images), batch_size):
                 x, locs = self.prep.batch(images[start : start + batch_size])
@@ -207,6 +207,8 @@ class Classifier:
                 logit_list.append(logits.numpy())
                 locations.extend(locs)
                 sharp.append(sharpness(x).numpy())
+                chunk = images[start : start + batch_size]
+                fractions.extend(_cell_fraction(loc, im.shape) for loc, im in zip(locs, chunk, strict=True))
         n_nodes = len(self.taxonomy.ids)
         return {
             "node_probs": np.concatenate(probs) if probs else np.zeros((0, n_nodes), np.float32),
@@ -217,6 +219,7 @@ class Classifier:
             else np.zeros((0, len(self.taxonomy.leaves)), np.float32),
             "locations": locations,
             "sharpness": np.concatenate(sharp) if sharp else np.zeros(0, np.float32),
+            "cell_fraction": np.asarray(fractions, np.float32),
         }
 
     def predict(
@@ -228,9 +231,14 @@ class Classifier:
         """
         out = self.predict_arrays(list(images), batch_size)
         return [
-            self.verdict(p, s, threshold, location=loc, sharpness=f)
-            for p, s, loc, f in zip(
-                out["node_probs"], out["ood_score"], out["locations"], out["sharpness"], strict=True
+            self.verdict(p, s, threshold, location=loc, sharpness=f, cell_fraction=c)
+            for p, s, loc, f, c in zip(
+                out["node_probs"],
+                out["ood_score"],
+                out["locations"],
+                out["sharpness"],
+                out["cell_fraction"],
+                strict=True,
             )
         ]
 
@@ -241,13 +249,16 @@ class Classifier:
         threshold: float | None = None,
         location: Any = None,
         sharpness: float | None = None,
+        cell_fraction: float | None = None,
     ) -> Prediction:
         """The prediction for one crop's node probabilities: label, confidence and the review verdict.
 
         ``label`` is the deepest node whose probability reaches ``threshold`` (default ``spec.threshold``),
         or :data:`~cellkit.unknown.UNKNOWN` when the crop is unlike the training cells, when no top-level
         group of the taxonomy reaches ``spec.ood["min_group_prob"]``, when no cell was found in it, or when
-        its ``sharpness`` is below ``spec.ood["min_sharpness"]`` (out of focus).
+        its ``sharpness`` is below ``spec.ood["min_sharpness"]`` (out of focus), or when the predicted leaf's
+        object fills more of the crop than that leaf ever did in training (``spec.ood["max_cell_fraction"]``, e.g.
+        a white cell framed like a white-cell crop and called platelet).
         """
         tax = self.taxonomy
         node_probs = np.clip(node_probs, 0.0, 1.0)
@@ -262,6 +273,12 @@ class Classifier:
         min_sharp = float(self.spec.ood.get("min_sharpness", 0.0))
         if sharpness is not None and float(sharpness) < min_sharp:
             reasons.append(f"out of focus or too blurred (sharpness {float(sharpness):.3f} < {min_sharp:.3f})")
+        max_fraction = (self.spec.ood.get("max_cell_fraction") or {}).get(leaf)
+        if max_fraction is not None and cell_fraction is not None and float(cell_fraction) > float(max_fraction):
+            reasons.append(
+                f"called {tax.display(leaf).lower()}, but the object fills {float(cell_fraction):.0%} of the crop's "
+                f"side, like a white cell (at most {float(max_fraction):.0%} in training)"
+            )
         if ood:
             reasons.append(f"unlike the cells the model was trained on (score {float(ood_score):.2f} > 1)")
         min_group = float(self.spec.ood.get("min_group_prob", 0.0))
@@ -279,6 +296,14 @@ class Classifier:
             review="; ".join(reasons),
             note=location.note if location is not None else "",
         )
+
+
+def _cell_fraction(location: Any, shape: tuple[int, ...]) -> float:
+    """The found cell's box side over the crop's longer side; NaN when no cell was found."""
+    if location is None or not location.found:
+        return float("nan")
+    x1, y1, x2, y2 = location.xyxy
+    return float(max(x2 - x1, y2 - y1) / max(shape[:2]))
 
 
 # ---- saving / loading ----------------------------------------------------------------------

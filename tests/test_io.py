@@ -242,6 +242,24 @@ def test_large_images_decode_into_one_array_with_the_same_pixels(img, fmt, monke
     np.testing.assert_array_equal(large_path, small_path)
 
 
+def test_large_png_is_decoded_by_libspng_not_opencv(monkeypatch):
+    """OpenCV's PNG reader holds two copies of a large image; imagecodecs (libspng) one."""
+    import cv2
+
+    import cellkit.io as cio
+
+    img = np.random.default_rng(7).integers(0, 255, (60, 70, 3), dtype=np.uint8)
+    data = _png(img)
+    monkeypatch.setattr(cio, "LARGE_PIXELS", 1_000)
+
+    def no_cv2(*args, **kwargs):
+        raise AssertionError("OpenCV decoded a large PNG")
+
+    monkeypatch.setattr(cv2, "imdecode", no_cv2)
+    monkeypatch.setattr(cv2, "imread", no_cv2)
+    np.testing.assert_array_equal(read_image(data), img)
+
+
 def test_large_exif_rotated_image_still_turns(monkeypatch):
     import cellkit.io as cio
 

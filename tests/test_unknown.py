@@ -9,8 +9,9 @@ import torch
 
 from cellkit.adapt import recalibrate_batchnorm
 from cellkit.classify import build_tiny_classifier, load_classifier, save_classifier
+from cellkit.crops import crop_box
 from cellkit.errors import CellkitError
-from cellkit.synth import make_crop
+from cellkit.synth import make_crop, make_demo_smear
 from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME, load_taxonomy
 from cellkit.types import Prediction
 from cellkit.unknown import METHODS, OodScorer, auroc, calibrate, sharpness
@@ -132,6 +133,21 @@ def test_out_of_focus_cells_go_to_review():
     assert "out of focus" not in clf.predict([crop])[0].review
     pred = clf.predict([cv2.GaussianBlur(crop, (0, 0), 8)])[0]
     assert pred.label == UNKNOWN and "out of focus" in pred.review
+
+
+def test_an_object_too_large_for_its_predicted_class_goes_to_review():
+    clf = build_tiny_classifier(seed=0)
+    clf.spec.framing = "nucleus"  # the cell's size comes from the framer
+    smear, boxes, classes = make_demo_smear(seed=0)
+    crop = crop_box(smear, boxes[list(classes).index(0)], 1.5)  # a white cell filling about 2/3 of the crop
+    clf.spec.ood = {}
+    assert 0.4 < clf.predict_arrays([crop])["cell_fraction"][0] < 0.9
+    leaf = clf.predict([crop])[0].leaf
+    clf.spec.ood = {"max_cell_fraction": {leaf: 0.3}}
+    pred = clf.predict([crop])[0]
+    assert pred.label == UNKNOWN and "of the crop's side" in pred.review
+    clf.spec.ood = {"max_cell_fraction": {leaf: 0.9}}
+    assert "of the crop's side" not in clf.predict([crop])[0].review
 
 
 def test_scorer_travels_in_the_safetensors_file(tmp_path, monkeypatch):

@@ -23,3 +23,16 @@ def tiny_classifier(monkeypatch):
     yield
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+@pytest.fixture
+def unsure_classifier(monkeypatch):
+    """A tiny classifier whose near-uniform answers fall under the 'unsure' rule: every cell goes to review."""
+    import cellkit.classify
+
+    def load(name=None):
+        clf = cellkit.classify.build_tiny_classifier()
+        clf.spec.ood = {"min_group_prob": 0.99}
+        return clf
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", load)

@@ -64,19 +64,6 @@ def test_zip_upload_and_traversal_zip():
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "3"
 
 
-@pytest.fixture
-def unsure_classifier(monkeypatch):
-    """A tiny classifier whose near-uniform answers fall under the 'unsure' rule: every cell goes to review."""
-    import cellkit.classify
-
-    def load(name=None):
-        clf = cellkit.classify.build_tiny_classifier()
-        clf.spec.ood = {"min_group_prob": 0.9}
-        return clf
-
-    monkeypatch.setattr(cellkit.classify, "load_classifier", load)
-
-
 def test_cells_flagged_for_review_are_shown_as_unidentified(unsure_classifier):
     files = [("a.png", encode_png(make_crop(0, 80, 1)), "image/png")]
     at = _run_with(files)

@@ -143,15 +143,7 @@ def test_misclassification_explorer(tmp_path, monkeypatch):
     assert np.isfinite(float(at.metric[0].value.rstrip("%")))
 
 
-def test_a_cell_flagged_for_review_can_still_be_explained(monkeypatch):
-    import cellkit.classify
-
-    def unsure(name=None):
-        clf = cellkit.classify.build_tiny_classifier()
-        clf.spec.ood = {"min_group_prob": 0.99}
-        return clf
-
-    monkeypatch.setattr(cellkit.classify, "load_classifier", unsure)
+def test_a_cell_flagged_for_review_can_still_be_explained(unsure_classifier):
     at = AppTest.from_file(str(ROOT / "app_pages/explain.py"), default_timeout=120).run()
     at.file_uploader(key="explain_upload").set_value([("c.png", encode_png(make_crop(1, 64, 0)), "image/png")])
     at.run()
