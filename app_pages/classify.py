@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cellkit.classify import result_columns
+from cellkit.classify import prediction_row, result_columns
 from cellkit.errors import CellkitError
 from cellkit.io import ImageItem, PixelBudget, iter_zip, read_image
 from cellkit.limits import heavy_job
@@ -43,7 +43,9 @@ threshold = st.sidebar.slider("Confidence threshold for the label", 0.3, 0.95, f
 
 items: list[ImageItem] = []
 budget = PixelBudget()  # all files of this upload together (CELLKIT_MAX_REQUEST_PIXELS), from headers
-with resources.user_errors(), heavy_job(waiting=st.spinner):  # decoding holds one server slot
+preds = []
+# one server slot for the whole request: decoded images are held until they are classified
+with resources.user_errors(), heavy_job(waiting=st.spinner):
     for f in files:
         data = f.getvalue()
         if f.name.lower().endswith(".zip"):
@@ -56,21 +58,23 @@ with resources.user_errors(), heavy_job(waiting=st.spinner):  # decoding holds o
                 items.append(ImageItem(f.name, read_image(data, name=f.name, budget=budget)))
             except CellkitError as exc:
                 items.append(ImageItem(f.name, error=str(exc)))
+    good = [it for it in items if not it.error]
+    if good:
+        with st.spinner(f"Classifying {len(good)} crop(s)…"):
+            preds = clf.predict([it.image for it in good], threshold=threshold)
 
 for item in items:  # names may repeat (two uploads, zip members): nothing below is keyed by name
     if item.error:
         message = item.error if item.name in item.error else f"{item.name}: {item.error}"
         st.error(widgets.plain(message), icon=":material/error:")
-good = [it for it in items if not it.error]
 if not good:
     st.warning("No readable crop to classify.")
     st.stop()
 
-with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner(f"Classifying {len(good)} crop(s)…"):
-    preds = clf.predict([it.image for it in good], threshold=threshold)
 found = iter(preds)
 rows = [
-    {"path": it.name, "error": it.error} if it.error else {"path": it.name, **next(found).as_dict()} for it in items
+    {"path": it.name, "error": it.error} if it.error else {"path": it.name, **prediction_row(next(found), tax)}
+    for it in items
 ]
 table = pd.DataFrame(rows, columns=result_columns(tax)).fillna({"error": ""})
 

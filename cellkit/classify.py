@@ -22,6 +22,7 @@ from torch import nn
 
 from cellkit import config
 from cellkit.errors import CellkitError
+from cellkit.fuse import FoldedCopy
 from cellkit.models import ModelSpec, default_spec, load_spec
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import Taxonomy, load_taxonomy
@@ -148,14 +149,24 @@ class Classifier:
                 f"model {spec.name!r} predicts {spec.labels} but taxonomy {taxonomy.name!r} has leaves "
                 f"{list(taxonomy.leaves)}; retrain with `cellkit train classifier --taxonomy {taxonomy.name}`"
             )
-        # channels-last roughly doubles CPU throughput of depthwise/1x1 convs (measured: bench/bench_classify.py)
-        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.model = model
         self.spec = spec
         self.taxonomy = taxonomy
         self.ood_stats = ood_stats or {}
         self.scorer = scorer
         self.lock = threading.RLock()
         self._node_matrix = torch.from_numpy(taxonomy.node_matrix)  # (n_nodes, n_leaves)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network as trained (training, adaptation and explanations use it; inference a folded copy)."""
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        # channels-last roughly doubles CPU throughput of depthwise/1x1 convs (measured: bench/bench_classify.py)
+        self._model = model.eval().to(memory_format=torch.channels_last)
+        self._folded = FoldedCopy(self._model)  # BatchNorm folded into the convs; rebuilt if the model changes
 
     @property
     def prep(self) -> Preprocess:
@@ -199,7 +210,8 @@ class Classifier:
         with self.lock:
             for start in range(0, len(images), batch_size):
                 x, locs = self.prep.batch(images[start : start + batch_size])
-                f, logits = penultimate_and_logits(self.model, x.contiguous(memory_format=torch.channels_last))
+                net = self._folded.get()
+                f, logits = penultimate_and_logits(net, x.contiguous(memory_format=torch.channels_last))
                 logits = logits / float(self.spec.temperature)
                 probs.append((torch.softmax(logits, dim=1) @ self._node_matrix.T).numpy())
                 scores.append(self.ood_scores(f, logits).numpy())
@@ -385,11 +397,18 @@ def build_tiny_classifier(taxonomy: Taxonomy | str | None = None, input_size: in
 
 # ---- batch classification of image items (CLI and app) ----------------------------------------
 def result_columns(taxonomy: Taxonomy) -> list[str]:
-    """Columns of a results table: path, leaf, label, confidence, ood_score, review, p_<node>..., error.
+    """Columns of a results table: path, leaf, label, confidence, ood_score, review, note, shown_as, p_<node>..., error.
 
-    ``label`` is ``unknown`` for cells flagged for review (``review`` says why); ``leaf`` is still the best guess.
+    ``shown_as`` is what a person is shown ("Unidentified — review" for a flagged cell); ``label`` is its id
+    (``unknown`` when flagged, ``review`` says why) and ``leaf`` is still the best guess.
     """
-    return ["path", "leaf", "label", "confidence", "ood_score", "review", *(f"p_{n}" for n in taxonomy.ids), "error"]
+    probs = [f"p_{n}" for n in taxonomy.ids]
+    return ["path", "leaf", "label", "confidence", "ood_score", "review", "note", "shown_as", *probs, "error"]
+
+
+def prediction_row(pred: Prediction, taxonomy: Taxonomy) -> dict[str, Any]:
+    """One results-table row of a prediction (see :func:`result_columns`), without the path."""
+    return {**pred.as_dict(), "shown_as": taxonomy.display(pred.label)}
 
 
 PENDING_PIXELS = 20_000_000  # classify_items: images held before a batch is sent (~60 MB of RGB)
@@ -408,7 +427,7 @@ def classify_items(clf: Classifier, items: Any, batch_size: int = 64, progress: 
     def flush() -> None:
         preds = clf.predict([im for _, im in pending], batch_size=batch_size)
         for (i, _), pred in zip(pending, preds, strict=True):
-            rows[i].update(pred.as_dict())
+            rows[i].update(prediction_row(pred, clf.taxonomy))
         if progress is not None:
             progress(len(pending))
         pending.clear()

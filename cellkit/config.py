@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +67,46 @@ def resolve_data_path(path: str | os.PathLike) -> Path:
     raise CellkitError(
         f"this path is outside the data folder(s) {allowed}; only folders inside CELLKIT_DATA_DIR can be opened"
     )
+
+
+_CONFINED: ContextVar[tuple[Path, ...] | None] = ContextVar("cellkit_confined_roots", default=None)
+
+
+@contextmanager
+def confined_to_data_roots() -> Iterator[None]:
+    """Within this block (this thread), dataset readers follow no link that leads out of :func:`data_roots`.
+
+    The app's Dataset page reads inside it, so a class folder or image inside a data root that links to
+    ``/etc`` is skipped; the command line, which may read anything its user can, is not confined.
+    """
+    roots = []
+    for root in data_roots():
+        try:
+            roots.append(root.resolve())
+        except (OSError, RuntimeError):
+            continue
+    token = _CONFINED.set(tuple(roots))
+    try:
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
+def confinement() -> tuple[Path, ...] | None:
+    """The roots readers are confined to now, or None when they are not (see :func:`confined_to_data_roots`)."""
+    return _CONFINED.get()
+
+
+def may_follow(path: str | os.PathLike) -> bool:
+    """True unless readers are confined and ``path`` (a link, a folder) really lies outside the roots."""
+    roots = _CONFINED.get()
+    if roots is None:
+        return True
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return any(real == r or real.is_relative_to(r) for r in roots)
 
 
 def cache_dir() -> Path:

@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 from PIL import Image, UnidentifiedImageError
 
+from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.io import IMAGE_SUFFIXES
 from cellkit.taxonomy import Taxonomy, load_taxonomy
@@ -83,7 +84,11 @@ def _is_image(p: Path) -> bool:
 
 def _subdirs(path: Path) -> list[Path]:
     try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+        return sorted(
+            p
+            for p in path.iterdir()
+            if p.is_dir() and not p.name.startswith((".", "__")) and (not p.is_symlink() or config.may_follow(p))
+        )
     except OSError:
         return []
 
@@ -104,14 +109,19 @@ def _images_in(path: Path, recursive: bool = False) -> list[Path]:
             if e.is_dir(follow_symlinks=False):
                 if recursive:
                     stack.append(Path(e.path))
-            elif e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES):
+            elif e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES) and _followable(e):
                 out.append(Path(e.path))
     return sorted(out)
 
 
+def _followable(entry: os.DirEntry) -> bool:
+    """A plain entry, or a link the current confinement lets readers follow (see ``config.may_follow``)."""
+    return not entry.is_symlink() or config.may_follow(entry.path)
+
+
 def _has_images(path: Path) -> bool:
     try:
-        return any(e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES) for e in os.scandir(path))
+        return any(e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES) and _followable(e) for e in os.scandir(path))
     except OSError:
         return False
 

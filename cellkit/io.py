@@ -326,13 +326,19 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ImageItem:
     """One image found among the inputs: its name as found and either pixels or an error."""
 
     name: str
     image: np.ndarray | None = None
     error: str | None = None
+
+    def take(self) -> np.ndarray | None:
+        """The pixels, forgotten by this item (and so by the reader that made it): once the caller drops
+        them, a large image's memory is freed, before the next image is read or the report is built."""
+        image, self.image = self.image, None
+        return image
 
 
 def safe_zip_members(zf: zipfile.ZipFile, *, label: str = "zip") -> list[zipfile.ZipInfo]:

@@ -34,6 +34,8 @@ class ModelSpec:
     temperature: float = 1.0  # calibration: logits / temperature
     crop_scale: float = 2.0  # crops cut from smears: side = crop_scale x the cell's box side (PBC framing)
     view: float = 1.0  # centre fraction of a crop the network sees (< 1 zooms in on the cell)
+    resample_size: int = 0  # px the framed, viewed crop is resized to first (the training cache), then to
+    # input_size; 0 = straight to input_size. Training resamples from its cache, so inference must too.
     background: list[float] = field(default_factory=list)  # RGB slide background of the training data:
     # when set, crops are white-balanced to it before the network (cellkit.colour); empty = no normalisation
     source_background: list[float] = field(default_factory=list)  # a lab's own slide background (cellkit adapt):
@@ -49,6 +51,10 @@ class ModelSpec:
             raise CellkitError(f"model {self.name!r}: task must be 'classifier' or 'detector', got {self.task!r}")
         if self.input_size <= 0:
             raise CellkitError(f"model {self.name!r}: input_size must be positive, got {self.input_size}")
+        if int(self.resample_size) < 0:
+            raise CellkitError(
+                f"model {self.name!r}: resample_size must be 0 or a pixel size, got {self.resample_size}"
+            )
         if not 0.2 <= float(self.view) <= 1.0:
             raise CellkitError(f"model {self.name!r}: view must be in [0.2, 1], got {self.view}")
         for key in ("background", "source_background"):

@@ -4,7 +4,9 @@ A crop goes through, in order:
 
 1. ``frame`` — (models with ``framing="nucleus"``) find the white cell and re-cut the crop at
    ``crop_scale x`` the cell's size, padded with slide background (:mod:`cellkit.framing`);
-2. ``canonical`` — pad to a square, keep the centre ``view`` fraction, resize (uint8);
+2. ``canonical`` — pad to a square, keep the centre ``view`` fraction, resize (uint8): first to
+   ``resample_size`` (the training cache's size) when the spec has one, then to the input size, so a
+   crop at inference is resampled exactly as the training crops were;
 3. ``to_tensor`` — white-balance to the model's slide background (when the spec has one), scale to
    [0, 1], normalise with mean/std.
 
@@ -88,6 +90,7 @@ class Preprocess:
     source_background: tuple[float, ...] = ()  # a lab's fixed slide background (cellkit adapt); () = per crop
     framing: str = ""
     crop_scale: float = 2.5
+    resample_size: int = 0  # training cache size: crops are resized to it first, then to ``size`` (0: directly)
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
@@ -106,6 +109,7 @@ class Preprocess:
             source_background=tuple(getattr(spec, "source_background", None) or ()),
             framing=str(getattr(spec, "framing", "") or ""),
             crop_scale=float(spec.crop_scale),
+            resample_size=int(getattr(spec, "resample_size", 0) or 0),
         )
 
     def frame(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -119,8 +123,16 @@ class Preprocess:
         return frame_crop(image, self.crop_scale, loc), loc
 
     def canonical(self, image: np.ndarray, size: int | None = None) -> np.ndarray:
-        """Framed, squared, centre-``view`` crop resized to ``size`` (default the input size), uint8."""
-        return resize_square(self.frame(image)[0], size or self.size, self.view)
+        """Framed, squared, centre-``view`` crop resized to ``size`` (default: the network's input), uint8."""
+        return self._resize(self.frame(image)[0], size)
+
+    def _resize(self, framed: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Square, view and resize a framed crop; to the input size through ``resample_size``, as in training."""
+        if size is not None and size != self.size:
+            return resize_square(framed, size, self.view)
+        if not self.resample_size or self.resample_size == self.size:
+            return resize_square(framed, self.size, self.view)
+        return resize_square(resize_square(framed, self.resample_size, self.view), self.size)
 
     def to_tensor(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Canonical uint8 crops (n, S, S, 3) -> white-balanced, normalised float (n, 3, S, S)."""
@@ -143,7 +155,7 @@ class Preprocess:
         if len(images) == 0:
             return torch.zeros((0, 3, self.size, self.size)), []
         framed = [self.frame(im) for im in images]
-        canon = np.stack([resize_square(img, self.size, self.view) for img, _ in framed])
+        canon = np.stack([self._resize(img) for img, _ in framed])
         return self.to_tensor(canon), [loc for _, loc in framed]
 
     def __call__(self, images: list[np.ndarray]) -> torch.Tensor:

@@ -176,6 +176,27 @@ class SlideResult:
     image_sha256: str = ""
     corrections: dict[int, str] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)  # leaf/node -> differential group (pbc8)
+    taxonomy: str = ""  # the classifier's taxonomy (display names in exports); "" = the one whose ids these are
+
+    def _taxonomy(self) -> Any:
+        """The Taxonomy of ``node_ids`` (by name, else the default one if its ids match), or None."""
+        from cellkit.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+
+        try:
+            tax = load_taxonomy(self.taxonomy or DEFAULT_TAXONOMY)
+        except CellkitError:
+            return None
+        return tax if tuple(tax.ids) == tuple(self.node_ids) else None
+
+    def shown_as(self) -> list[str]:
+        """What a person is shown for each box: the final label's display name ("Unidentified — review" when
+        flagged), or the detector's class for boxes the classifier did not see."""
+        tax = self._taxonomy()
+        names = []
+        for lab in self.labels():
+            known = tax is not None and (lab == UNKNOWN or lab in tax.ids)
+            names.append(tax.display(lab) if known else lab)
+        return names
 
     @property
     def counts(self) -> dict[str, int]:
@@ -211,7 +232,8 @@ class SlideResult:
         return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ordered}
 
     def to_frame(self):
-        """One row per box: x1 y1 x2 y2 class confidence [leaf label cls_confidence ood_score corrected p_<node>]."""
+        """One row per box: x1 y1 x2 y2 class confidence [leaf label cls_confidence ood_score review corrected
+        shown_as p_<node>]; ``shown_as`` is the final label's display name, as on screen."""
         import pandas as pd
 
         d = self.detections
@@ -223,7 +245,9 @@ class SlideResult:
             frame["label"] = d.data["label"]
             frame["cls_confidence"] = np.round(d.data["cls_confidence"].astype(float), 4)
             frame["ood_score"] = np.round(d.data["ood_score"].astype(float), 4)
+            frame["review"] = d.data.get("review", "")
             frame["corrected"] = [self.corrections.get(i, "") for i in range(len(d))]
+            frame["shown_as"] = self.shown_as()
             probs = np.round(d.data["node_probs"].astype(float), 6)
             for j, node in enumerate(self.node_ids):
                 frame[f"p_{node}"] = probs[:, j]
@@ -243,6 +267,7 @@ class SlideResult:
             "node_ids": list(self.node_ids),
             "corrections": {str(k): v for k, v in self.corrections.items()},
             "groups": self.groups,
+            "taxonomy": self.taxonomy,
             "cells": cells,
         }
 
@@ -265,6 +290,7 @@ class SlideResult:
                 "label": np.array([c["label"] or "" for c in cells], dtype=object),
                 "cls_confidence": np.array([_num(c["cls_confidence"]) for c in cells], np.float32),
                 "ood_score": np.array([_num(c["ood_score"]) for c in cells], np.float32),
+                "review": np.array([c.get("review") or "" for c in cells], dtype=object),
                 "node_probs": np.array([[_num(c.get(f"p_{k}")) for k in node_ids] for c in cells], np.float32),
             }
         return cls(
@@ -277,6 +303,7 @@ class SlideResult:
             image_sha256=raw.get("image_sha256", ""),
             corrections={int(k): v for k, v in raw.get("corrections", {}).items()},
             groups=dict(raw.get("groups", {})),
+            taxonomy=str(raw.get("taxonomy", "")),
         )
 
 
@@ -303,6 +330,7 @@ def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_s
     n = len(dets)
     leaf = np.full(n, "", dtype=object)
     label = np.full(n, "", dtype=object)
+    review = np.full(n, "", dtype=object)
     cconf = np.full(n, np.nan, np.float32)
     ood = np.full(n, np.nan, np.float32)
     probs = np.full((n, len(node_ids)), np.nan, np.float32)
@@ -314,13 +342,14 @@ def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_s
         chunk = idx[start : start + batch_size]
         crops = [crop_box(image, dets.xyxy[i], scale=scale) for i in chunk]
         for i, pred in zip(chunk, classifier.predict(crops, batch_size=batch_size), strict=True):
-            leaf[i], label[i] = pred.leaf, pred.label
+            leaf[i], label[i], review[i] = pred.leaf, pred.label, pred.review
             box_class, said = dets.class_names[dets.class_id[i]], group.get(pred.label, pred.label)
             if said in dets.class_names and said != box_class:  # e.g. a white-cell box the classifier calls platelet
                 label[i] = UNKNOWN
+                review[i] = f"the detector found a {box_class} where the classifier sees a {said}"
             cconf[i], ood[i] = pred.confidence, pred.ood_score
             probs[i] = pred.node_probs
-    data = dict(dets.data, leaf=leaf, label=label, cls_confidence=cconf, ood_score=ood, node_probs=probs)
+    data = dict(dets.data, leaf=leaf, label=label, review=review, cls_confidence=cconf, ood_score=ood, node_probs=probs)
     return Detections(dets.xyxy, dets.confidence, dets.class_id, dets.class_names, data)
 
 
@@ -372,6 +401,7 @@ def analyze(
         name=name,
         image_sha256=image_sha256(image),
         groups=groups,
+        taxonomy=classifier.taxonomy.name if classifier is not None else "",
     )
 
 

@@ -140,8 +140,12 @@ def colour_stats(rgb: np.ndarray) -> dict[str, float]:
 
 # ---- cached index ----------------------------------------------------------------------------
 def cache_file(dataset_path: str | os.PathLike) -> Path:
-    """Where the index of a dataset folder is cached."""
-    key = hashlib.sha1(str(Path(dataset_path).resolve()).encode()).hexdigest()[:16]
+    """Where the index of a dataset folder is cached (a confined reader has its own: see ``config.confinement``)."""
+    confined = config.confinement()
+    keyed = str(Path(dataset_path).resolve())
+    if confined is not None:
+        keyed += "|confined:" + "|".join(map(str, confined))
+    key = hashlib.sha1(keyed.encode()).hexdigest()[:16]
     return config.cache_dir() / f"index-v{INDEX_VERSION}-{Path(dataset_path).name}-{key}.parquet"
 
 

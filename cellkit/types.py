@@ -165,13 +165,14 @@ class Prediction:
         return float(self.node_probs[self.node_ids.index(node_id)])
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat row: leaf, label, confidence, ood_score, p_<node> for every node."""
+        """Flat row: leaf, label, confidence, ood_score, review, note, p_<node> for every node."""
         row: dict[str, Any] = {
             "leaf": self.leaf,
             "label": self.label,
             "confidence": round(float(self.confidence), 6),
             "ood_score": round(float(self.ood_score), 6),
             "review": self.review,
+            "note": self.note,
         }
         row.update({f"p_{n}": round(float(p), 6) for n, p in zip(self.node_ids, self.node_probs, strict=True)})
         return row

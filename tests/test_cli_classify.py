@@ -41,12 +41,12 @@ def test_classify_writes_contract_csv(tmp_path, weights, monkeypatch, capsys):
     folder = crops_folder(tmp_path / "crops")
     out = tmp_path / "preds.csv"
     code, _, err = run(monkeypatch, capsys, "classify", folder, "--out", out)
-    assert code == 0, err
+    assert code == 1, err  # broken.png failed; the others are still classified and written
     rows = list(csv.DictReader(out.open()))
     tax = load_taxonomy("pbc")
     header = list(rows[0])
-    assert header[:6] == ["path", "leaf", "label", "confidence", "ood_score", "review"]
-    assert header[6:-1] == [f"p_{n}" for n in tax.ids] and header[-1] == "error"
+    assert header[:8] == ["path", "leaf", "label", "confidence", "ood_score", "review", "note", "shown_as"]
+    assert header[8:-1] == [f"p_{n}" for n in tax.ids] and header[-1] == "error"
     by_name = {Path(r["path"]).name: r for r in rows}
     assert set(by_name) == {"a.png", "b.jpg", "broken.png", "c.png"}
     assert str(folder / "a.png") in [r["path"] for r in rows]  # path as found
@@ -54,6 +54,7 @@ def test_classify_writes_contract_csv(tmp_path, weights, monkeypatch, capsys):
     assert "broken.png" in err and "classified 3 of 4" in err
     good = by_name["a.png"]
     assert good["leaf"] in tax.leaves and good["label"] in tax.ids and not good["error"]
+    assert good["shown_as"] == tax.display(good["label"])  # the display name, as on screen
     assert float(good["confidence"]) == pytest.approx(float(good[f"p_{good['label']}"]), abs=1e-6)
     roots = sum(float(good[f"p_{r}"]) for r in tax.roots)
     assert roots == pytest.approx(1.0, abs=1e-4)

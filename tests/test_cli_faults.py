@@ -189,3 +189,77 @@ def test_disk_full_after_the_work_keeps_the_results(setup, monkeypatch, capsys, 
     text = saved.read_text()
     assert "smear.png" in text and "blank.png" in text  # the whole report, not a part
     assert _snapshot(out_dir) == old  # the old report untouched, no temp file left
+
+
+def _bomb_png() -> bytes:
+    """A valid PNG header declaring 30000 x 30000 pixels (900 MP) with almost no data: a decode bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _make_bad(kind: str, folder: Path) -> tuple[Path, str]:
+    """One bad input in ``folder`` and a fragment of the message it must give."""
+    good = encode_png(np.full((64, 64, 3), BACKGROUND, np.uint8))
+    if kind == "corrupt":
+        (folder / "corrupt.png").write_bytes(good[:40])
+        return folder / "corrupt.png", "corrupt.png"
+    if kind == "wrong-type":
+        (folder / "notes.jpg").write_text("this is a text file with an image suffix")
+        return folder / "notes.jpg", "notes.jpg"
+    if kind == "bomb":
+        (folder / "bomb.png").write_bytes(_bomb_png())
+        return folder / "bomb.png", "limit per image"
+    if kind == "nested-zip":
+        (folder / "outer.zip").write_bytes(_zip({"inner.zip": _zip({"a.png": good})}))
+        return folder / "outer.zip", "zip inside a zip"
+    if kind == "traversal-zip":
+        (folder / "evil.zip").write_bytes(_zip({"../../escaped.png": good}))
+        return folder / "evil.zip", "evil.zip"
+    if kind == "dangling-link":
+        (folder / "gone.png").symlink_to(folder / "never-there.png")
+        return folder / "gone.png", "broken symbolic link"
+    raise AssertionError(kind)
+
+
+BAD_INPUTS = ["corrupt", "wrong-type", "bomb", "nested-zip", "traversal-zip", "dangling-link"]
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+@pytest.mark.parametrize("command", ["classify", "detect", "analyze"])
+def test_every_bad_input_is_one_line_naming_it_once_and_nothing_else_changes(setup, monkeypatch, capsys, kind, command):
+    """A bad file beside a good one: the good one is done, the bad one is a row and one stderr line, exit 1."""
+    tmp, _ = setup
+    folder = tmp / "mixed"
+    folder.mkdir()
+    (folder / "smear.png").write_bytes((tmp / "in" / "smear.png").read_bytes())
+    bad, fragment = _make_bad(kind, folder)
+    before = _snapshot(tmp)
+    out = tmp / "out" / "result.csv"
+    code, _, err = run_cli(monkeypatch, capsys, command, folder, "--out", out)
+    assert code == 1, err
+    errors = [line for line in re.split(r"[\r\n]", err) if line.startswith("error: ")]
+    assert len(errors) == 1 and fragment in errors[0], err
+    assert errors[0].count(bad.name) <= 1, errors[0]  # the file is named once, not twice
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert (rows["error"] != "").any() and (rows["error"] == "").any()  # the bad one is a row, the good one done
+    after = _snapshot(tmp)
+    assert {k: v for k, v in after.items() if k != "out/result.csv"} == before  # nothing else written or changed
+    assert not list(tmp.parent.glob("escaped.png")) and not (tmp / "escaped.png").exists()

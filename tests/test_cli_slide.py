@@ -102,12 +102,40 @@ def test_analyze_keeps_the_report_when_the_database_fails(images, tmp_path, monk
     assert all("database busy" in r["db_error"] for r in reports)
 
 
-def test_analyze_save_to_an_unusable_database_fails_before_the_work(images, tmp_path, monkeypatch):
+def test_analyze_save_to_an_unusable_database_fails_before_the_work(images, tmp_path, monkeypatch, capsys):
+    from _cli import run_cli
+
     (tmp_path / "afile").write_text("x")
     monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'afile' / 'cli.db'}")
     out = tmp_path / "report.json"
-    result = CliRunner().invoke(app, ["analyze", str(images[0] / "s0.png"), "--out", str(out), "--save"])
-    assert result.exit_code != 0 and not out.exists()
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", images[0] / "s0.png", "--out", out, "--save")
+    assert code != 0 and not out.exists()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+
+
+def test_analyze_save_while_another_program_locks_the_database(images, tmp_path, monkeypatch):
+    """A real SQLite lock held past the timeout: the reports are written, one line says what was not stored."""
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{path}")
+    monkeypatch.setenv("CELLKIT_DB_TIMEOUT", "0.5")
+    Store().check()  # the schema exists; then another program takes the write lock
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    folder, truth = images
+    out = tmp_path / "report.json"
+    try:
+        result = CliRunner().invoke(app, ["analyze", str(folder / "s0.png"), "--out", str(out), "--save"])
+    finally:
+        locker.rollback()
+        locker.close()
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "not stored in the database" in lines[0] and "busy" in lines[0], result.output
+    reports = json.loads(out.read_text())
+    assert sum(reports[0]["counts"].values()) == truth["s0.png"] and "db_error" in reports[0]
 
 
 @pytest.mark.parametrize(

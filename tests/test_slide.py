@@ -13,7 +13,7 @@ from cellkit.classify import build_tiny_classifier
 from cellkit.errors import CellkitError
 from cellkit.slide import SlideResult, analyze, detect_tiled, image_sha256, iter_tiles, review_zip, tile_starts
 from cellkit.synth import BACKGROUND, _disc, make_smear
-from cellkit.taxonomy import UNKNOWN
+from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -122,6 +122,21 @@ def test_cells_flagged_for_review_are_counted_apart_not_in_a_class():
     res.corrections[int(np.flatnonzero(res.detections.class_id == 0)[0])] = "lymphocyte"  # a reviewer decides
     assert res.differential()["lymphocyte"]["count"] == 1 and res.differential()[UNKNOWN]["count"] == 2
     assert (res.to_frame()["label"] == UNKNOWN).sum() >= 3
+
+
+def test_exports_show_flagged_cells_as_on_screen_with_the_reason():
+    img, _, _ = make_smear(320, 240, n_wbc=3, n_rbc=10, n_platelet=2, seed=2)
+    clf = build_tiny_classifier()
+    clf.spec.ood = {"min_group_prob": 0.99}
+    res = analyze(img, ColourDetector(), clf)
+    wbc = int(np.flatnonzero(res.detections.class_id == 0)[0])
+    res.corrections[wbc] = "lymphocyte"
+    for frame in (res.to_frame(), SlideResult.from_dict(json.loads(res.to_json())).to_frame()):  # CSV and JSON
+        flagged = frame[frame["label"] == UNKNOWN]
+        assert len(flagged) >= 2 and (flagged.drop(index=wbc, errors="ignore")["shown_as"] == UNKNOWN_NAME).all()
+        assert flagged["review"].str.contains("unsure").all()
+        assert frame.loc[wbc, "shown_as"] == "Lymphocyte"  # the reviewer's decision, by its display name
+        assert set(frame.loc[frame["class"] == "rbc", "shown_as"]) == {"rbc"}  # boxes the classifier never saw
 
 
 def test_a_white_cell_box_called_platelet_goes_to_review_not_to_platelets():

@@ -35,11 +35,11 @@ LAYOUT = [
 ]
 
 
-def make_dataset(root: Path, per_class: int = 14) -> Path:
+def make_dataset(root: Path, per_class: int = 14, side: int = 40) -> Path:
     for folder, prefix, kind in LAYOUT:
         (root / folder).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            img = make_crop(kind, 40, seed=1000 * kind + i + len(prefix))
+            img = make_crop(kind, side, seed=1000 * kind + i + len(prefix))
             rng = np.random.default_rng(i * 7 + len(prefix))
             for _ in range(3):  # random dark marks: distinct perceptual hashes (not near-duplicates)
                 y, x = rng.integers(0, 32, 2)
@@ -212,3 +212,41 @@ def test_weight_averaging_mixes_two_fine_tunings_of_one_model():
     assert torch.allclose(mixed["w"], torch.full((3,), 0.75)) and int(mixed["n"]) == 5
     with pytest.raises(CellkitError, match="different layers"):
         average_states(a, {"w": torch.ones(3)}, 0.5)
+
+
+def test_ema_weights_are_the_ones_kept_and_resumed(tmp_path):
+    data = make_dataset(tmp_path / "data")
+    cfg = TrainConfig(
+        data=str(data), name="averaged", arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40,
+        epochs=1, samples_per_epoch=64, batch_size=16, lr=5e-3, workdir=str(tmp_path / "work"),
+        out=str(tmp_path / "weights"), progress=False, ema=0.9,
+    )  # fmt: skip
+    train_classifier(cfg)
+    ckpt = torch.load(tmp_path / "work" / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "work" / "best.pt", weights_only=True)
+    key = "classifier.weight"
+    assert torch.equal(best[key], ckpt["ema"][key]) and not torch.equal(ckpt["ema"][key], ckpt["model"][key])
+    cfg.epochs = 2
+    train_classifier(cfg, resume=True)
+    card = json.loads((tmp_path / "weights" / "averaged.json").read_text())
+    assert card["card"]["training"]["config"]["ema"] == 0.9 and len(card["card"]["training"]["history"]) == 2
+
+
+def test_the_card_metrics_are_what_evaluation_from_the_files_gives(tmp_path):
+    """The card's test figures come from the training cache; read from the files they must not change."""
+    from cellkit.evaluate import evaluate_classifier
+
+    data = make_dataset(tmp_path / "data", side=72)  # files larger than the cache: resized twice in training
+    cfg = TrainConfig(
+        data=str(data), name="parity", arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40,
+        epochs=2, samples_per_epoch=96, batch_size=16, lr=5e-3, workdir=str(tmp_path / "work"),
+        out=str(tmp_path / "weights"), progress=False, split_file=str(tmp_path / "split.json"),
+    )  # fmt: skip
+    train_classifier(cfg)
+    clf = load_classifier("parity", folder=tmp_path / "weights")
+    assert clf.spec.resample_size == 40  # trained from a 40 px cache: inference resamples through it
+    from_files = evaluate_classifier(clf, data, tmp_path / "split.json", "test", progress=False)
+    card = clf.spec.card["metrics_test"]
+    assert from_files["leaf"]["n"] == card["leaf"]["n"]
+    assert abs(from_files["calibration"]["nll"] - card["calibration"]["nll"]) < 0.02
+    assert from_files["leaf"]["confusion"] == card["leaf"]["confusion"]

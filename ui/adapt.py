@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from cellkit.limits import heavy_job
 from ui import resources
 from ui.widgets import plain, refuse_oversized, upload_limit_mb
 
@@ -32,7 +33,8 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
     base = c2.selectbox("Start from", bases, key=f"{key}_base")
     if not st.button("Adapt", icon=":material/tune:", key=f"{key}_go", disabled=labelled_zip is None):
         return
-    with resources.user_errors(), st.spinner("Adapting (cross-validated; about a minute for 200 crops)…"):
+    spinner = st.spinner("Adapting (cross-validated; about a minute for 200 crops)…")
+    with resources.user_errors(), heavy_job(waiting=st.spinner), spinner:  # one of the server's heavy-job slots
         clf = resources.classifier(base)
         crops = read_labelled([labelled_zip], clf.taxonomy)
         result = adapt(clf, name, crops)

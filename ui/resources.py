@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
+from cellkit import config
 from cellkit.errors import CellkitError
 
 
@@ -83,26 +84,30 @@ def dataset_list(path: str) -> list:
     """Datasets in a folder (itself, or its sub-folders when it is a root like ../shared/data)."""
     from cellkit.data import list_datasets, resolve_dataset
 
-    found = list_datasets(path)
-    if not found:
-        resolve_dataset(path)  # raises the precise error: empty folder, no images, ...
+    with config.confined_to_data_roots():  # the browser follows no link out of the data folders
+        found = list_datasets(path)
+        if not found:
+            resolve_dataset(path)  # raises the precise error: empty folder, no images, ...
     return found
 
 
 def dataset_index(path: str, dataset: str | None, taxonomy: str):
     """The cached index of a dataset; the first time, decode it under a progress bar (kept on disk)."""
+    from cellkit.limits import heavy_job
     from cellkit.stats import index_dataset, pending_images
 
-    pending = pending_images(path, dataset=dataset)
-    if pending:
-        bar = st.progress(0.0, text=f"Indexing {pending} images (first time only; cached on disk)…")
+    with config.confined_to_data_roots():
+        pending = pending_images(path, dataset=dataset)
+        if pending:
+            bar = st.progress(0.0, text=f"Indexing {pending} images (first time only; cached on disk)…")
 
-        def tick(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"Indexing images: {done}/{total}")
+            def tick(done: int, total: int) -> None:
+                bar.progress(done / total, text=f"Indexing images: {done}/{total}")
 
-        index_dataset(path, taxonomy, dataset=dataset, progress=tick)
-        bar.empty()
-        _dataset_index.clear()
+            with heavy_job(waiting=st.spinner):  # indexing decodes every image: one heavy-job slot
+                index_dataset(path, taxonomy, dataset=dataset, progress=tick)
+            bar.empty()
+            _dataset_index.clear()
     return _dataset_index(path, dataset, taxonomy)
 
 
@@ -110,7 +115,8 @@ def dataset_index(path: str, dataset: str | None, taxonomy: str):
 def _dataset_index(path: str, dataset: str | None, taxonomy: str):
     from cellkit.stats import index_dataset
 
-    return index_dataset(path, taxonomy, dataset=dataset)
+    with config.confined_to_data_roots():
+        return index_dataset(path, taxonomy, dataset=dataset)
 
 
 @st.cache_data(show_spinner="Comparing perceptual hashes…", ttl=3600, max_entries=8)
@@ -151,4 +157,5 @@ def folder_predictions(folder: str, limit: int, model_key: str = "", test_split:
     """Predictions table of a labelled folder (see cellkit.errors_explorer.evaluate_folder)."""
     from cellkit.errors_explorer import evaluate_folder
 
-    return evaluate_folder(classifier(model_key or None), folder, limit=limit, test_split=test_split)
+    with config.confined_to_data_roots():
+        return evaluate_folder(classifier(model_key or None), folder, limit=limit, test_split=test_split)

@@ -61,6 +61,7 @@ def classify_command(
         typer.echo(f"classified {done} of {len(rows)} images -> {out}", err=True)
     if done == 0:
         typer.echo("error: no image could be classified" + ("" if rows else " (no images found)"), err=True)
+    if errors or done == 0:  # like detect and analyze: any file that failed makes the exit code 1
         raise typer.Exit(1)
 
 

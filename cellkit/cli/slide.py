@@ -101,6 +101,14 @@ def _write_csv(rows: list[dict[str, Any]], out: Path, first: list[str]) -> None:
     atomic_write_bytes(out, buf.getvalue().encode())
 
 
+def _dump_json(obj: Any, fh: Any) -> None:
+    """Indented JSON streamed into a binary file, never held whole as one string."""
+    text = io.TextIOWrapper(fh, encoding="utf-8", write_through=True)
+    json.dump(obj, text, indent=2)
+    text.write("\n")
+    text.detach()  # leave the file open: atomic_write closes it
+
+
 def _report_error(name: str, error: str) -> None:
     import sys
 
@@ -138,8 +146,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         det, clf = _models(classify, detector, classifier)
         rows: list[dict[str, Any]] = []
         for item in _readable(items, rows):
+            image = item.take()
             if clf is None:
-                dets = detect_tiled(item.image, det, tile, overlap)
+                dets = detect_tiled(image, det, tile, overlap)
+                del image
                 frame_rows = [
                     {"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3], "class": c, "confidence": p}
                     for b, c, p in zip(
@@ -147,7 +157,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                     )
                 ]
             else:
-                result = analyze(item.image, det, clf, tile, overlap, name=item.name)
+                result = analyze(image, det, clf, tile, overlap, name=item.name)
+                del image
                 frame = result.to_frame().drop(columns=["cls_confidence", "ood_score", "corrected"], errors="ignore")
                 frame_rows = frame.to_dict(orient="records")
             rows.extend({"path": item.name, **r} for r in frame_rows or [{}])  # no box: one row, path only
@@ -173,8 +184,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
     ) -> None:
         """Detect, classify white cells and platelets, count: a JSON or CSV report (and the database)."""
-        from cellkit.io import atomic_write_bytes, check_out
+        from cellkit.io import check_out
         from cellkit.slide import analyze
+        from cellkit.writes import atomic_write
 
         fmt = _out_format(out, ("json", "csv"))
         _check_tiling(tile, overlap)
@@ -192,7 +204,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         rows: list[dict[str, Any]] = []
         db_errors: list[str] = []
         for item in _readable(items, reports, rows):
-            result = analyze(item.image, det, clf, tile, overlap, name=Path(item.name).name)
+            image = item.take()
+            result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name)
+            del image  # a 20000 x 15000 smear is 0.9 GB: freed before its report is built
             report = {"path": item.name, **result.to_dict()}
             if store is not None:
                 try:
@@ -203,10 +217,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                     if not exc.retryable:
                         store = None
             reports.append(report)
-            cells = result.to_frame().to_dict(orient="records")
-            rows.extend({"path": item.name, **r} for r in cells or [{}])  # no cell: one row, path only
+            if fmt == "csv":
+                cells = result.to_frame().to_dict(orient="records")
+                rows.extend({"path": item.name, **r} for r in cells or [{}])  # no cell: one row, path only
         if fmt == "json":
-            atomic_write_bytes(out, (json.dumps(reports, indent=2) + "\n").encode())
+            atomic_write(out, lambda fh: _dump_json(reports, fh))
         else:
             _write_csv(rows, out, BOX_COLUMNS)
         failed = sum(1 for r in reports if "error" in r)

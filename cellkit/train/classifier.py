@@ -94,6 +94,7 @@ class TrainConfig:
     init_from: str = ""  # start from this model's weights (name in the weights folder) instead of ImageNet
     average_with: str = ""  # with init_from: average the two models' weights (WiSE-FT, Wortsman et al. 2022)
     average_weight: float = 0.5  # share of init_from in the average (the rest is average_with)
+    ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights (timm ModelEmaV3)
     exclude: list[str] = field(default_factory=list)  # nodes whose images are left out of train and val
     # (leave-one-class-out: bench/unknown_bench.py checks that the left-out class gets flagged)
     default: bool = False
@@ -367,6 +368,11 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm))) * 0.99 + 0.01
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ema = None
+    if cfg.ema > 0:  # the averaged weights are what is evaluated, kept and shipped
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad": 0, "history": [], "seconds": 0.0}
     ckpt = cfg.work / "last.pt"
     if resume and ckpt.is_file():
@@ -378,6 +384,8 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
                 "start without --resume"
             ) from None
         model.load_state_dict(saved["model"])
+        if ema is not None and "ema" in saved:
+            ema.module.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         state = saved["state"]
@@ -421,9 +429,12 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model, step=epoch * steps_per_epoch + step)
             run_loss = 0.95 * run_loss + 0.05 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{run_loss:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        logits, _ = predict_logits(model, data.images[val_idx], cfg)
+        kept = ema.module if ema is not None else model
+        logits, _ = predict_logits(kept, data.images[val_idx], cfg)
         report = classification_report(val_nodes, _softmax(logits), taxonomy)
         score = report["leaf"]["macro_f1"]
         state["seconds"] = time.time() - started
@@ -440,10 +451,12 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
         state["epoch"] = epoch + 1
         if score > state["best"]:
             state["best"], state["bad"] = score, 0
-            _save_checkpoint(model.state_dict(), cfg.work / "best.pt")
+            _save_checkpoint(kept.state_dict(), cfg.work / "best.pt")
         else:
             state["bad"] += 1
         saved = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        if ema is not None:
+            saved["ema"] = ema.module.state_dict()
         _save_checkpoint({**saved, "state": state, "rng": _rng_state(), "cfg": asdict(cfg)}, ckpt)
         if cfg.max_minutes and state["seconds"] > cfg.max_minutes * 60:
             print(f"stopping: time budget of {cfg.max_minutes} min used", file=sys.stderr, flush=True)
@@ -526,6 +539,7 @@ def finalize(
         temperature=round(float(temperature), 4),
         crop_scale=cfg.crop_scale,
         view=cfg.view,
+        resample_size=cfg.cache_size if cfg.cache_size != cfg.input_size else 0,  # what predict_logits saw
         framing=cfg.framing,
         background=list(data.background),
         threshold=cfg.threshold,

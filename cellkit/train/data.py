@@ -62,6 +62,8 @@ def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = "pbc") -> 
     for p in sorted(root.rglob("*")):
         if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or p.parent == root:
             continue
+        if p.is_symlink() and not config.may_follow(p):  # a link out of the app's data folders
+            continue
         rel = p.relative_to(root).as_posix()
         node = label_for(rel, taxonomy, dataset)
         if node is not None:

@@ -72,6 +72,7 @@ def test_cells_flagged_for_review_are_shown_as_unidentified(unsure_classifier):
     assert any("Unidentified — review" in w.value and "Best guess" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert table["label"].iloc[0] == "unknown" and "unsure" in table["review"].iloc[0]
+    assert table["shown_as"].iloc[0] == "Unidentified — review"  # the table (and its CSV) say it too
 
 
 def test_same_file_name_twice_and_markdown_in_names_do_not_break_the_page():

@@ -147,3 +147,23 @@ def test_bundled_model_cards_section(tmp_path, monkeypatch):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception and len(at.get("plotly_chart")) == 2  # card counts + split per node
     assert any("balanced counts of its train split" in c.value for c in at.caption)
+
+
+def test_links_inside_a_data_folder_that_lead_out_of_it_are_not_followed(tmp_path, monkeypatch):
+    """A class folder or an image inside the data folder that links to a folder outside it stays unread."""
+    data = tmp_path / "data"
+    cells = make_classification(data / "cells", corrupt=False)
+    outside = make_classification(tmp_path / "outside", corrupt=False)
+    (cells / "basophil").symlink_to(outside / "lymphocyte", target_is_directory=True)  # a class folder out
+    (cells / "lymphocyte" / "LY_secret.png").symlink_to(outside / "lymphocyte" / "LY_1.png")  # an image out
+    (cells / "lymphocyte" / "LY_inside.png").symlink_to(cells / "platelet" / "PLATELET_1.png")  # within: kept
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(data))
+    plain = sum(1 for p in cells.rglob("*") if p.suffix in (".png", ".jpg") and not p.is_symlink())
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    at.text_input[0].set_value(str(cells)).run()
+    assert not at.exception and not errors(at)
+    assert {m.label: m.value for m in at.metric}["Images"] == str(plain + 1)  # + the link that stays inside
+    # the command line is not confined: it may read what its user can
+    from cellkit.data import list_datasets
+
+    assert list_datasets(str(cells))[0].n_images > plain + 1

@@ -104,3 +104,50 @@ def test_adapt_zip_over_the_upload_limit_is_refused(folders, monkeypatch):
     assert not at.exception
     assert len(at.error) == 1 and "upload limit of 1 MB" in at.error[0].value and "](" not in at.error[0].value
     assert at.button(key="models_adapt_go").disabled
+
+
+def test_models_page_shows_the_robustness_bench_of_the_card(tmp_path, monkeypatch):
+    """A card with test metrics and bench figures: the metrics, the imitated-labs table and the TXL-PBC shares."""
+    import numpy as np
+    import streamlit as st
+
+    from cellkit.evaluate import classification_report
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    clf = build_tiny_classifier(seed=3)
+    leaves = list(clf.taxonomy.leaves)
+    probs = np.eye(len(leaves))[np.arange(40) % len(leaves)] * 0.9 + 0.1 / len(leaves)
+    clf.spec.card = {
+        "default": True,
+        "metrics_test": classification_report([leaves[i % len(leaves)] for i in range(40)], probs, clf.taxonomy),
+        "robustness": {
+            "conditions": {
+                "clean": {"pbc8_accuracy": 0.985, "mature5_accuracy": 0.984, "flagged": 0.07},
+                "stain of BCDD, tight, 2x fewer px": {
+                    "pbc8_accuracy": 0.833,
+                    "mature5_accuracy": 0.79,
+                    "flagged": 0.56,
+                },
+            },
+            "txl_pbc_sources": {"BCCD": {"n": 10, "ood_flagged": 0.4, "share_neutrophil": 0.5}},
+            "cannot_show": "real other-lab stains.",
+            "command": "python bench/robustness.py",
+        },
+    }
+    save_classifier(clf.model, clf.spec, weights)
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["macro-F1, 11 leaves"] == "1.000"
+    tables = [d.value for d in at.dataframe]
+    rob = next(t for t in tables if "condition" in t.columns)
+    assert list(rob["condition"]) == ["clean", "stain of BCDD, tight, 2x fewer px"]
+    assert rob["PBC-8 accuracy"].tolist() == [0.985, 0.833]
+    src = next(t for t in tables if "BCCD" in t.index)
+    assert "Neutrophil" in src.columns and "share_neutrophil" not in src.columns  # display names, never ids
+    assert any("real other-lab stains." in c.value for c in at.caption)
+    st.cache_resource.clear()

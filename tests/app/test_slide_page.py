@@ -286,3 +286,23 @@ def test_upload_over_cellkit_max_upload_mb_is_refused(monkeypatch):
     at = _upload(at, _smear_png() + b"\0" * (1024 * 1024), "big [x](http://evil).png")
     assert not at.exception
     assert len(at.error) == 1 and "upload limit of 1 MB" in at.error[0].value and "slide" not in at.session_state
+
+
+def test_flagged_cells_are_unidentified_in_the_differential_and_the_gallery(monkeypatch):
+    import cellkit.classify
+
+    def unsure(name=None):
+        clf = cellkit.classify.build_tiny_classifier()
+        clf.spec.ood = {"min_group_prob": 0.99}  # every white cell goes to review
+        return clf
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", unsure)
+    img, _boxes, _cls = make_smear(640, 480, n_wbc=3, n_rbc=20, n_platelet=2, seed=3)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    assert not at.exception
+    table = at.dataframe[0].value  # the differential's table
+    assert list(table["class"]) == ["Unidentified — review"] and int(table["count"].iloc[0]) == 3
+    assert "unknown" not in " ".join(table["class"])  # never the id on screen
+    picker = at.selectbox(key="slide_cell")  # the review picker names cells as on screen
+    assert picker.options and all("Unidentified — review" in o for o in picker.options)
+    assert any(md.value.startswith("**Unidentified — review** (") for md in at.markdown)  # the gallery

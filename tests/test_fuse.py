@@ -1,0 +1,62 @@
+"""BatchNorm folded into convolutions for inference: the same outputs, rebuilt when the model changes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cellkit.classify import build_model, build_tiny_classifier
+from cellkit.fuse import FoldedCopy, conv_bn_pairs, fold_batchnorm
+from cellkit.synth import make_crop
+
+
+def _with_stats(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so that folding has something to fold."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["cellkit_tiny_cnn", "tf_efficientnet_lite0"])
+def test_folded_network_gives_the_same_outputs(arch):
+    model = _with_stats(build_model(arch, 5))
+    folded = fold_batchnorm(model)
+    n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert len(conv_bn_pairs(model)) == n_bn  # every BatchNorm here follows a convolution
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    x = torch.randn(4, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())  # the original is kept
+
+
+def test_folded_copy_follows_in_place_changes_and_new_models():
+    model = _with_stats(build_model("cellkit_tiny_cnn", 3))
+    cache = FoldedCopy(model)
+    first = cache.get()
+    assert cache.get() is first  # unchanged model: the same copy
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    bn.running_mean.add_(1.0)  # what cellkit adapt's BatchNorm re-estimation does
+    second = cache.get()
+    assert second is not first
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(second(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_predictions_use_the_current_weights():
+    clf = build_tiny_classifier(seed=0)
+    crops = [make_crop(k, 64, k) for k in range(3)]
+    before = clf.predict_arrays(crops)["logits"]
+    with torch.no_grad():
+        clf.model.get_classifier().bias.add_(torch.arange(clf.model.get_classifier().bias.numel()).float())
+    after = clf.predict_arrays(crops)["logits"]
+    with torch.inference_mode():
+        direct = clf.leaf_logits(clf.preprocess(crops)).numpy()
+    assert not (before == after).all()
+    torch.testing.assert_close(torch.from_numpy(after), torch.from_numpy(direct), rtol=1e-4, atol=1e-4)
