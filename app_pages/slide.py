@@ -6,6 +6,7 @@ import dataclasses
 
 import streamlit as st
 
+from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.io import IMAGE_SUFFIXES, read_image
 from cellkit.limits import heavy_job
@@ -59,10 +60,10 @@ def run(image, name: str, key, meta: dict) -> None:
     slide.update(pending=[], db_error=None)
     state["slide"] = slide  # kept whatever happens to the save
     save(slide)
-    images = state.setdefault("slide_images", {})  # this session's last few images, to reopen with crops
+    images = state.setdefault("slide_images", {})  # this session's last images, to reopen with crops
+    images.pop(result.image_sha256, None)
     images[result.image_sha256] = image
-    for old in list(images)[:-5]:
-        images.pop(old)
+    widgets.keep_images(images, config.max_request_pixels())  # bounded per session, in pixels
 
 
 up_col, demo_col = st.columns([3, 1], vertical_alignment="bottom")

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from cellkit import config
+from cellkit.models import load_spec
 
 MATURE5 = ("neutrophil", "eosinophil", "basophil", "lymphocyte", "monocyte")
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
@@ -238,9 +239,11 @@ def main() -> None:
                 print(f"{c.spec.name[:26]:<28}{src:<12} n={r['n']:<4} flagged {r['ood_flagged']:>4.0%}  {top}")
     if args.write_card:
         for c in clfs:
-            spec = c.spec
+            spec = load_spec(c.spec.name)  # the card as it is now: only its robustness block is replaced
             spec.card["robustness"] = {
-                "command": "python bench/robustness.py --models " + " ".join(str(m) for m in args.models),
+                "command": "python bench/robustness.py --models "
+                + " ".join(str(m) for m in args.models)
+                + f" --n {args.n} --per-source {args.per_source}",
                 "n_test_crops": len(files),
                 "measured": time.strftime("%Y-%m-%d"),
                 "conditions": table[spec.name],

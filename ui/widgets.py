@@ -331,3 +331,13 @@ def model_picker_ui() -> None:
         key="model_picker",
     )
     st.session_state["classifier_name"] = None if choice == default else choice
+
+
+def keep_images(images: dict, max_pixels: int, most: int = 5) -> None:
+    """Forget the oldest of a session's kept images (insertion order) until at most ``most`` remain and all of
+    them together hold at most ``max_pixels`` pixels; the newest is always kept."""
+    total = sum(int(im.shape[0]) * int(im.shape[1]) for im in images.values())
+    while len(images) > 1 and (len(images) > most or total > max_pixels):
+        oldest = next(iter(images))
+        total -= int(images[oldest].shape[0]) * int(images[oldest].shape[1])
+        images.pop(oldest)

@@ -91,3 +91,18 @@ def test_bad_upload_limit_is_one_clear_error(empty_weights, monkeypatch, upload_
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
     assert len(at.error) == 1 and "CELLKIT_MAX_UPLOAD_MB must be" in visible(at.error[0].value)
+
+
+def test_a_session_keeps_its_last_images_within_a_pixel_budget():
+    import numpy as np
+
+    from ui.widgets import keep_images
+
+    images = {f"im{i}": np.zeros((100, 100 * (i + 1), 3), np.uint8) for i in range(4)}  # 10k, 20k, 30k, 40k px
+    keep_images(images, max_pixels=75_000)
+    assert list(images) == ["im2", "im3"]  # the oldest go first, until the rest fit
+    keep_images(images, max_pixels=10)
+    assert list(images) == ["im3"]  # the newest stays, even alone over the budget
+    many = {i: np.zeros((2, 2, 3), np.uint8) for i in range(9)}
+    keep_images(many, max_pixels=10**9, most=5)
+    assert list(many) == [4, 5, 6, 7, 8]
