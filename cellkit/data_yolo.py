@@ -72,8 +72,13 @@ def prepare_detection_data(
     txl_dir: str | Path,
     cbc_dir: str | Path | None = None,
     max_hash_distance: int = 8,
+    chula_dir: str | Path | None = None,
 ) -> Path:
-    """Build ``out_dir/data.yaml`` (absolute paths) from TXL-PBC (+ de-duplicated CBC in train).
+    """Build ``out_dir/data.yaml`` (absolute paths) from TXL-PBC (+ de-duplicated CBC, + Chula RBC-12 in train).
+
+    Chula's training images (``cellkit.rbc_boxes.image_split``; its val/test images are never used here) get
+    red-cell boxes made from their labelled points, plus boxes for the cells nobody labelled
+    (``cellkit.rbc_boxes.boxes_from_points``): a 1000x magnification the other sets do not have.
 
     Returns the yaml path. A ``provenance.json`` beside it records what was kept and dropped.
     """
@@ -123,6 +128,35 @@ def prepare_detection_data(
         prov["cbc_dropped_phash"] = dropped_hash
         prov["max_hash_distance"] = max_hash_distance
         train_dirs.append(str((out / "cbc" / "images" / "train").resolve()))
+    if chula_dir:
+        from cellkit.io import read_image
+        from cellkit.points import read_points
+        from cellkit.rbc_boxes import boxes_from_points, chula_images, image_split
+
+        images = chula_images(chula_dir)
+        part = image_split([p.stem for p in images])
+        kept = 0
+        for img in images:
+            lab = Path(chula_dir) / "labels" / f"{img.stem}.txt"
+            if part[img.stem] != "train" or not lab.is_file():
+                continue
+            pixels = read_image(img)
+            h, w = pixels.shape[:2]
+            found = boxes_from_points(pixels, read_points(lab).xy)
+            boxes = np.concatenate([found.xyxy[found.found], found.extra])
+            lines = [
+                f"1 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                for x1, y1, x2, y2 in boxes.tolist()
+            ]
+            _link(img, out / "chula" / "images" / "train" / img.name)
+            dst = out / "chula" / "labels" / "train" / f"{img.stem}.txt"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text("\n".join(lines) + "\n")
+            kept += 1
+        prov["chula"] = str(chula_dir)
+        prov["chula_train_images"] = kept
+        prov["chula_boxes"] = "red cells only, from labelled points + unlabelled cell-sized components (rbc_boxes)"
+        train_dirs.append(str((out / "chula" / "images" / "train").resolve()))
     data = {
         "path": str(out.resolve()),
         "train": train_dirs,

@@ -86,6 +86,21 @@ def boxes_from_points(image: np.ndarray, xy: np.ndarray, min_area: int = 30) -> 
     return PointBoxes(boxes, area, np.asarray(extra, np.float32).reshape(-1, 4))
 
 
+def image_split(stems: list[str], seed: int = 0, fractions: tuple[float, float] = (0.7, 0.15)) -> dict[str, str]:
+    """Image stem -> "train" / "val" / "test", seeded: the one split of a point-labelled set (morphology crops and
+    detector boxes use the same, so no test image is ever trained on by either model)."""
+    order = np.random.default_rng(seed).permutation(len(stems))
+    n_train, n_val = round(fractions[0] * len(stems)), round(fractions[1] * len(stems))
+    return {
+        stems[i]: ("train" if r < n_train else "val" if r < n_train + n_val else "test") for r, i in enumerate(order)
+    }
+
+
+def chula_images(root: str | Path) -> list[Path]:
+    """The images of a Chula-layout folder, in numeric order."""
+    return sorted((Path(root) / "images").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
+
+
 def slide_crop(image: np.ndarray, centre: tuple[float, float], side: float) -> np.ndarray:
     """A ``side`` x ``side`` crop around ``centre``, padded with the slide's background colour at the borders."""
     from cellkit.framing import cut_square
@@ -113,15 +128,10 @@ def export_point_crops(
     from cellkit.writes import atomic_write_bytes, atomic_write_text
 
     root, out = Path(root), Path(out)
-    images = sorted((root / "images").glob("*.jpg"), key=lambda p: (len(p.stem), p.stem))
+    images = chula_images(root)
     if not images:
         raise CellkitError(f"no images/<n>.jpg under {root}; expected the chula_rbc12 layout")
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_train, n_val = round(fractions[0] * len(images)), round(fractions[1] * len(images))
-    part_of = {
-        images[i].stem: ("train" if r < n_train else "val" if r < n_train + n_val else "test")
-        for r, i in enumerate(order)
-    }
+    part_of = image_split([p.stem for p in images], seed, fractions)
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for path in images:
         labels = root / "labels" / f"{path.stem}.txt"

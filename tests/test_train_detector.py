@@ -81,3 +81,51 @@ def test_voc_conversion(tmp_path):
     bad.write_text("<annotation></annotation>")
     with pytest.raises(CellkitError, match="size"):
         voc_to_yolo(bad)
+
+
+def _chula_set(root, n=4):
+    """Chula layout: images/<n>.jpg and labels/<n>.txt with one ``x y class`` line per red cell."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir(parents=True)
+    for k in range(1, n + 1):
+        img, boxes, cls = make_smear(160, 128, n_wbc=0, n_rbc=8, n_platelet=0, seed=500 + k)
+        Image.fromarray(img).save(root / "images" / f"{k}.jpg", quality=95)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        rows = [f"{x:.0f} {y:.0f} 0" for (x, y), c in zip(centres, cls, strict=True) if c == 1]
+        (root / "labels" / f"{k}.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_fine_tune_from_a_detector_with_chula_boxes_from_points(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    txl = _yolo_set(tmp_path / "txl")
+    out = tmp_path / "weights"
+    base = ["train", "detector", "--txl", str(txl), "--no-cbc", "--imgsz", "64", "--epochs", "1", "--batch", "4"]
+    assert CliRunner().invoke(app, [*base, "--name", "first", "--out", str(out)]).exit_code == 0
+    chula = _chula_set(tmp_path / "chula")
+    import os
+
+    os.environ["CELLKIT_WEIGHTS_DIR"] = str(out)  # --init-from finds "first" among the bundled models
+    try:
+        args = [*base, "--name", "tuned", "--out", str(out), "--init-from", "first", "--chula", str(chula)]
+        result = CliRunner().invoke(app, args)
+    finally:
+        del os.environ["CELLKIT_WEIGHTS_DIR"]
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "tuned.json").read_text())["card"]
+    assert "Chula" in card["data"]["train"] and card["data"]["provenance"]["chula_train_images"] >= 2
+    assert "fine-tuned from the bundled 'first'" in card["framework"]
+    first, tuned = load_file(str(out / "first.safetensors")), load_file(str(out / "tuned.safetensors"))
+    from cellkit._yolo import build_yolo
+
+    fresh = build_yolo("yolov8n.yaml", nc=3).model.state_dict()
+    key = next(k for k in first if k.endswith("conv.weight") and first[k].numel() > 1000)
+    assert torch.dist(tuned[key], first[key]) < torch.dist(fresh[key].float(), first[key])  # it started from "first"
+    from cellkit import config
+
+    labels = sorted((config.cache_dir() / "det_data" / "tuned" / "chula" / "labels" / "train").glob("*.txt"))
+    assert len(labels) >= 2 and all(p.read_text().strip() for p in labels)  # red-cell boxes from the points

@@ -14,6 +14,9 @@ def train_classifier_command(
     arch: str = typer.Option("tf_efficientnet_lite0", help="timm model name or cellkit_small_cnn / cellkit_tiny_cnn"),
     scratch: bool = typer.Option(False, "--scratch", help="random init instead of the ImageNet EfficientNet-Lite0"),
     taxonomy: str = typer.Option("pbc", help="taxonomy name or YAML path"),
+    dataset: str = typer.Option(
+        "pbc", help="the taxonomy's dataset rule for folder names (and the card's attribution)"
+    ),
     input_size: int = typer.Option(112, help="network input size in pixels"),
     epochs: int = typer.Option(10, min=0, help="0 with --init-from: re-finalise that model under new settings"),
     samples_per_epoch: int = typer.Option(0, help="images drawn per epoch (0 = size of the training split)"),
@@ -64,7 +67,8 @@ def train_classifier_command(
     if root is None:
         raise CellkitError("no training data: pass --data <folder with class sub-folders> or set CELLKIT_DATA_DIR")
     cfg = TrainConfig(
-        data=str(root), name=name, arch=arch, pretrained=not scratch, taxonomy=taxonomy, input_size=input_size,
+        data=str(root), name=name, arch=arch, pretrained=not scratch, taxonomy=taxonomy, dataset=dataset,
+        input_size=input_size,
         cache_size=max(128, input_size), epochs=epochs, samples_per_epoch=samples_per_epoch, batch_size=batch_size,
         lr=lr, label_smoothing=label_smoothing, freeze_blocks=freeze_blocks, patience=patience, seed=seed,
         threads=threads, limit_per_class=limit_per_class, split_file=str(split_file or ""),
@@ -134,6 +138,8 @@ def train_detector_command(
     txl: Path = typer.Option(None, help="TXL-PBC folder (YOLO layout); default <data dir>/txl_pbc."),
     cbc: Path = typer.Option(None, help="CBC folder (Pascal VOC); de-duplicated against TXL-PBC."),
     no_cbc: bool = typer.Option(False, "--no-cbc", help="Train on TXL-PBC only."),
+    chula: Path = typer.Option(None, help="Chula RBC-12 folder: its training images join, red-cell boxes from points."),
+    init_from: str = typer.Option("", help="Start from this detector's weights (a model name) instead of random."),
     name: str = typer.Option("detector", help="Model name: weights/<name>.safetensors + <name>.json."),
     arch: str = typer.Option("yolov8n.yaml", help="ultralytics model yaml (never a downloaded .pt)."),
     imgsz: int = typer.Option(320, help="Network input size in pixels."),
@@ -175,6 +181,8 @@ def train_detector_command(
         out_dir=out,
         evaluate=not no_eval,
         command=_command_line(ctx, "cellkit train detector"),
+        chula_dir=chula,
+        init_from=init_from,
     )
     m = spec.card.get("metrics", {})
     typer.echo(f"saved {spec.name}: test mAP50 {m.get('mAP50', 'n/a')}, mAP50-95 {m.get('mAP50_95', 'n/a')}")

@@ -564,13 +564,15 @@ def finalize(
         "summary": f"{cfg.arch} ({'ImageNet-pretrained' if cfg.pretrained else 'from scratch'}), "
         f"{cfg.input_size}px, {len(taxonomy.leaves)} leaves of taxonomy {cfg.taxonomy!r}",
         "data": {
-            "dataset": "PBC (../shared/data/pbc)",
-            "attribution": PBC_ATTRIBUTION,
+            "dataset": f"{cfg.dataset} ({cfg.data})",
+            "attribution": taxonomy.datasets.get(cfg.dataset, {}).get("attribution")
+            or (PBC_ATTRIBUTION if cfg.dataset == "pbc" else ""),
             "n_images": len(data),
             "split_file": split_path.name,
             "split_sizes": {k: len(v) for k, v in split.items()},
             "train_images_used": len(_subsample(split["train"], data.nodes, cfg.limit_per_class, cfg.seed)),
-            "inner_node_labels": "IG_ -> myeloid_immature, NEUTROPHIL_ -> neutrophil: trained with -log sum p(leaves)",
+            "inner_node_labels": "images labelled at an inner node (PBC: IG_ -> myeloid_immature, NEUTROPHIL_ -> "
+            "neutrophil) are trained with -log sum p(its leaves)",
         },
         "training": {
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
@@ -581,7 +583,7 @@ def finalize(
         },
         "metrics_test": report,
         "metrics_test_uncalibrated": {k: report_uncal[k] for k in ("calibration",)},
-        "metrics_val": {k: val_report[k] for k in ("leaf", "pbc8", "calibration")},
+        "metrics_val": {k: val_report[k] for k in ("leaf", *taxonomy.groupings, "calibration") if k in val_report},
         "calibration": {"temperature": spec.temperature, "fitted_on": "val split (NLL, hierarchical targets)"},
         "speed": speed,
         "params": n_params,

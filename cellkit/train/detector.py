@@ -78,6 +78,20 @@ def _source_subsets(data_yaml: Path, txl_dir: Path, split: str = "test") -> dict
     return out
 
 
+def _load_init(yolo: Any, name: str) -> None:
+    """Load a shipped detector's safetensors weights into ``yolo`` and make ultralytics train from them."""
+    from safetensors.torch import load_file
+
+    from cellkit.models import load_spec
+
+    spec = load_spec(name)
+    if spec.task != "detector" or list(spec.labels) != CLASS_NAMES:
+        raise CellkitError(f"--init-from {name}: expected a detector of classes {CLASS_NAMES}, got {spec.labels}")
+    yolo.model.load_state_dict(load_file(str(spec.weights_path)))
+    # ultralytics seeds the trainer's model from ``yolo.model`` only when the YOLO object holds a checkpoint
+    yolo.ckpt = {"init_from": name}
+
+
 def evaluate_detector(
     weights: str | Path, spec: ModelSpec, data_yaml: str | Path, txl_dir: str | Path | None = None, split: str = "test"
 ) -> dict[str, Any]:
@@ -117,8 +131,14 @@ def train_detector(
     out_dir: str | Path | None = None,
     evaluate: bool = True,
     command: str | None = None,
+    chula_dir: str | Path | None = None,
+    init_from: str = "",
 ) -> ModelSpec:
-    """Train (or resume) a detector, export safetensors + card to ``out_dir`` (default weights/)."""
+    """Train (or resume) a detector, export safetensors + card to ``out_dir`` (default weights/).
+
+    ``init_from``: start from that detector's weights (a model name) instead of random ones (fine-tuning);
+    ``chula_dir``: add Chula RBC-12's training images with red-cell boxes made from its points.
+    """
     from cellkit.data_yolo import prepare_detection_data
 
     txl = Path(txl_dir) if txl_dir else (config.data_dir() or Path("missing")) / "txl_pbc"
@@ -130,7 +150,7 @@ def train_detector(
     torch.set_num_threads(threads)
     t0 = time.time()
     data_root = config.cache_dir() / "det_data" / name
-    data_yaml = prepare_detection_data(data_root, txl, cbc_dir)
+    data_yaml = prepare_detection_data(data_root, txl, cbc_dir, chula_dir=chula_dir)
     run = _run_dir(name)
     last = run / "weights" / "last.pt"
     from cellkit._yolo import build_yolo, yolo_class
@@ -141,6 +161,8 @@ def train_detector(
         yolo_class()(str(last)).train(resume=True, workers=workers, device="cpu")
     else:
         model = build_yolo(arch, nc=len(CLASS_NAMES))
+        if init_from:
+            _load_init(model, init_from)
         model.train(
             data=str(data_yaml),
             imgsz=imgsz,
@@ -194,9 +216,12 @@ def train_detector(
             "default": True,
             "sha256": sha256_file(weights),
             "command": command or " ".join(shlex.quote(a) for a in sys.argv),
-            "framework": "ultralytics YOLOv8 (built from the model yaml, trained from scratch, no pretrained weights)",
+            "framework": "ultralytics YOLOv8 (built from the model yaml, no downloaded weights)"
+            + (f"; fine-tuned from the bundled {init_from!r}" if init_from else "; trained from scratch"),
             "data": {
-                "train": "TXL-PBC train" + (" + CBC (de-duplicated)" if cbc_dir else ""),
+                "train": "TXL-PBC train"
+                + (" + CBC (de-duplicated)" if cbc_dir else "")
+                + (" + Chula RBC-12 train images (red-cell boxes from points)" if chula_dir else ""),
                 "val": "TXL-PBC val (checkpoint selection)",
                 "test": "TXL-PBC test (held out, never seen in training)",
                 "provenance": prov,
