@@ -52,7 +52,7 @@ def test_export_crops_split_by_image(tmp_path):
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     for k in range(1, 7):
-        img, boxes, cls = make_smear(200, 160, n_wbc=0, n_rbc=6, n_platelet=0, seed=k)
+        img, boxes, _cls = make_smear(200, 160, n_wbc=0, n_rbc=6, n_platelet=0, seed=k)
         Image.fromarray(img).save(root / "images" / f"{k}.jpg", quality=95)
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         (root / "labels" / f"{k}.txt").write_text("\n".join(f"{x:.0f} {y:.0f} {k % 3}" for x, y in centres) + "\n")
