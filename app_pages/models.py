@@ -110,11 +110,15 @@ else:
         card, test = spec.card, spec.card["metrics_test"]
         tax = load_taxonomy(spec.taxonomy)
         c = st.columns(4)
-        c[0].metric("macro-F1, 8 PBC classes", f"{test.get('pbc8', {}).get('macro_f1', float('nan')):.3f}")
-        c[1].metric("macro-F1, 11 leaves", f"{test['leaf']['macro_f1']:.3f}")
+        grouping = next(iter(tax.groupings), None)  # the taxonomy's first named cut (PBC: its 8 classes)
+        if grouping:
+            n_groups = len(tax.groupings[grouping])
+            c[0].metric(f"macro-F1, {n_groups} classes", f"{test.get(grouping, {}).get('macro_f1', float('nan')):.3f}")
+        c[1].metric(f"macro-F1, {len(tax.leaves)} leaves", f"{test['leaf']['macro_f1']:.3f}")
         c[2].metric("ECE (leaf, calibrated)", f"{test['calibration']['ece_leaf']:.3f}")
         c[3].metric("ms per crop", card.get("speed", {}).get("single_crop_ms_median", "—"))
-        level = st.radio("Level", ["pbc8", "leaf"], horizontal=True, key="models_level")
+        levels = {**({grouping: f"{len(tax.groupings[grouping])} classes"} if grouping else {}), "leaf": "Leaves"}
+        level = st.radio("Level", list(levels), format_func=levels.get, horizontal=True, key="models_level")
         part = test.get(level, test["leaf"])
         left, right = st.columns([2, 3])
         per_class = pd.DataFrame(part["per_class"]).T.rename_axis("class").reset_index()

@@ -324,8 +324,13 @@ def save_classifier(
     spec: ModelSpec,
     folder: str | Path | None = None,
     ood_stats: dict[str, torch.Tensor] | None = None,
+    half: bool = False,
 ) -> Path:
-    """Write ``<folder>/<spec.weights>`` (safetensors) and the JSON card ``<spec.name>.json``."""
+    """Write ``<folder>/<spec.weights>`` (safetensors) and the JSON card ``<spec.name>.json``.
+
+    ``half``: store the network's floating-point weights as float16 (half the file; they load back into
+    float32 layers, so inference is unchanged up to rounding).
+    """
     from safetensors.torch import save
 
     from cellkit.writes import atomic_write_bytes
@@ -333,6 +338,8 @@ def save_classifier(
     folder = Path(folder or config.weights_dir())
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     tensors.update({OOD_PREFIX + k: v.detach().contiguous().clone() for k, v in (ood_stats or {}).items()})
     path = folder / spec.weights
     atomic_write_bytes(path, save(tensors, metadata={"name": spec.name, "arch": spec.arch}))

@@ -33,6 +33,8 @@ class ModelSpec:
     target_layer: str = ""  # module path for CAM methods, e.g. "conv_head"
     temperature: float = 1.0  # calibration: logits / temperature
     crop_scale: float = 2.0  # crops cut from smears: side = crop_scale x the cell's box side (PBC framing)
+    crop_reference: str = "cell"  # "cell": crop_scale x the cell's own box; "slide": x the slide's median red
+    # cell (size stays visible: a macrocyte fills more of its crop than a normal cell; cellkit.rbc_boxes)
     view: float = 1.0  # centre fraction of a crop the network sees (< 1 zooms in on the cell)
     resample_size: int = 0  # px the framed, viewed crop is resized to first (the training cache), then to
     # input_size; 0 = straight to input_size. Training resamples from its cache, so inference must too.
@@ -42,6 +44,8 @@ class ModelSpec:
     # when set, every crop is balanced from it to `background` with the same gains, instead of per-crop estimates
     framing: str = ""  # "nucleus": every crop is re-framed around its white cell first (cellkit.framing)
     threshold: float = 0.5  # deepest-confident-node threshold
+    applies_to: list[str] = field(default_factory=lambda: ["wbc", "platelet"])  # classifier: the detector classes
+    # whose boxes it classifies (cards made before this field are white-cell models); a red-cell model: ["rbc"]
     ood: dict[str, Any] = field(default_factory=dict)  # statistics for the OOD score
     card: dict[str, Any] = field(default_factory=dict)  # data, split, metrics, sha256, command, ...
     folder: str = field(default="", compare=False, repr=False)  # where the card was read from (not saved)
@@ -51,6 +55,10 @@ class ModelSpec:
             raise CellkitError(f"model {self.name!r}: task must be 'classifier' or 'detector', got {self.task!r}")
         if self.input_size <= 0:
             raise CellkitError(f"model {self.name!r}: input_size must be positive, got {self.input_size}")
+        if self.crop_reference not in ("cell", "slide"):
+            raise CellkitError(
+                f"model {self.name!r}: crop_reference must be 'cell' or 'slide', got {self.crop_reference!r}"
+            )
         if int(self.resample_size) < 0:
             raise CellkitError(
                 f"model {self.name!r}: resample_size must be 0 or a pixel size, got {self.resample_size}"
@@ -138,8 +146,11 @@ def load_spec(name_or_path: str | Path, folder: str | Path | None = None) -> Mod
     )
 
 
-def list_specs(folder: str | Path | None = None, task: str | None = None) -> list[ModelSpec]:
-    """All readable model cards (optionally of one task): bundled ones first, then the user's, each by name."""
+def list_specs(
+    folder: str | Path | None = None, task: str | None = None, cell_type: str | None = None
+) -> list[ModelSpec]:
+    """All readable model cards (optionally of one task, and of classifiers for one detector class such as
+    ``"wbc"``): bundled ones first, then the user's, each by name."""
     specs: list[ModelSpec] = []
     seen: set[str] = set()
     for where in model_folders(folder):
@@ -150,16 +161,22 @@ def list_specs(folder: str | Path | None = None, task: str | None = None) -> lis
                 continue
             if spec.name in seen or (task is not None and spec.task != task):
                 continue
+            if cell_type is not None and (spec.task != "classifier" or cell_type not in spec.applies_to):
+                continue
             seen.add(spec.name)
             specs.append(spec)
     return specs
 
 
-def default_spec(task: str, folder: str | Path | None = None) -> ModelSpec:
-    """The model of a task marked ``card["default"]``, else the first one by name."""
-    specs = [s for s in list_specs(folder, task) if s.bundled or folder]
+def default_spec(task: str, folder: str | Path | None = None, cell_type: str | None = None) -> ModelSpec:
+    """The model of a task marked ``card["default"]``, else the first one by name; a classifier's default is the
+    white-cell one unless ``cell_type`` names another detector class (``"rbc"``)."""
+    if task == "classifier" and cell_type is None:
+        cell_type = "wbc"
+    specs = [s for s in list_specs(folder, task, cell_type) if s.bundled or folder]
     if not specs:
-        raise CellkitError(f"no {task} in {folder or config.weights_dir()}; train one with `cellkit train {task}`")
+        what = f"{task} for {cell_type} cells" if cell_type else task
+        raise CellkitError(f"no {what} in {folder or config.weights_dir()}; train one with `cellkit train {task}`")
     marked = [s for s in specs if s.card.get("default")]
     return (marked or specs)[0]
 

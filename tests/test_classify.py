@@ -207,3 +207,20 @@ def test_other_lab_crops_and_source_report(tmp_path, tiny):
     assert report["LabA"]["n"] == 2 and 0 < report["LabA"]["top_class_share"] <= 1
     with pytest.raises(CellkitError, match=r"metadata\.csv"):
         yolo_wbc_crops(tmp_path / "nowhere")
+
+
+def test_weights_saved_in_half_precision_load_into_float32_layers(tmp_path):
+    import torch
+
+    from cellkit.classify import build_tiny_classifier, load_classifier, save_classifier
+    from cellkit.synth import make_crop
+
+    clf = build_tiny_classifier(seed=1)
+    full = save_classifier(clf.model, clf.spec, tmp_path / "full")
+    half = save_classifier(clf.model, clf.spec, tmp_path / "half", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    back = load_classifier(clf.spec.name, folder=tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in back.model.parameters())
+    crops = [make_crop(k, 64, k) for k in range(4)]
+    a, b = clf.predict_arrays(crops)["node_probs"], back.predict_arrays(crops)["node_probs"]
+    assert abs(a - b).max() < 1e-2

@@ -58,3 +58,21 @@ def test_models_made_on_this_machine_are_found_beside_the_bundled_ones(tmp_path,
     assert load_spec("shipped").bundled and load_spec("shipped").view == 1.0
     assert default_spec("classifier").name == "shipped"
     assert "folder" not in mine.to_json()
+
+
+def test_classifiers_are_listed_per_detector_class(tmp_path, monkeypatch):
+    from cellkit.classify import build_tiny_classifier, save_classifier
+    from cellkit.models import default_spec, list_specs
+
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path))
+    white = build_tiny_classifier(seed=0)
+    red = build_tiny_classifier(seed=1)
+    red.spec.name, red.spec.weights, red.spec.applies_to = "a_red_cell_model", "a_red_cell_model.safetensors", ["rbc"]
+    red.spec.card = {"default": True}  # even marked default, it is never the white-cell default
+    save_classifier(white.model, white.spec, tmp_path)
+    save_classifier(red.model, red.spec, tmp_path)
+    assert [s.name for s in list_specs(task="classifier", cell_type="wbc")] == [white.spec.name]
+    assert [s.name for s in list_specs(task="classifier", cell_type="rbc")] == ["a_red_cell_model"]
+    assert default_spec("classifier").name == white.spec.name
+    assert default_spec("classifier", cell_type="rbc").name == "a_red_cell_model"
+    assert len(list_specs(task="classifier")) == 2

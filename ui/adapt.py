@@ -15,7 +15,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
     from cellkit.adapt import adapt, read_labelled, save_adapted
     from cellkit.models import list_specs
 
-    bases = [s.name for s in list_specs(task="classifier")]
+    bases = [s.name for s in list_specs(task="classifier", cell_type="wbc")]
     if not bases:
         st.info("No classifier to adapt.")
         return

@@ -311,7 +311,7 @@ def model_picker_ui() -> None:
     from cellkit.models import default_spec, list_specs
 
     try:
-        specs = list_specs(task="classifier")
+        specs = list_specs(task="classifier", cell_type="wbc")  # red-cell models are not white-cell models
         default = default_spec("classifier").name
     except Exception:  # no models at all: the pages say so themselves
         return

@@ -1,0 +1,106 @@
+"""Red-cell morphology on held-out Chula RBC-12 images: on the labelled points, and end to end from the detector.
+
+Run: ``python bench/rbc_morphology.py --model rbc_lite0 [--detector detector] [--part test] [--threads 2]``
+
+- *on points*: every labelled cell cropped around its point, as in training (``export_point_crops``);
+- *end to end*: the detector's red-cell boxes; each labelled point takes the box it lies in (nearest centre
+  if several), the crop is cut around that box's centre at the slide's scale; a point in no box counts as an
+  error (``missed``). This is what a user gets.
+
+Figures: accuracy, macro-F1 over the 12 named forms (``uncategorised`` left out, as issue 11 asks), and
+per-form F1. Images of the ``--part`` of the by-image split (``cellkit.rbc_boxes.image_split``) only.
+What it cannot show: other labs' red cells (one lab, one microscope), and cells nobody labelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+MISSED = "missed"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/chula_rbc12")
+    parser.add_argument("--model", default="rbc_lite0")
+    parser.add_argument("--detector", default=None)
+    parser.add_argument("--part", default="test", choices=["val", "test"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="", help="write the figures as JSON here")
+    args = parser.parse_args()
+
+    import torch
+
+    from cellkit.classify import load_classifier
+    from cellkit.detect import load_detector
+    from cellkit.evaluate import per_class_metrics
+    from cellkit.io import read_image
+    from cellkit.points import points_in_boxes, read_points
+    from cellkit.rbc_boxes import boxes_from_points, chula_images, image_split, slide_crop
+    from cellkit.slide import detect_tiled
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.data)
+    clf, det = load_classifier(args.model), load_detector(args.detector)
+    names = {str(k): v for k, v in clf.taxonomy.datasets["chula_rbc12"]["folders"].items()}
+    images = chula_images(root)
+    part = image_split([p.stem for p in images])
+    scale = float(clf.spec.crop_scale)
+    truth, on_points, end_to_end = [], [], []
+    for path in [p for p in images if part[p.stem] == args.part]:
+        pts = read_points(root / "labels" / f"{path.stem}.txt")
+        if not len(pts):
+            continue
+        image = read_image(path)
+        labels = [names[str(int(c))] for c in pts.class_id]
+        own = boxes_from_points(image, pts.xy)
+        own_sides = np.maximum(own.xyxy[:, 2] - own.xyxy[:, 0], own.xyxy[:, 3] - own.xyxy[:, 1])[own.found]
+        if not len(own_sides):
+            continue
+        side = scale * float(np.median(own_sides))
+        crops = [slide_crop(image, (float(x), float(y)), side) for x, y in pts.xy]
+        on_points += [p.leaf for p in clf.predict(crops)]
+        # end to end: the detector's boxes; the slide's scale from the cells segmented around their centres
+        d = detect_tiled(image, det)
+        boxes = d.xyxy[d.class_name == "rbc"]
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        if len(boxes):
+            seg = boxes_from_points(image, centres)
+            sides = np.maximum(seg.xyxy[:, 2] - seg.xyxy[:, 0], seg.xyxy[:, 3] - seg.xyxy[:, 1])[seg.found]
+            det_side = scale * float(np.median(sides)) if len(sides) else side
+            inside = points_in_boxes(pts.xy, boxes)
+            preds = clf.predict([slide_crop(image, (float(x), float(y)), det_side) for x, y in centres])
+        for i, (x, y) in enumerate(pts.xy):
+            hits = np.flatnonzero(inside[i]) if len(boxes) else []
+            if not len(hits):
+                end_to_end.append(MISSED)
+                continue
+            best = hits[np.argmin(((centres[hits] - (x, y)) ** 2).sum(1))]
+            end_to_end.append(preds[best].leaf)
+        truth += labels
+    forms = [n for n in clf.taxonomy.leaves if n != "uncategorised"]
+    results = {"model": clf.spec.name, "detector": det.spec.name, "part": args.part, "cells": len(truth)}
+    for key, pred in (("on_points", on_points), ("end_to_end", end_to_end)):
+        keep = [i for i, t in enumerate(truth) if t in forms]
+        classes = [*forms, "uncategorised", MISSED]
+        m = per_class_metrics([truth[i] for i in keep], [pred[i] for i in keep], classes)
+        f1 = {c: m["per_class"][c]["f1"] for c in forms}
+        results[key] = {
+            "accuracy_12_forms": round(m["accuracy"], 4),
+            "macro_f1_12_forms": round(float(np.mean(list(f1.values()))), 4),
+            "missed": round(float(np.mean([p == MISSED for p in pred])), 4),
+            "f1": f1,
+        }
+        print(f"{key:<11} cells {len(keep)}  accuracy {m['accuracy']:.3f}  macro-F1 (12 forms) "
+              f"{np.mean(list(f1.values())):.3f}  missed {results[key]['missed']:.1%}")  # fmt: skip
+        print("            " + ", ".join(f"{clf.taxonomy.display(c)} {v:.2f}" for c, v in f1.items()))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
