@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,27 +176,26 @@ class SlideResult:
     image_sha256: str = ""
     corrections: dict[int, str] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)  # leaf/node -> differential group (pbc8)
-    taxonomy: str = ""  # the classifier's taxonomy (display names in exports); "" = the one whose ids these are
+    taxonomies: tuple[str, ...] = ()  # the classifiers' taxonomies, in node_ids order (display names in exports)
 
-    def _taxonomy(self) -> Any:
-        """The Taxonomy of ``node_ids`` (by name, else the default one if its ids match), or None."""
-        from cellkit.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+    def _display_names(self) -> dict[str, str]:
+        """Display name of every node id of ``node_ids`` (from its taxonomy; the default one for old results)."""
+        from cellkit.taxonomy import DEFAULT_TAXONOMY, UNKNOWN_NAME, load_taxonomy
 
-        try:
-            tax = load_taxonomy(self.taxonomy or DEFAULT_TAXONOMY)
-        except CellkitError:
-            return None
-        return tax if tuple(tax.ids) == tuple(self.node_ids) else None
+        names = {UNKNOWN: UNKNOWN_NAME}
+        for name in self.taxonomies or (DEFAULT_TAXONOMY,):
+            try:
+                tax = load_taxonomy(name)
+            except CellkitError:
+                continue
+            names.update({nid: tax.display(nid) for nid in tax.ids if nid in self.node_ids})
+        return names
 
     def shown_as(self) -> list[str]:
         """What a person is shown for each box: the final label's display name ("Unidentified — review" when
-        flagged), or the detector's class for boxes the classifier did not see."""
-        tax = self._taxonomy()
-        names = []
-        for lab in self.labels():
-            known = tax is not None and (lab == UNKNOWN or lab in tax.ids)
-            names.append(tax.display(lab) if known else lab)
-        return names
+        flagged), or the detector's class for boxes no classifier saw."""
+        names = self._display_names()
+        return [names.get(lab, lab) for lab in self.labels()]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -267,7 +266,7 @@ class SlideResult:
             "node_ids": list(self.node_ids),
             "corrections": {str(k): v for k, v in self.corrections.items()},
             "groups": self.groups,
-            "taxonomy": self.taxonomy,
+            "taxonomies": list(self.taxonomies),
             "cells": cells,
         }
 
@@ -303,7 +302,7 @@ class SlideResult:
             image_sha256=raw.get("image_sha256", ""),
             corrections={int(k): v for k, v in raw.get("corrections", {}).items()},
             groups=dict(raw.get("groups", {})),
-            taxonomy=str(raw.get("taxonomy", "")),
+            taxonomies=tuple(raw.get("taxonomies", ())),
         )
 
 
@@ -320,13 +319,46 @@ def _version(model: Any) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- pipeline
-def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_size: int = 16) -> Detections:
-    """Add the classifier's answer for every wbc / platelet box to ``dets.data`` (batches of crops).
+def cell_models(classifier: Any = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """{detector class: classifier}: each model for the classes its card ``applies_to``, then ``extra`` on top."""
+    out: dict[str, Any] = {}
+    if classifier is not None:
+        for cls in getattr(classifier.spec, "applies_to", CLASSIFIED):
+            if cls in DETECTION_CLASSES:
+                out[cls] = classifier
+    for cls, model in (extra or {}).items():
+        if cls not in DETECTION_CLASSES:
+            raise CellkitError(f"cell_models: expected detector classes {DETECTION_CLASSES}, got {cls!r}")
+        out[cls] = model
+    return out
 
-    Batches of 16: a forward pass of 64 crops holds ~0.3 GB of activations, 16 about a quarter, at
-    the same speed on CPU.
+
+def _crop_side(spec: Any, boxes: np.ndarray) -> float | None:
+    """Crop side for models whose crops are relative to the slide (``crop_reference: slide``): crop_scale x the
+    median side of this image's boxes of the model's classes; None for crops relative to each cell."""
+    if getattr(spec, "crop_reference", "cell") != "slide" or not len(boxes):
+        return None
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return float(spec.crop_scale) * float(np.median(sides))
+
+
+def classify_boxes(
+    image: np.ndarray, dets: Detections, classifier: Any | Mapping[str, Any], batch_size: int = 16
+) -> tuple[Detections, tuple[str, ...]]:
+    """Add each box's classifier answer to ``dets.data``; ``classifier`` is one model (for the classes its card
+    applies to) or ``{detector class: model}`` (:func:`cell_models`). Returns the detections and the node ids
+    of ``node_probs``' columns.
+
+    Every model's node ids are laid side by side in ``node_probs`` (NaN outside a box's own model), so one
+    table holds white-cell and red-cell answers. Batches of 16: a forward pass of 64 crops holds ~0.3 GB of
+    activations, 16 about a quarter, at the same speed on CPU.
     """
-    node_ids = tuple(classifier.taxonomy.ids)
+    models = dict(classifier) if isinstance(classifier, Mapping) else cell_models(classifier)
+    distinct = list({id(m): m for m in models.values()}.values())
+    offsets, node_ids = {}, []
+    for m in distinct:
+        offsets[id(m)] = len(node_ids)
+        node_ids += [nid for nid in m.taxonomy.ids]
     n = len(dets)
     leaf = np.full(n, "", dtype=object)
     label = np.full(n, "", dtype=object)
@@ -334,23 +366,34 @@ def classify_boxes(image: np.ndarray, dets: Detections, classifier: Any, batch_s
     cconf = np.full(n, np.nan, np.float32)
     ood = np.full(n, np.nan, np.float32)
     probs = np.full((n, len(node_ids)), np.nan, np.float32)
-    wanted = [DETECTION_CLASSES.index(c) for c in CLASSIFIED]
-    idx = np.flatnonzero(np.isin(dets.class_id, wanted))
-    scale = float(getattr(classifier.spec, "crop_scale", 2.0))
-    group = classifier.taxonomy.primary_grouping()
-    for start in range(0, len(idx), batch_size):
-        chunk = idx[start : start + batch_size]
-        crops = [crop_box(image, dets.xyxy[i], scale=scale) for i in chunk]
-        for i, pred in zip(chunk, classifier.predict(crops, batch_size=batch_size), strict=True):
-            leaf[i], label[i], review[i] = pred.leaf, pred.label, pred.review
-            box_class, said = dets.class_names[dets.class_id[i]], group.get(pred.label, pred.label)
-            if said in dets.class_names and said != box_class:  # e.g. a white-cell box the classifier calls platelet
-                label[i] = UNKNOWN
-                review[i] = f"the detector found a {box_class} where the classifier sees a {said}"
-            cconf[i], ood[i] = pred.confidence, pred.ood_score
-            probs[i] = pred.node_probs
+    for model in distinct:
+        classes = [c for c, m in models.items() if m is model]
+        idx = np.flatnonzero(np.isin(dets.class_id, [DETECTION_CLASSES.index(c) for c in classes]))
+        side = _crop_side(model.spec, dets.xyxy[idx])
+        scale = float(getattr(model.spec, "crop_scale", 2.0))
+        group = model.taxonomy.primary_grouping()
+        lo = offsets[id(model)]
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start : start + batch_size]
+            if side is None:
+                crops = [crop_box(image, dets.xyxy[i], scale=scale) for i in chunk]
+            else:
+                from cellkit.rbc_boxes import slide_crop
+
+                centres = (dets.xyxy[chunk, :2] + dets.xyxy[chunk, 2:]) / 2
+                crops = [slide_crop(image, (float(x), float(y)), side) for x, y in centres]
+            for i, pred in zip(chunk, model.predict(crops, batch_size=batch_size), strict=True):
+                leaf[i], label[i], review[i] = pred.leaf, pred.label, pred.review
+                if pred.label == UNKNOWN and model.taxonomy.flagged_as:  # red cells: "uncategorised", reason kept
+                    label[i] = model.taxonomy.flagged_as
+                box_class, said = dets.class_names[dets.class_id[i]], group.get(pred.label, pred.label)
+                if said in dets.class_names and said != box_class:  # a white-cell box the classifier calls platelet
+                    label[i] = UNKNOWN
+                    review[i] = f"the detector found a {box_class} where the classifier sees a {said}"
+                cconf[i], ood[i] = pred.confidence, pred.ood_score
+                probs[i, lo : lo + len(pred.node_probs)] = pred.node_probs
     data = dict(dets.data, leaf=leaf, label=label, review=review, cls_confidence=cconf, ood_score=ood, node_probs=probs)
-    return Detections(dets.xyxy, dets.confidence, dets.class_id, dets.class_names, data)
+    return Detections(dets.xyxy, dets.confidence, dets.class_id, dets.class_names, data), tuple(node_ids)
 
 
 def image_sha256(image: np.ndarray) -> str:
@@ -372,11 +415,14 @@ def analyze(
     tile: int | None = None,
     overlap: int | None = None,
     name: str = "",
+    by_class: Mapping[str, Any] | None = None,
 ) -> SlideResult:
-    """Detect every cell, classify wbc / platelet crops through the taxonomy, count.
+    """Detect every cell, classify each box with the model for its class, count.
 
-    ``image`` is RGB uint8 (H, W, 3) (use ``cellkit.io.read_image`` for files). ``tile`` /
-    ``overlap`` default to the detector card's values (pixels of the original image).
+    ``classifier`` classifies the detector classes its card ``applies_to`` (the white-cell model: wbc and
+    platelet boxes); ``by_class`` adds or replaces models per class, e.g. ``{"rbc": red-cell model}``.
+    ``image`` is RGB uint8 (H, W, 3) (use ``cellkit.io.read_image`` for files). ``tile`` / ``overlap``
+    default to the detector card's values (pixels of the original image).
     """
     if not isinstance(image, np.ndarray):
         raise CellkitError(f"analyze: expected a numpy RGB image, got {type(image).__name__}; read it with read_image")
@@ -385,23 +431,30 @@ def analyze(
     t1 = time.perf_counter()
     node_ids: tuple[str, ...] = ()
     groups: dict[str, str] = {}
-    models = {"detector": _version(detector)}
-    if classifier is not None:
-        dets = classify_boxes(image, dets, classifier)
-        node_ids = tuple(classifier.taxonomy.ids)
-        groups = classifier.taxonomy.primary_grouping()
-        models["classifier"] = _version(classifier)
+    versions = {"detector": _version(detector)}
+    chosen = cell_models(classifier, by_class)
+    distinct = list({id(m): m for m in chosen.values()}.values())
+    if chosen:
+        dets, node_ids = classify_boxes(image, dets, chosen)
+        for model in distinct:
+            groups.update(model.taxonomy.primary_grouping())
+            role = (
+                "classifier"
+                if model is classifier
+                else "classifier_" + "_".join(c for c, m in chosen.items() if m is model)
+            )
+            versions[role] = _version(model)
     t2 = time.perf_counter()
     return SlideResult(
         detections=dets,
         image_shape=(int(image.shape[0]), int(image.shape[1])),
         node_ids=node_ids,
         timings={"detect_s": round(t1 - t0, 4), "classify_s": round(t2 - t1, 4), "total_s": round(t2 - t0, 4)},
-        models=models,
+        models=versions,
         name=name,
         image_sha256=image_sha256(image),
         groups=groups,
-        taxonomy=classifier.taxonomy.name if classifier is not None else "",
+        taxonomies=tuple(m.taxonomy.name for m in distinct),
     )
 
 

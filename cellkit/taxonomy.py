@@ -41,6 +41,7 @@ class Taxonomy:
     description: str = ""
     groupings: dict[str, tuple[str, ...]] = field(default_factory=dict)
     datasets: dict[str, dict] = field(default_factory=dict)
+    flagged_as: str = ""  # a leaf that reports cells flagged for review in exports (red cells: "uncategorised")
 
     def __post_init__(self) -> None:
         seen: dict[str, Node] = {}
@@ -71,6 +72,8 @@ class Taxonomy:
             raise CellkitError(f"taxonomy {self.name!r} has no nodes")
         for gname, members in self.groupings.items():
             self.cut(members, name=gname)  # validates
+        if self.flagged_as and self.flagged_as not in seen:
+            raise CellkitError(f"taxonomy {self.name!r}: flagged_as must be one of its nodes, got {self.flagged_as!r}")
 
     # ---- structure -------------------------------------------------------------------------
     @cached_property
@@ -285,6 +288,7 @@ def taxonomy_from_dict(raw: object, default_name: str = "custom") -> Taxonomy:
         description=str(raw.get("description", "")),
         groupings=groupings,
         datasets=dict(raw.get("datasets") or {}),
+        flagged_as=str(raw.get("flagged_as") or ""),
     )
 
 

@@ -60,3 +60,23 @@ class ColourDetector:
         if not boxes:
             return Detections.empty()
         return Detections(np.array(boxes, np.float32), np.full(len(boxes), 0.9, np.float32), np.array(classes))
+
+
+def tiny_classifier_for(name: str | None = None):
+    """Stands in for ``load_classifier``: an untrained tiny model of the named model's kind (white or red cells)."""
+    from cellkit.classify import build_tiny_classifier
+    from cellkit.errors import CellkitError
+    from cellkit.models import load_spec
+
+    kind = None
+    if name is not None:
+        try:
+            kind = load_spec(name).applies_to
+        except CellkitError:
+            kind = None
+    if kind and "rbc" in kind:
+        clf = build_tiny_classifier("rbc12")
+        clf.spec.name, clf.spec.applies_to = "tiny_rbc", ["rbc"]
+        clf.spec.crop_scale, clf.spec.crop_reference = 2.0, "slide"
+        return clf
+    return build_tiny_classifier()

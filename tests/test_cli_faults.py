@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _cli import run_cli
-from _fakes import ColourDetector
+from _fakes import ColourDetector, tiny_classifier_for
 
 import cellkit.classify
 import cellkit.detect
@@ -34,7 +34,7 @@ def setup(tmp_path, monkeypatch):
         return ColourDetector(tile=256, overlap=64)
 
     monkeypatch.setattr(cellkit.detect, "load_detector", fake_detector)
-    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    monkeypatch.setattr(cellkit.classify, "load_classifier", tiny_classifier_for)
     monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -9,7 +9,7 @@ import zipfile
 
 import pandas as pd
 import pytest
-from _fakes import ColourDetector
+from _fakes import ColourDetector, tiny_classifier_for
 from typer.testing import CliRunner
 
 import cellkit.classify
@@ -24,7 +24,7 @@ from cellkit.synth import make_smear
 @pytest.fixture
 def images(tmp_path, monkeypatch):
     monkeypatch.setattr(cellkit.detect, "load_detector", lambda name=None: ColourDetector(tile=256, overlap=64))
-    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    monkeypatch.setattr(cellkit.classify, "load_classifier", tiny_classifier_for)
     folder = tmp_path / "in"
     folder.mkdir()
     truth = {}
@@ -60,7 +60,17 @@ def test_detect_classify_adds_tree_columns(images, tmp_path):
     df = pd.read_csv(out)
     assert {"leaf", "label", "p_myeloid", "p_lymphocyte"} <= set(df.columns)
     wbc = df[df["class"] == "wbc"]
-    assert wbc["label"].notna().all() and df[df["class"] == "rbc"]["label"].isna().all()
+    assert wbc["label"].notna().all()
+    # issue 11's contract: every red cell gets one of the 13 red-cell labels (the bundled red-cell model's kind)
+    red_cells = {"normal", "macrocyte", "microcyte", "spherocyte", "target_cell", "stomatocyte", "ovalocyte",
+                 "teardrop", "burr_cell", "schistocyte", "hypochromia", "elliptocyte", "uncategorised"}  # fmt: skip
+    rbc = df[df["class"] == "rbc"]
+    assert len(rbc) and set(rbc["label"]) <= red_cells, set(rbc["label"])
+    assert set(wbc["label"]).isdisjoint(red_cells) and {"p_normal", "p_schistocyte"} <= set(df.columns)
+    off = tmp_path / "off.csv"
+    args = ["detect", str(folder / "s0.png"), "--out", str(off), "--classify", "--rbc-model", "none"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert pd.read_csv(off).query("`class` == 'rbc'")["label"].isna().all()
 
 
 def test_analyze_json_csv_and_save(images, tmp_path, monkeypatch):

@@ -269,3 +269,29 @@ def test_large_smear_read_on_the_bounded_path_gives_the_same_analysis(tmp_path, 
     assert got.image_sha256 == want.image_sha256 and got.image_shape == (700, 900)
     np.testing.assert_allclose(got.detections.xyxy, want.detections.xyxy)
     assert got.counts == want.counts and sum(got.counts.values()) == len(boxes)
+
+
+def test_one_pipeline_for_several_models_one_per_detector_class():
+    from cellkit.taxonomy import load_taxonomy
+
+    img, _, _ = make_smear(480, 360, n_wbc=3, n_rbc=20, n_platelet=2, seed=6)
+    white = build_tiny_classifier()
+    red = build_tiny_classifier("rbc12", seed=1)
+    red.spec.applies_to, red.spec.crop_reference, red.spec.crop_scale = ["rbc"], "slide", 2.0
+    red.spec.name = "tiny_rbc"
+    res = analyze(img, ColourDetector(), white, by_class={"rbc": red})
+    pbc, rbc12 = load_taxonomy("pbc"), load_taxonomy("rbc12")
+    assert res.node_ids == pbc.ids + rbc12.ids and res.taxonomies == ("pbc", "rbc12")
+    labels = dict(zip(range(len(res.detections)), res.labels(), strict=True))
+    for i, cls in enumerate(res.detections.class_name):
+        expected = set(rbc12.ids) if cls == "rbc" else set(pbc.ids) | {UNKNOWN}
+        assert labels[i] in expected, (cls, labels[i])
+    probs = res.detections.data["node_probs"]
+    is_rbc = res.detections.class_name == "rbc"
+    assert np.isnan(probs[is_rbc][:, : len(pbc.ids)]).all() and not np.isnan(probs[is_rbc][:, len(pbc.ids) :]).any()
+    assert set(res.models) == {"detector", "classifier", "classifier_rbc"}
+    assert set(res.differential()) <= set(pbc.ids) | {UNKNOWN}  # red cells never enter the WBC differential
+    back = SlideResult.from_dict(json.loads(res.to_json()))
+    assert back.taxonomies == res.taxonomies and back.labels() == res.labels()
+    shown = dict(zip(res.detections.class_name, back.shown_as(), strict=False))
+    assert shown["rbc"] in {rbc12.display(n) for n in rbc12.ids}

@@ -31,16 +31,28 @@ def _out_format(out: Path, allowed: tuple[str, ...]) -> str:
     return suffix
 
 
-def _models(classify: bool, detector: str | None, classifier: str | None) -> tuple[Any, Any]:
+def _models(
+    classify: bool, detector: str | None, classifier: str | None, rbc_model: str | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The detector, the white-cell classifier and {detector class: model} for the other classes: the red-cell
+    model named by ``rbc_model`` ("none": no red-cell labels), else the bundled one when there is one."""
     from cellkit.detect import load_detector
 
     det = load_detector(detector)
-    clf = None
+    clf, by_class = None, {}
     if classify:
         from cellkit.classify import load_classifier
+        from cellkit.models import list_specs
 
         clf = load_classifier(classifier)
-    return det, clf
+        if rbc_model != "none":
+            name = rbc_model or next((s.name for s in list_specs(task="classifier", cell_type="rbc")), None)
+            if name:
+                red = load_classifier(name)
+                if "rbc" not in red.spec.applies_to:
+                    raise CellkitError(f"--rbc-model {name}: it classifies {red.spec.applies_to} boxes, not rbc")
+                by_class["rbc"] = red
+    return det, clf, by_class
 
 
 def _check_inputs(inputs: list[Path] | None) -> Iterator[Any]:
@@ -132,6 +144,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             "--model",
             help="Classifier name, bundled or adapted (with --classify).",
         ),
+        rbc_model: str = typer.Option(
+            None,
+            "--rbc-model",
+            help="Red-cell morphology model (with --classify; default: the bundled one; 'none': off).",
+        ),
         tile: int = typer.Option(None, help="Tile side in pixels for large images (default: model card)."),
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
     ) -> None:
@@ -143,7 +160,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         _check_tiling(tile, overlap)
         check_out(out)
         items = _check_inputs(inputs)
-        det, clf = _models(classify, detector, classifier)
+        det, clf, by_class = _models(classify, detector, classifier, rbc_model)
         rows: list[dict[str, Any]] = []
         for item in _readable(items, rows):
             image = item.take()
@@ -157,7 +174,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                     )
                 ]
             else:
-                result = analyze(image, det, clf, tile, overlap, name=item.name)
+                result = analyze(image, det, clf, tile, overlap, name=item.name, by_class=by_class)
                 del image
                 frame = result.to_frame().drop(columns=["cls_confidence", "ood_score", "corrected"], errors="ignore")
                 frame_rows = frame.to_dict(orient="records")
@@ -180,6 +197,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         classifier: str = typer.Option(
             None, "--classifier", "--model", help="Classifier name, bundled or adapted (default: the bundled default)."
         ),
+        rbc_model: str = typer.Option(
+            None, "--rbc-model", help="Red-cell morphology model (default: the bundled one; 'none': off)."
+        ),
         tile: int = typer.Option(None, help="Tile side in pixels for large images (default: model card)."),
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
     ) -> None:
@@ -192,7 +212,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         _check_tiling(tile, overlap)
         check_out(out)
         items = _check_inputs(inputs)
-        det, clf = _models(not no_classify, detector, classifier)
+        det, clf, by_class = _models(not no_classify, detector, classifier, rbc_model)
         store = None
         if save:
             from cellkit.store import Store, StoreError
@@ -205,7 +225,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         db_errors: list[str] = []
         for item in _readable(items, reports, rows):
             image = item.take()
-            result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name)
+            result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
             del image  # a 20000 x 15000 smear is 0.9 GB: freed before its report is built
             report = {"path": item.name, **result.to_dict()}
             if store is not None:
