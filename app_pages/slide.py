@@ -22,13 +22,20 @@ state = st.session_state
 
 
 def load_models():
+    """The detector, the white-cell model and {detector class: model} for the other classes (red cells)."""
     with resources.user_errors():
         det = resources.detector()
     try:
-        return det, resources.current_classifier()
+        clf = resources.current_classifier()
     except CellkitError as exc:
         st.warning(widgets.plain(f"Counting only, no classification: {exc}"))
-        return det, None
+        return det, None, {}
+    try:
+        red = resources.red_cell_classifier()
+    except CellkitError as exc:
+        st.warning(widgets.plain(f"Red cells are counted, not classified: {exc}"))
+        red = None
+    return det, clf, ({"rbc": red} if red is not None else {})
 
 
 def save(slide: dict) -> None:
@@ -53,9 +60,9 @@ def save(slide: dict) -> None:
 
 
 def run(image, name: str, key, meta: dict) -> None:
-    det, clf = load_models()
+    det, clf, by_class = load_models()
     with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner("Analysing…"):
-        result = analyze(image, det, clf, name=name)
+        result = analyze(image, det, clf, name=name, by_class=by_class)
     slide = {"id": None, "result": result, "image": image, "key": key, "clf": clf, "name": name, "meta": meta}
     slide.update(pending=[], db_error=None)
     state["slide"] = slide  # kept whatever happens to the save
@@ -120,7 +127,8 @@ if slide:
     cols[3].metric("Time (s)", f"{result.timings.get('total_s', 0):.2f}")
     if not len(result.detections):
         st.info("No cells found in this image. Is it a stained blood smear at a usual magnification?")
-    tab_img, tab_diff, tab_cells, tab_export = st.tabs(["Image", "WBC differential", "Cells & review", "Export"])
+    tabs = st.tabs(["Image", "WBC differential", "Red cells", "Cells & review", "Export"])
+    tab_img, tab_diff, tab_red, tab_cells, tab_export = tabs
     with tab_img:
         if image is None:
             st.info("Images are not stored in the database; upload this one again to see its boxes and crops.")
@@ -141,6 +149,21 @@ if slide:
                 )
         else:
             st.info("No classified white cells in this analysis.")
+    with tab_red:
+        red = result.composition("rbc")
+        if red:
+            names = dict(zip(result.labels(), result.shown_as(), strict=True))
+            st.dataframe(
+                [{"form": names.get(k, k), "count": v["count"], "percent": v["percent"]} for k, v in red.items()],
+                hide_index=True,
+            )
+            st.caption(
+                f"Red-cell morphology of {sum(v['count'] for v in red.values())} red cells by the red-cell model "
+                "(trained on one lab's smears at 1000x; size forms are judged against this image's median red cell). "
+                "A semi-quantitative grade per form is not given yet."
+            )
+        else:
+            st.info("No red-cell morphology in this analysis (no red-cell model, or no red cells).")
     with tab_cells:
         cells = [i for i, c in enumerate(result.detections.class_name) if c in ("wbc", "platelet")]
         if not cells or clf is None or image is None:

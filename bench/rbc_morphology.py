@@ -3,9 +3,10 @@
 Run: ``python bench/rbc_morphology.py --model rbc_lite0 [--detector detector] [--part test] [--threads 2]``
 
 - *on points*: every labelled cell cropped around its point, as in training (``export_point_crops``);
-- *end to end*: the detector's red-cell boxes; each labelled point takes the box it lies in (nearest centre
-  if several), the crop is cut around that box's centre at the slide's scale; a point in no box counts as an
-  error (``missed``). This is what a user gets.
+- *end to end*: ``cellkit.slide.analyze`` with the red-cell model (the detector's boxes, crops at 2x the
+  median box side); each labelled point takes the box it lies in (nearest centre if several) and that box's
+  label (the best guess, flagged or not); a point in no box counts as an error (``missed``). This is what a
+  user gets.
 
 Figures: accuracy, macro-F1 over the 12 named forms (``uncategorised`` left out, as issue 11 asks), and
 per-form F1. Images of the ``--part`` of the by-image split (``cellkit.rbc_boxes.image_split``) only.
@@ -41,7 +42,7 @@ def main() -> None:
     from cellkit.io import read_image
     from cellkit.points import points_in_boxes, read_points
     from cellkit.rbc_boxes import boxes_from_points, chula_images, image_split, slide_crop
-    from cellkit.slide import detect_tiled
+    from cellkit.slide import analyze
 
     torch.set_num_threads(args.threads)
     root = Path(args.data)
@@ -64,23 +65,20 @@ def main() -> None:
         side = scale * float(np.median(own_sides))
         crops = [slide_crop(image, (float(x), float(y)), side) for x, y in pts.xy]
         on_points += [p.leaf for p in clf.predict(crops)]
-        # end to end: the detector's boxes; the slide's scale from the cells segmented around their centres
-        d = detect_tiled(image, det)
-        boxes = d.xyxy[d.class_name == "rbc"]
+        # end to end: the slide pipeline itself (detector boxes, crops at the slide's scale, the red-cell model)
+        res = analyze(image, det, None, by_class={"rbc": clf})
+        is_rbc = res.detections.class_name == "rbc"
+        boxes = res.detections.xyxy[is_rbc]
+        box_labels = np.asarray(res.detections.data["leaf"], dtype=object)[is_rbc] if len(boxes) else []
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        if len(boxes):
-            seg = boxes_from_points(image, centres)
-            sides = np.maximum(seg.xyxy[:, 2] - seg.xyxy[:, 0], seg.xyxy[:, 3] - seg.xyxy[:, 1])[seg.found]
-            det_side = scale * float(np.median(sides)) if len(sides) else side
-            inside = points_in_boxes(pts.xy, boxes)
-            preds = clf.predict([slide_crop(image, (float(x), float(y)), det_side) for x, y in centres])
+        inside = points_in_boxes(pts.xy, boxes)
         for i, (x, y) in enumerate(pts.xy):
-            hits = np.flatnonzero(inside[i]) if len(boxes) else []
+            hits = np.flatnonzero(inside[i])
             if not len(hits):
                 end_to_end.append(MISSED)
                 continue
             best = hits[np.argmin(((centres[hits] - (x, y)) ** 2).sum(1))]
-            end_to_end.append(preds[best].leaf)
+            end_to_end.append(str(box_labels[best]))
         truth += labels
     forms = [n for n in clf.taxonomy.leaves if n != "uncategorised"]
     results = {"model": clf.spec.name, "detector": det.spec.name, "part": args.part, "cells": len(truth)}

@@ -230,6 +230,18 @@ class SlideResult:
         ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ordered}
 
+    def composition(self, cell_type: str = "rbc") -> dict[str, dict[str, float]]:
+        """Final labels of one detector class's boxes (e.g. red-cell forms): {label: {"count", "percent"}},
+        corrections applied, largest first; {} when no model labelled that class."""
+        cls = self.detections.class_name == cell_type
+        labels = [lab for lab, keep in zip(self.labels(), cls, strict=True) if keep and lab != cell_type]
+        counts: dict[str, int] = {}
+        for lab in labels:
+            counts[lab] = counts.get(lab, 0) + 1
+        total = sum(counts.values())
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ordered}
+
     def to_frame(self):
         """One row per box: x1 y1 x2 y2 class confidence [leaf label cls_confidence ood_score review corrected
         shown_as p_<node>]; ``shown_as`` is the final label's display name, as on screen."""

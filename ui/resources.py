@@ -50,6 +50,14 @@ def current_classifier():
 
 
 @st.cache_resource(show_spinner="Loading the detector…")
+def red_cell_classifier():
+    """The bundled red-cell morphology model, or None when there is none (red cells are then only counted)."""
+    from cellkit.models import list_specs
+
+    specs = list_specs(task="classifier", cell_type="rbc")
+    return classifier(specs[0].name) if specs else None
+
+
 def detector(name: str | None = None):
     from cellkit.detect import load_detector
 

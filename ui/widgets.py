@@ -161,7 +161,7 @@ def slide_figure(image, result, max_side: int = 1600, taxonomy=None):
     shown = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else image
     uri = "data:image/png;base64," + base64.b64encode(encode_png(shown)).decode()
     fig = go.Figure(go.Image(source=uri, dx=1 / s, dy=1 / s, hoverinfo="skip"))
-    d, labels = result.detections, result.labels()
+    d, labels, shown = result.detections, result.labels(), result.shown_as()
     for cid, cls in enumerate(d.class_names):
         idx = np.flatnonzero(d.class_id == cid)
         if not len(idx):
@@ -175,7 +175,7 @@ def slide_figure(image, result, max_side: int = 1600, taxonomy=None):
         cx, cy = (d.xyxy[idx, 0] + d.xyxy[idx, 2]) / 2, (d.xyxy[idx, 1] + d.xyxy[idx, 3]) / 2
         text = []
         for i in idx:
-            label = label_name(taxonomy, labels[i]) if labels[i] != cls else ""
+            label = shown[i] if labels[i] != cls else ""  # display names of every model's labels
             text.append(f"#{i} {name} {d.confidence[i]:.2f}" + (f"<br>{label}" if label else ""))
         fig.add_scatter(
             x=cx,

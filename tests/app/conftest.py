@@ -17,7 +17,10 @@ def tiny_classifier(monkeypatch):
 
     monkeypatch.chdir(ROOT)
     monkeypatch.syspath_prepend(str(ROOT))
-    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    from _fakes import tiny_classifier_for
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", tiny_classifier_for)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield

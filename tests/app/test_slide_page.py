@@ -29,7 +29,9 @@ def _fake_models(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'page.db'}")
     monkeypatch.setattr(cellkit.detect, "load_detector", lambda name=None: ColourDetector())
-    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: cellkit.classify.build_tiny_classifier())
+    from _fakes import tiny_classifier_for
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", tiny_classifier_for)
     st.cache_resource.clear()
     yield
     st.cache_resource.clear()
@@ -50,6 +52,8 @@ def test_upload_smear_shows_counts_and_saves():
     assert not at.exception
     values = {m.label: m.value for m in at.metric}
     assert values["WBC"] == "3" and values["RBC"] == "30" and values["Platelets"] == "5"
+    red = next(d.value for d in at.dataframe if "form" in d.value.columns)  # the Red cells tab
+    assert red["count"].sum() == 30 and not red["form"].str.contains("_").any()  # display names, never ids
     assert at.session_state["slide"]["id"] >= 1
     assert len(at.session_state["slide"]["result"].differential()) >= 1
     next(b for b in at.button if b.label == "Reopen").click().run()  # reopening never re-analyses the upload
