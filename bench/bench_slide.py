@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs per size (median reported)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--detector-dir", default=None, help="folder holding the detector card (default weights/)")
+    ap.add_argument("--no-rbc", action="store_true", help="leave the red-cell model out (white cells only)")
     args = ap.parse_args()
     import torch
 
@@ -58,17 +59,25 @@ def main() -> None:
     from cellkit.errors import CellkitError
 
     det = load_detector(folder=Path(args.detector_dir) if args.detector_dir else None)
+    by_class = {}
     try:
         clf = load_classifier()
+        from cellkit.models import list_specs
+
+        red = list_specs(task="classifier", cell_type="rbc")
+        if red and not args.no_rbc:
+            by_class = {"rbc": load_classifier(red[0].name)}  # every model the pipeline runs
     except CellkitError as exc:
         clf = None
         print(f"no classifier ({exc}): timing detection only")
     fields = _fields(8)
     print(
         f"detector {det.spec.name} (input {det.spec.input_size}, tile {det.tile}/{det.overlap}), "
-        f"classifier {clf.spec.name if clf else 'none'}; torch threads {torch.get_num_threads()}"
+        f"classifier {clf.spec.name if clf else 'none'}, "
+        f"red cells {by_class['rbc'].spec.name if by_class else 'none'}; "
+        f"torch threads {torch.get_num_threads()}"
     )
-    analyze(fields[0], det, clf)  # warm-up
+    analyze(fields[0], det, clf, by_class=by_class)  # warm-up
     base = None
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.lower().split("x"))
@@ -76,7 +85,7 @@ def main() -> None:
         runs, res = [], None
         for _ in range(args.repeat if w * h <= 2_000_000 else max(1, args.repeat // 3)):
             t = time.perf_counter()
-            res = analyze(img, det, clf)
+            res = analyze(img, det, clf, by_class=by_class)
             runs.append(time.perf_counter() - t)
         sec = statistics.median(runs)
         per_mpx = sec / (w * h / 1e6)

@@ -84,10 +84,11 @@ def test_bundled_detector_finds_white_cells_on_txl_test(shared_data):
     """WBC recall (IoU >= 0.5) of the shipped weights on a sample of held-out TXL-PBC test images."""
     from cellkit.config import weights_dir
     from cellkit.io import read_image
+    from cellkit.models import list_specs
 
-    if not (weights_dir() / "detector.json").is_file():
+    if not list_specs(weights_dir(), task="detector"):
         pytest.skip("no bundled detector in weights/")
-    det = load_detector("detector")
+    det = load_detector()  # the bundled default
     images = sorted((shared_data / "txl_pbc" / "images" / "test").glob("*.png"))[::6][:20]
     hit = total = 0
     for path in images:
@@ -121,8 +122,9 @@ def test_loading_the_detector_keeps_corrupt_files_a_clear_error(tiny_detector_fo
 def test_bundled_detector_finds_the_demo_smear_cells():
     """The Slide page's demo smear must show real counts with the shipped weights (no ../shared needed)."""
     from cellkit.config import weights_dir
+    from cellkit.models import list_specs
 
-    if not (weights_dir() / "detector.json").is_file():
+    if not list_specs(weights_dir(), task="detector"):
         pytest.skip("no bundled detector in weights/")
     img, _boxes, classes = make_demo_smear(seed=5)
     counts = load_detector().detect(img).counts()

@@ -218,11 +218,12 @@ def test_tiled_real_fields_find_the_same_white_cells_without_duplicates(shared_d
     from cellkit.config import weights_dir
     from cellkit.detect import load_detector
     from cellkit.io import read_image
+    from cellkit.models import list_specs
     from cellkit.types import Detections
 
-    if not (weights_dir() / "detector.json").is_file():
+    if not list_specs(weights_dir(), task="detector"):
         pytest.skip("no bundled detector in weights/")
-    det = load_detector("detector")
+    det = load_detector()  # the bundled default
     fields = [read_image(p) for p in sorted((shared_data / "txl_pbc" / "images" / "test").glob("*.png"))]
     fields = [f for f in fields if f.shape[:2] == (480, 640)][:4]
     if len(fields) < 4:
