@@ -16,7 +16,7 @@ from ui import resources, widgets
 from ui.adapt import adapt_ui
 
 st.title("Slide analysis")
-st.caption("Upload a blood-smear image: every cell is detected, white cells and platelets are classified.")
+st.caption("Upload a blood-smear image: every cell is detected, white cells, platelets and red cells are classified.")
 owner = widgets.session_owner()
 state = st.session_state
 
@@ -160,7 +160,8 @@ if slide:
             st.caption(
                 f"Red-cell morphology of {sum(v['count'] for v in red.values())} red cells by the red-cell model "
                 "(trained on one lab's smears at 1000x; size forms are judged against this image's median red cell). "
-                "A semi-quantitative grade per form is not given yet."
+                "*Uncategorised* includes the red cells the model flagged for review. A semi-quantitative grade per "
+                "form is not given yet."
             )
         else:
             st.info("No red-cell morphology in this analysis (no red-cell model, or no red cells).")
