@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -171,3 +172,24 @@ def test_cli_adapt_end_to_end(lab, installed, monkeypatch, capsys):
     assert code == 2 and "bundled model" in err and err.count("\n") == 1
     code, out, err = run(monkeypatch, capsys, "adapt", "--name", "nothing")
     assert code == 2 and "--labelled" in err
+
+
+def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, monkeypatch, capsys):
+    """`--unlabelled` alone: the lab's slide colour (and BatchNorm statistics when there are enough) from its crops."""
+    weights, home = installed
+    coloured = build_tiny_classifier(seed=2)
+    coloured.spec.name, coloured.spec.weights = "tiny_bg", "tiny_bg.safetensors"
+    coloured.spec.background = [255.0, 228.0, 203.0]  # a model with a slide-colour reference, as the bundled ones
+    save_classifier(coloured.model, coloured.spec, weights)
+    folder = tmp_path / "lab_crops"
+    folder.mkdir()
+    for i in range(40):  # a lab whose slides are bluer than PBC's
+        crop = make_crop(i % 3, 64, 100 + i).astype(float) * [0.85, 0.95, 1.1]
+        (folder / f"c{i}.png").write_bytes(encode_png(np.clip(crop, 0, 255).astype(np.uint8)))
+    code, out, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_u", "--base", "tiny_bg")
+    assert code == 0, err
+    card = json.loads((home / "models" / "lab_u.json").read_text())
+    assert card["card"]["adapted_from"]["name"] == "tiny_bg" and card["card"]["adaptation"]["n_unlabelled"] == 40
+    assert len(card["source_background"]) == 3  # the lab's own background, balanced to the model's
+    code, _, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_v", "--base", "no_such")
+    assert code == 2 and "not found" in err and err.count("\n") == 1
