@@ -186,7 +186,7 @@ def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, 
     for i in range(40):  # a lab whose slides are bluer than PBC's
         crop = make_crop(i % 3, 64, 100 + i).astype(float) * [0.85, 0.95, 1.1]
         (folder / f"c{i}.png").write_bytes(encode_png(np.clip(crop, 0, 255).astype(np.uint8)))
-    code, out, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_u", "--base", "tiny_bg")
+    code, _, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_u", "--base", "tiny_bg")
     assert code == 0, err
     card = json.loads((home / "models" / "lab_u.json").read_text())
     assert card["card"]["adapted_from"]["name"] == "tiny_bg" and card["card"]["adaptation"]["n_unlabelled"] == 40
