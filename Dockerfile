@@ -3,6 +3,7 @@
 #   docker run --rm -p 8501:8501 -v cellkit-db:/home/cellkit/.cellkit \
 #       -v /path/to/datasets:/data:ro -e CELLKIT_DATA_DIR=/data cellkit      # datasets: optional
 # Then open http://localhost:8501. Images never leave the container; usage telemetry is off.
+# For Ray cluster nodes (cellkit batch --engine ray; README "Batch analysis"): docker build --build-arg EXTRAS=cluster
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,9 +21,11 @@ RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin cellkit
 WORKDIR /app
 
 # CPU wheels of torch first (the PyPI default would pull CUDA); requirements.txt's pins are then already met.
-COPY requirements.txt ./
+COPY requirements.txt requirements-cluster.txt ./
+ARG EXTRAS=""
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
-    && pip install -r requirements.txt
+    && pip install -r requirements.txt \
+    && if [ "$EXTRAS" = "cluster" ]; then pip install -r requirements-cluster.txt; fi
 
 COPY --chown=cellkit:cellkit . .
 RUN pip install --no-deps -e .
@@ -32,6 +35,7 @@ ENV YOLO_OFFLINE=1 \
     YOLO_CONFIG_DIR=/home/cellkit/.config/Ultralytics \
     MPLCONFIGDIR=/home/cellkit/.config/matplotlib \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
+    RAY_USAGE_STATS_ENABLED=0 \
     STREAMLIT_SERVER_HEADLESS=true \
     CELLKIT_HOME=/home/cellkit/.cellkit \
     CELLKIT_CACHE_DIR=/home/cellkit/.cache/cellkit

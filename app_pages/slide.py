@@ -14,6 +14,7 @@ from cellkit.slide import analyze, review_zip
 from cellkit.synth import make_demo_smear
 from ui import resources, widgets
 from ui.adapt import adapt_ui
+from ui.batch import batch_jobs_ui
 
 st.title("Slide analysis")
 st.caption("Upload a blood-smear image: every cell is detected, white cells, platelets and red cells are classified.")
@@ -131,7 +132,8 @@ if slide:
     tab_img, tab_diff, tab_red, tab_cells, tab_export = tabs
     with tab_img:
         if image is None:
-            st.info("Images are not stored in the database; upload this one again to see its boxes and crops.")
+            note = slide.get("image_note") or "Images are not stored in the database"
+            st.info(widgets.plain(f"{note}; upload this image again to see its boxes and crops."))
         else:
             tax = clf.taxonomy if clf is not None else None
             st.plotly_chart(widgets.slide_figure(image, result, taxonomy=tax), width="stretch")
@@ -203,6 +205,32 @@ def show_db_error(exc: CellkitError) -> None:
         st.error(widgets.plain(exc), icon=":material/database:")
 
 
+def reopen(analysis_id: int, result, image, image_note: str = "") -> None:
+    """Show a stored analysis on this page (with its image when there is one; else ``image_note`` says why)."""
+    state["slide"] = {
+        "id": analysis_id,
+        "result": result,
+        "image": image,
+        "key": ("db", analysis_id),
+        "clf": load_models()[1] if result.node_ids else None,
+        "name": result.name,
+        "meta": {},
+        "pending": [],
+        "db_error": None,
+        "image_note": image_note,
+    }
+    st.rerun()
+
+
+def open_batch_smear(analysis_id: int, job_owner: str, image, image_note: str) -> None:
+    try:
+        again = resources.store().load_analysis(analysis_id, owner=job_owner)
+    except CellkitError as exc:
+        show_db_error(exc)
+    else:
+        reopen(analysis_id, again, image, image_note)
+
+
 with st.expander("Past analyses (this session)", icon=":material/history:"):
     try:
         store = resources.store()
@@ -229,19 +257,7 @@ with st.expander("Past analyses (this session)", icon=":material/history:"):
             except CellkitError as exc:
                 show_db_error(exc)
             else:
-                keep = state.get("slide_images", {}).get(again.image_sha256)
-                state["slide"] = {
-                    "id": chosen,
-                    "result": again,
-                    "image": keep,
-                    "key": ("db", chosen),
-                    "clf": load_models()[1] if again.node_ids else None,
-                    "name": again.name,
-                    "meta": {},
-                    "pending": [],
-                    "db_error": None,
-                }
-                st.rerun()
+                reopen(chosen, again, state.get("slide_images", {}).get(again.image_sha256))
         if c2.button("Delete", icon=":material/delete:"):
             try:
                 store.delete_analysis(chosen, owner=owner)
@@ -251,3 +267,9 @@ with st.expander("Past analyses (this session)", icon=":material/history:"):
                 if slide and slide["id"] == chosen:
                     state.pop("slide")
                 st.rerun()
+
+with st.expander("Batch jobs", icon=":material/dataset:"):
+    try:
+        batch_jobs_ui(resources.store(), open_batch_smear)
+    except CellkitError as exc:
+        show_db_error(exc)

@@ -415,16 +415,55 @@ def iter_zip(
             if info in nested:  # reported, never opened: archives inside archives multiply the bomb risk
                 yield ImageItem(item_name, error=f"{item_name}: zip inside a zip is not opened; unzip it first")
                 continue
-            try:
-                with zf.open(info) as fh:
-                    data = fh.read(info.file_size + 1)
-                if len(data) > info.file_size:
-                    raise CellkitError(f"{item_name}: member larger than its header says; refusing")
-                yield ImageItem(item_name, read_image(data, name=item_name, max_pixels=max_pixels))
-            except CellkitError as exc:
-                yield ImageItem(item_name, error=str(exc))
-            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
-                yield ImageItem(item_name, error=f"{item_name}: unreadable zip member ({exc})")
+            yield _read_member(zf, info, item_name, max_pixels)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, item_name: str, max_pixels: int | None) -> ImageItem:
+    """One zip member as an ImageItem (pixels or the reason it cannot be read); never more bytes than its header."""
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(info.file_size + 1)
+        if len(data) > info.file_size:
+            raise CellkitError(f"{item_name}: member larger than its header says; refusing")
+        return ImageItem(item_name, read_image(data, name=item_name, max_pixels=max_pixels))
+    except CellkitError as exc:
+        return ImageItem(item_name, error=str(exc))
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+        return ImageItem(item_name, error=f"{item_name}: unreadable zip member ({exc})")
+
+
+def zip_image_names(path: str | os.PathLike) -> list[str]:
+    """The image members of a zip file that :func:`read_zip_member` will read (checked as :func:`iter_zip` does;
+    nested zips are listed too and come back as errors); CellkitError for an unreadable or hostile zip."""
+    label = str(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CellkitError(f"{label}: not a readable zip archive ({exc})") from None
+    with zf:
+        members = safe_zip_members(zf, label=label)
+        nested = [i for i in zf.infolist() if not i.is_dir() and _nested_zip(i.filename)]
+        return sorted(i.filename for i in members + nested)
+
+
+def read_zip_member(path: str | os.PathLike, member: str, *, max_pixels: int | None = None) -> ImageItem:
+    """One image of a zip file by its member name (e.g. for a batch worker), as an ImageItem named
+    ``zip/member``: the same checks as :func:`iter_zip`, without reading the other members."""
+    item_name = f"{path}/{member}"
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        return ImageItem(item_name, error=f"{path}: not a readable zip archive ({exc})")
+    with zf:
+        try:
+            allowed = {i.filename: i for i in safe_zip_members(zf, label=str(path))}
+        except CellkitError as exc:
+            return ImageItem(item_name, error=str(exc))
+        if _nested_zip(member):
+            return ImageItem(item_name, error=f"{item_name}: zip inside a zip is not opened; unzip it first")
+        if member not in allowed:
+            return ImageItem(item_name, error=f"{item_name}: no such image in the archive")
+        return _read_member(zf, allowed[member], item_name, max_pixels)
 
 
 def iter_images(

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -127,6 +128,40 @@ class Correction(Base):
     detection: Mapped[DetectionRow] = relationship(back_populates="corrections")
 
 
+class BatchJob(Base):
+    """A batch job imported from its folder (``cellkit batch --save`` / ``cellkit import``)."""
+
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_uid: Mapped[str] = mapped_column(String(64), unique=True)  # job.json's job_id
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    folder: Mapped[str] = mapped_column(String(1024), default="")
+    command: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class BatchItem(Base):
+    """One image of a batch job: its status and, when analysed, the analysis it became."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (UniqueConstraint("job_id", "key", name="uq_batch_item"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(40))
+    path: Mapped[str] = mapped_column(String(1024))  # as named in the job's outputs (zip/member for zip members)
+    source: Mapped[str] = mapped_column(String(1024), default="")  # the file on disk
+    member: Mapped[str] = mapped_column(String(1024), default="")  # the zip member, "" for a plain file
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str] = mapped_column(Text, default="")
+    analysis_id: Mapped[int | None] = mapped_column(ForeignKey("analyses.id", ondelete="SET NULL"), nullable=True)
+    wbc: Mapped[int] = mapped_column(Integer, default=0)
+    rbc: Mapped[int] = mapped_column(Integer, default=0)
+    platelet: Mapped[int] = mapped_column(Integer, default=0)
+
+
 def _opt(value: Any) -> float | None:
     value = float(value)
     return None if math.isnan(value) else value
@@ -160,7 +195,7 @@ def detection_records(result: SlideResult) -> list[dict[str, Any]]:
             row["leaf"], row["label"] = str(data["leaf"][i]), str(data["label"][i])
             row["cls_confidence"] = _opt(data["cls_confidence"][i])
             row["ood_score"] = _opt(data["ood_score"][i])
-            row["probs"] = [round(float(p), 6) for p in data["node_probs"][i]]
+            row["probs"] = [_opt(round(float(p), 6)) for p in data["node_probs"][i]]  # NaN is not JSON: null
         out.append(row)
     return out
 
@@ -499,51 +534,8 @@ class Store:
         """
         owner = _owner(owner)
         meta = json.loads(json.dumps(metadata or {}, default=str))
-        models = result.models
-
-        rows = detection_records(result)
-        corrections = {int(i): str(label) for i, label in result.corrections.items()}
-
-        def work(session: Session) -> int:
-            analysis = Analysis(
-                owner=owner,
-                image_sha256=result.image_sha256,
-                file_name=file_name or result.name,
-                height=int(result.image_shape[0]),
-                width=int(result.image_shape[1]),
-                meta=meta,
-                detector_name=models.get("detector", {}).get("name", ""),
-                detector_sha256=models.get("detector", {}).get("sha256", ""),
-                classifier_name=models.get("classifier", {}).get("name", ""),
-                classifier_sha256=models.get("classifier", {}).get("sha256", ""),
-                node_ids=list(result.node_ids),
-                groups=dict(result.groups),
-                timings=dict(result.timings),
-            )
-            session.add(analysis)
-            session.flush()  # the write transaction (and, on SQLite, the write lock) starts here
-            aid = int(analysis.id)
-            if rows:
-                session.execute(insert(DetectionRow), [{**row, "analysis_id": aid} for row in rows])
-            if corrections:
-                ids = dict(
-                    session.execute(
-                        select(DetectionRow.idx, DetectionRow.id).where(
-                            DetectionRow.analysis_id == aid, DetectionRow.idx.in_(list(corrections))
-                        )
-                    ).all()
-                )
-                session.execute(
-                    insert(Correction),
-                    [
-                        {"detection_id": ids[i], "label": label, "note": "reviewed before saving", "created": _now()}
-                        for i, label in corrections.items()
-                        if i in ids
-                    ],
-                )
-            return aid
-
-        return self._run("save the analysis", work, write=True)
+        return self._run("save the analysis", lambda session: _insert_analysis(session, result, owner, file_name, meta),
+                         write=True)  # fmt: skip
 
     def count_analyses(self, owner: str | None = None) -> int:
         """Analyses in the database (all owners, or only ``owner``'s), e.g. for the Home page."""
@@ -586,6 +578,121 @@ class Store:
 
         return self._run("list the analyses", work)
 
+    # ---- batch jobs --------------------------------------------------------------------------------
+    def save_batch_items(self, job: dict[str, Any], owner: str, items: list[dict[str, Any]]) -> tuple[int, int]:
+        """Add a chunk of a batch job's images in ONE transaction; returns (job id, images added).
+
+        ``job`` is the folder's job.json (``job_id``, ``settings``, ``command``) plus ``folder``; each item has
+        ``key``, ``path``, ``status``, ``error`` and, when analysed, ``result`` (a :class:`SlideResult`).
+        Idempotent: an image already stored for the job is skipped, unless it was an error and now is not.
+        """
+        owner = _owner(owner)
+
+        def work(session: Session) -> tuple[int, int]:
+            found = session.scalars(select(BatchJob).where(BatchJob.job_uid == job["job_id"])).first()
+            if found is not None and found.owner != owner:
+                raise StoreError(f"batch job {job['job_id']} was imported by another owner; import it as that owner")
+            if found is None:
+                found = BatchJob(
+                    job_uid=job["job_id"], owner=owner, folder=str(job.get("folder", "")),
+                    command=str(job.get("command", "")), settings=dict(job.get("settings", {})),
+                )  # fmt: skip
+                session.add(found)
+                session.flush()
+            jid = int(found.id)
+            keys = [it["key"] for it in items]
+            have = dict(
+                session.execute(
+                    select(BatchItem.key, BatchItem.status).where(BatchItem.job_id == jid, BatchItem.key.in_(keys))
+                ).all()
+            )
+            added = 0
+            for it in items:
+                old = have.get(it["key"])
+                if old is not None and not (old == "error" and it["status"] == "ok"):
+                    continue
+                if old is not None:
+                    session.execute(delete(BatchItem).where(BatchItem.job_id == jid, BatchItem.key == it["key"]))
+                result = it.get("result")
+                aid = None
+                if result is not None:
+                    aid = _insert_analysis(session, result, owner, it["path"], {"batch_job": job["job_id"]})
+                counts = result.counts if result is not None else {}
+                session.add(
+                    BatchItem(
+                        job_id=jid, key=it["key"], path=it["path"], source=it.get("source", ""),
+                        member=it.get("member", ""), status=it["status"], error=it.get("error", ""),
+                        analysis_id=aid, wbc=counts.get("wbc", 0), rbc=counts.get("rbc", 0),
+                        platelet=counts.get("platelet", 0),
+                    )
+                )  # fmt: skip
+                added += 1
+            return jid, added
+
+        return self._run("import the batch job", work, write=True)
+
+    def list_batch_jobs(self, owner: str) -> list[dict[str, Any]]:
+        """This owner's batch jobs, newest first, with per-job totals (images, analysed, errors, cells)."""
+        owner = _owner(owner)
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            ok = func.sum(func.cast(BatchItem.status == "ok", Integer))
+            totals = (
+                select(
+                    BatchItem.job_id,
+                    func.count(),
+                    ok,
+                    func.sum(BatchItem.wbc),
+                    func.sum(BatchItem.rbc),
+                    func.sum(BatchItem.platelet),
+                )
+                .join(BatchJob)
+                .where(BatchJob.owner == owner)
+                .group_by(BatchItem.job_id)
+            )
+            per_job = {row[0]: row[1:] for row in session.execute(totals)}
+            jobs = session.scalars(select(BatchJob).where(BatchJob.owner == owner).order_by(BatchJob.id.desc())).all()
+            out = []
+            for j in jobs:
+                n, n_ok, wbc, rbc, plt = per_job.get(j.id, (0, 0, 0, 0, 0))
+                out.append(
+                    {
+                        "id": j.id, "job": j.job_uid, "created": j.created.isoformat(timespec="seconds"),
+                        "folder": j.folder, "images": int(n or 0), "analysed": int(n_ok or 0),
+                        "errors": int(n or 0) - int(n_ok or 0), "wbc": int(wbc or 0), "rbc": int(rbc or 0),
+                        "platelet": int(plt or 0),
+                    }
+                )  # fmt: skip
+            return out
+
+        return self._run("list the batch jobs", work)
+
+    def batch_items(self, job_id: int, owner: str) -> list[dict[str, Any]]:
+        """The images of one of this owner's batch jobs, in path order, with the analysis id of each."""
+        owner = _owner(owner)
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            job = session.get(BatchJob, int(job_id))
+            if job is None or job.owner != owner:
+                raise CellkitError(f"batch job {job_id} not found; pick one from the list of your batch jobs")
+            rows = session.scalars(select(BatchItem).where(BatchItem.job_id == job.id).order_by(BatchItem.path)).all()
+            return [
+                {
+                    "path": r.path,
+                    "source": r.source,
+                    "member": r.member,
+                    "status": r.status,
+                    "error": r.error,
+                    "analysis_id": r.analysis_id,
+                    "wbc": r.wbc,
+                    "rbc": r.rbc,
+                    "platelet": r.platelet,
+                }
+                for r in rows
+            ]
+
+        return self._run("list the images of the batch job", work)
+
     def _get(self, session: Session, analysis_id: int, owner: str, full: bool = False) -> Analysis:
         options = [selectinload(Analysis.detections).selectinload(DetectionRow.corrections)] if full else []
         a = session.get(Analysis, int(analysis_id), options=options)
@@ -608,7 +715,8 @@ class Store:
                     "cls_confidence": np.array([_nan(d.cls_confidence) for d in dets], np.float32),
                     "ood_score": np.array([_nan(d.ood_score) for d in dets], np.float32),
                     "node_probs": np.array(
-                        [d.probs if d.probs else [np.nan] * len(node_ids) for d in dets], np.float32
+                        [[_nan(p) for p in d.probs] if d.probs else [np.nan] * len(node_ids) for d in dets],
+                        np.float32,
                     ).reshape(n, len(node_ids)),
                 }
             detections = Detections(
@@ -621,6 +729,7 @@ class Store:
             models = {"detector": {"name": a.detector_name, "sha256": a.detector_sha256}}
             if a.classifier_name:
                 models["classifier"] = {"name": a.classifier_name, "sha256": a.classifier_sha256}
+            models.update((a.meta or {}).get("models", {}))  # every model of the analysis (e.g. the red-cell one)
             return SlideResult(
                 detections=detections,
                 image_shape=(a.height, a.width),
@@ -685,6 +794,51 @@ class Store:
             ]
 
         return self._run("read the corrections", work)
+
+
+def _insert_analysis(session: Session, result: SlideResult, owner: str, file_name: str, meta: dict[str, Any]) -> int:
+    """Add one analysis with its boxes (and corrections made before saving) in ``session``; its new id."""
+    models = result.models
+    meta = {**meta, "models": models}  # all models by role; the columns keep the detector and white-cell model
+    rows = detection_records(result)
+    corrections = {int(i): str(label) for i, label in result.corrections.items()}
+    analysis = Analysis(
+        owner=owner,
+        image_sha256=result.image_sha256,
+        file_name=file_name or result.name,
+        height=int(result.image_shape[0]),
+        width=int(result.image_shape[1]),
+        meta=meta,
+        detector_name=models.get("detector", {}).get("name", ""),
+        detector_sha256=models.get("detector", {}).get("sha256", ""),
+        classifier_name=models.get("classifier", {}).get("name", ""),
+        classifier_sha256=models.get("classifier", {}).get("sha256", ""),
+        node_ids=list(result.node_ids),
+        groups=dict(result.groups),
+        timings=dict(result.timings),
+    )
+    session.add(analysis)
+    session.flush()  # the write transaction (and, on SQLite, the write lock) starts here
+    aid = int(analysis.id)
+    if rows:
+        session.execute(insert(DetectionRow), [{**row, "analysis_id": aid} for row in rows])
+    if corrections:
+        ids = dict(
+            session.execute(
+                select(DetectionRow.idx, DetectionRow.id).where(
+                    DetectionRow.analysis_id == aid, DetectionRow.idx.in_(list(corrections))
+                )
+            ).all()
+        )
+        session.execute(
+            insert(Correction),
+            [
+                {"detection_id": ids[i], "label": label, "note": "reviewed before saving", "created": _now()}
+                for i, label in corrections.items()
+                if i in ids
+            ],
+        )
+    return aid
 
 
 def _nan(value: float | None) -> float:

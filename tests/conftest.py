@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _postgres import postgres  # noqa: F401 - a fixture: a throwaway PostgreSQL server
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")

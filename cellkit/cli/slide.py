@@ -36,23 +36,10 @@ def _models(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """The detector, the white-cell classifier and {detector class: model} for the other classes: the red-cell
     model named by ``rbc_model`` ("none": no red-cell labels), else the bundled one when there is one."""
-    from cellkit.detect import load_detector
+    from cellkit.pipeline import load_models, resolve_models
 
-    det = load_detector(detector)
-    clf, by_class = None, {}
-    if classify:
-        from cellkit.classify import load_classifier
-        from cellkit.models import list_specs
-
-        clf = load_classifier(classifier)
-        if rbc_model != "none":
-            name = rbc_model or next((s.name for s in list_specs(task="classifier", cell_type="rbc")), None)
-            if name:
-                red = load_classifier(name)
-                if "rbc" not in red.spec.applies_to:
-                    raise CellkitError(f"--rbc-model {name}: it classifies {red.spec.applies_to} boxes, not rbc")
-                by_class["rbc"] = red
-    return det, clf, by_class
+    models = load_models(resolve_models(classify, detector, classifier, rbc_model))
+    return models.detector, models.classifier, models.by_class
 
 
 def _check_inputs(inputs: list[Path] | None) -> Iterator[Any]:

@@ -310,3 +310,45 @@ def test_flagged_cells_are_unidentified_in_the_differential_and_the_gallery(monk
     picker = at.selectbox(key="slide_cell")  # the review picker names cells as on screen
     assert picker.options and all("Unidentified — review" in o for o in picker.options)
     assert any(md.value.startswith("**Unidentified — review** (") for md in at.markdown)  # the gallery
+
+
+@pytest.mark.parametrize("inside_data_folder", [True, False])
+def test_batch_job_is_listed_with_totals_and_a_smear_opens(tmp_path, monkeypatch, inside_data_folder):
+    import getpass
+
+    import pandas as pd
+
+    from cellkit.batch import find_tasks, import_job, job_settings, run_batch
+    from cellkit.pipeline import ModelChoice
+    from cellkit.store import Store
+
+    data = tmp_path / "archive"
+    data.mkdir()
+    for k in range(2):
+        img, *_ = make_smear(320, 240, n_wbc=2, n_rbc=8, n_platelet=2, seed=40 + k)
+        (data / f"field{k}.png").write_bytes(encode_png(img))
+    (data / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "job"
+    run_batch(find_tasks([data]), out, job_settings(ModelChoice("detector_v2", "classifier_lite0_v2")))
+    import_job(out, Store(), getpass.getuser())
+    monkeypatch.setenv("CELLKIT_DATA_DIR", str(data if inside_data_folder else tmp_path / "elsewhere"))
+    at = _page().run()
+    assert not at.exception
+    jobs = next(d for d in at.dataframe if "Images" in d.value.columns).value
+    summary = pd.read_csv(out / "summary.csv")
+    assert jobs.iloc[0]["Images"] == 3 and jobs.iloc[0]["Errors"] == 1
+    assert jobs.iloc[0]["White cells"] == summary.wbc.sum() and jobs.iloc[0]["Red cells"] == summary.rbc.sum()
+    assert any("could not be analysed" in w.value for w in at.warning)
+    at.selectbox(key="batch_smear").select_index(1).run()
+    next(b for b in at.button if b.label == "Open this smear").click().run()
+    assert not at.exception
+    slide = at.session_state["slide"]
+    assert slide["result"].name.endswith("archive/field1.png")
+    row = summary.iloc[2]  # broken.png, field0.png, field1.png
+    assert [m.value for m in at.metric][:3] == [str(int(row[c])) for c in ("wbc", "rbc", "platelet")]
+    if inside_data_folder:
+        assert slide["image"] is not None, (slide.get("image_note"), [i.value for i in at.info])
+        assert slide["image"] is not None and slide["image"].shape == (240, 320, 3)
+    else:
+        assert slide["image"] is None
+        assert any("outside the data folders" in i.value for i in at.info)

@@ -1,0 +1,60 @@
+"""Load a batch job's finished records into the database: one writer, in chunks, idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cellkit.batch.job import read_job
+from cellkit.errors import CellkitError
+
+CHUNK = 100  # images per transaction: a failure loses at most one chunk's transaction, never half of one
+
+
+def _records(out: Path) -> list[Path]:
+    return sorted((out / "results").glob("*/*.json"))
+
+
+def import_job(
+    out: str | Path, store: Any, owner: str, *, chunk: int = CHUNK, progress: Callable[[int, int], None] | None = None
+) -> tuple[int, int, int]:
+    """Import every record of the job folder ``out``; returns (job id, images added now, images in the job).
+
+    Run it again after more images finished (or after a failure): images already stored are skipped.
+    """
+    import json
+
+    from cellkit.slide import SlideResult
+
+    out = Path(out)
+    job = read_job(out)
+    if job is None:
+        raise CellkitError(f"{out}: not a batch job folder (no job.json); run `cellkit batch ... --out {out}` first")
+    job = {**job, "folder": str(out.resolve())}
+    files = _records(out)
+    job_id, added = 0, 0
+    for start in range(0, len(files), chunk):
+        items: list[dict[str, Any]] = []
+        for path in files[start : start + chunk]:
+            try:
+                rec = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # unreadable: the image is analysed again by the next run of the job
+            result = SlideResult.from_dict(rec["result"]) if rec.get("status") == "ok" else None
+            source = rec.get("source", {})
+            items.append(
+                {
+                    **{k: rec.get(k, "") for k in ("key", "path", "status", "error")},
+                    "source": source.get("path", ""),
+                    "member": source.get("member", ""),
+                    "result": result,
+                }
+            )
+        job_id, n = store.save_batch_items(job, owner, items)
+        added += n
+        if progress:
+            progress(min(start + chunk, len(files)), len(files))
+    if not files:
+        job_id, _ = store.save_batch_items(job, owner, [])
+    return job_id, added, len(files)

@@ -1,0 +1,141 @@
+"""A batch job's folder: one result file per image, then ``summary.csv`` and ``cells.parquet`` built from them.
+
+Layout of ``--out DIR``::
+
+    job.json                      what the job runs (models with sha256, tiling); a re-run must match it
+    results/<key[:2]>/<key>.json  one record per image, written atomically as soon as the image is done
+    summary.csv                   one row per image: path,status,wbc,rbc,platelet,error, differential, forms
+    cells.parquet                 one row per box of every image
+
+The per-image records are the truth: summary and table are rebuilt from them (in task order) at the end of
+every run, so a killed job that is run again never duplicates or loses a row.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cellkit.batch.tasks import Task
+from cellkit.errors import CellkitError
+from cellkit.writes import atomic_write, atomic_write_bytes, atomic_write_text
+
+SUMMARY_FIRST = ["path", "status", "wbc", "rbc", "platelet", "error"]
+CELL_FIRST = ["path", "key", "box"]
+
+
+def record_path(out: Path, key: str) -> Path:
+    return out / "results" / key[:2] / f"{key}.json"
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    """The image's record, atomically (no fallback: a job whose folder cannot be written must stop)."""
+    atomic_write_text(record_path(out, record["key"]), json.dumps(record, allow_nan=True), fallback=False)
+
+
+def read_record(out: Path, key: str) -> dict[str, Any] | None:
+    """The record of ``key`` (None when there is none yet, or it cannot be read: the image is done again)."""
+    try:
+        return json.loads(record_path(out, key).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(out: Path, task: Task, retry_errors: bool = False) -> bool:
+    """Whether ``task`` already has a record for the same file (same size and modification time)."""
+    rec = read_record(out, task.key)
+    if rec is None or rec.get("source", {}).get("stamp") != task.stamp():
+        return False
+    return not (retry_errors and rec.get("status") == "error")
+
+
+def summary_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One row of summary.csv: counts, the WBC differential (``wbc_<group>``, ``wbc_<group>_pct``) and the
+    red-cell forms (``rbc_<form>``)."""
+    result = record.get("result") or {}
+    counts = result.get("counts", {})
+    row: dict[str, Any] = {
+        "path": record["path"],
+        "status": record["status"],
+        "wbc": counts.get("wbc", 0) if result else None,
+        "rbc": counts.get("rbc", 0) if result else None,
+        "platelet": counts.get("platelet", 0) if result else None,
+        "error": record.get("error", ""),
+    }
+    for group, v in result.get("differential", {}).items():
+        row[f"wbc_{group}"] = v["count"]
+        row[f"wbc_{group}_pct"] = v["percent"]
+    for form, v in record.get("rbc_forms", {}).items():
+        row[f"rbc_{form}"] = v["count"]
+    row["seconds"] = record.get("timings", {}).get("total_s")
+    return row
+
+
+def write_summary(out: Path, records: Iterable[dict[str, Any]]) -> int:
+    """``summary.csv`` from the records, atomically; returns the number of rows."""
+    import pandas as pd
+
+    rows = [summary_row(r) for r in records]
+    frame = pd.DataFrame(rows)
+    extra = sorted(c for c in frame.columns if c not in SUMMARY_FIRST and c != "seconds")
+    frame = frame.reindex(columns=SUMMARY_FIRST + extra + ["seconds"])
+    count_cols = ["wbc", "rbc", "platelet"] + [c for c in extra if not c.endswith("_pct")]
+    ok = frame["status"] == "ok"
+    for col in count_cols:  # an image without that group counts 0 of it; error rows stay empty
+        frame.loc[ok, col] = frame.loc[ok, col].fillna(0)
+        frame[col] = frame[col].astype("Int64")
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    atomic_write_bytes(out / "summary.csv", buf.getvalue().encode(), fallback=False)
+    return len(frame)
+
+
+def _cell_frames(records: Iterable[dict[str, Any]]) -> Iterator[Any]:
+    from cellkit.slide import SlideResult
+
+    for rec in records:
+        if rec.get("status") != "ok" or not rec["result"].get("cells"):
+            continue
+        frame = SlideResult.from_dict(rec["result"]).to_frame()
+        frame.insert(0, "box", range(len(frame)))
+        frame.insert(0, "key", rec["key"])
+        frame.insert(0, "path", rec["path"])
+        yield frame
+
+
+def write_cells(out: Path, records: Iterable[dict[str, Any]], node_ids: list[str]) -> int:
+    """``cells.parquet``: every box of every analysed image, streamed one image at a time; returns the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = ["path", "key", "class", "leaf", "label", "review", "corrected", "shown_as"]
+    fields = [pa.field(c, pa.string()) for c in ("path", "key")] + [pa.field("box", pa.int32())]
+    fields += [pa.field(c, pa.float32()) for c in ("x1", "y1", "x2", "y2")]
+    fields += [pa.field("class", pa.string()), pa.field("confidence", pa.float32())]
+    if node_ids:
+        fields += [pa.field(c, pa.string()) for c in ("leaf", "label")]
+        fields += [pa.field(c, pa.float32()) for c in ("cls_confidence", "ood_score")]
+        fields += [pa.field(c, pa.string()) for c in ("review", "corrected", "shown_as")]
+        fields += [pa.field(f"p_{n}", pa.float32()) for n in node_ids]
+    schema = pa.schema(fields)
+    total = 0
+
+    def write(fh: Any) -> None:
+        nonlocal total
+        with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+            for frame in _cell_frames(records):
+                frame = frame.reindex(columns=schema.names)
+                for col in text:
+                    if col in frame:
+                        frame[col] = frame[col].fillna("").astype(str)
+                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                total += len(frame)
+
+    try:
+        atomic_write(out / "cells.parquet", write, fallback=False)
+    except (pa.ArrowException, ValueError) as exc:
+        raise CellkitError(f"cannot write {out / 'cells.parquet'}: {exc}") from None
+    return total

@@ -1,0 +1,282 @@
+"""cellkit.batch: tasks from any input, per-image records, resume, error rows, summary and cell table, import.
+
+In-process runs swap the models for deterministic doubles; the subprocess runs (a real SIGKILL, the
+process pool, Ray) use the bundled models, as a user's job does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from _cli import run_cli
+from _fakes import ColourDetector, tiny_classifier_for
+
+import cellkit.classify
+import cellkit.detect
+from cellkit.batch import find_tasks, import_job, job_settings, read_job, run_batch
+from cellkit.batch.outputs import record_path
+from cellkit.errors import CellkitError
+from cellkit.io import encode_png
+from cellkit.pipeline import ModelChoice
+from cellkit.store import Store
+from cellkit.synth import make_smear
+
+SETTINGS = job_settings(ModelChoice("detector_v2", "classifier_lite0_v2", "rbc_lite0"))
+
+
+def _smears(folder: Path, n: int, size=(320, 240), seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        img, _b, _c = make_smear(*size, n_wbc=2, n_rbc=10, n_platelet=2, seed=seed + k)
+        path = folder / f"s{k:03d}.png"
+        path.write_bytes(encode_png(img))
+        out.append(path)
+    return out
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """The pipeline's loaders return the colour detector and tiny classifiers (the in-process worker)."""
+    monkeypatch.setattr(cellkit.detect, "load_detector", lambda name=None: ColourDetector(tile=256, overlap=64))
+    monkeypatch.setattr(cellkit.classify, "load_classifier", tiny_classifier_for)
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Three smears in a folder, one in a zip, one corrupt file, and a list naming one of them and a missing one."""
+    folder = tmp_path / "in"
+    smears = _smears(folder, 3)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with zipfile.ZipFile(tmp_path / "more.zip", "w") as zf:
+        zf.writestr("day1/z.png", smears[0].read_bytes())
+    listing = tmp_path / "list.txt"
+    listing.write_text("# fields of day 2\nin/s001.png\n\nmissing.png\n")
+    return folder, tmp_path / "more.zip", listing
+
+
+# ---- tasks --------------------------------------------------------------------------------------------
+def test_tasks_from_folders_zips_and_lists_each_image_once(inputs):
+    folder, zipped, listing = inputs
+    tasks = find_tasks([folder, zipped, listing])
+    refs = [t.ref for t in tasks]
+    assert refs[:4] == [str(folder / n) for n in ("broken.jpg", "s000.png", "s001.png", "s002.png")]
+    assert f"{zipped}/day1/z.png" in refs
+    assert refs.count(str(folder / "s001.png")) == 1  # named by the list too: still one task
+    missing = [t for t in tasks if t.ref.endswith("missing.png")]
+    assert len(missing) == 1 and "listed but not found" in missing[0].error
+    assert len({t.key for t in tasks}) == len(tasks)
+
+
+def test_tasks_refuse_missing_input_and_no_images(tmp_path):
+    with pytest.raises(CellkitError, match="no such file"):
+        find_tasks([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CellkitError, match="no images found"):
+        find_tasks([tmp_path / "empty"])
+
+
+def test_hostile_zip_is_one_error_task(tmp_path):
+    bad = tmp_path / "evil.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("../../etc/x.png", b"x")
+    (task,) = find_tasks([bad])
+    assert "unsafe path" in task.error
+
+
+# ---- a job, in process ----------------------------------------------------------------------------------
+def test_job_writes_records_summary_and_cells(fakes, inputs, tmp_path):
+    folder, zipped, listing = inputs
+    tasks = find_tasks([folder, zipped, listing])
+    out = tmp_path / "job"
+    report = run_batch(tasks, out, SETTINGS)
+    assert (report.found, report.skipped, report.analysed) == (len(tasks), 0, len(tasks))
+    assert report.failed == 2  # the corrupt file and the missing one: rows, the job went on
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns[:6]) == ["path", "status", "wbc", "rbc", "platelet", "error"]
+    assert summary["path"].tolist() == [t.ref for t in tasks]
+    bad = summary[summary.status == "error"]
+    assert set(bad.path.map(lambda p: Path(p).name)) == {"broken.jpg", "missing.png"}
+    assert bad.error.str.contains("not a readable image").any() and bad.wbc.isna().all()
+    ok = summary[summary.status == "ok"]
+    assert (ok.wbc >= 1).all() and (ok.rbc >= 5).all()
+    assert any(c.startswith("wbc_") and c.endswith("_pct") for c in summary.columns)  # the differential
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert len(cells) == int(ok[["wbc", "rbc", "platelet"]].sum().sum()) == report.n_cells
+    assert set(cells.path) == set(ok.path)
+    per_image = cells.groupby("path").size()
+    for _, row in ok.iterrows():
+        assert per_image[row.path] == row.wbc + row.rbc + row.platelet
+    assert {"label", "shown_as", "x1"} <= set(cells.columns) and any(c.startswith("p_") for c in cells.columns)
+    rec = json.loads(record_path(out, tasks[1].key).read_text())
+    assert rec["status"] == "ok" and rec["result"]["models"]["detector"]["name"] == "colour-fake"
+    assert {"read_s", "detect_s", "classify_s", "total_s"} <= set(rec["timings"])
+    assert read_job(out)["settings"] == json.loads(json.dumps(SETTINGS))
+
+
+def test_rerun_skips_done_redoes_changed_and_never_duplicates(fakes, tmp_path):
+    smears = _smears(tmp_path / "in", 4)
+    tasks = find_tasks([tmp_path / "in"])
+    out = tmp_path / "job"
+    run_batch(tasks[:2], out, SETTINGS)  # as if killed after two images
+    first = record_path(out, tasks[0].key).stat().st_mtime_ns
+    seen: list[tuple[int, int]] = []
+    report = run_batch(tasks, out, SETTINGS, on_start=lambda todo, skipped: seen.append((todo, skipped)))
+    assert seen == [(2, 2)] and (report.skipped, report.analysed) == (2, 2)
+    assert record_path(out, tasks[0].key).stat().st_mtime_ns == first  # not analysed again
+    assert pd.read_csv(out / "summary.csv")["path"].tolist() == [t.ref for t in tasks]
+    img, _b, _c = make_smear(320, 240, n_wbc=1, n_rbc=3, seed=99)
+    smears[0].write_bytes(encode_png(img))  # the file changed: it is analysed again
+    report = run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)
+    assert (report.skipped, report.analysed) == (3, 1)
+    assert len(pd.read_csv(out / "summary.csv")) == 4
+
+
+def test_errors_are_kept_unless_retried_or_the_file_changes(fakes, tmp_path):
+    _smears(tmp_path / "in", 1)
+    bad = tmp_path / "in" / "late.png"
+    bad.write_bytes(b"not yet")
+    out = tmp_path / "job"
+    tasks = lambda: find_tasks([tmp_path / "in"])  # noqa: E731
+    assert run_batch(tasks(), out, SETTINGS).failed == 1
+    again = run_batch(tasks(), out, SETTINGS)
+    assert (again.skipped, again.analysed, again.failed) == (2, 0, 1)  # the error row is kept, not retried
+    retried = run_batch(tasks(), out, SETTINGS, retry_errors=True)
+    assert (retried.skipped, retried.analysed, retried.failed) == (1, 1, 1)
+    img, _b, _c = make_smear(320, 240, seed=5)
+    bad.write_bytes(encode_png(img))  # fixed: a new size and time, so it is analysed again
+    fixed = run_batch(tasks(), out, SETTINGS)
+    assert (fixed.skipped, fixed.analysed, fixed.failed) == (1, 1, 0)
+    assert (pd.read_csv(out / "summary.csv").status == "ok").all()
+
+
+def test_folder_of_another_job_is_refused(fakes, tmp_path):
+    tasks = find_tasks(_smears(tmp_path / "in", 1))
+    run_batch(tasks, tmp_path / "job", SETTINGS)
+    other = job_settings(ModelChoice("detector_v2"))
+    with pytest.raises(CellkitError, match=r"other models .*detector_v2 \+ classifier_lite0_v2"):
+        run_batch(tasks, tmp_path / "job", other)
+
+
+def test_unwritable_out_is_one_line_before_any_work(fakes, tmp_path):
+    tasks = find_tasks(_smears(tmp_path / "in", 1))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CellkitError, match="is a file, not a folder"):
+        run_batch(tasks, tmp_path / "file" / "job", SETTINGS)
+
+
+# ---- the command ----------------------------------------------------------------------------------------
+def test_cli_batch_then_import_is_idempotent(fakes, inputs, tmp_path, monkeypatch, capsys):
+    folder, zipped, _listing = inputs
+    db = tmp_path / "db.sqlite"
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{db}")
+    out = tmp_path / "job"
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", folder, zipped, "--out", out, "--save", "--owner", "ann")
+    assert code == 1 and "error:" in err and "broken.jpg" in err  # one failed image: exit 1, the rest done
+    assert "batch job #1: 5 image(s) stored now, 5 in the job" in err
+    code, _o, err = run_cli(monkeypatch, capsys, "import", out, "--owner", "ann")
+    assert code == 0 and "0 image(s) stored now, 5 in the job" in err
+    store = Store(f"sqlite:///{db}")
+    (job,) = store.list_batch_jobs("ann")
+    assert (job["images"], job["analysed"], job["errors"]) == (5, 4, 1)
+    summary = pd.read_csv(out / "summary.csv")
+    assert job["wbc"] == summary.wbc.sum() and job["rbc"] == summary.rbc.sum()
+    items = store.batch_items(job["id"], "ann")
+    zipped_item = next(i for i in items if i["member"])
+    assert zipped_item["member"] == "day1/z.png" and zipped_item["source"] == str(zipped.resolve())
+    opened = store.load_analysis(next(i["analysis_id"] for i in items if i["status"] == "ok"), owner="ann")
+    assert len(opened.detections) > 0 and "classifier_rbc" in opened.models  # every model's provenance
+    assert store.list_batch_jobs("bob") == []  # another owner sees nothing
+    with pytest.raises(CellkitError):
+        store.batch_items(job["id"], "bob")
+
+
+def test_cli_batch_bad_options_are_one_line(tmp_path, monkeypatch, capsys):
+    _smears(tmp_path / "in", 1)
+    for args, expected in [
+        (["--engine", "spark"], "--engine: expected one of local, ray"),
+        (["--workers", "0"], "--workers: expected 1 or more"),
+        (["--tile", "10"], "--tile: expected 64 to 8192"),
+    ]:
+        code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "in", "--out", tmp_path / "o", *args)
+        assert code == 2 and err.strip().count("\n") == 0 and expected in err, err
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "nope", "--out", tmp_path / "o")
+    assert code == 2 and "no such file or folder" in err
+
+
+def test_import_of_a_folder_that_is_no_job(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    code, _o, err = run_cli(monkeypatch, capsys, "import", tmp_path)
+    assert code == 2 and "not a batch job folder" in err
+
+
+def test_import_into_postgresql(postgres, fakes, tmp_path):
+    out = tmp_path / "job"
+    run_batch(find_tasks(_smears(tmp_path / "in", 3)), out, SETTINGS)
+    store = Store(postgres.url)
+    jid, added, total = import_job(out, store, "pat", chunk=2)
+    assert (added, total) == (3, 3)
+    assert import_job(out, store, "pat")[1] == 0  # idempotent
+    (job,) = [j for j in store.list_batch_jobs("pat") if j["id"] == jid]
+    assert job["analysed"] == 3 and job["wbc"] == pd.read_csv(out / "summary.csv").wbc.sum()
+
+
+# ---- real processes, bundled models ---------------------------------------------------------------------
+def _cellkit(*args: object, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cellkit", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True, **kw,
+    )  # fmt: skip
+
+
+def test_killed_job_resumes_without_losing_or_duplicating(tmp_path):
+    _smears(tmp_path / "in", 16, size=(480, 360))
+    out = tmp_path / "job"
+    job = _cellkit("batch", tmp_path / "in", "--out", out, "--workers", "2", "--rbc-model", "none")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((out / "results").glob("*/*.json"))) < 3:
+        assert job.poll() is None, job.communicate()[1]
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)  # the job and its workers, mid-way
+    job.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*/*.json")}
+    assert 3 <= len(done) < 16 and not (out / "summary.csv").exists()
+    again = _cellkit("batch", tmp_path / "in", "--out", out, "--workers", "2", "--rbc-model", "none")
+    _stdout, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    skipped = int(err.split(" of 16 image(s) already done")[0].split()[-1])
+    assert skipped >= len(done) - 2  # at most the two images in flight when killed are redone
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 16 and summary.path.is_unique and (summary.status == "ok").all()
+    for name, mtime in done.items():  # what was done stays done
+        assert next((out / "results").glob(f"*/{name}")).stat().st_mtime_ns == mtime
+    assert len(pd.read_parquet(out / "cells.parquet")) == summary[["wbc", "rbc", "platelet"]].sum().sum()
+
+
+def test_ray_engine_gives_the_same_results_as_local(tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (requirements-cluster.txt)")
+    _smears(tmp_path / "in", 3, size=(480, 360))
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / engine
+        run = _cellkit("batch", tmp_path / "in", "--out", outs[engine], "--engine", engine, "--threads", "1")
+        _stdout, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    local, ray = (pd.read_csv(outs[e] / "summary.csv") for e in ("local", "ray"))
+    pd.testing.assert_frame_equal(local.drop(columns="seconds"), ray.drop(columns="seconds"))
+    a, b = (pd.read_parquet(outs[e] / "cells.parquet") for e in ("local", "ray"))
+    assert a[["path", "class", "label", "shown_as"]].equals(b[["path", "class", "label", "shown_as"]])
+    num = [c for c in a.columns if a[c].dtype.kind == "f"]
+    pd.testing.assert_frame_equal(a[num], b[num], atol=1e-5)
+    pids = {json.loads(p.read_text())["worker"]["pid"] for p in (outs["ray"] / "results").glob("*/*.json")}
+    assert os.getpid() not in pids  # analysed by Ray's actors, not in the driver
