@@ -6,11 +6,18 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cellkit.classify import prediction_row, result_columns
-from cellkit.errors import CellkitError
-from cellkit.io import ImageItem, PixelBudget, iter_zip, read_image
-from cellkit.limits import heavy_job
-from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME
+from cellkit import (
+    UNKNOWN,
+    UNKNOWN_NAME,
+    CellkitError,
+    ImageItem,
+    PixelBudget,
+    heavy_job,
+    iter_zip,
+    prediction_row,
+    read_image,
+    result_columns,
+)
 from ui import resources, widgets
 
 MAX_DETAILED = 12

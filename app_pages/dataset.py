@@ -6,9 +6,7 @@ import os
 
 import streamlit as st
 
-from cellkit import config, plots, stats
-from cellkit.models import list_specs
-from cellkit.taxonomy import list_taxonomies, load_taxonomy
+from cellkit import config, list_specs, list_taxonomies, load_taxonomy, plots, stats
 from ui import resources
 from ui.widgets import plain
 

@@ -6,11 +6,18 @@ import hashlib
 
 import streamlit as st
 
-from cellkit import config
-from cellkit.errors import CellkitError
-from cellkit.explain import METHOD_NAMES, get_explainer, sanity_check
-from cellkit.explain.render import COLORMAPS, maps_zip, overlay
-from cellkit.io import IMAGE_SUFFIXES, read_image
+from cellkit import (
+    COLORMAPS,
+    IMAGE_SUFFIXES,
+    METHOD_NAMES,
+    CellkitError,
+    config,
+    get_explainer,
+    maps_zip,
+    overlay,
+    read_image,
+    sanity_check,
+)
 from ui import resources, widgets
 
 st.title("Explain")

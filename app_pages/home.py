@@ -8,10 +8,7 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import cellkit
-from cellkit import config
-from cellkit.errors import CellkitError
-from cellkit.models import list_specs
-from cellkit.taxonomy import list_taxonomies, load_taxonomy
+from cellkit import CellkitError, config, list_specs, list_taxonomies, load_taxonomy
 from ui.widgets import masked_db_url, metrics_summary, page_link_ui, plain, short_sha256, stored_analyses
 
 WORKFLOWS = [

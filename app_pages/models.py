@@ -7,9 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cellkit.evaluate import load_comparison
-from cellkit.models import list_specs
-from cellkit.taxonomy import load_taxonomy
+from cellkit import list_specs, load_comparison, load_taxonomy
 from ui.adapt import adapt_ui, show_report
 from ui.widgets import plain
 

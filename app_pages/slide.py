@@ -6,12 +6,17 @@ import dataclasses
 
 import streamlit as st
 
-from cellkit import config
-from cellkit.errors import CellkitError
-from cellkit.io import IMAGE_SUFFIXES, read_image
-from cellkit.limits import heavy_job
-from cellkit.slide import analyze, review_zip
-from cellkit.synth import make_demo_smear
+from cellkit import (
+    IMAGE_SUFFIXES,
+    CellkitError,
+    analyze,
+    config,
+    heavy_job,
+    make_demo_smear,
+    read_image,
+    red_cell_findings,
+    review_zip,
+)
 from ui import resources, widgets
 from ui.adapt import adapt_ui
 from ui.batch import batch_jobs_ui
@@ -154,16 +159,27 @@ if slide:
     with tab_red:
         red = result.composition("rbc")
         if red:
-            names = dict(zip(result.labels(), result.shown_as(), strict=True))
+            findings = red_cell_findings(red)
             st.dataframe(
-                [{"form": names.get(k, k), "count": v["count"], "percent": v["percent"]} for k, v in red.items()],
+                [
+                    {
+                        "Form": result.display_name(f.form),
+                        "Count": f.count,
+                        "%": f.percent,
+                        "Finding": f.finding
+                        + (" (provisional: under 1,000 red cells)" if f.provisional and f.finding else ""),
+                    }
+                    for f in findings
+                ],
                 hide_index=True,
             )
+            n_red = sum(f.count for f in findings)
             st.caption(
-                f"Red-cell morphology of {sum(v['count'] for v in red.values())} red cells by the red-cell model "
-                "(trained on one lab's smears at 1000x; size forms are judged against this image's median red cell). "
-                "*Uncategorised* includes the red cells the model flagged for review. A semi-quantitative grade per "
-                "form is not given yet."
+                f"Red-cell morphology of {n_red} red cells by the red-cell model (trained on one lab's smears at "
+                "1000x; size forms are judged against this image's median red cell). *Uncategorised* includes the "
+                "red cells the model flagged for review. Schistocytes are compared with the ICSH 2021 limit (more "
+                "than 1 % is suspicious for thrombotic microangiopathy, counted over at least 1,000 red cells). "
+                "The other forms are counted, not graded: the ICSH 2015 grade thresholds could not be verified here."
             )
         else:
             st.info("No red-cell morphology in this analysis (no red-cell model, or no red cells).")

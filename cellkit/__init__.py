@@ -1,6 +1,9 @@
 """cellkit: blood-smear analysis — detection, hierarchical classification, explanations.
 
-The public API is the names in ``__all__``; heavy modules (torch, ultralytics) load on first use.
+The public API is the names in ``__all__``: functions and types, and the modules ``config`` (settings),
+``stats`` and ``plots`` (dataset statistics and their figures) and ``batch`` (batch jobs). The app's pages
+import only these (a ruff rule, TID251 in pyproject.toml, forbids deeper imports there). Heavy modules
+(torch, ultralytics) load on first use.
 """
 
 from __future__ import annotations
@@ -9,37 +12,75 @@ import importlib
 from typing import Any
 
 from cellkit.errors import CellkitError
-from cellkit.taxonomy import Taxonomy, load_taxonomy
+from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME, Taxonomy, list_taxonomies, load_taxonomy
 from cellkit.types import Detections, Heatmap, Prediction
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    # images
     "read_image": "cellkit.io",
     "iter_images": "cellkit.io",
+    "iter_zip": "cellkit.io",
+    "ImageItem": "cellkit.io",
+    "PixelBudget": "cellkit.io",
+    "IMAGE_SUFFIXES": "cellkit.io",
     "crop_box": "cellkit.crops",
+    "make_demo_smear": "cellkit.synth",
+    # models
     "ModelSpec": "cellkit.models",
     "load_spec": "cellkit.models",
     "list_specs": "cellkit.models",
     "Classifier": "cellkit.classify",
     "load_classifier": "cellkit.classify",
+    "prediction_row": "cellkit.classify",
+    "result_columns": "cellkit.classify",
     "Detector": "cellkit.detect",
     "load_detector": "cellkit.detect",
+    "load_comparison": "cellkit.evaluate",
+    # slides
     "analyze": "cellkit.slide",
     "SlideResult": "cellkit.slide",
+    "review_zip": "cellkit.slide",
+    "red_cell_findings": "cellkit.rbc_grading",
+    # explanations
     "explain": "cellkit.explain",
     "EXPLAINERS": "cellkit.explain",
+    "METHOD_NAMES": "cellkit.explain",
+    "get_explainer": "cellkit.explain",
+    "sanity_check": "cellkit.explain",
+    "COLORMAPS": "cellkit.explain.render",
+    "maps_zip": "cellkit.explain.render",
+    "overlay": "cellkit.explain.render",
+    # data, storage, serving
     "read_dataset": "cellkit.data",
     "dataset_stats": "cellkit.stats",
     "Store": "cellkit.store",
+    "heavy_job": "cellkit.limits",
 }
+_MODULES = ("config", "stats", "plots", "batch")
 
-__all__ = ["CellkitError", "Detections", "Heatmap", "Prediction", "Taxonomy", "load_taxonomy", *_LAZY]
+__all__ = [
+    "UNKNOWN",
+    "UNKNOWN_NAME",
+    "CellkitError",
+    "Detections",
+    "Heatmap",
+    "Prediction",
+    "Taxonomy",
+    "list_taxonomies",
+    "load_taxonomy",
+    *_LAZY,
+    *_MODULES,
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cellkit' has no attribute {name!r}")
+    elif name in _MODULES:
+        value = importlib.import_module(f"cellkit.{name}")
+    else:
+        raise AttributeError(f"module 'cellkit' has no attribute {name!r}")
+    globals()[name] = value
+    return value

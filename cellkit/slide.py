@@ -191,6 +191,10 @@ class SlideResult:
             names.update({nid: tax.display(nid) for nid in tax.ids if nid in self.node_ids})
         return names
 
+    def display_name(self, node: str) -> str:
+        """The display name of a node id of this result's models (the id itself when no taxonomy has it)."""
+        return self._display_names().get(node, node)
+
     def shown_as(self) -> list[str]:
         """What a person is shown for each box: the final label's display name ("Unidentified — review" when
         flagged), or the detector's class for boxes no classifier saw."""

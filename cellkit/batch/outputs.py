@@ -70,6 +70,11 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
         row[f"wbc_{group}_pct"] = v["percent"]
     for form, v in record.get("rbc_forms", {}).items():
         row[f"rbc_{form}"] = v["count"]
+    if record.get("rbc_forms"):
+        from cellkit.rbc_grading import red_cell_findings
+
+        schisto = next(f for f in red_cell_findings(record["rbc_forms"]) if f.form == "schistocyte")
+        row["rbc_schistocyte_pct"] = schisto.percent
     row["seconds"] = record.get("timings", {}).get("total_s")
     return row
 

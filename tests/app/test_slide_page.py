@@ -52,8 +52,10 @@ def test_upload_smear_shows_counts_and_saves():
     assert not at.exception
     values = {m.label: m.value for m in at.metric}
     assert values["WBC"] == "3" and values["RBC"] == "30" and values["Platelets"] == "5"
-    red = next(d.value for d in at.dataframe if "form" in d.value.columns)  # the Red cells tab
-    assert red["count"].sum() == 30 and not red["form"].str.contains("_").any()  # display names, never ids
+    red = next(d.value for d in at.dataframe if "Form" in d.value.columns)  # the Red cells tab
+    assert red["Count"].sum() == 30 and not red["Form"].str.contains("_").any()  # display names, never ids
+    schisto = red[red["Form"] == "Schistocyte"].iloc[0]  # always reported, with the ICSH 2021 limit
+    assert "provisional: under 1,000 red cells" in schisto["Finding"]
     assert at.session_state["slide"]["id"] >= 1
     assert len(at.session_state["slide"]["result"].differential()) >= 1
     next(b for b in at.button if b.label == "Reopen").click().run()  # reopening never re-analyses the upload

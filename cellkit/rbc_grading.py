@@ -1,0 +1,64 @@
+"""What the red-cell forms of an analysis mean against published limits, with the source of each limit.
+
+Only limits verified against their publication are used. Today that is the schistocyte limit:
+
+- ICSH 2021 (Zini G. et al., "2021 update of the 2012 ICSH Recommendations for identification, diagnostic
+  value, and quantitation of schistocytes: impact and revisions", Int J Lab Hematol 2021;43(6):1264-1271):
+  1 % or less in healthy adults and full-term neonates; more than 1 % is suspicious for thrombotic
+  microangiopathy (5 % or less is normal in preterm infants).
+- The ICSH asks for the percentage to be counted over at least 1,000 red cells (as cited by Mannem C. et
+  al., J Lab Physicians 2023;15(3):437-442, doi:10.1055/s-0043-1764481); with fewer, the finding is marked
+  provisional.
+
+The 1+/2+/3+ grades of ICSH 2015 (Palmer L. et al., Int J Lab Hematol 2015, doi:10.1111/ijlh.12327)
+for the other forms are not applied: their thresholds could not be checked against the paper here, and an
+unverified grade on a report would be worse than none. Those forms are reported as counts and percentages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MIN_RED_CELLS = 1000  # ICSH: count schistocytes over at least this many red cells
+SCHISTOCYTE_LIMIT_PCT = 1.0  # ICSH 2021: > 1 % suspicious for thrombotic microangiopathy (adults, term neonates)
+SOURCE = "ICSH 2021 schistocyte recommendations (Zini et al., Int J Lab Hematol 2021;43:1264-71)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One red-cell form: its count and percentage over the classified red cells, and what the limit says."""
+
+    form: str
+    count: int
+    percent: float
+    finding: str = ""  # "" when no verified limit applies to this form
+    provisional: bool = False  # fewer red cells counted than the source asks for
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"form": self.form, "count": self.count, "percent": self.percent, "finding": self.finding,
+                "provisional": self.provisional}  # fmt: skip
+
+
+def red_cell_findings(composition: dict[str, dict[str, float]]) -> list[Finding]:
+    """Findings per form from ``SlideResult.composition("rbc")`` (or summed over a case), largest first.
+    The schistocyte row is always there when red cells were classified, as a 0 count is a finding too."""
+    total = int(sum(v["count"] for v in composition.values()))
+    if total == 0:
+        return []
+    rows = dict(composition)
+    rows.setdefault("schistocyte", {"count": 0, "percent": 0.0})
+    out = []
+    for form, v in sorted(rows.items(), key=lambda kv: (-kv[1]["count"], kv[0])):
+        count = int(v["count"])
+        pct = round(100.0 * count / total, 2)
+        finding, provisional = "", False
+        if form == "schistocyte":
+            provisional = total < MIN_RED_CELLS
+            finding = (
+                f"above {SCHISTOCYTE_LIMIT_PCT:g} %: suspicious for thrombotic microangiopathy"
+                if pct > SCHISTOCYTE_LIMIT_PCT
+                else f"within the reference (≤ {SCHISTOCYTE_LIMIT_PCT:g} %)"
+            )
+        out.append(Finding(form, count, pct, finding, provisional))
+    return out
