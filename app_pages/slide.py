@@ -181,6 +181,17 @@ if slide:
                 "than 1 % is suspicious for thrombotic microangiopathy, counted over at least 1,000 red cells). "
                 "The other forms are counted, not graded: the ICSH 2015 grade thresholds could not be verified here."
             )
+            red_clf = resources.red_cell_classifier()
+            red_cells = [i for i, c in enumerate(result.detections.class_name) if c == "rbc"]
+            if image is not None and red_clf is not None and red_cells:
+                st.markdown("#### Red cells by form")
+                widgets.cell_gallery_ui(image, result, red_clf, red_cells, per_group=12)
+                picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc")
+                if picked:  # a red-cell correction is kept and saved like a white-cell one
+                    result.corrections[picked[0]] = picked[1]
+                    slide.setdefault("pending", []).append(picked)
+                    save(slide)
+                    st.rerun()
         else:
             st.info("No red-cell morphology in this analysis (no red-cell model, or no red cells).")
     with tab_cells:

@@ -198,7 +198,7 @@ def probability_sunburst(taxonomy, node_probs):
     import plotly.graph_objects as go
 
     ids = list(taxonomy.ids)
-    values = [max(0.0, float(p)) for p in node_probs]
+    values = [max(0.0, float(p)) if p == p else 0.0 for p in node_probs]  # NaN (not this model's node): 0
     fig = go.Figure(
         go.Sunburst(
             ids=ids,
@@ -258,13 +258,23 @@ def cell_gallery_ui(image, result, clf, cells: list[int], per_group: int = 24) -
     labels = result.labels()
     for group in sorted({labels[i] for i in cells}):
         members = [i for i in cells if labels[i] == group]
-        st.markdown(f"**{clf.taxonomy.display(group)}** ({len(members)})")
+        st.markdown(f"**{result.display_name(group)}** ({len(members)})")
         crops = [crop_box(image, result.detections.xyxy[i], clf.spec.crop_scale) for i in members[:per_group]]
         st.image(crops, caption=[f"#{i}" for i in members[:per_group]], width=72)
 
 
-def cell_review_ui(image, result, clf, cells: list[int]) -> tuple[int, str, str] | None:
-    """One cell: crop, probabilities through the tree, link to Explain, reclassify form.
+def model_probs(result, taxonomy, index: int):
+    """One cell's probabilities over ``taxonomy``'s ids, picked out of the result's side-by-side node columns."""
+    import numpy as np
+
+    cols = {n: j for j, n in enumerate(result.node_ids)}
+    row = result.detections.data["node_probs"][index]
+    return np.array([row[cols[n]] if n in cols else np.nan for n in taxonomy.ids], np.float32)
+
+
+def cell_review_ui(image, result, clf, cells: list[int], key: str = "slide") -> tuple[int, str, str] | None:
+    """One cell: crop, probabilities through the tree, link to Explain, reclassify form (``key`` keeps the
+    white-cell and red-cell reviews apart on one page).
 
     Returns (cell index, new label, note) when the reviewer saves a correction, else None.
     """
@@ -275,22 +285,26 @@ def cell_review_ui(image, result, clf, cells: list[int]) -> tuple[int, str, str]
 
     labels = result.labels()
     tax = clf.taxonomy
-    pick = st.selectbox("Cell", cells, format_func=lambda i: f"#{i} {label_name(tax, labels[i])}", key="slide_cell")
+    pick = st.selectbox(
+        "Cell", cells, format_func=lambda i: f"#{i} {result.display_name(labels[i])}", key=f"{key}_cell"
+    )
     crop = crop_box(image, result.detections.xyxy[pick], clf.spec.crop_scale)
     left, right = st.columns([1, 2])
-    left.image(crop, caption=f"#{pick} model: {label_name(tax, result.detections.data['label'][pick])}", width=160)
-    if left.button("Explain this cell", icon=":material/visibility:"):
+    model_label = result.display_name(result.detections.data["label"][pick])
+    left.image(crop, caption=f"#{pick} model: {model_label}", width=160)
+    if key == "slide" and left.button("Explain this cell", icon=":material/visibility:"):
         st.session_state["explain_crop"] = crop
         try:
             st.switch_page("app_pages/explain.py")
         except StreamlitAPIException:
             left.info("Crop handed to the Explain page; open it from the menu.")
-    right.plotly_chart(probability_sunburst(clf.taxonomy, result.detections.data["node_probs"][pick]))
-    with left.form("reclassify"):
-        ids = list(clf.taxonomy.ids)
-        start = ids.index(labels[pick]) if labels[pick] in ids else ids.index(result.detections.data["leaf"][pick])
-        new = st.selectbox("Reclassify as", ids, index=start, format_func=clf.taxonomy.display)
-        note = st.text_input("Note (optional)")
+    right.plotly_chart(probability_sunburst(tax, model_probs(result, tax, pick)), key=f"{key}_sunburst")
+    with left.form(f"{key}_reclassify"):
+        ids = list(tax.ids)
+        leaf = result.detections.data["leaf"][pick]
+        start = ids.index(labels[pick]) if labels[pick] in ids else (ids.index(leaf) if leaf in ids else 0)
+        new = st.selectbox("Reclassify as", ids, index=start, format_func=tax.display, key=f"{key}_reclassify_as")
+        note = st.text_input("Note (optional)", key=f"{key}_note")
         if st.form_submit_button("Save correction"):
             return pick, new, note
     return None

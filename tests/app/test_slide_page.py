@@ -41,6 +41,11 @@ def _page() -> AppTest:
     return AppTest.from_file(str(ROOT / "app_pages/slide.py"), default_timeout=60)
 
 
+def _submit(at: AppTest, form: str):
+    """The submit button of one form (the page has a white-cell and a red-cell review form)."""
+    return next(b for b in at.get("form_submit_button") if b.proto.form_id == form)
+
+
 def _upload(at: AppTest, data: bytes, name: str, mime: str = "image/png") -> AppTest:
     at.file_uploader(key="slide_upload").upload(name, data, mime)
     return at.run()
@@ -70,8 +75,8 @@ def test_reclassify_updates_labels():
     img, *_ = make_smear(640, 480, n_wbc=2, n_rbc=10, n_platelet=2, seed=4)
     at = _upload(_page().run(), encode_png(img), "smear.png")
     cell = at.selectbox(key="slide_cell").value
-    at.selectbox[1].set_value("basophil")  # the form's "Reclassify as" box
-    at.get("form_submit_button")[0].click().run()
+    at.selectbox(key="slide_reclassify_as").set_value("basophil")  # the form's "Reclassify as" box
+    _submit(at, "slide_reclassify").click().run()
     assert not at.exception
     result = at.session_state["slide"]["result"]
     assert result.corrections == {cell: "basophil"}
@@ -79,6 +84,26 @@ def test_reclassify_updates_labels():
     next(b for b in at.button if b.label == "Explain this cell").click().run()
     assert not at.exception
     assert at.session_state["explain_crop"].shape[2] == 3  # handed over to the Explain page
+
+
+def test_red_cells_have_a_gallery_and_are_reclassified_like_white_cells():
+    img, *_ = make_smear(640, 480, n_wbc=1, n_rbc=12, n_platelet=1, seed=6)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    assert not at.exception and any("Red cells by form" in m.value for m in at.markdown)
+    result = at.session_state["slide"]["result"]
+    cell = at.selectbox(key="rbc_cell").value
+    assert result.detections.class_name[cell] == "rbc"
+    at.selectbox(key="rbc_reclassify_as").set_value("schistocyte")
+    _submit(at, "rbc_reclassify").click().run()
+    assert not at.exception
+    result = at.session_state["slide"]["result"]
+    assert result.corrections == {cell: "schistocyte"} and result.labels()[cell] == "schistocyte"
+    red = next(d.value for d in at.dataframe if "Form" in d.value.columns)
+    assert red.loc[red["Form"] == "Schistocyte", "Count"].iloc[0] >= 1  # the corrected label is counted
+    from cellkit.store import Store
+
+    stored = Store().load_analysis(at.session_state["slide"]["id"], owner=at.session_state["owner"])
+    assert stored.corrections == {cell: "schistocyte"}  # saved like a white-cell correction
 
 
 def test_corrupt_upload_is_an_error_not_a_crash():
@@ -237,9 +262,9 @@ def test_corrections_made_while_the_database_is_gone_are_saved_on_retry(db_down)
     db_down("save_analysis")
     at = _upload(_page().run(), _smear_png(4), "smear.png")
     cell = at.selectbox(key="slide_cell").value
-    at.selectbox[1].set_value("basophil")
-    at.text_input[0].set_value("looks basophilic")
-    at.get("form_submit_button")[0].click().run()
+    at.selectbox(key="slide_reclassify_as").set_value("basophil")
+    at.text_input(key="slide_note").set_value("looks basophilic")
+    _submit(at, "slide_reclassify").click().run()
     assert not at.exception and len(at.error) == 1
     slide = at.session_state["slide"]
     assert slide["result"].corrections == {cell: "basophil"}  # shown and in the downloads at once
@@ -260,8 +285,8 @@ def test_correction_on_a_saved_analysis_kept_when_the_database_is_busy(db_down):
     saved = at.session_state["slide"]["id"]
     db_down("add_correction")
     cell = at.selectbox(key="slide_cell").value
-    at.selectbox[1].set_value("basophil")
-    at.get("form_submit_button")[0].click().run()
+    at.selectbox(key="slide_reclassify_as").set_value("basophil")
+    _submit(at, "slide_reclassify").click().run()
     assert not at.exception and len(at.error) == 1 and "Not saved" in at.error[0].value
     slide = at.session_state["slide"]
     assert slide["id"] == saved and slide["result"].corrections == {cell: "basophil"}
