@@ -6,7 +6,7 @@ import os
 
 import streamlit as st
 
-from cellkit import config, list_specs, list_taxonomies, load_taxonomy, plots, stats
+from cellkit import DEFAULT_DATASET, DEFAULT_TAXONOMY, config, list_specs, list_taxonomies, load_taxonomy, plots, stats
 from ui import resources
 from ui.widgets import plain
 
@@ -33,7 +33,7 @@ path = left.text_input(
 ).strip()
 taxonomies = list_taxonomies()
 taxonomy = right.selectbox(
-    "Taxonomy", taxonomies, index=taxonomies.index("pbc"), help="maps folder names to tree nodes"
+    "Taxonomy", taxonomies, index=taxonomies.index(DEFAULT_TAXONOMY), help="maps folder names to tree nodes"
 )
 
 if path:
@@ -41,7 +41,7 @@ if path:
         path = str(config.resolve_data_path(path))  # nothing outside the data folders (no /etc, .., links out)
         found = resources.dataset_list(path)
     names = [d.name for d in found]
-    pick = names.index("pbc") if "pbc" in names else 0
+    pick = names.index(DEFAULT_DATASET) if DEFAULT_DATASET in names else 0
     label = lambda n: next(f"{d.name} · {d.kind} · {d.n_images} images" for d in found if d.name == n)  # noqa: E731
     name = mid.selectbox("Sub-dataset", names, index=pick, format_func=label, disabled=len(names) == 1)
     dataset = name if len(found) > 1 else None
@@ -180,7 +180,7 @@ for spec in specs:
         )
         st.plotly_chart(fig, width="stretch", key=f"split-{spec.name}")
         train = split[split["split"] == "train"]
-        bal = stats.balanced_counts(train, load_taxonomy(spec.taxonomy or "pbc"), stats.DEFAULT_MIN_COUNT)
+        bal = stats.balanced_counts(train, load_taxonomy(spec.taxonomy or DEFAULT_TAXONOMY), stats.DEFAULT_MIN_COUNT)
         st.caption(plain(f"{spec.name}: per-level balanced counts of its train split (min {stats.DEFAULT_MIN_COUNT})"))
         st.dataframe(bal, hide_index=True)
     if notes:

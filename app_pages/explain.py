@@ -8,6 +8,7 @@ import streamlit as st
 
 from cellkit import (
     COLORMAPS,
+    DEFAULT_DATASET,
     IMAGE_SUFFIXES,
     METHOD_NAMES,
     CellkitError,
@@ -55,7 +56,7 @@ else:
     default = config.data_dir()
     typed = st.text_input(
         "Folder with one sub-folder per class",
-        str(default / "pbc") if default else "",
+        str(default / DEFAULT_DATASET) if default else "",
         key="explain_folder",
         help="Only folders inside the data folder(s) set by CELLKIT_DATA_DIR can be opened.",
     )

@@ -12,7 +12,15 @@ import importlib
 from typing import Any
 
 from cellkit.errors import CellkitError
-from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME, Taxonomy, list_taxonomies, load_taxonomy
+from cellkit.taxonomy import (
+    DEFAULT_DATASET,
+    DEFAULT_TAXONOMY,
+    UNKNOWN,
+    UNKNOWN_NAME,
+    Taxonomy,
+    list_taxonomies,
+    load_taxonomy,
+)
 from cellkit.types import Detections, Heatmap, Prediction
 
 __version__ = "0.1.0"
@@ -61,6 +69,8 @@ _LAZY = {
 _MODULES = ("config", "stats", "plots", "batch")
 
 __all__ = [
+    "DEFAULT_DATASET",
+    "DEFAULT_TAXONOMY",
     "UNKNOWN",
     "UNKNOWN_NAME",
     "CellkitError",

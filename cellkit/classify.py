@@ -25,7 +25,7 @@ from cellkit.errors import CellkitError
 from cellkit.fuse import FoldedCopy
 from cellkit.models import ModelSpec, default_spec, load_spec
 from cellkit.preprocess import Preprocess
-from cellkit.taxonomy import Taxonomy, load_taxonomy
+from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from cellkit.types import Prediction
 from cellkit.unknown import METHODS, UNKNOWN, OodScorer, sharpness
 
@@ -385,7 +385,7 @@ def load_classifier(name: str | None = None, folder: str | Path | None = None) -
 
 def build_tiny_classifier(taxonomy: Taxonomy | str | None = None, input_size: int = 32, seed: int = 0) -> Classifier:
     """An untrained tiny CNN classifier (fast, deterministic) for tests and demos."""
-    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or "pbc")
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or DEFAULT_TAXONOMY)
     torch.manual_seed(seed)
     model = build_model("cellkit_tiny_cnn", len(tax.leaves))
     spec = ModelSpec(

@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.io import IMAGE_SUFFIXES
-from cellkit.taxonomy import Taxonomy, load_taxonomy
+from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 
 KINDS = ("classification", "yolo", "voc", "images")
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing", "dev"}
@@ -572,7 +572,7 @@ def load_dataset(
     ``normalised`` column): :mod:`cellkit.stats` fills them from its cached index instead.
     """
     info = resolve_dataset(path, dataset)
-    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or "pbc")
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or DEFAULT_TAXONOMY)
     ds = _READERS[info.kind](info, tax, headers)
     if headers:
         ds.boxes = boxes_to_pixels(ds.boxes, ds.images)
@@ -598,7 +598,7 @@ def read_boxes(path: str | os.PathLike, *, dataset: str | None = None) -> pd.Dat
 def count_files(path: str | os.PathLike, taxonomy: Taxonomy | str | None = None) -> pd.DataFrame:
     """Classification folders counted by file name only (no image is opened): class, node, file."""
     root = _check_folder(path)
-    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or "pbc")
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or DEFAULT_TAXONOMY)
     folders, prefixes = _folder_rules(tax, root.name)
     rows = []
     for d in _subdirs(root):

@@ -15,6 +15,7 @@ from typing import Any
 
 from cellkit import config
 from cellkit.errors import CellkitError
+from cellkit.taxonomy import DEFAULT_TAXONOMY
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ModelSpec:
     labels: list[str]  # classifier: leaf ids in output order; detector: class names
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    taxonomy: str = "pbc"
+    taxonomy: str = DEFAULT_TAXONOMY
     target_layer: str = ""  # module path for CAM methods, e.g. "conv_head"
     temperature: float = 1.0  # calibration: logits / temperature
     crop_scale: float = 2.0  # crops cut from smears: side = crop_scale x the cell's box side (PBC framing)

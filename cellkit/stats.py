@@ -30,7 +30,7 @@ from cellkit import config
 from cellkit.data import Dataset, boxes_to_pixels, load_dataset, none_for_missing
 from cellkit.errors import CellkitError
 from cellkit.io import pil_to_rgb
-from cellkit.taxonomy import Taxonomy, load_taxonomy
+from cellkit.taxonomy import DEFAULT_DATASET, DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 
 INDEX_VERSION = 3  # 3: pixels read by cellkit.io.pil_to_rgb (16-bit grayscale, EXIF orientation)
 THUMB = 64  # side used for colour statistics and hashing (JPEG draft mode decodes at ~1/4 scale)
@@ -204,7 +204,7 @@ def index_dataset(
     ``progress``: True for a tqdm bar on stderr, or a callable ``(done, total)``.
     """
     start = time.perf_counter()
-    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or "pbc")
+    tax = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy or DEFAULT_TAXONOMY)
     ds = load_dataset(path, tax, dataset=dataset, headers=False)
     images = ds.images
     cpath = cache_file(ds.info.path)
@@ -659,10 +659,10 @@ def model_split_table(spec: Any, folder: str | os.PathLike | None = None) -> pd.
     path = Path(folder or config.weights_dir()) / Path(str(name)).name
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        tax = load_taxonomy(spec.taxonomy or "pbc")
+        tax = load_taxonomy(spec.taxonomy or DEFAULT_TAXONOMY)
     except (OSError, ValueError, CellkitError):
         return None
-    folders, prefixes = _folder_rules(tax, "pbc")
+    folders, prefixes = _folder_rules(tax, DEFAULT_DATASET)
     rows = []
     for split in ("train", "val", "test"):
         for rel in raw.get(split, []) if isinstance(raw, dict) else []:

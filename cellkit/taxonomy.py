@@ -17,7 +17,8 @@ import yaml
 from cellkit.errors import CellkitError
 
 TAXONOMY_DIR = Path(__file__).parent / "taxonomies"
-DEFAULT_TAXONOMY = "pbc"
+DEFAULT_TAXONOMY = "pbc"  # the white-cell tree of the bundled models: the one home of this name
+DEFAULT_DATASET = "pbc"  # its dataset rule (folder names of ../shared/data/pbc)
 UNKNOWN = "unknown"  # the label of a cell flagged for review (cellkit.unknown); never a node of a taxonomy
 UNKNOWN_NAME = "Unidentified — review"
 

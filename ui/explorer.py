@@ -17,6 +17,7 @@ from cellkit import config
 from cellkit.errors_explorer import accuracy, at_level, confusion, levels, select_errors
 from cellkit.explain.render import overlay
 from cellkit.io import read_image
+from cellkit.taxonomy import DEFAULT_DATASET
 from ui import resources
 from ui.widgets import plain
 
@@ -69,7 +70,7 @@ def explorer_section(max_gallery: int = 12) -> None:
     a, b, c = st.columns([3, 1, 1])
     folder = a.text_input(
         "Labelled folder (<class>/<image>)",
-        str(default / "pbc") if default else "",
+        str(default / DEFAULT_DATASET) if default else "",
         key="explorer_folder",
         help="Only folders inside the data folder(s) set by CELLKIT_DATA_DIR can be opened.",
     )

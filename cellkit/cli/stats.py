@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from cellkit.taxonomy import DEFAULT_TAXONOMY
+
 
 def _line(label: str, counts: dict[str, Any], width: int = 22) -> None:
     typer.echo(f"{label}:")
@@ -64,7 +66,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def stats_command(
         path: Path = typer.Argument(..., help="dataset folder, or a folder holding several datasets"),
         dataset: str = typer.Option(None, "--dataset", "-d", help="sub-dataset name inside a root folder"),
-        taxonomy: str = typer.Option("pbc", help="taxonomy name or YAML path for folder -> node mapping"),
+        taxonomy: str = typer.Option(DEFAULT_TAXONOMY, help="taxonomy name or YAML path for folder -> node mapping"),
         json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON to this file"),
         threshold: int = typer.Option(4, min=0, max=64, help="near-duplicate phash distance (bits of 64)"),
         min_count: int = typer.Option(100, min=0, help="balancing never cuts a class below this many images"),

