@@ -7,9 +7,21 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cellkit import list_specs, load_comparison, load_taxonomy
+from cellkit import list_specs, load_comparison, load_taxonomy, red_cell_comparison
 from ui.adapt import adapt_ui, show_report
 from ui.widgets import plain
+
+COLUMN_NAMES = {  # comparison tables: what a column is called on screen
+    "model": "Model", "arch": "Architecture", "init": "Initialised from", "input_px": "Input (px)",
+    "params_M": "Parameters (M)", "weights_MB": "Weights (MB)", "train_images_seen": "Training images seen",
+    "train_min": "Training (min)", "ms_per_crop": "ms per crop", "crops_per_s": "Crops per s",
+    "pbc8_precision": "Precision, 8 classes", "pbc8_recall": "Recall, 8 classes", "pbc8_f1": "Macro-F1, 8 classes",
+    "leaf_precision": "Precision, leaves", "leaf_recall": "Recall, leaves", "leaf_f1": "Macro-F1, leaves",
+    "ece": "Calibration error", "shipped": "Shipped", "shipped_default": "Default",
+    "macro_F1_points": "Macro-F1, labelled points", "accuracy_points": "Accuracy, labelled points",
+    "macro_F1_end_to_end": "Macro-F1, end to end", "accuracy_end_to_end": "Accuracy, end to end",
+    "cells_missed": "Cells missed by the detector",
+}  # fmt: skip
 
 SOURCE_COLUMNS = {
     "n": "crops",
@@ -81,8 +93,20 @@ st.title("Models")
 comparison = load_comparison()
 if comparison:
     st.subheader("Classifier comparison (held-out PBC test split)")
-    st.dataframe(pd.DataFrame(comparison["rows"]), hide_index=True)
+    st.dataframe(pd.DataFrame(comparison["rows"]).rename(columns=COLUMN_NAMES), hide_index=True)
     st.caption(comparison.get("note", ""))
+
+red_models = list_specs(task="classifier", cell_type="rbc")
+if red_models:
+    st.subheader("Red-cell models side by side (held-out Chula RBC-12 images)")
+    st.dataframe(pd.DataFrame(red_cell_comparison(red_models)).rename(columns=COLUMN_NAMES), hide_index=True)
+    st.caption(
+        "Macro-F1 and accuracy over the 12 named forms (Uncategorised left out) of the held-out images of the "
+        "by-image split: on the labelled points (each cell cropped around its point), and end to end (the "
+        "bundled detector's boxes, as a user gets them; a cell with no box counts as an error). One lab, one "
+        "microscope: other labs' red cells are not measured. Command: `python bench/rbc_morphology.py --model "
+        "NAME --card`."
+    )
 
 specs = list_specs()
 if not specs:

@@ -67,7 +67,22 @@ def run(folder: Path, out: Path, engine: str, workers: int, threads: int) -> dic
     cmd += ["--workers", str(workers), "--threads", str(threads)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    log = out.with_suffix(".log")  # a file, not a pipe: a full pipe would block the job's progress bar
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as err_fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_fh, text=True, env=env)
+        peak_main, peak_worker = _watch(proc)
+    err = log.read_text()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"cellkit batch failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
+    times = sorted(p.stat().st_mtime for p in (out / "results").glob("*/*.json"))
+    steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
+    return {"n": len(times), "wall": wall, "steady": steady, "rss_main": peak_main, "rss_worker": peak_worker}
+
+
+def _watch(proc: subprocess.Popen) -> tuple[int, int]:
+    """Peak RSS of the job's main process and of its largest child, until it exits."""
     main = psutil.Process(proc.pid)
     peak_main, peak_worker = 0, 0
     while proc.poll() is None:
@@ -79,13 +94,7 @@ def run(folder: Path, out: Path, engine: str, workers: int, threads: int) -> dic
         except psutil.Error:
             pass
         time.sleep(0.2)
-    err = proc.stderr.read() if proc.stderr else ""
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"cellkit batch failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
-    times = sorted(p.stat().st_mtime for p in (out / "results").glob("*/*.json"))
-    steady = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
-    return {"n": len(times), "wall": wall, "steady": steady, "rss_main": peak_main, "rss_worker": peak_worker}
+    return peak_main, peak_worker
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--part", default="test", choices=["val", "test"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="", help="write the figures as JSON here")
+    parser.add_argument("--card", action="store_true", help="also keep them in the model's card (chula_bench)")
     args = parser.parse_args()
 
     import torch
@@ -98,6 +99,13 @@ def main() -> None:
         print("            " + ", ".join(f"{clf.taxonomy.display(c)} {v:.2f}" for c, v in f1.items()))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if args.card:  # the Models page's red-cell comparison reads these from the cards
+        from cellkit.models import load_spec
+
+        spec = load_spec(args.model)
+        cmd = f"python bench/rbc_morphology.py --model {args.model} --part {args.part} --threads {args.threads} --card"
+        spec.card["chula_bench"] = {**results, "command": cmd}
+        print(f"card updated: {spec.save(spec.weights_path.parent)}")
 
 
 if __name__ == "__main__":

@@ -209,6 +209,35 @@ def comparison_row(spec: Any, speed: dict[str, Any] | None = None, shipped: bool
     }
 
 
+def red_cell_comparison(specs: list[Any]) -> list[dict[str, Any]]:
+    """Red-cell models side by side from their cards: held-out Chula figures on the labelled points and end to
+    end (``bench/rbc_morphology.py --card``), size and speed. One row per model, in the order given."""
+    rows = []
+    for spec in specs:
+        card = spec.card
+        bench = card.get("chula_bench", {})
+        points, e2e = bench.get("on_points", {}), bench.get("end_to_end", {})
+        cfg = card.get("training", {}).get("config", {})
+        rows.append(
+            {
+                "model": card.get("display_name") or spec.name,
+                "arch": spec.arch,
+                "init": "ImageNet" if cfg.get("pretrained") else "scratch",
+                "input_px": spec.input_size,
+                "params_M": round(card.get("params", 0) / 1e6, 2),
+                "weights_MB": card.get("weights_mb"),
+                "macro_F1_points": points.get("macro_f1_12_forms"),
+                "accuracy_points": points.get("accuracy_12_forms"),
+                "macro_F1_end_to_end": e2e.get("macro_f1_12_forms"),
+                "accuracy_end_to_end": e2e.get("accuracy_12_forms"),
+                "cells_missed": e2e.get("missed"),
+                "ms_per_crop": card.get("speed", {}).get("single_crop_ms_median"),
+                "shipped_default": bool(card.get("default")),
+            }
+        )
+    return rows
+
+
 def load_comparison(folder: str | Path | None = None) -> dict[str, Any] | None:
     """The saved comparison table, or None when none was made yet."""
     import json

@@ -231,21 +231,24 @@ def test_import_into_postgresql(postgres, fakes, tmp_path):
 
 
 # ---- real processes, bundled models ---------------------------------------------------------------------
-def _cellkit(*args: object, **kw) -> subprocess.Popen:
+def _cellkit(*args: object, quiet: bool = False) -> subprocess.Popen:
+    """``cellkit`` in its own process group; ``quiet``: output dropped (a job that is never read from must not
+    block on a full pipe)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
     return subprocess.Popen(
         [sys.executable, "-m", "cellkit", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True, **kw,
+        stdout=out, stderr=out, text=True, env=env, start_new_session=True,
     )  # fmt: skip
 
 
 def test_killed_job_resumes_without_losing_or_duplicating(tmp_path):
     _smears(tmp_path / "in", 16, size=(480, 360))
     out = tmp_path / "job"
-    job = _cellkit("batch", tmp_path / "in", "--out", out, "--workers", "2", "--rbc-model", "none")
+    job = _cellkit("batch", tmp_path / "in", "--out", out, "--workers", "2", "--rbc-model", "none", quiet=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list((out / "results").glob("*/*.json"))) < 3:
-        assert job.poll() is None, job.communicate()[1]
+        assert job.poll() is None, "the job ended before it could be killed"
         time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)  # the job and its workers, mid-way
     job.wait()

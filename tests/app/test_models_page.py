@@ -151,3 +151,23 @@ def test_models_page_shows_the_robustness_bench_of_the_card(tmp_path, monkeypatc
     assert "Neutrophil" in src.columns and "share_neutrophil" not in src.columns  # display names, never ids
     assert any("real other-lab stains." in c.value for c in at.caption)
     st.cache_resource.clear()
+
+
+def test_models_page_compares_red_cell_models_with_plain_column_names(folders):
+    """Two red-cell models with bench figures in their cards: one row each, columns named for people."""
+    weights, _home = folders
+    for k, (name, f1) in enumerate((("rbc_a", 0.81), ("rbc_b", 0.74))):
+        clf = build_tiny_classifier("rbc12", seed=k)
+        clf.spec.name, clf.spec.applies_to = name, ["rbc"]
+        clf.spec.card = {
+            "display_name": f"Red cells {name[-1].upper()}",
+            "chula_bench": {"on_points": {"macro_f1_12_forms": f1, "accuracy_12_forms": 0.84},
+                            "end_to_end": {"macro_f1_12_forms": f1 - 0.01, "accuracy_12_forms": 0.8, "missed": 0.02}},
+        }  # fmt: skip
+        save_classifier(clf.model, clf.spec, weights)
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "Macro-F1, end to end" in d.value.columns)
+    assert table["Model"].tolist() == ["Red cells A", "Red cells B"]
+    assert table["Macro-F1, labelled points"].tolist() == [0.81, 0.74]
+    assert not any("_" in c for c in table.columns)  # display names, never ids
