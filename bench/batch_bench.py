@@ -139,7 +139,7 @@ def main() -> None:
                       f"local rate, wall +{ray['wall'] - loc['wall']:.1f} s (start-up)")  # fmt: skip
         big = max(args.sizes)
         top = rates.get(("local", max(args.workers), big))
-        if top and big >= 1000:
+        if top and 1000 <= big < 10_000:
             projected = top["wall"] + (10_000 - big) / top["steady"]
             print(f"10,000 images, local, {max(args.workers)} workers: projected {projected / 60:.0f} min "
                   f"from the timed {big} (not measured)")  # fmt: skip

@@ -98,21 +98,27 @@ def write_summary(out: Path, records: Iterable[dict[str, Any]]) -> int:
     return len(frame)
 
 
-def _cell_frames(records: Iterable[dict[str, Any]]) -> Iterator[Any]:
-    from cellkit.slide import SlideResult
+ROWS_PER_GROUP = 65_536  # cells per Parquet row group: few groups (small footer), bounded memory
 
+
+def _cell_chunks(records: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The boxes of the analysed images (the records' ``cells``, as exported), in chunks of whole images."""
+    chunk: list[dict[str, Any]] = []
     for rec in records:
-        if rec.get("status") != "ok" or not rec["result"].get("cells"):
+        if rec.get("status") != "ok":
             continue
-        frame = SlideResult.from_dict(rec["result"]).to_frame()
-        frame.insert(0, "box", range(len(frame)))
-        frame.insert(0, "key", rec["key"])
-        frame.insert(0, "path", rec["path"])
-        yield frame
+        for box, cell in enumerate(rec["result"].get("cells", [])):
+            chunk.append({"path": rec["path"], "key": rec["key"], "box": box, **cell})
+        if len(chunk) >= ROWS_PER_GROUP:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def write_cells(out: Path, records: Iterable[dict[str, Any]], node_ids: list[str]) -> int:
     """``cells.parquet``: every box of every analysed image, streamed one image at a time; returns the rows."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -131,8 +137,8 @@ def write_cells(out: Path, records: Iterable[dict[str, Any]], node_ids: list[str
     def write(fh: Any) -> None:
         nonlocal total
         with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
-            for frame in _cell_frames(records):
-                frame = frame.reindex(columns=schema.names)
+            for chunk in _cell_chunks(records):
+                frame = pd.DataFrame.from_records(chunk).reindex(columns=schema.names)
                 for col in text:
                     if col in frame:
                         frame[col] = frame[col].fillna("").astype(str)
