@@ -283,3 +283,10 @@ def test_ray_engine_gives_the_same_results_as_local(tmp_path):
     pd.testing.assert_frame_equal(a[num], b[num], atol=1e-5)
     pids = {json.loads(p.read_text())["worker"]["pid"] for p in (outs["ray"] / "results").glob("*/*.json")}
     assert os.getpid() not in pids  # analysed by Ray's actors, not in the driver
+
+
+def test_ray_engine_without_ray_installed_is_one_line(fakes, tmp_path, monkeypatch, capsys):
+    _smears(tmp_path / "in", 1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the optional extra were not installed
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "in", "--out", tmp_path / "o", "--engine", "ray")
+    assert code == 2 and err.count("\n") == 1 and "pip install -r requirements-cluster.txt" in err
