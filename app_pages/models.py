@@ -17,7 +17,7 @@ COLUMN_NAMES = {  # comparison tables: what a column is called on screen
     "train_min": "Training (min)", "ms_per_crop": "ms per crop", "crops_per_s": "Crops per s",
     "pbc8_precision": "Precision, 8 classes", "pbc8_recall": "Recall, 8 classes", "pbc8_f1": "Macro-F1, 8 classes",
     "leaf_precision": "Precision, leaves", "leaf_recall": "Recall, leaves", "leaf_f1": "Macro-F1, leaves",
-    "ece": "Calibration error", "shipped": "Shipped", "shipped_default": "Default",
+    "ece": "Calibration error", "shipped": "Shipped",
     "macro_F1_points": "Macro-F1, labelled points", "accuracy_points": "Accuracy, labelled points",
     "macro_F1_end_to_end": "Macro-F1, end to end", "accuracy_end_to_end": "Accuracy, end to end",
     "cells_missed": "Cells missed by the detector",
@@ -99,13 +99,14 @@ if comparison:
 red_models = list_specs(task="classifier", cell_type="rbc")
 if red_models:
     st.subheader("Red-cell models side by side (held-out Chula RBC-12 images)")
-    st.dataframe(pd.DataFrame(red_cell_comparison(red_models)).rename(columns=COLUMN_NAMES), hide_index=True)
+    red_rows = pd.DataFrame(red_cell_comparison(red_models)).drop(columns="name")
+    st.dataframe(red_rows.rename(columns=COLUMN_NAMES), hide_index=True)
     st.caption(
         "Macro-F1 and accuracy over the 12 named forms (Uncategorised left out) of the held-out images of the "
         "by-image split: on the labelled points (each cell cropped around its point), and end to end (the "
         "bundled detector's boxes, as a user gets them; a cell with no box counts as an error). One lab, one "
         "microscope: other labs' red cells are not measured. Command: `python bench/rbc_morphology.py --model "
-        "NAME --card`."
+        "NAME --card` (installed models) or `--compare` (kept in weights/rbc_comparison.json, for models not shipped)."
     )
 
 specs = list_specs()

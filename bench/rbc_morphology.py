@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="", help="write the figures as JSON here")
     parser.add_argument("--card", action="store_true", help="also keep them in the model's card (chula_bench)")
+    parser.add_argument(
+        "--compare", action="store_true", help="also keep the model's row in weights/rbc_comparison.json"
+    )
     args = parser.parse_args()
 
     import torch
@@ -106,6 +109,20 @@ def main() -> None:
         cmd = f"python bench/rbc_morphology.py --model {args.model} --part {args.part} --threads {args.threads} --card"
         spec.card["chula_bench"] = {**results, "command": cmd}
         print(f"card updated: {spec.save(spec.weights_path.parent)}")
+    if args.compare:  # a row for the Models page even when the model is not shipped in weights/
+        from cellkit import config
+        from cellkit.evaluate import RBC_COMPARISON_FILE, red_cell_comparison
+        from cellkit.models import load_spec
+
+        spec = load_spec(args.model)
+        spec.card["chula_bench"] = results
+        row = {**red_cell_comparison([spec], folder="/nonexistent")[0], "shipped": spec.bundled}
+        path = config.weights_dir() / RBC_COMPARISON_FILE
+        table = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+        table["rows"] = [r for r in table["rows"] if r["name"] != row["name"]] + [row]
+        table["command"] = "python bench/rbc_morphology.py --model NAME --compare"
+        path.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"comparison row kept in {path}")
 
 
 if __name__ == "__main__":

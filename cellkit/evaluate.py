@@ -209,9 +209,28 @@ def comparison_row(spec: Any, speed: dict[str, Any] | None = None, shipped: bool
     }
 
 
-def red_cell_comparison(specs: list[Any]) -> list[dict[str, Any]]:
-    """Red-cell models side by side from their cards: held-out Chula figures on the labelled points and end to
-    end (``bench/rbc_morphology.py --card``), size and speed. One row per model, in the order given."""
+RBC_COMPARISON_FILE = "rbc_comparison.json"  # rows of red-cell models measured but not all shipped
+
+
+def red_cell_comparison(specs: list[Any], folder: str | Path | None = None) -> list[dict[str, Any]]:
+    """Red-cell models side by side: one row per installed model (from its card: held-out Chula figures on the
+    labelled points and end to end from ``bench/rbc_morphology.py --card``, size, speed), then the rows of
+    ``weights/rbc_comparison.json`` for models measured but not shipped."""
+    import json
+
+    from cellkit import config
+
+    rows = _red_cell_rows(specs)
+    path = Path(folder or config.weights_dir()) / RBC_COMPARISON_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")).get("rows", []) if path.is_file() else []
+    except (OSError, ValueError):
+        saved = []
+    have = {r["name"] for r in rows}
+    return rows + [{**r, "shipped": False} for r in saved if r.get("name") not in have]
+
+
+def _red_cell_rows(specs: list[Any]) -> list[dict[str, Any]]:
     rows = []
     for spec in specs:
         card = spec.card
@@ -220,6 +239,7 @@ def red_cell_comparison(specs: list[Any]) -> list[dict[str, Any]]:
         cfg = card.get("training", {}).get("config", {})
         rows.append(
             {
+                "name": spec.name,
                 "model": card.get("display_name") or spec.name,
                 "arch": spec.arch,
                 "init": "ImageNet" if cfg.get("pretrained") else "scratch",
@@ -232,7 +252,7 @@ def red_cell_comparison(specs: list[Any]) -> list[dict[str, Any]]:
                 "accuracy_end_to_end": e2e.get("accuracy_12_forms"),
                 "cells_missed": e2e.get("missed"),
                 "ms_per_crop": card.get("speed", {}).get("single_crop_ms_median"),
-                "shipped_default": bool(card.get("default")),
+                "shipped": True,
             }
         )
     return rows

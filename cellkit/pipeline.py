@@ -45,7 +45,7 @@ def resolve_models(
     """The names (and card sha256) of the models an analysis would use; CellkitError for a name that is not
     there or a model of the wrong kind. ``rbc_model`` "none" turns red-cell labels off; None takes the bundled
     red-cell model when there is one."""
-    from cellkit.models import default_spec, list_specs, load_spec
+    from cellkit.models import default_spec, load_spec
 
     det = load_spec(detector) if detector else default_spec("detector")
     if det.task != "detector":
@@ -59,13 +59,22 @@ def resolve_models(
     sha[clf.name] = str(clf.card.get("sha256", ""))
     red = None
     if rbc_model != NO_MODEL:
-        spec = load_spec(rbc_model) if rbc_model else next(iter(list_specs(task="classifier", cell_type="rbc")), None)
+        spec = load_spec(rbc_model) if rbc_model else default_red_cell_spec()
         if spec is not None:
             if spec.task != "classifier" or "rbc" not in spec.applies_to:
                 raise CellkitError(f"--rbc-model {spec.name}: it classifies {spec.applies_to} boxes, not rbc")
             red = spec.name
             sha[red] = str(spec.card.get("sha256", ""))
     return ModelChoice(det.name, clf.name, red, sha)
+
+
+def default_red_cell_spec() -> Any:
+    """The red-cell model used when none is named: the one marked default, else the first by name; None when
+    no red-cell model is installed."""
+    from cellkit.models import list_specs
+
+    specs = list_specs(task="classifier", cell_type="rbc")
+    return next((s for s in specs if s.card.get("default")), specs[0] if specs else None)
 
 
 def load_models(choice: ModelChoice) -> Models:

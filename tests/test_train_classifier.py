@@ -250,3 +250,19 @@ def test_the_card_metrics_are_what_evaluation_from_the_files_gives(tmp_path):
     assert from_files["leaf"]["n"] == card["leaf"]["n"]
     assert abs(from_files["calibration"]["nll"] - card["calibration"]["nll"]) < 0.02
     assert from_files["leaf"]["confusion"] == card["leaf"]["confusion"]
+
+
+def test_dataset_model_rule_makes_a_red_cell_card():
+    """A model trained on red-cell crops says so in its card: rbc boxes, cut at the slide's scale."""
+    from cellkit.models import ModelSpec
+    from cellkit.taxonomy import load_taxonomy
+    from cellkit.train.classifier import apply_dataset_model_rule
+
+    spec = ModelSpec(name="r", task="classifier", arch="cellkit_tiny_cnn", weights="r.safetensors", input_size=32,
+                     labels=["a"], taxonomy="rbc12")  # fmt: skip
+    apply_dataset_model_rule(spec, load_taxonomy("rbc12"), "chula_rbc12")
+    assert (spec.applies_to, spec.crop_reference, spec.crop_scale) == (["rbc"], "slide", 2.0)
+    white = ModelSpec(name="w", task="classifier", arch="cellkit_tiny_cnn", weights="w.safetensors", input_size=32,
+                      labels=["a"])  # fmt: skip
+    apply_dataset_model_rule(white, load_taxonomy("pbc"), "pbc")  # no rule: unchanged
+    assert white.applies_to == ["wbc", "platelet"] and white.crop_reference == "cell"

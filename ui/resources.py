@@ -52,10 +52,10 @@ def current_classifier():
 @st.cache_resource(show_spinner="Loading the detector…")
 def red_cell_classifier():
     """The bundled red-cell morphology model, or None when there is none (red cells are then only counted)."""
-    from cellkit.models import list_specs
+    from cellkit.pipeline import default_red_cell_spec
 
-    specs = list_specs(task="classifier", cell_type="rbc")
-    return classifier(specs[0].name) if specs else None
+    spec = default_red_cell_spec()
+    return classifier(spec.name) if spec is not None else None
 
 
 def detector(name: str | None = None):

