@@ -117,9 +117,10 @@ else:
     st.dataframe(
         pd.DataFrame(
             [
-                {"model": s.name + (" ★" if s.card.get("default") else ""), "task": s.task, "arch": s.arch,
-                 "input_px": s.input_size, "sha256": str(s.card.get("sha256", ""))[:12],
-                 "command": s.card.get("command", "")}
+                {"Model": s.card.get("display_name") or s.name,
+                 "Name": s.name + (" ★" if s.card.get("default") else ""), "Task": s.task,
+                 "Architecture": s.arch, "Input (px)": s.input_size,
+                 "sha256": str(s.card.get("sha256", ""))[:12], "Command": s.card.get("command", "")}
                 for s in specs
             ]
         ),

@@ -179,11 +179,13 @@ class SlideResult:
     taxonomies: tuple[str, ...] = ()  # the classifiers' taxonomies, in node_ids order (display names in exports)
 
     def _display_names(self) -> dict[str, str]:
-        """Display name of every node id of ``node_ids`` (from its taxonomy; the default one for old results)."""
-        from cellkit.taxonomy import DEFAULT_TAXONOMY, UNKNOWN_NAME, load_taxonomy
+        """Display name of every node id of ``node_ids`` (from its taxonomies; for a result that does not name
+        them, every bundled taxonomy, the default one last so that its names win)."""
+        from cellkit.taxonomy import DEFAULT_TAXONOMY, UNKNOWN_NAME, list_taxonomies, load_taxonomy
 
         names = {UNKNOWN: UNKNOWN_NAME}
-        for name in self.taxonomies or (DEFAULT_TAXONOMY,):
+        fallback = [t for t in list_taxonomies() if t != DEFAULT_TAXONOMY] + [DEFAULT_TAXONOMY]
+        for name in self.taxonomies or fallback:
             try:
                 tax = load_taxonomy(name)
             except CellkitError:

@@ -740,6 +740,7 @@ class Store:
                 image_sha256=a.image_sha256,
                 corrections={d.idx: d.corrections[-1].label for d in dets if d.corrections},
                 groups=dict(a.groups or {}),
+                taxonomies=tuple((a.meta or {}).get("taxonomies", ())),
             )
 
         return self._run("load the analysis", work)
@@ -799,7 +800,8 @@ class Store:
 def _insert_analysis(session: Session, result: SlideResult, owner: str, file_name: str, meta: dict[str, Any]) -> int:
     """Add one analysis with its boxes (and corrections made before saving) in ``session``; its new id."""
     models = result.models
-    meta = {**meta, "models": models}  # all models by role; the columns keep the detector and white-cell model
+    # every model by role and the taxonomies (display names); the columns keep the detector and white-cell model
+    meta = {**meta, "models": models, "taxonomies": list(result.taxonomies)}
     rows = detection_records(result)
     corrections = {int(i): str(label) for i, label in result.corrections.items()}
     analysis = Analysis(

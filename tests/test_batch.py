@@ -195,6 +195,7 @@ def test_cli_batch_then_import_is_idempotent(fakes, inputs, tmp_path, monkeypatc
     assert zipped_item["member"] == "day1/z.png" and zipped_item["source"] == str(zipped.resolve())
     opened = store.load_analysis(next(i["analysis_id"] for i in items if i["status"] == "ok"), owner="ann")
     assert len(opened.detections) > 0 and "classifier_rbc" in opened.models  # every model's provenance
+    assert set(opened.taxonomies) == {"pbc", "rbc12"} and opened.display_name("burr_cell") == "Burr cell"
     assert store.list_batch_jobs("bob") == []  # another owner sees nothing
     with pytest.raises(CellkitError):
         store.batch_items(job["id"], "bob")

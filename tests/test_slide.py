@@ -14,6 +14,7 @@ from cellkit.errors import CellkitError
 from cellkit.slide import SlideResult, analyze, detect_tiled, image_sha256, iter_tiles, review_zip, tile_starts
 from cellkit.synth import BACKGROUND, _disc, make_smear
 from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME
+from cellkit.types import Detections
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -296,3 +297,9 @@ def test_one_pipeline_for_several_models_one_per_detector_class():
     assert back.taxonomies == res.taxonomies and back.labels() == res.labels()
     shown = dict(zip(res.detections.class_name, back.shown_as(), strict=False))
     assert shown["rbc"] in {rbc12.display(n) for n in rbc12.ids}
+
+
+def test_a_result_that_names_no_taxonomy_still_shows_display_names():
+    """Analyses stored before taxonomies were recorded: every bundled tree is searched for their ids."""
+    result = SlideResult(Detections.empty(), (10, 10), node_ids=("burr_cell", "lymphocyte"))
+    assert result.display_name("burr_cell") == "Burr cell" and result.display_name("lymphocyte") == "Lymphocyte"
