@@ -39,7 +39,8 @@ def _prepare() -> None:
 
     _unpatch_pil()
 
-    wanted = {"sync": False, "hub": False, "wandb": False, "mlflow": False, "tensorboard": False, "clearml": False}
+    wanted = {"sync": False, "hub": False, "wandb": False, "mlflow": False, "tensorboard": False, "clearml": False,
+              "raytune": False, "comet": False, "dvc": False, "neptune": False}  # fmt: skip  # no logger integrations
     wanted = {k: v for k, v in wanted.items() if k in SETTINGS and SETTINGS[k] != v}
     if wanted:
         SETTINGS.update(wanted)
