@@ -16,6 +16,7 @@ from cellkit import (
     read_image,
     red_cell_findings,
     review_zip,
+    scale_warning,
 )
 from ui import resources, widgets
 from ui.adapt import adapt_ui
@@ -159,7 +160,11 @@ if slide:
     with tab_red:
         red = result.composition("rbc")
         if red:
-            findings = red_cell_findings(red)
+            red_clf = resources.red_cell_classifier()
+            unreliable = scale_warning(result, red_clf.spec) if red_clf is not None else ""
+            if unreliable:
+                st.warning(unreliable, icon=":material/warning:")
+            findings = red_cell_findings(red, withheld=unreliable)
             st.dataframe(
                 [
                     {
@@ -181,7 +186,6 @@ if slide:
                 "than 1 % is suspicious for thrombotic microangiopathy, counted over at least 1,000 red cells). "
                 "The other forms are counted, not graded: the ICSH 2015 grade thresholds could not be verified here."
             )
-            red_clf = resources.red_cell_classifier()
             red_cells = [i for i, c in enumerate(result.detections.class_name) if c == "rbc"]
             if image is not None and red_clf is not None and red_cells:
                 st.markdown("#### Red cells by form")

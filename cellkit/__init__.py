@@ -52,6 +52,7 @@ _LAZY = {
     "SlideResult": "cellkit.slide",
     "review_zip": "cellkit.slide",
     "red_cell_findings": "cellkit.rbc_grading",
+    "scale_warning": "cellkit.rbc_grading",
     # explanations
     "explain": "cellkit.explain",
     "EXPLAINERS": "cellkit.explain",

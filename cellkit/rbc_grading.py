@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+SCALE_RANGE = (2 / 3, 3 / 2)  # a smear's median red cell outside this share of the model's: another magnification
 MIN_RED_CELLS = 1000  # ICSH: count schistocytes over at least this many red cells
 SCHISTOCYTE_LIMIT_PCT = 1.0  # ICSH 2021: > 1 % suspicious for thrombotic microangiopathy (adults, term neonates)
 SOURCE = "ICSH 2021 schistocyte recommendations (Zini et al., Int J Lab Hematol 2021;43:1264-71)"
@@ -40,9 +41,33 @@ class Finding:
                 "provisional": self.provisional}  # fmt: skip
 
 
-def red_cell_findings(composition: dict[str, dict[str, float]]) -> list[Finding]:
+def scale_warning(result: Any, spec: Any) -> str:
+    """Why the red-cell forms of ``result`` should not be trusted, or "": the smear's median red-cell box side
+    against the one the model's training smears had (``card["reference_cell_px"]``). The crops are cut relative
+    to the smear's own cells, but another magnification or camera changes what a cell looks like, and the
+    model has only seen one (tested: on TXL-PBC smears, red cells 2.2x larger, it calls most cells spherocytes
+    or burr cells)."""
+    import numpy as np
+
+    ref = (getattr(spec, "card", None) or {}).get("reference_cell_px", {}).get("median")
+    boxes = result.detections.xyxy[result.detections.class_name == "rbc"]
+    if not ref or len(boxes) < 5:
+        return ""
+    side = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+    ratio = side / float(ref)
+    if SCALE_RANGE[0] <= ratio <= SCALE_RANGE[1]:
+        return ""
+    return (
+        f"The red cells here are {ratio:.1f}x the size the red-cell model was trained on ({side:.0f} px against "
+        f"{ref:.0f} px): another magnification or camera. Its forms are unreliable here, and the schistocyte "
+        "finding is withheld."
+    )
+
+
+def red_cell_findings(composition: dict[str, dict[str, float]], withheld: str = "") -> list[Finding]:
     """Findings per form from ``SlideResult.composition("rbc")`` (or summed over a case), largest first.
-    The schistocyte row is always there when red cells were classified, as a 0 count is a finding too."""
+    The schistocyte row is always there when red cells were classified, as a 0 count is a finding too;
+    ``withheld`` (e.g. :func:`scale_warning`'s text) replaces its finding when the forms cannot be trusted."""
     total = int(sum(v["count"] for v in composition.values()))
     if total == 0:
         return []
@@ -53,7 +78,9 @@ def red_cell_findings(composition: dict[str, dict[str, float]]) -> list[Finding]
         count = int(v["count"])
         pct = round(100.0 * count / total, 2)
         finding, provisional = "", False
-        if form == "schistocyte":
+        if form == "schistocyte" and withheld:
+            finding = "withheld: the red-cell forms are unreliable on this smear"
+        elif form == "schistocyte":
             provisional = total < MIN_RED_CELLS
             finding = (
                 f"above {SCHISTOCYTE_LIMIT_PCT:g} %: suspicious for thrombotic microangiopathy"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cellkit.rbc_grading import MIN_RED_CELLS, red_cell_findings
 
 
@@ -34,3 +36,48 @@ def test_fewer_than_a_thousand_red_cells_is_provisional_and_zero_is_reported():
 
 def test_no_red_cells_no_findings():
     assert red_cell_findings({}) == []
+
+
+def _result_with_red_cells(side: float, n: int = 20):
+    import numpy as np
+
+    from cellkit.slide import SlideResult
+    from cellkit.types import DETECTION_CLASSES, Detections
+
+    xy = np.array([[10 * i, 0, 10 * i + side, side] for i in range(n)], np.float32)
+    dets = Detections(xy, np.ones(n, np.float32), np.full(n, DETECTION_CLASSES.index("rbc")), DETECTION_CLASSES)
+    return SlideResult(dets, (500, 500))
+
+
+def test_red_cells_at_another_magnification_withhold_the_schistocyte_finding():
+    from types import SimpleNamespace
+
+    from cellkit.rbc_grading import scale_warning
+
+    spec = SimpleNamespace(card={"reference_cell_px": {"median": 40.0}})
+    assert scale_warning(_result_with_red_cells(44), spec) == ""  # within 2/3-3/2
+    text = scale_warning(_result_with_red_cells(88), spec)
+    assert "2.2x the size" in text and "withheld" in text
+    assert scale_warning(_result_with_red_cells(20), spec) != ""  # smaller too
+    assert scale_warning(_result_with_red_cells(88), SimpleNamespace(card={})) == ""  # no reference: no claim
+    s = _row(red_cell_findings(_comp(normal=900, schistocyte=100), withheld=text), "schistocyte")
+    assert s.finding.startswith("withheld") and "suspicious" not in s.finding
+
+
+@pytest.mark.realdata
+def test_bundled_red_cell_model_accepts_chula_and_warns_on_txl(shared_data):
+    """Real smears: the model's own lab passes the check, TXL-PBC smears (another magnification) do not."""
+    import glob
+
+    from cellkit.detect import load_detector
+    from cellkit.io import read_image
+    from cellkit.models import load_spec
+    from cellkit.rbc_boxes import chula_images
+    from cellkit.rbc_grading import scale_warning
+    from cellkit.slide import analyze
+
+    det, spec = load_detector(), load_spec("rbc_lite0")
+    chula = chula_images(shared_data / "chula_rbc12")[:3]
+    txl = sorted(glob.glob(str(shared_data / "txl_pbc/images/test/*.png")))[:3]
+    assert all(scale_warning(analyze(read_image(p), det), spec) == "" for p in chula)
+    assert all(scale_warning(analyze(read_image(p), det), spec) != "" for p in txl)
