@@ -148,7 +148,21 @@ if slide:
         if diff:
             tax = clf.taxonomy if clf is not None else None
             st.plotly_chart(widgets.differential_bar(diff, tax), width="stretch")
-            st.dataframe([{"class": widgets.label_name(tax, k), **v} for k, v in diff.items()], hide_index=True)
+            st.dataframe(
+                [
+                    {"White cell": result.display_name(k), "Count": v["count"], "%": v["percent"]}
+                    for k, v in diff.items()
+                ],
+                hide_index=True,
+            )
+            nrbc = result.nrbc()
+            n_white = sum(v["count"] for v in diff.values())
+            st.caption(
+                f"{n_white} white cells, in the usual reporting order. "
+                + (f"**NRBC: {nrbc['count']}** ({nrbc['per_100_wbc']:g} per 100 WBC), not counted among the white "
+                   "cells. " if nrbc.get("count") else "No nucleated red cells. ")
+                + f"Platelets: {result.counts['platelet']}, counted by the detector and never relabelled."
+            )  # fmt: skip
             if "unknown" in diff:
                 st.warning(
                     f"{diff['unknown']['count']} white cell(s) are Unidentified — review: unlike the cells the model "

@@ -222,19 +222,55 @@ class SlideResult:
                 out.append(str(names[i]))
         return out
 
-    def differential(self) -> dict[str, dict[str, float]]:
-        """WBC differential: {group: {"count": n, "percent": p}} over the white cells, corrections applied."""
+    def _differential_rules(self) -> dict[str, tuple[str, ...]]:
+        """The ``differential`` block of the first of this result's taxonomies that has one (the default's)."""
+        from cellkit.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+
+        for name in (*self.taxonomies, DEFAULT_TAXONOMY):
+            try:
+                rules = load_taxonomy(name).differential
+            except CellkitError:
+                continue
+            if rules:
+                return rules
+        return {}
+
+    def _wbc_groups(self) -> list[str]:
         wbc = self.detections.class_id == DETECTION_CLASSES.index("wbc")
-        if "label" not in self.detections.data or not wbc.any():
-            return {}
-        labels = [lab for lab, is_wbc in zip(self.labels(), wbc, strict=True) if is_wbc]
+        if "label" not in self.detections.data:
+            return []
+        return [self.groups.get(lab, lab) for lab, is_wbc in zip(self.labels(), wbc, strict=True) if is_wbc]
+
+    def differential(self) -> dict[str, dict[str, float]]:
+        """The clinical WBC differential: {group: {"count": n, "percent": p}} over the white cells, corrections
+        applied, in the taxonomy's clinical order, with "Unidentified — review" (``unknown``) last.
+
+        Nucleated red cells (the taxonomy's ``per_100_wbc`` groups) are not white cells: they are left out here
+        and reported by :meth:`nrbc`. A white-cell box labelled as a ``not_white`` group (a platelet) is counted
+        as unidentified until a person decides."""
+        rules = self._differential_rules()
+        apart, not_white = set(rules.get("per_100_wbc", ())), set(rules.get("not_white", ()))
         counts: dict[str, int] = {}
-        for lab in labels:
-            key = self.groups.get(lab, lab)
+        for key in self._wbc_groups():
+            if key in apart:
+                continue
+            key = UNKNOWN if key in not_white else key
             counts[key] = counts.get(key, 0) + 1
         total = sum(counts.values())
-        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ordered}
+        order = {g: k for k, g in enumerate(rules.get("order", ()))}
+        ranked = sorted(counts.items(), key=lambda kv: (kv[0] == UNKNOWN, order.get(kv[0], len(order)), -kv[1], kv[0]))
+        return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ranked}
+
+    def nrbc(self) -> dict[str, float | None]:
+        """Nucleated red cells among the white-cell boxes: {"count": n, "per_100_wbc": n per 100 white cells}
+        (the white cells of :meth:`differential`); empty when nothing was classified."""
+        groups = self._wbc_groups()
+        if not groups:
+            return {}
+        apart = set(self._differential_rules().get("per_100_wbc", ()))
+        n = sum(1 for g in groups if g in apart)
+        white = len(groups) - n
+        return {"count": n, "per_100_wbc": round(100.0 * n / white, 1) if white else None}
 
     def composition(self, cell_type: str = "rbc") -> dict[str, dict[str, float]]:
         """Final labels of one detector class's boxes (e.g. red-cell forms): {label: {"count", "percent"}},
@@ -279,6 +315,7 @@ class SlideResult:
             "image_shape": list(self.image_shape),
             "counts": self.counts,
             "differential": self.differential(),
+            "nrbc": self.nrbc(),
             "timings": self.timings,
             "models": self.models,
             "node_ids": list(self.node_ids),
@@ -405,7 +442,12 @@ def classify_boxes(
                 if pred.label == UNKNOWN and model.taxonomy.flagged_as:  # red cells: "uncategorised", reason kept
                     label[i] = model.taxonomy.flagged_as
                 box_class, said = dets.class_names[dets.class_id[i]], group.get(pred.label, pred.label)
-                if said in dets.class_names and said != box_class:  # a white-cell box the classifier calls platelet
+                if box_class in model.taxonomy.ids and said != box_class and pred.label != UNKNOWN:
+                    # a box class that is itself a node (platelet): the detector's class stands, never relabelled
+                    label[i] = box_class
+                    seen = model.taxonomy.display(said) if said in model.taxonomy.ids else said
+                    review[i] = f"the classifier sees a {seen}; counted as the detector's {box_class}"
+                elif said in dets.class_names and said != box_class:  # a white-cell box the classifier calls platelet
                     label[i] = UNKNOWN
                     review[i] = f"the detector found a {box_class} where the classifier sees a {said}"
                 cconf[i], ood[i] = pred.confidence, pred.ood_score

@@ -43,6 +43,9 @@ class Taxonomy:
     groupings: dict[str, tuple[str, ...]] = field(default_factory=dict)
     datasets: dict[str, dict] = field(default_factory=dict)
     flagged_as: str = ""  # a leaf that reports cells flagged for review in exports (red cells: "uncategorised")
+    # the clinical white-cell differential: "order" (groups, clinical order), "per_100_wbc" (reported per 100
+    # white cells, not in the differential: NRBC), "not_white" (a white-cell box labelled so goes to review)
+    differential: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         seen: dict[str, Node] = {}
@@ -290,6 +293,7 @@ def taxonomy_from_dict(raw: object, default_name: str = "custom") -> Taxonomy:
         groupings=groupings,
         datasets=dict(raw.get("datasets") or {}),
         flagged_as=str(raw.get("flagged_as") or ""),
+        differential={str(k): tuple(v) for k, v in (raw.get("differential") or {}).items()},
     )
 
 

@@ -303,3 +303,44 @@ def test_a_result_that_names_no_taxonomy_still_shows_display_names():
     """Analyses stored before taxonomies were recorded: every bundled tree is searched for their ids."""
     result = SlideResult(Detections.empty(), (10, 10), node_ids=("burr_cell", "lymphocyte"))
     assert result.display_name("burr_cell") == "Burr cell" and result.display_name("lymphocyte") == "Lymphocyte"
+
+
+def _labelled_wbc(labels: list[str]) -> SlideResult:
+    from cellkit.taxonomy import load_taxonomy
+    from cellkit.types import DETECTION_CLASSES
+
+    n = len(labels)
+    xy = np.array([[20 * i, 0, 20 * i + 18, 18] for i in range(n)], np.float32)
+    data = {
+        "leaf": np.array(labels, dtype=object), "label": np.array(labels, dtype=object),
+        "cls_confidence": np.ones(n, np.float32), "ood_score": np.zeros(n, np.float32),
+        "node_probs": np.zeros((n, 1), np.float32),
+    }  # fmt: skip
+    dets = Detections(xy, np.ones(n, np.float32), np.zeros(n, np.int64), DETECTION_CLASSES, data)
+    return SlideResult(dets, (40, 200), node_ids=("x",), groups=load_taxonomy("pbc").primary_grouping(),
+                       taxonomies=("pbc",))  # fmt: skip
+
+
+def test_clinical_differential_order_nrbc_apart_and_platelet_labels_to_review():
+    labels = ["eosinophil", "segmented_neutrophil", "lymphocyte", "erythroblast", "band_neutrophil",
+              "platelet", "unknown", "lymphocyte", "segmented_neutrophil"]  # fmt: skip
+    result = _labelled_wbc(labels)
+    diff = result.differential()
+    assert list(diff) == ["neutrophil", "lymphocyte", "eosinophil", "unknown"]  # clinical order, review last
+    assert diff["neutrophil"]["count"] == 3 and diff["unknown"]["count"] == 2  # the "platelet" white cell too
+    assert sum(v["count"] for v in diff.values()) == 8  # the erythroblast is not a white cell
+    assert result.nrbc() == {"count": 1, "per_100_wbc": 12.5}
+    result.corrections[5] = "monocyte"  # a person decides: the unidentified row shrinks
+    assert result.differential()["monocyte"]["count"] == 1 and result.differential()["unknown"]["count"] == 1
+    assert result.to_dict()["nrbc"]["per_100_wbc"] == 12.5
+
+
+def test_platelet_boxes_are_never_relabelled_by_the_white_cell_model():
+    img, _boxes, _cls = make_smear(640, 480, n_wbc=3, n_rbc=10, n_platelet=6, seed=21)
+    result = analyze(img, ColourDetector(), build_tiny_classifier(seed=1))
+    plt = [i for i, c in enumerate(result.detections.class_name) if c == "platelet"]
+    assert plt and all(result.labels()[i] in ("platelet", "unknown") for i in plt)
+    relabelled = [i for i in plt if result.detections.data["leaf"][i] != "platelet"]
+    assert relabelled  # the untrained model calls these platelets something else: the rule is exercised
+    assert all("counted as the detector's platelet" in result.detections.data["review"][i] for i in relabelled
+               if result.labels()[i] == "platelet")  # fmt: skip

@@ -68,6 +68,9 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     for group, v in result.get("differential", {}).items():
         row[f"wbc_{group}"] = v["count"]
         row[f"wbc_{group}_pct"] = v["percent"]
+    if result.get("nrbc", {}).get("count") is not None:
+        row["nrbc"] = result["nrbc"]["count"]
+        row["nrbc_per_100_wbc"] = result["nrbc"]["per_100_wbc"]
     for form, v in record.get("rbc_forms", {}).items():
         row[f"rbc_{form}"] = v["count"]
     if record.get("rbc_forms"):
@@ -87,7 +90,7 @@ def write_summary(out: Path, records: Iterable[dict[str, Any]]) -> int:
     frame = pd.DataFrame(rows)
     extra = sorted(c for c in frame.columns if c not in SUMMARY_FIRST and c != "seconds")
     frame = frame.reindex(columns=SUMMARY_FIRST + extra + ["seconds"])
-    count_cols = ["wbc", "rbc", "platelet"] + [c for c in extra if not c.endswith("_pct")]
+    count_cols = ["wbc", "rbc", "platelet"] + [c for c in extra if not c.endswith(("_pct", "_per_100_wbc"))]
     ok = frame["status"] == "ok"
     for col in count_cols:  # an image without that group counts 0 of it; error rows stay empty
         frame.loc[ok, col] = frame.loc[ok, col].fillna(0)
