@@ -91,7 +91,7 @@ node = left.selectbox(
     "Node to explain",
     ids,
     index=ids.index(pred.label if pred.label in ids else tax.deepest_confident(pred.node_probs, clf.spec.threshold)),
-    format_func=lambda i: f"{'· ' * (tax.depth(i) - 1)}{tax.display(i)} ({i}) — p={pred.prob(i):.2f}",
+    format_func=lambda i: f"{'· ' * (tax.depth(i) - 1)}{tax.display(i)} — p={pred.prob(i):.2f}",
     help="Any node of the tree: an inner node is explained through the sum of its leaves' probabilities.",
 )
 methods = left.multiselect(
@@ -102,7 +102,8 @@ alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05)
 cmap = c2.selectbox("Colour map", COLORMAPS)
 right.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key="explain_tree")
 right.caption(
-    f"Model {widgets.plain(clf.spec.name)}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), leaf {pred.leaf}"
+    f"Model {widgets.plain(clf.spec.name)}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), "
+    f"best leaf {tax.display(pred.leaf)}"
 )
 if pred.review:
     right.warning(
@@ -110,6 +111,13 @@ if pred.review:
     )
 if pred.note:
     right.info(pred.note, icon=":material/crop:")
+if pred.prob(node) < widgets.LOW_NODE_P:
+    st.warning(
+        f"The model gives this cell only p = {pred.prob(node):.2f} for {tax.display(node)}. The maps below show what "
+        f"would make it look more like {tax.display(node)}, not why it is one; each map is stretched to its own "
+        "range, so a faint signal looks as strong as a real one.",
+        icon=":material/warning:",
+    )
 
 heatmaps = []
 with st.spinner("Computing explanations…"), resources.user_errors():
@@ -129,10 +137,7 @@ for col, hm in zip(cols[1:], heatmaps, strict=False):
         width="stretch",
     )
     s = hm.scores
-    col.caption(
-        f"{s['seconds']:.2f} s · deletion AUC **{s['deletion_auc']:.2f}** ↓ (random {ref['random_deletion_auc']:.2f})"
-        f" · insertion AUC **{s['insertion_auc']:.2f}** ↑ (random {ref['random_insertion_auc']:.2f})"
-    )
+    col.caption(f"{widgets.faithfulness_words(s, ref)} · {s['seconds']:.2f} s")
     check = sanity.get((crop_id, clf.spec.name, node, hm.method))
     if check:
         verdict = "passed: the map changes with the weights" if check["passed"] else "FAILED: same map without weights"

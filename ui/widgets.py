@@ -310,6 +310,26 @@ def cell_review_ui(image, result, clf, cells: list[int], key: str = "slide") -> 
     return None
 
 
+# --- Explain page helpers (explainability owner) ------------------------------------------------
+LOW_NODE_P = 0.2  # below this, a map explains what would make the cell look like the node, not why it is one
+
+
+def faithfulness_words(scores: dict, ref: dict) -> str:
+    """Deletion/insertion AUCs in words a hematologist can use, the figures after them."""
+    d, rd = scores["deletion_auc"], ref["random_deletion_auc"]
+    i, ri = scores["insertion_auc"], ref["random_insertion_auc"]
+    if d < rd:
+        faster = rd / max(d, 1e-3)
+        words = f"Hiding the highlighted areas first lowers the score {faster:.1f}x faster than hiding random areas"
+    else:
+        words = "Hiding the highlighted areas lowers the score no faster than random areas: read little into this map"
+    if i > ri:
+        words += f"; showing them alone brings it back {i / max(ri, 1e-3):.1f}x faster."
+    else:
+        words += "; showing them alone brings it back no faster than random areas."
+    return f"{words} (deletion AUC {d:.2f} against {rd:.2f} random, insertion {i:.2f} against {ri:.2f})"
+
+
 # --- model picker (app shell) ---------------------------------------------------------------------
 def classifier_name() -> str | None:
     """The classifier chosen in the sidebar (None: the default model)."""

@@ -149,3 +149,16 @@ def test_a_cell_flagged_for_review_can_still_be_explained(unsure_classifier):
     at.run()
     assert not at.exception
     assert any("Unidentified — review" in w.value for w in at.warning)
+
+
+def test_low_probability_node_is_warned_and_captions_are_plain_words():
+    at = _upload(_page().run(), "cell.png", encode_png(make_crop(2, 80, 1)))
+    node = at.selectbox[0]
+    probs = [float(o.rsplit("p=", 1)[1]) for o in node.options]
+    assert min(probs) < 0.2
+    node.select_index(probs.index(min(probs))).run()
+    assert not at.exception
+    assert any("The maps below show what would make it look more like" in w.value for w in at.warning)
+    captions = " ".join(c.value for c in at.caption)
+    assert "than hiding random areas" in captions or "no faster than random areas" in captions
+    assert all("(" not in o.split(" — ")[0] for o in at.selectbox[0].options)  # display names, no ids in brackets
