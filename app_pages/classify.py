@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from cellkit import (
@@ -112,10 +111,7 @@ for k, (item, pred) in enumerate(list(zip(good, preds, strict=True))[:MAX_DETAIL
             left.info(pred.note, icon=":material/crop:")
         mid.caption(f"Path: {path}")
         mid.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key=f"sun_{k}")
-        leaves = sorted(tax.leaves, key=pred.prob, reverse=True)[:5]
-        fig = go.Figure(go.Bar(x=[pred.prob(lf) for lf in leaves][::-1], y=[tax.display(lf) for lf in leaves][::-1]))
-        fig.update_layout(height=220, margin=dict(l=0, r=0, t=25, b=0), title="Top-5 leaves", xaxis_range=[0, 1])
-        right.plotly_chart(fig, key=f"top_{k}")
+        right.plotly_chart(widgets.top_leaves_bar(tax, pred), key=f"top_{k}")
 
 st.subheader("All results")
 st.dataframe(table, hide_index=True)

@@ -17,6 +17,14 @@ import yaml
 from cellkit.errors import CellkitError
 
 TAXONOMY_DIR = Path(__file__).parent / "taxonomies"
+# One colour per node, the same on every chart (Plotly's Dark24, then 8 of its Alphabet; display order).
+PALETTE = (
+    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86", "#EB663B", "#511CFB",
+    "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE", "#862A16", "#A777F1", "#620042", "#1616A7",
+    "#DA60CA", "#6C4516", "#0D2A63", "#AF0038", "#AA0DFE", "#3283FE", "#85660D", "#782AB6", "#1C8356", "#16FF32",
+    "#FE00FA", "#1CBE4F",
+)  # fmt: skip
+UNKNOWN_COLOUR = "#9E9E9E"  # "Unidentified — review": grey, never a class colour
 DEFAULT_TAXONOMY = "pbc"  # the white-cell tree of the bundled models: the one home of this name
 DEFAULT_DATASET = "pbc"  # its dataset rule (folder names of ../shared/data/pbc)
 UNKNOWN = "unknown"  # the label of a cell flagged for review (cellkit.unknown); never a node of a taxonomy
@@ -158,6 +166,12 @@ class Taxonomy:
     def group_ids(self) -> tuple[str, ...]:
         """The members of the first named cut (e.g. PBC-8), or the leaves when the taxonomy names none."""
         return tuple(next(iter(self.groupings.values()))) if self.groupings else self.leaves
+
+    def colour(self, node_id: str) -> str:
+        """The node's colour on every chart: distinct within the taxonomy (grey for unidentified cells)."""
+        if node_id == UNKNOWN:
+            return UNKNOWN_COLOUR
+        return PALETTE[self.ids.index(self._check(node_id)) % len(PALETTE)]
 
     def primary_grouping(self) -> dict[str, str]:
         """Every node id -> its group in the taxonomy's first named cut (the differential); leaves when none.

@@ -76,3 +76,13 @@ def test_unknown_taxonomy_and_node():
         load_taxonomy("nope")
     with pytest.raises(CellkitError, match="unknown node"):
         load_taxonomy().path("nope")
+
+
+def test_every_node_has_its_own_colour_and_unidentified_is_grey():
+    from cellkit.taxonomy import UNKNOWN, UNKNOWN_COLOUR, list_taxonomies, load_taxonomy
+
+    for name in list_taxonomies():
+        tax = load_taxonomy(name)
+        colours = [tax.colour(i) for i in tax.ids]
+        assert len(set(colours)) == len(colours), name  # basophil and band neutrophil no longer share a blue
+        assert tax.colour(UNKNOWN) == UNKNOWN_COLOUR and UNKNOWN_COLOUR not in colours

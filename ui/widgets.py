@@ -226,6 +226,35 @@ def label_name(taxonomy, label: str) -> str:
     )
 
 
+def class_colour(taxonomy, node: str) -> str:
+    """The class's colour, the same on every chart (``Taxonomy.colour``); white-cell purple without a taxonomy."""
+    try:
+        return taxonomy.colour(node) if taxonomy is not None else SLIDE_COLOURS["wbc"]
+    except Exception:  # a node of another tree (e.g. an old analysis): the neutral colour
+        return SLIDE_COLOURS["wbc"]
+
+
+def top_leaves_bar(taxonomy, pred, k: int = 5):
+    """Horizontal bars of a crop's k most probable leaves, each in its class colour, with the value as text."""
+    import plotly.graph_objects as go
+
+    leaves = sorted(taxonomy.leaves, key=pred.prob, reverse=True)[:k][::-1]
+    probs = [pred.prob(lf) for lf in leaves]
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=[taxonomy.display(lf) for lf in leaves],
+            orientation="h",
+            text=[f"{p:.2f}" for p in probs],
+            textposition="auto",
+            marker_color=[taxonomy.colour(lf) for lf in leaves],
+        )
+    )
+    fig.update_layout(height=60 + 32 * len(leaves), margin=dict(l=0, r=0, t=25, b=0), title=f"Top-{k} leaves",
+                      xaxis_range=[0, 1], xaxis_title="probability")  # fmt: skip
+    return fig
+
+
 def differential_bar(differential: dict, taxonomy=None):
     """Horizontal bar of the WBC differential (% with absolute counts as text), display names on the axis."""
     import plotly.graph_objects as go
@@ -237,7 +266,7 @@ def differential_bar(differential: dict, taxonomy=None):
             y=[label_name(taxonomy, n) for n in names],
             orientation="h",
             text=[f"{differential[n]['count']} ({differential[n]['percent']:.1f}%)" for n in names],
-            marker_color=SLIDE_COLOURS["wbc"],
+            marker_color=[class_colour(taxonomy, n) for n in names],
         )
     )
     fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=60 + 28 * len(names), xaxis_title="% of white cells")

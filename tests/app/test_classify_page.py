@@ -120,3 +120,16 @@ def test_upload_limit_follows_cellkit_max_upload_mb(monkeypatch):
     assert not at.exception
     assert len(at.error) == 1 and "big.png" in at.error[0].value and "upload limit of 1 MB" in at.error[0].value
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"  # the big one is never read
+
+
+def test_top_leaves_are_horizontal_bars_in_class_colours():
+    """The Top-5 chart: one horizontal bar per leaf, its length the probability (no hairlines)."""
+    from cellkit.classify import build_tiny_classifier
+    from cellkit.synth import make_crop
+    from ui.widgets import top_leaves_bar
+
+    clf = build_tiny_classifier()
+    pred = clf.predict([make_crop(1, 64, 0)])[0]
+    bar = top_leaves_bar(clf.taxonomy, pred).data[0]
+    assert bar.orientation == "h" and len(bar.x) == 5 and list(bar.x) == sorted(bar.x)
+    assert len(set(bar.marker.color)) == 5
