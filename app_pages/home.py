@@ -43,13 +43,9 @@ if specs:
     for spec in specs:
         rows.append(
             {
-                "model": spec.name + (" ★" if spec.card.get("default") else ""),
-                "task": spec.task,
-                "architecture": spec.arch,
-                "input": f"{spec.input_size} px",
-                "classes": len(spec.labels),
-                "key metrics": metrics_summary(spec.card),
-                "sha256": short_sha256(spec),
+                "Model": (spec.card.get("display_name") or spec.name) + (" ★" if spec.card.get("default") else ""),
+                "Finds or names": "cells on a smear" if spec.task == "detector" else f"{len(spec.labels)} cell types",
+                "Key results": metrics_summary(spec.card),
             }
         )
     st.dataframe(rows, hide_index=True, width="stretch")
@@ -63,7 +59,14 @@ else:
         icon=":material/school:",
     )
 
-db_col, data_col, ver_col = st.columns(3)
+technical = st.expander("Technical details: models, database, data folders, software", icon=":material/build:")
+if specs:
+    technical.dataframe(
+        [{"name": s.name, "task": s.task, "architecture": s.arch, "input": f"{s.input_size} px",
+          "sha256": short_sha256(s)} for s in specs],
+        hide_index=True,
+    )  # fmt: skip
+db_col, data_col, ver_col = technical.columns(3)
 with db_col.container(border=True, height="stretch"):
     st.markdown("**:material/database: Database**")
     raw_url = config.db_url()

@@ -60,11 +60,12 @@ def test_home_lists_installed_models_and_masks_db_password(empty_weights, monkey
     at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60).run()
     assert not at.exception
     assert not at.info
-    table = at.dataframe[0].value
-    assert list(table["model"]) == ["tiny ★"]
-    assert table["input"][0] == "224 px"
-    assert table["key metrics"][0] == "macro-F1 8 classes 0.981, macro-F1 leaves 0.931, ECE 0.0213"
-    assert len(table["sha256"][0]) == 12
+    table = at.dataframe[0].value  # for people: name, what it does, key results
+    assert list(table["Model"]) == ["tiny ★"] and table["Finds or names"][0] == "2 cell types"
+    assert table["Key results"][0] == "macro-F1 8 classes 0.981, macro-F1 leaves 0.931, ECE 0.0213"
+    assert not any("_" in c or c == "sha256" for c in table.columns)
+    technical = at.dataframe[1].value  # behind the "Technical details" expander
+    assert technical["input"][0] == "224 px" and len(technical["sha256"][0]) == 12
     text = " ".join(m.value for m in [*at.markdown, *at.caption])
     assert "s3cret" not in text and "postgresql://lab:***@db.example:5432/cells" in text
 
