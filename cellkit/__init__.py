@@ -67,6 +67,9 @@ _LAZY = {
     "dataset_stats": "cellkit.stats",
     "Store": "cellkit.store",
     "heavy_job": "cellkit.limits",
+    # cases and reports
+    "case_summary": "cellkit.case",
+    "case_pdf": "cellkit.report_pdf",
 }
 _MODULES = ("config", "stats", "plots", "batch")
 

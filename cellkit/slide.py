@@ -190,7 +190,7 @@ class SlideResult:
                 tax = load_taxonomy(name)
             except CellkitError:
                 continue
-            names.update({nid: tax.display(nid) for nid in tax.ids if nid in self.node_ids})
+            names.update({nid: tax.display(nid) for nid in tax.ids})
         return names
 
     def display_name(self, node: str) -> str:

@@ -170,3 +170,39 @@ def test_console_command_prints_one_line_and_exits_2(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
+
+
+def test_analyze_case_aggregates_fields_into_one_report_and_pdf(images, tmp_path):
+    folder, _truth = images
+    out, pdf = tmp_path / "case.json", tmp_path / "case.pdf"
+    args = ["analyze", str(folder / "s0.png"), str(folder / "s1.png"), "--case", "P-17", "--target-wbc", "200"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--pdf", str(pdf)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    case, fields = report["case"], report["fields"]
+    assert case["case"] == "P-17" and case["fields"] == 2 == len(fields) and case["target_wbc"] == 200
+    assert case["white_cells_counted"] == sum(sum(v["count"] for v in f["differential"].values()) for f in fields)
+    assert case["detected"]["rbc"] == sum(f["counts"]["rbc"] for f in fields)
+    assert f"case P-17: {case['white_cells_counted']} of 200 white cells" in result.stderr
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--pdf", "x.pdf"], "need --case"),
+        (["--case", "A", "--out-csv"], None),
+        (["--case", "A", "--target-wbc", "0"], "--target-wbc: expected 1 or more"),
+        (["--case", "A", "--pdf", "x.txt"], "expected a .pdf"),
+    ],
+)
+def test_analyze_case_options_are_checked_before_the_work(images, tmp_path, extra, expected):
+    folder, _truth = images
+    if expected is None:  # a case report is JSON
+        result = CliRunner().invoke(app, ["analyze", str(folder), "--case", "A", "--out", str(tmp_path / "c.csv")])
+        assert isinstance(result.exception, CellkitError) and "the case report is JSON" in str(result.exception)
+        return
+    extra = [str(tmp_path / e) if e.endswith((".pdf", ".txt")) else e for e in extra]
+    result = CliRunner().invoke(app, ["analyze", str(folder), "--out", str(tmp_path / "c.json"), *extra])
+    assert isinstance(result.exception, CellkitError) and expected in str(result.exception)  # one line, exit 2
+    assert not (tmp_path / "c.json").exists()

@@ -108,6 +108,24 @@ def _dump_json(obj: Any, fh: Any) -> None:
     text.detach()  # leave the file open: atomic_write closes it
 
 
+def _flagged_thumbnails(image: Any, result: Any, most: int = 40) -> list[tuple[Any, str]]:
+    """Small crops of the cells flagged for review or corrected (for the case report), with their final label."""
+    import cv2
+
+    from cellkit.crops import crop_box
+    from cellkit.taxonomy import UNKNOWN
+
+    labels, out = result.labels(), []
+    for i, lab in enumerate(labels):
+        if len(out) >= most:
+            break
+        if lab == UNKNOWN or i in result.corrections:
+            crop = crop_box(image, result.detections.xyxy[i], 1.5)
+            stem = Path(result.name).stem[:10]
+            out.append((cv2.resize(crop, (96, 96), interpolation=cv2.INTER_AREA), f"{stem} #{i}"))
+    return out
+
+
 def _report_error(name: str, error: str) -> None:
     import sys
 
@@ -189,6 +207,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         ),
         tile: int = typer.Option(None, help="Tile side in pixels for large images (default: model card)."),
         overlap: int = typer.Option(None, help="Tile overlap in pixels (default: model card)."),
+        case: str = typer.Option(None, "--case", help="Count all images as the fields of one case (specimen)."),
+        target_wbc: int = typer.Option(100, "--target-wbc", help="With --case: white cells to count (100 or 200)."),
+        pdf: Path = typer.Option(None, "--pdf", help="With --case: the printable case report (PDF)."),
     ) -> None:
         """Detect, classify white cells and platelets, count: a JSON or CSV report (and the database)."""
         from cellkit.io import check_out
@@ -198,6 +219,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         fmt = _out_format(out, ("json", "csv"))
         _check_tiling(tile, overlap)
         check_out(out)
+        if (pdf is not None or target_wbc != 100) and not case:
+            raise CellkitError("--pdf and --target-wbc need --case NAME (the images counted as one case)")
+        if case and fmt != "json":
+            raise CellkitError(f"--case: the case report is JSON; expected --out {out.with_suffix('.json')}")
+        if target_wbc < 1:
+            raise CellkitError(f"--target-wbc: expected 1 or more white cells, got {target_wbc}")
+        if pdf is not None:
+            _out_format(pdf, ("pdf",))
+            check_out(pdf, "--pdf")
         items = _check_inputs(inputs)
         det, clf, by_class = _models(not no_classify, detector, classifier, rbc_model)
         store = None
@@ -210,9 +240,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         reports: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
         db_errors: list[str] = []
+        fields: list[Any] = []  # with --case: the results, without pixels
+        thumbs: list[tuple[Any, str]] = []  # with --case: the flagged cells, small
         for item in _readable(items, reports, rows):
             image = item.take()
             result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
+            if case:
+                fields.append(result)
+                thumbs += _flagged_thumbnails(image, result)
             del image  # a 20000 x 15000 smear is 0.9 GB: freed before its report is built
             report = {"path": item.name, **result.to_dict()}
             if store is not None:
@@ -227,7 +262,21 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             if fmt == "csv":
                 cells = result.to_frame().to_dict(orient="records")
                 rows.extend({"path": item.name, **r} for r in cells or [{}])  # no cell: one row, path only
-        if fmt == "json":
+        if case:
+            from cellkit.case import case_summary
+
+            summary = case_summary(case, fields, target_wbc)
+            atomic_write(out, lambda fh: _dump_json({"case": summary, "fields": reports}, fh))
+            if pdf is not None:
+                from cellkit.report_pdf import case_pdf
+
+                names = fields[0].display_name if fields else str
+                atomic_write(pdf, lambda fh: fh.write(case_pdf(summary, names, thumbs)))
+            done_wbc = summary["white_cells_counted"]
+            typer.echo(
+                f"case {case}: {done_wbc} of {target_wbc} white cells counted over {len(fields)} field(s)", err=True
+            )
+        elif fmt == "json":
             atomic_write(out, lambda fh: _dump_json(reports, fh))
         else:
             _write_csv(rows, out, BOX_COLUMNS)

@@ -1,0 +1,68 @@
+"""A case (specimen): many fields of one smear counted together, as a hematologist reports them.
+
+:func:`case_summary` adds up the fields' final labels (corrections applied): the white-cell differential
+over every white cell of the case, NRBC per 100 white cells, red cells and platelets per field, and the
+platelet estimate per 1,000 red cells, with the progress towards the target count of white cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cellkit.slide import SlideResult
+from cellkit.taxonomy import UNKNOWN
+
+DEFAULT_TARGET_WBC = 100  # white cells a differential is counted over (100 or 200, settable)
+PLATELET_CAVEAT = (
+    "Platelet estimate from the fields counted: it assumes an even monolayer where red cells just touch, "
+    "no platelet clumps and a normal red-cell count; confirm with an analyser count."
+)
+
+
+def case_summary(name: str, fields: Sequence[SlideResult], target_wbc: int = DEFAULT_TARGET_WBC) -> dict[str, Any]:
+    """The case's totals over its ``fields`` (see the module docstring); every figure from the final labels."""
+    counts: dict[str, int] = {}
+    nrbc = 0
+    wbc = rbc = platelets = 0
+    flagged = 0
+    for result in fields:
+        for group, v in result.differential().items():
+            counts[group] = counts.get(group, 0) + int(v["count"])
+        nrbc += int(result.nrbc().get("count", 0))
+        wbc += int(result.counts.get("wbc", 0))
+        rbc += int(result.counts.get("rbc", 0))
+        platelets += int(result.counts.get("platelet", 0))
+        flagged += sum(1 for lab in result.labels() if lab == UNKNOWN)
+    white = sum(counts.values())
+    order = list(fields[0].differential()) if fields else []
+    ranked = sorted(counts, key=lambda g: (g == UNKNOWN, order.index(g) if g in order else len(order), g))
+    n = len(fields)
+    return {
+        "case": name,
+        "fields": n,
+        "images": [r.name for r in fields],
+        "target_wbc": int(target_wbc),
+        "white_cells_counted": white,
+        "target_reached": white >= target_wbc,
+        "differential": {g: {"count": counts[g], "percent": round(100.0 * counts[g] / white, 2)} for g in ranked}
+        if white
+        else {},
+        "unidentified_review": counts.get(UNKNOWN, 0),
+        "nrbc": {"count": nrbc, "per_100_wbc": round(100.0 * nrbc / white, 1) if white else None},
+        "detected": {"wbc": wbc, "rbc": rbc, "platelet": platelets},
+        "rbc_per_field": round(rbc / n, 1) if n else None,
+        "platelets_per_field": round(platelets / n, 1) if n else None,
+        "platelets_per_1000_rbc": round(1000.0 * platelets / rbc, 1) if rbc else None,
+        "platelet_caveat": PLATELET_CAVEAT,
+        "flagged_cells": flagged,
+        "models": _models(fields),
+    }
+
+
+def _models(fields: Sequence[SlideResult]) -> dict[str, dict[str, str]]:
+    """Every model that analysed a field of the case, by role (name and sha256)."""
+    out: dict[str, dict[str, str]] = {}
+    for r in fields:
+        out.update(r.models)
+    return out

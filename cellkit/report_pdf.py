@@ -1,0 +1,121 @@
+"""The printable case report (fpdf2): one PDF per case, what a reviewer signs.
+
+It holds the specimen, every image of the case by its file name, the white-cell differential with its
+flags, NRBC per 100 white cells, the platelet estimate with its caveat, thumbnails of the flagged and
+corrected cells, the models with their sha256, and the reviewer and sign-off (or "not signed").
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellkit.taxonomy import UNKNOWN
+
+MAX_THUMBNAILS = 40
+ROLES = {"detector": "Detector", "classifier": "White-cell model", "classifier_rbc": "Red-cell model"}
+
+
+def _font_path() -> Path:
+    """DejaVu Sans from matplotlib (a dependency): a Unicode font, so "—" and "µ" print."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+def case_pdf(
+    summary: dict[str, Any],
+    display: Callable[[str], str],
+    thumbnails: Sequence[tuple[np.ndarray, str]] = (),
+    reviewer: str = "",
+    signed_at: str = "",
+) -> bytes:
+    """The case report as PDF bytes. ``display`` turns a node id into its display name; ``thumbnails`` are
+    (RGB crop, caption) of the flagged and corrected cells (at most ``MAX_THUMBNAILS`` are printed)."""
+    from fpdf import FPDF
+    from PIL import Image
+
+    pdf = FPDF(format="A4", unit="mm")
+    pdf.set_auto_page_break(auto=True, margin=15)
+    font = _font_path()
+    pdf.add_font("DejaVu", "", str(font))
+    pdf.add_font("DejaVu", "B", str(font.with_name("DejaVuSans-Bold.ttf")))
+    pdf.add_page()
+    width = pdf.w - pdf.l_margin - pdf.r_margin
+
+    def heading(text: str) -> None:
+        pdf.ln(2)
+        pdf.set_font("DejaVu", "B", 12)
+        pdf.cell(width, 7, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("DejaVu", "", 10)
+
+    def line(text: str) -> None:
+        pdf.multi_cell(width, 5, text, align="L", new_x="LMARGIN", new_y="NEXT")
+
+    pdf.set_font("DejaVu", "B", 16)
+    pdf.cell(width, 10, f"Blood smear case report: {summary['case']}", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "", 9)
+    line(f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by cellkit. Research tool, not a medical "
+         "device: every figure is the software's count and must be checked by a qualified person.")  # fmt: skip
+
+    heading("Specimen")
+    line(f"Case: {summary['case']}    Fields analysed: {summary['fields']}")
+    line("Images: " + ", ".join(Path(n).name for n in summary["images"]))
+
+    heading("White-cell differential")
+    white, target = summary["white_cells_counted"], summary["target_wbc"]
+    line(f"{white} white cells counted (target {target}: {'reached' if summary['target_reached'] else 'NOT reached'}).")
+    pdf.set_font("DejaVu", "B", 10)
+    cols = (width * 0.6, width * 0.2, width * 0.2)
+    for text, w in zip(("Cell type", "Count", "%"), cols, strict=True):
+        pdf.cell(w, 6, text, border=1)
+    pdf.ln()
+    pdf.set_font("DejaVu", "", 10)
+    for group, v in summary["differential"].items():
+        name = display(group) + ("  (flagged: a person decides)" if group == UNKNOWN else "")
+        for text, w in zip((name, str(v["count"]), f"{v['percent']:.1f}"), cols, strict=True):
+            pdf.cell(w, 6, text, border=1)
+        pdf.ln()
+    if summary["unidentified_review"]:
+        line(f"{summary['unidentified_review']} cell(s) are Unidentified — review and are not yet in any class.")
+    nrbc = summary["nrbc"]
+    per100 = f"{nrbc['per_100_wbc']:g}" if nrbc["per_100_wbc"] is not None else "n/a"
+    line(f"NRBC: {nrbc['count']} ({per100} per 100 WBC), not counted among the white cells.")
+
+    heading("Red cells and platelets")
+    line(f"Red cells per field: {summary['rbc_per_field']}.   Platelets per field: {summary['platelets_per_field']}.   "
+         f"Platelets per 1,000 red cells: {summary['platelets_per_1000_rbc']}.")  # fmt: skip
+    line(summary["platelet_caveat"])
+
+    if thumbnails:
+        heading(f"Flagged and corrected cells ({len(thumbnails)})")
+        side, gap = 22.0, 3.0
+        per_row = int((width + gap) // (side + gap))
+        for k, (crop, caption) in enumerate(thumbnails[:MAX_THUMBNAILS]):
+            if k % per_row == 0:
+                if pdf.get_y() + side + 8 > pdf.h - pdf.b_margin:
+                    pdf.add_page()
+                y = pdf.get_y()
+            x = pdf.l_margin + (k % per_row) * (side + gap)
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(crop)).save(buf, format="PNG")
+            pdf.image(buf, x=x, y=y, w=side, h=side)
+            pdf.set_xy(x, y + side)
+            pdf.set_font("DejaVu", "", 6)
+            pdf.cell(side, 3, caption[:18])
+            if k % per_row == per_row - 1 or k == min(len(thumbnails), MAX_THUMBNAILS) - 1:
+                pdf.set_xy(pdf.l_margin, y + side + 5)
+        pdf.set_font("DejaVu", "", 10)
+
+    heading("Models")
+    for role, m in summary["models"].items():
+        line(f"{ROLES.get(role, role.replace('_', ' '))}: {m.get('name', '')}  sha256 {m.get('sha256', '')}")
+
+    heading("Review and sign-off")
+    line(f"Reviewed and signed by {reviewer} at {signed_at}." if reviewer else "Not signed: no reviewer has signed.")
+    return bytes(pdf.output())

@@ -1,0 +1,46 @@
+"""A case of many fields: totals from the final labels, NRBC per 100 WBC, platelet estimate, target count."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cellkit.case import case_summary
+from cellkit.slide import SlideResult
+from cellkit.taxonomy import load_taxonomy
+from cellkit.types import DETECTION_CLASSES, Detections
+
+
+def field(labels: list[str], classes: list[str], name: str) -> SlideResult:
+    n = len(labels)
+    xy = np.array([[20 * i, 0, 20 * i + 18, 18] for i in range(n)], np.float32)
+    data = {
+        "leaf": np.array(labels, dtype=object), "label": np.array(labels, dtype=object),
+        "cls_confidence": np.ones(n, np.float32), "ood_score": np.zeros(n, np.float32),
+        "node_probs": np.zeros((n, 1), np.float32),
+    }  # fmt: skip
+    cls = np.array([DETECTION_CLASSES.index(c) for c in classes])
+    dets = Detections(xy, np.ones(n, np.float32), cls, DETECTION_CLASSES, data)
+    return SlideResult(dets, (40, 400), node_ids=("x",), name=name, groups=load_taxonomy("pbc").primary_grouping(),
+                       taxonomies=("pbc",), models={"detector": {"name": "d", "sha256": "ab"}})  # fmt: skip
+
+
+def test_case_totals_over_fields():
+    a = field(["segmented_neutrophil", "lymphocyte", "erythroblast", "", "", "platelet"],
+              ["wbc", "wbc", "wbc", "rbc", "rbc", "platelet"], "f1.png")  # fmt: skip
+    b = field(["band_neutrophil", "unknown", "", "", "", ""], ["wbc", "wbc", "rbc", "rbc", "rbc", "rbc"], "f2.png")
+    s = case_summary("P-17", [a, b], target_wbc=4)
+    assert s["images"] == ["f1.png", "f2.png"] and s["fields"] == 2
+    assert s["white_cells_counted"] == 4 and s["target_reached"]  # the erythroblast is not a white cell
+    assert list(s["differential"]) == ["neutrophil", "lymphocyte", "unknown"]
+    assert s["differential"]["neutrophil"] == {"count": 2, "percent": 50.0}
+    assert s["nrbc"] == {"count": 1, "per_100_wbc": 25.0}
+    assert s["rbc_per_field"] == 3.0 and s["platelets_per_field"] == 0.5
+    assert s["platelets_per_1000_rbc"] == round(1000 / 6, 1) and s["unidentified_review"] == 1
+    b.corrections[1] = "monocyte"  # a reviewer decides: the case follows
+    assert case_summary("P-17", [a, b])["differential"]["monocyte"]["count"] == 1
+    assert not case_summary("P-17", [a, b])["target_reached"]  # 4 of the default 100
+
+
+def test_empty_case_has_no_differential():
+    s = case_summary("none", [])
+    assert s["differential"] == {} and s["nrbc"]["per_100_wbc"] is None and s["rbc_per_field"] is None

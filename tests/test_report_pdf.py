@@ -1,0 +1,43 @@
+"""The printable case report: its text (pypdf) and, where poppler is installed, its rendered page."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from test_case import field
+
+from cellkit.case import case_summary
+from cellkit.report_pdf import case_pdf
+
+
+@pytest.fixture
+def report(tmp_path):
+    a = field(["segmented_neutrophil", "unknown", "erythroblast", ""], ["wbc", "wbc", "wbc", "rbc"], "field_01.png")
+    summary = case_summary("Ward 3 / bed 12", [a])
+    crop = np.full((96, 96, 3), (200, 120, 180), np.uint8)
+    path = tmp_path / "case.pdf"
+    path.write_bytes(case_pdf(summary, a.display_name, [(crop, "field_01 #1")]))
+    return path
+
+
+def test_report_text_names_everything_a_reviewer_signs(report):
+    pypdf = pytest.importorskip("pypdf")
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(report).pages)
+    for expected in ("Ward 3 / bed 12", "field_01.png", "Neutrophil", "Unidentified — review",
+                     "NRBC: 1", "per 100 WBC", "Platelets per 1,000 red cells", "Not signed", "sha256", "ab",
+                     "target 100: NOT reached", "not a medical device"):  # fmt: skip
+        assert expected in text, expected
+    assert "segmented_neutrophil" not in text and "unknown" not in text  # display names only
+
+
+def test_report_renders(report, tmp_path):
+    if not shutil.which("pdftoppm"):
+        pytest.skip("pdftoppm (Debian poppler-utils) is not installed")
+    subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1", str(report), str(tmp_path / "p")], check=True)
+    from PIL import Image
+
+    page = np.asarray(Image.open(next(tmp_path.glob("p*.png"))).convert("L"))
+    assert page.shape[0] > page.shape[1] and (page < 128).mean() > 0.005  # a portrait page with text on it
