@@ -8,6 +8,7 @@ import cellkit
 from ui import resources, widgets
 
 st.set_page_config(page_title="cellkit — blood smear analysis", page_icon="🩸", layout="wide")
+widgets.login_gate()  # shared deployments: st.login when [auth] is configured; else single-user mode
 with resources.user_errors():  # CELLKIT_MAX_UPLOAD_MB is the one upload setting: the server's cap follows it
     widgets.apply_upload_limit()
 

@@ -76,7 +76,7 @@ with db_col.container(border=True, height="stretch"):
         from ui.widgets import session_owner
 
         total, mine = stored_analyses(store(), session_owner())
-        st.caption(f"{total} stored analyses ({mine} from this browser session)")
+        st.caption(f"{total} stored analyses ({mine} of yours)")
     except (CellkitError, SQLAlchemyError) as exc:
         st.caption(":orange[database not reachable:] " + plain(str(exc).replace(raw_url, masked_db_url(raw_url))))
     except (ImportError, AttributeError):

@@ -276,7 +276,7 @@ def open_batch_smear(analysis_id: int, job_owner: str, image, image_note: str) -
         reopen(analysis_id, again, image, image_note)
 
 
-with st.expander("Past analyses (this session)", icon=":material/history:"):
+with st.expander("Your past analyses", icon=":material/history:"):
     try:
         store = resources.store()
         past = store.list_analyses(owner)

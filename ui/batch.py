@@ -3,7 +3,6 @@ totals, and any smear of a job opened like an analysis."""
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +19,11 @@ JOB_COLUMNS = {
 
 
 def batch_owner() -> str:
-    """Whose jobs are listed: single-user mode, the account running the dashboard (the default owner of
-    ``cellkit batch --save``)."""
-    return getpass.getuser()
+    """Whose jobs are listed: the app's user (single-user mode: the account running the dashboard, which is also
+    the default owner of ``cellkit batch --save``)."""
+    from ui.widgets import app_user
+
+    return app_user()
 
 
 def job_image(item: dict):

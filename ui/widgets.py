@@ -134,13 +134,52 @@ def masked_db_url(url: str) -> str:
 SLIDE_COLOURS = {"wbc": "#7b2cbf", "rbc": "#d62828", "platelet": "#2a9d8f"}
 
 
-def session_owner() -> str:
-    """A random id per browser session: analyses are stored and listed under it only."""
-    import uuid
+def login_configured() -> bool:
+    """Whether Streamlit's OIDC login (``st.login``) is set up in ``.streamlit/secrets.toml`` (``[auth]``)."""
+    import streamlit as st
+
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all: single-user mode
+        return False
+
+
+def app_user() -> str:
+    """Who this browser's work belongs to: the signed-in user's e-mail when login is configured, else the account
+    running the dashboard (single-user mode). Analyses, cases and batch jobs are stored and listed under it, so
+    they come back after a reload or the next day; with login, a user sees only their own."""
+    import getpass
 
     import streamlit as st
 
-    return st.session_state.setdefault("owner", uuid.uuid4().hex)
+    try:
+        if login_configured() and st.user.get("is_logged_in", False):
+            return str(st.user.get("email") or st.user.get("sub"))
+    except Exception:  # st.user without an auth provider
+        pass
+    return getpass.getuser()
+
+
+def session_owner() -> str:
+    """The owner of this session's analyses (:func:`app_user`), kept in the session state."""
+    import streamlit as st
+
+    return st.session_state.setdefault("owner", app_user())
+
+
+def login_gate() -> None:
+    """With login configured, stop every page until the user signs in (and offer to sign out); else nothing."""
+    import streamlit as st
+
+    if not login_configured():
+        return
+    if not st.user.get("is_logged_in", False):
+        st.title("cellkit")
+        st.info("This dashboard is shared: sign in to see your own analyses.", icon=":material/lock:")
+        st.button("Sign in", on_click=st.login, icon=":material/login:", key="login")
+        st.stop()
+    st.sidebar.caption(f"Signed in as {plain(app_user())}")
+    st.sidebar.button("Sign out", on_click=st.logout, key="logout")
 
 
 def slide_figure(image, result, max_side: int = 1600, taxonomy=None):
@@ -274,7 +313,7 @@ def differential_bar(differential: dict, taxonomy=None):
 
 
 def stored_analyses(store, owner: str) -> tuple[int, int]:
-    """(analyses in the database, analyses of this browser session) for the Home page."""
+    """(analyses in the database, analyses of this user) for the Home page."""
     return int(store.count_analyses()), int(store.count_analyses(owner))
 
 

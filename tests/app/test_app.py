@@ -46,7 +46,7 @@ def test_home_renders_with_empty_weights_folder(empty_weights, monkeypatch, tmp_
     assert any(str(tmp_path / "no-such-folder") in m.value for m in at.markdown)
     assert any("not found" in c.value for c in at.caption)
     assert any("never leave this machine" in c.value for c in at.caption)
-    assert any(re.search(r"^\d+ stored analyses \(0 from this browser session\)$", c.value) for c in at.caption)
+    assert any(re.search(r"^\d+ stored analyses \(\d+ of yours\)$", c.value) for c in at.caption)
 
 
 def test_home_lists_installed_models_and_masks_db_password(empty_weights, monkeypatch):
@@ -107,3 +107,27 @@ def test_a_session_keeps_its_last_images_within_a_pixel_budget():
     many = {i: np.zeros((2, 2, 3), np.uint8) for i in range(9)}
     keep_images(many, max_pixels=10**9, most=5)
     assert list(many) == [4, 5, 6, 7, 8]
+
+
+def test_shared_deployment_asks_to_sign_in_before_any_page(monkeypatch):
+    """With [auth] configured (st.login, OIDC), nothing is shown until the user signs in."""
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.secrets["auth"] = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "x" * 32,
+        "client_id": "cellkit",
+        "client_secret": "s",
+        "server_metadata_url": "http://idp/.well-known",
+    }
+    at.run()
+    assert not at.exception
+    assert any(b.label == "Sign in" for b in at.button)
+    assert any("sign in to see your own analyses" in i.value for i in at.info)
+    assert not at.dataframe and not at.metric  # no page ran
+
+
+def test_single_user_mode_needs_no_sign_in(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception and not any(b.label == "Sign in" for b in at.button)

@@ -380,3 +380,14 @@ def test_batch_job_is_listed_with_totals_and_a_smear_opens(tmp_path, monkeypatch
     else:
         assert slide["image"] is None
         assert any("outside the data folders" in i.value for i in at.info)
+
+
+def test_saved_analyses_come_back_after_a_reload():
+    """Analyses belong to the user (single-user mode: the account running the app), not to a browser session."""
+    first = _page().run()
+    first.button[0].click().run()  # "Try a demo smear": analysed and saved
+    saved = first.session_state["slide"]["id"]
+    again = _page().run()  # a reload: a new session
+    assert not again.exception
+    past = next(d.value for d in again.dataframe if "file_name" in d.value.columns)
+    assert saved in list(past["id"])
