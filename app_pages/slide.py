@@ -163,6 +163,12 @@ if slide:
                    "cells. " if nrbc.get("count") else "No nucleated red cells. ")
                 + f"Platelets: {result.counts['platelet']}, counted by the detector and never relabelled."
             )  # fmt: skip
+            rejected = result.rejected()
+            if rejected:
+                st.caption(
+                    "Rejected in review, not counted: "
+                    + ", ".join(f"{result.display_name(k).split(': ', 1)[1]} {n}" for k, n in rejected.items())
+                )
             if "unknown" in diff:
                 st.warning(
                     f"{diff['unknown']['count']} white cell(s) are Unidentified — review: unlike the cells the model "

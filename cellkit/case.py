@@ -26,7 +26,10 @@ def case_summary(name: str, fields: Sequence[SlideResult], target_wbc: int = DEF
     nrbc = 0
     wbc = rbc = platelets = 0
     flagged = 0
+    rejected: dict[str, int] = {}
     for result in fields:
+        for k, v in result.rejected().items():
+            rejected[k] = rejected.get(k, 0) + v
         for group, v in result.differential().items():
             counts[group] = counts.get(group, 0) + int(v["count"])
         nrbc += int(result.nrbc().get("count", 0))
@@ -56,6 +59,7 @@ def case_summary(name: str, fields: Sequence[SlideResult], target_wbc: int = DEF
         "platelets_per_1000_rbc": round(1000.0 * platelets / rbc, 1) if rbc else None,
         "platelet_caveat": PLATELET_CAVEAT,
         "flagged_cells": flagged,
+        "rejected": rejected,
         "models": _models(fields),
     }
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from cellkit.crops import crop_box
 from cellkit.errors import CellkitError
-from cellkit.taxonomy import UNKNOWN
+from cellkit.taxonomy import REJECTIONS, UNKNOWN
 from cellkit.types import DETECTION_CLASSES, Detections
 
 CLASSIFIED = ("wbc", "platelet")  # detector classes whose crops go through the classifier
@@ -183,7 +183,7 @@ class SlideResult:
         them, every bundled taxonomy, the default one last so that its names win)."""
         from cellkit.taxonomy import DEFAULT_TAXONOMY, UNKNOWN_NAME, list_taxonomies, load_taxonomy
 
-        names = {UNKNOWN: UNKNOWN_NAME}
+        names = {UNKNOWN: UNKNOWN_NAME, **REJECTIONS}
         fallback = [t for t in list_taxonomies() if t != DEFAULT_TAXONOMY] + [DEFAULT_TAXONOMY]
         for name in self.taxonomies or fallback:
             try:
@@ -239,7 +239,19 @@ class SlideResult:
         wbc = self.detections.class_id == DETECTION_CLASSES.index("wbc")
         if "label" not in self.detections.data:
             return []
-        return [self.groups.get(lab, lab) for lab, is_wbc in zip(self.labels(), wbc, strict=True) if is_wbc]
+        return [
+            self.groups.get(lab, lab)
+            for lab, is_wbc in zip(self.labels(), wbc, strict=True)
+            if is_wbc and lab not in REJECTIONS
+        ]
+
+    def rejected(self) -> dict[str, int]:
+        """Boxes a reviewer rejected (artefact, smudge cell, not a cell), by rejection: kept, never counted."""
+        out: dict[str, int] = {}
+        for lab in self.labels():
+            if lab in REJECTIONS:
+                out[lab] = out.get(lab, 0) + 1
+        return out
 
     def differential(self) -> dict[str, dict[str, float]]:
         """The clinical WBC differential: {group: {"count": n, "percent": p}} over the white cells, corrections
@@ -276,7 +288,11 @@ class SlideResult:
         """Final labels of one detector class's boxes (e.g. red-cell forms): {label: {"count", "percent"}},
         corrections applied, largest first; {} when no model labelled that class."""
         cls = self.detections.class_name == cell_type
-        labels = [lab for lab, keep in zip(self.labels(), cls, strict=True) if keep and lab != cell_type]
+        labels = [
+            lab
+            for lab, keep in zip(self.labels(), cls, strict=True)
+            if keep and lab != cell_type and lab not in REJECTIONS
+        ]
         counts: dict[str, int] = {}
         for lab in labels:
             counts[lab] = counts.get(lab, 0) + 1
@@ -316,6 +332,7 @@ class SlideResult:
             "counts": self.counts,
             "differential": self.differential(),
             "nrbc": self.nrbc(),
+            "rejected": self.rejected(),
             "timings": self.timings,
             "models": self.models,
             "node_ids": list(self.node_ids),

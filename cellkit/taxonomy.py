@@ -29,6 +29,9 @@ DEFAULT_TAXONOMY = "pbc"  # the white-cell tree of the bundled models: the one h
 DEFAULT_DATASET = "pbc"  # its dataset rule (folder names of ../shared/data/pbc)
 UNKNOWN = "unknown"  # the label of a cell flagged for review (cellkit.unknown); never a node of a taxonomy
 UNKNOWN_NAME = "Unidentified — review"
+# A reviewer's rejection of a box (a correction to one of these): never counted in a differential or a form share.
+REJECTIONS = {"reject_artefact": "Rejected: artefact", "reject_smudge": "Rejected: smudge cell",
+              "reject_not_a_cell": "Rejected: not a cell"}  # fmt: skip
 
 
 @dataclass(frozen=True)

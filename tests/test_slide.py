@@ -344,3 +344,15 @@ def test_platelet_boxes_are_never_relabelled_by_the_white_cell_model():
     assert relabelled  # the untrained model calls these platelets something else: the rule is exercised
     assert all("counted as the detector's platelet" in result.detections.data["review"][i] for i in relabelled
                if result.labels()[i] == "platelet")  # fmt: skip
+
+
+def test_rejected_boxes_are_kept_but_never_counted():
+    result = _labelled_wbc(["segmented_neutrophil", "lymphocyte", "lymphocyte", "erythroblast"])
+    result.corrections[1] = "reject_smudge"  # a smudge cell: reported apart, not a lymphocyte
+    result.corrections[3] = "reject_artefact"
+    diff = result.differential()
+    assert diff == {"neutrophil": {"count": 1, "percent": 50.0}, "lymphocyte": {"count": 1, "percent": 50.0}}
+    assert result.nrbc() == {"count": 0, "per_100_wbc": 0.0}
+    assert result.rejected() == {"reject_smudge": 1, "reject_artefact": 1}
+    assert result.display_name("reject_smudge") == "Rejected: smudge cell"
+    assert len(result.detections) == 4 and result.to_dict()["rejected"]["reject_smudge"] == 1  # nothing lost

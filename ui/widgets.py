@@ -370,8 +370,17 @@ def cell_review_ui(image, result, clf, cells: list[int], key: str = "slide") -> 
     with left.form(f"{key}_reclassify"):
         ids = list(tax.ids)
         leaf = result.detections.data["leaf"][pick]
-        start = ids.index(labels[pick]) if labels[pick] in ids else (ids.index(leaf) if leaf in ids else 0)
-        new = st.selectbox("Reclassify as", ids, index=start, format_func=tax.display, key=f"{key}_reclassify_as")
+        from cellkit.taxonomy import REJECTIONS
+
+        choices = [*ids, *REJECTIONS]
+        start = choices.index(labels[pick]) if labels[pick] in choices else (ids.index(leaf) if leaf in ids else 0)
+        new = st.selectbox(
+            "Reclassify as (or reject the box)",
+            [*ids, *REJECTIONS],
+            index=start,
+            format_func=lambda n: REJECTIONS.get(n) or tax.display(n),
+            key=f"{key}_reclassify_as",
+        )
         note = st.text_input("Note (optional)", key=f"{key}_note")
         if st.form_submit_button("Save correction"):
             return pick, new, note

@@ -391,3 +391,20 @@ def test_saved_analyses_come_back_after_a_reload():
     assert not again.exception
     past = next(d.value for d in again.dataframe if "file_name" in d.value.columns)
     assert saved in list(past["id"])
+
+
+def test_a_box_is_rejected_in_review_and_leaves_the_differential():
+    img, *_ = make_smear(640, 480, n_wbc=2, n_rbc=10, n_platelet=2, seed=4)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    classes = at.session_state["slide"]["result"].detections.class_name
+    picker = at.selectbox(key="slide_cell")
+    cell = next(i for i in range(len(classes)) if classes[i] == "wbc")
+    picker.set_value(cell).run()
+    before = sum(v["count"] for v in at.session_state["slide"]["result"].differential().values())
+    at.selectbox(key="slide_reclassify_as").set_value("reject_not_a_cell")
+    _submit(at, "slide_reclassify").click().run()
+    assert not at.exception
+    result = at.session_state["slide"]["result"]
+    assert result.corrections == {cell: "reject_not_a_cell"}
+    assert sum(v["count"] for v in result.differential().values()) == before - 1
+    assert any("Rejected in review, not counted: not a cell 1" in c.value for c in at.caption)
