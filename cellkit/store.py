@@ -1,6 +1,7 @@
 """Database of analyses: every detection, prediction and correction, scoped by owner.
 
-SQLAlchemy 2 ORM; SQLite file by default (``config.db_url()``), any SQL URL via ``CELLKIT_DB_URL``
+SQLAlchemy 2 ORM; the schema is built and upgraded in place by Alembic migrations (``cellkit/migrations``,
+run when a database is opened); SQLite file by default (``config.db_url()``), any SQL URL via ``CELLKIT_DB_URL``
 (``postgresql://`` uses psycopg 3). An analysis is written in one transaction: a failure half-way
 leaves nothing behind. Every read and write takes an ``owner`` (a browser session id or a user
 name), so two sessions never see each other's analyses.
@@ -125,6 +126,8 @@ class Correction(Base):
     label: Mapped[str] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     note: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(128), default="", server_default="")  # who (migration 0003)
+    from_label: Mapped[str] = mapped_column(String(64), default="", server_default="")  # the label it replaced
     detection: Mapped[DetectionRow] = relationship(back_populates="corrections")
 
 
@@ -160,6 +163,30 @@ class BatchItem(Base):
     wbc: Mapped[int] = mapped_column(Integer, default=0)
     rbc: Mapped[int] = mapped_column(Integer, default=0)
     platelet: Mapped[int] = mapped_column(Integer, default=0)
+
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATING = threading.Lock()  # Alembic's ``context`` is one module-level proxy: one migration run per process
+
+
+def migrate(conn: Connection) -> None:
+    """Bring the database on ``conn`` to the newest schema with its Alembic migrations (``cellkit/migrations``).
+
+    An empty database gets every table; one made by cellkit before migrations existed (tables, no
+    ``alembic_version``) is stamped with the revision it matches, then upgraded in place, its rows kept.
+    """
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    with _MIGRATING:
+        tables = set(inspect(conn).get_table_names())
+        if "alembic_version" not in tables and "analyses" in tables:
+            command.stamp(cfg, "0002" if "batch_jobs" in tables else "0001")
+        command.upgrade(cfg, "head")
 
 
 def _opt(value: Any) -> float | None:
@@ -381,7 +408,7 @@ class Store:
             for attempt in itertools.count():
                 try:
                     with self.engine.begin() as conn:
-                        Base.metadata.create_all(conn)
+                        migrate(conn)
                     break
                 except (SQLAlchemyError, OSError) as exc:
                     err = self._error(exc, op)
@@ -758,19 +785,24 @@ class Store:
 
         self._run("delete the analysis", work, write=True)
 
-    def add_correction(self, analysis_id: int, index: int, label: str, owner: str, note: str = "") -> int:
-        """Record a reviewer's label for box ``index`` of an analysis (the model's label is kept)."""
+    def add_correction(
+        self, analysis_id: int, index: int, label: str, owner: str, note: str = "", author: str = ""
+    ) -> int:
+        """Record a reviewer's label for box ``index`` of an analysis: who (``author``, default the owner), when,
+        from which label to which, and the note. The model's label and earlier corrections are never changed."""
+        from cellkit.taxonomy import REJECTIONS
 
         def work(session: Session) -> int:
             a = self._get(session, analysis_id, owner)
-            if a.node_ids and label not in a.node_ids:
+            if a.node_ids and label not in a.node_ids and label not in REJECTIONS:
                 raise CellkitError(f"unknown label {label!r}; choose a node of the taxonomy ({', '.join(a.node_ids)})")
             row = session.scalar(
                 select(DetectionRow).where(DetectionRow.analysis_id == a.id, DetectionRow.idx == int(index))
             )
             if row is None:
                 raise CellkitError(f"analysis {analysis_id} has no cell #{index}; pick a cell from its gallery")
-            corr = Correction(label=label, note=note)
+            before = row.corrections[-1].label if row.corrections else (row.label or row.cls)
+            corr = Correction(label=label, note=note, author=author or a.owner, from_label=before)
             row.corrections.append(corr)
             session.flush()
             return int(corr.id)
@@ -778,7 +810,7 @@ class Store:
         return self._run("save the correction", work, write=True)
 
     def corrections(self, analysis_id: int, owner: str) -> list[dict[str, Any]]:
-        """Every correction of an analysis, oldest first: cell index, model label, new label, time, note."""
+        """Every correction of an analysis, oldest first: cell index, model label, from -> to, who, when, note."""
 
         def work(session: Session) -> list[dict[str, Any]]:
             a = self._get(session, analysis_id, owner, full=True)
@@ -786,8 +818,10 @@ class Store:
                 {
                     "index": d.idx,
                     "model_label": d.label,
+                    "from_label": c.from_label,
                     "label": c.label,
-                    "created": c.created.isoformat(timespec="seconds"),
+                    "author": c.author,
+                    "created": c.created.isoformat(timespec="seconds") if c.created else "",
                     "note": c.note,
                 }
                 for d in a.detections
