@@ -80,3 +80,25 @@ def tiny_classifier_for(name: str | None = None):
         clf.spec.crop_scale, clf.spec.crop_reference = 2.0, "slide"
         return clf
     return build_tiny_classifier()
+
+
+def labelled_result(labels: list[str], classes: list[str] | None = None, name: str = ""):
+    """A SlideResult whose boxes already carry these final labels (white cells unless ``classes`` says otherwise),
+    grouped by the PBC tree: for differential, case and report tests without any model."""
+    from cellkit.slide import SlideResult
+    from cellkit.taxonomy import load_taxonomy
+    from cellkit.types import DETECTION_CLASSES
+
+    n = len(labels)
+    classes = classes or ["wbc"] * n
+    xy = np.array([[20 * i, 0, 20 * i + 18, 18] for i in range(n)], np.float32)
+    data = {
+        "leaf": np.array(labels, dtype=object), "label": np.array(labels, dtype=object),
+        "cls_confidence": np.ones(n, np.float32), "ood_score": np.zeros(n, np.float32),
+        "node_probs": np.zeros((n, 1), np.float32),
+    }  # fmt: skip
+    cls = np.array([DETECTION_CLASSES.index(c) for c in classes], np.int64)
+    dets = Detections(xy, np.ones(n, np.float32), cls, DETECTION_CLASSES, data)
+    return SlideResult(dets, (40, 20 * n + 20), node_ids=("x",), name=name, taxonomies=("pbc",),
+                       groups=load_taxonomy("pbc").primary_grouping(),
+                       models={"detector": {"name": "d", "sha256": "ab"}})  # fmt: skip

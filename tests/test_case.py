@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+from _fakes import labelled_result
 
 from cellkit.case import case_summary
-from cellkit.slide import SlideResult
-from cellkit.taxonomy import load_taxonomy
-from cellkit.types import DETECTION_CLASSES, Detections
 
 
-def field(labels: list[str], classes: list[str], name: str) -> SlideResult:
-    n = len(labels)
-    xy = np.array([[20 * i, 0, 20 * i + 18, 18] for i in range(n)], np.float32)
-    data = {
-        "leaf": np.array(labels, dtype=object), "label": np.array(labels, dtype=object),
-        "cls_confidence": np.ones(n, np.float32), "ood_score": np.zeros(n, np.float32),
-        "node_probs": np.zeros((n, 1), np.float32),
-    }  # fmt: skip
-    cls = np.array([DETECTION_CLASSES.index(c) for c in classes])
-    dets = Detections(xy, np.ones(n, np.float32), cls, DETECTION_CLASSES, data)
-    return SlideResult(dets, (40, 400), node_ids=("x",), name=name, groups=load_taxonomy("pbc").primary_grouping(),
-                       taxonomies=("pbc",), models={"detector": {"name": "d", "sha256": "ab"}})  # fmt: skip
+def field(labels: list[str], classes: list[str], name: str):
+    return labelled_result(labels, classes, name)
 
 
 def test_case_totals_over_fields():

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from _fakes import ColourDetector
+from _fakes import ColourDetector, labelled_result
 
 from cellkit.classify import build_tiny_classifier
 from cellkit.errors import CellkitError
@@ -305,26 +305,10 @@ def test_a_result_that_names_no_taxonomy_still_shows_display_names():
     assert result.display_name("burr_cell") == "Burr cell" and result.display_name("lymphocyte") == "Lymphocyte"
 
 
-def _labelled_wbc(labels: list[str]) -> SlideResult:
-    from cellkit.taxonomy import load_taxonomy
-    from cellkit.types import DETECTION_CLASSES
-
-    n = len(labels)
-    xy = np.array([[20 * i, 0, 20 * i + 18, 18] for i in range(n)], np.float32)
-    data = {
-        "leaf": np.array(labels, dtype=object), "label": np.array(labels, dtype=object),
-        "cls_confidence": np.ones(n, np.float32), "ood_score": np.zeros(n, np.float32),
-        "node_probs": np.zeros((n, 1), np.float32),
-    }  # fmt: skip
-    dets = Detections(xy, np.ones(n, np.float32), np.zeros(n, np.int64), DETECTION_CLASSES, data)
-    return SlideResult(dets, (40, 200), node_ids=("x",), groups=load_taxonomy("pbc").primary_grouping(),
-                       taxonomies=("pbc",))  # fmt: skip
-
-
 def test_clinical_differential_order_nrbc_apart_and_platelet_labels_to_review():
     labels = ["eosinophil", "segmented_neutrophil", "lymphocyte", "erythroblast", "band_neutrophil",
               "platelet", "unknown", "lymphocyte", "segmented_neutrophil"]  # fmt: skip
-    result = _labelled_wbc(labels)
+    result = labelled_result(labels)
     diff = result.differential()
     assert list(diff) == ["neutrophil", "lymphocyte", "eosinophil", "unknown"]  # clinical order, review last
     assert diff["neutrophil"]["count"] == 3 and diff["unknown"]["count"] == 2  # the "platelet" white cell too
@@ -347,7 +331,7 @@ def test_platelet_boxes_are_never_relabelled_by_the_white_cell_model():
 
 
 def test_rejected_boxes_are_kept_but_never_counted():
-    result = _labelled_wbc(["segmented_neutrophil", "lymphocyte", "lymphocyte", "erythroblast"])
+    result = labelled_result(["segmented_neutrophil", "lymphocyte", "lymphocyte", "erythroblast"])
     result.corrections[1] = "reject_smudge"  # a smudge cell: reported apart, not a lymphocyte
     result.corrections[3] = "reject_artefact"
     diff = result.differential()
