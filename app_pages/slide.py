@@ -158,7 +158,7 @@ if slide:
             nrbc = result.nrbc()
             n_white = sum(v["count"] for v in diff.values())
             st.caption(
-                f"{n_white} white cells, in the usual reporting order. "
+                f"{n_white} white cell(s), in the usual reporting order. "
                 + (f"**NRBC: {nrbc['count']}** ({nrbc['per_100_wbc']:g} per 100 WBC), not counted among the white "
                    "cells. " if nrbc.get("count") else "No nucleated red cells. ")
                 + f"Platelets: {result.counts['platelet']}, counted by the detector and never relabelled."

@@ -308,7 +308,8 @@ def differential_bar(differential: dict, taxonomy=None):
             marker_color=[class_colour(taxonomy, n) for n in names],
         )
     )
-    fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=60 + 28 * len(names), xaxis_title="% of white cells")
+    height = max(150, 70 + 28 * len(names))  # room for the axis title under a single bar
+    fig.update_layout(margin=dict(l=0, r=0, t=10, b=0), height=height, xaxis_title="% of white cells")
     return fig
 
 
