@@ -8,7 +8,10 @@ platelet estimate per 1,000 red cells, with the progress towards the target coun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from cellkit.slide import SlideResult
 from cellkit.taxonomy import UNKNOWN
@@ -20,8 +23,14 @@ PLATELET_CAVEAT = (
 )
 
 
-def case_summary(name: str, fields: Sequence[SlideResult], target_wbc: int = DEFAULT_TARGET_WBC) -> dict[str, Any]:
-    """The case's totals over its ``fields`` (see the module docstring); every figure from the final labels."""
+def case_summary(
+    name: str,
+    fields: Sequence[SlideResult],
+    target_wbc: int = DEFAULT_TARGET_WBC,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The case's totals over its ``fields`` (see the module docstring); every figure from the final labels.
+    ``details``: the specimen's details as entered (printed on the report)."""
     counts: dict[str, int] = {}
     nrbc = 0
     wbc = rbc = platelets = 0
@@ -43,6 +52,7 @@ def case_summary(name: str, fields: Sequence[SlideResult], target_wbc: int = DEF
     n = len(fields)
     return {
         "case": name,
+        "details": dict(details or {}),
         "fields": n,
         "images": [r.name for r in fields],
         "target_wbc": int(target_wbc),
@@ -69,4 +79,34 @@ def _models(fields: Sequence[SlideResult]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for r in fields:
         out.update(r.models)
+    return out
+
+
+def case_thumbnails(image: np.ndarray, result: SlideResult, most: int = 40) -> list[tuple[np.ndarray, str]]:
+    """Small crops (96 px) of a field's cells that are flagged for review, corrected or added by a reviewer, with
+    a caption (file and cell number), for the case report."""
+    import cv2
+
+    from cellkit.crops import crop_box
+
+    out = []
+    for i, lab in enumerate(result.labels()):
+        if len(out) >= most:
+            break
+        if lab == UNKNOWN or i in result.corrections or i in result.added:
+            crop = crop_box(image, result.detections.xyxy[i], 1.5)
+            small = cv2.resize(crop, (96, 96), interpolation=cv2.INTER_AREA)
+            out.append((small, f"{Path(result.name).stem[:10]} #{i}"))
+    return out
+
+
+def history_lines(events: Sequence[dict[str, Any]]) -> list[str]:
+    """The case's sign-offs and amendments (``Store.case(...)["events"]``), one sentence each, oldest first."""
+    out = []
+    for e in events:
+        if e["kind"] == "signed":
+            note = f" {e['note']}" if e["note"] else ""
+            out.append(f"Version {e['version']} signed by {e['who']} at {e['created']}.{note}")
+        elif e["kind"] == "amended":
+            out.append(f"Amended by {e['who']} at {e['created']}, opening version {e['version']}: {e['note']}")
     return out

@@ -193,3 +193,17 @@ def max_heavy_jobs() -> int:
 def heavy_job_timeout_s() -> int:
     """Longest wait, in seconds, for a free analysis slot before giving up (``CELLKIT_HEAVY_JOB_TIMEOUT_S``)."""
     return _positive_int("CELLKIT_HEAVY_JOB_TIMEOUT_S", 600)
+
+
+IMAGE_STORES = ("files", "database", "off")
+
+
+def image_store() -> str:
+    """How analysed images are kept for reopening (``CELLKIT_IMAGE_STORE``): ``files`` (content-addressed PNG files
+    beside the database, the default), ``database`` (blobs in the database) or ``off``."""
+    mode = os.environ.get("CELLKIT_IMAGE_STORE", "files").strip().lower() or "files"
+    if mode not in IMAGE_STORES:
+        from cellkit.errors import CellkitError
+
+        raise CellkitError(f"CELLKIT_IMAGE_STORE: expected one of {', '.join(IMAGE_STORES)}, got {mode!r}")
+    return mode

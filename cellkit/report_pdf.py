@@ -34,9 +34,11 @@ def case_pdf(
     thumbnails: Sequence[tuple[np.ndarray, str]] = (),
     reviewer: str = "",
     signed_at: str = "",
+    history: Sequence[str] = (),
 ) -> bytes:
     """The case report as PDF bytes. ``display`` turns a node id into its display name; ``thumbnails`` are
-    (RGB crop, caption) of the flagged and corrected cells (at most ``MAX_THUMBNAILS`` are printed)."""
+    (RGB crop, caption) of the flagged and corrected cells (at most ``MAX_THUMBNAILS`` are printed); ``history``
+    the case's sign-offs and amendments, one line each (:func:`cellkit.case.history_lines`)."""
     from fpdf import FPDF
     from PIL import Image
 
@@ -65,6 +67,9 @@ def case_pdf(
 
     heading("Specimen")
     line(f"Case: {summary['case']}    Fields analysed: {summary['fields']}")
+    for key, value in (summary.get("details") or {}).items():
+        if str(value).strip():
+            line(f"{str(key).replace('_', ' ').capitalize()}: {value}")
     line("Images: " + ", ".join(Path(n).name for n in summary["images"]))
 
     heading("White-cell differential")
@@ -121,4 +126,6 @@ def case_pdf(
 
     heading("Review and sign-off")
     line(f"Reviewed and signed by {reviewer} at {signed_at}." if reviewer else "Not signed: no reviewer has signed.")
+    for text in history:
+        line(text)
     return bytes(pdf.output())

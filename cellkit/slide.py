@@ -164,7 +164,8 @@ class SlideResult:
 
     ``detections.data`` holds, per box, ``leaf``/``label`` (str, "" when not classified),
     ``cls_confidence``, ``ood_score`` and ``node_probs`` (n, len(node_ids); NaN rows when not
-    classified). ``corrections`` maps a box index to the node id a reviewer chose instead.
+    classified). ``corrections`` maps a box index to the node id a reviewer chose instead; ``added`` maps
+    the index of a box a reviewer added (a missed cell, :func:`cellkit.review.add_cell`) to who added it.
     """
 
     detections: Detections
@@ -177,6 +178,7 @@ class SlideResult:
     corrections: dict[int, str] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)  # leaf/node -> differential group (pbc8)
     taxonomies: tuple[str, ...] = ()  # the classifiers' taxonomies, in node_ids order (display names in exports)
+    added: dict[int, str] = field(default_factory=dict)
 
     def _display_names(self) -> dict[str, str]:
         """Display name of every node id of ``node_ids`` (from its taxonomies; for a result that does not name
@@ -317,6 +319,7 @@ class SlideResult:
             frame["review"] = d.data.get("review", "")
             frame["corrected"] = [self.corrections.get(i, "") for i in range(len(d))]
             frame["shown_as"] = self.shown_as()
+            frame["added_by"] = [self.added.get(i, "") for i in range(len(d))]
             probs = np.round(d.data["node_probs"].astype(float), 6)
             for j, node in enumerate(self.node_ids):
                 frame[f"p_{node}"] = probs[:, j]
@@ -337,6 +340,7 @@ class SlideResult:
             "models": self.models,
             "node_ids": list(self.node_ids),
             "corrections": {str(k): v for k, v in self.corrections.items()},
+            "added": {str(k): v for k, v in self.added.items()},
             "groups": self.groups,
             "taxonomies": list(self.taxonomies),
             "cells": cells,
@@ -375,6 +379,7 @@ class SlideResult:
             corrections={int(k): v for k, v in raw.get("corrections", {}).items()},
             groups=dict(raw.get("groups", {})),
             taxonomies=tuple(raw.get("taxonomies", ())),
+            added={int(k): v for k, v in raw.get("added", {}).items()},
         )
 
 

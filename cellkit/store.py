@@ -35,6 +35,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -90,6 +91,9 @@ class Analysis(Base):
     node_ids: Mapped[list] = mapped_column(JSON, default=list)
     groups: Mapped[dict] = mapped_column(JSON, default=dict)
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    case_id: Mapped[int | None] = mapped_column(  # the case it is a field of (migration 0004)
+        ForeignKey("cases.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     detections: Mapped[list[DetectionRow]] = relationship(
         back_populates="analysis", cascade="all, delete-orphan", order_by="DetectionRow.idx"
     )
@@ -112,6 +116,7 @@ class DetectionRow(Base):
     cls_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     probs: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    added_by: Mapped[str] = mapped_column(String(128), default="", server_default="")  # a reviewer's added cell
     analysis: Mapped[Analysis] = relationship(back_populates="detections")
     corrections: Mapped[list[Correction]] = relationship(
         back_populates="detection", cascade="all, delete-orphan", order_by="Correction.id"
@@ -128,6 +133,7 @@ class Correction(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     author: Mapped[str] = mapped_column(String(128), default="", server_default="")  # who (migration 0003)
     from_label: Mapped[str] = mapped_column(String(64), default="", server_default="")  # the label it replaced
+    case_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the case's version it amends
     detection: Mapped[DetectionRow] = relationship(back_populates="corrections")
 
 
@@ -165,6 +171,54 @@ class BatchItem(Base):
     platelet: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class Case(Base):
+    """A specimen: many fields (analyses) counted together, signed off by a reviewer (migration 0004).
+
+    ``status`` is ``open`` or ``signed``; a signed case is locked until it is amended, which opens version
+    ``version + 1``. Every sign-off and amendment is a :class:`CaseEvent`; nothing is ever overwritten."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    target_wbc: Mapped[int] = mapped_column(Integer, default=100, server_default="100")
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
+    events: Mapped[list[CaseEvent]] = relationship(
+        back_populates="case", cascade="all, delete-orphan", order_by="CaseEvent.id"
+    )
+
+
+class CaseEvent(Base):
+    """One step of a case's history: created, signed (with the summary that was signed) or amended (why)."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    who: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    summary: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    case: Mapped[Case] = relationship(back_populates="events")
+
+
+class StoredImage(Base):
+    """An analysed image as PNG, by the sha256 of its pixels (``CELLKIT_IMAGE_STORE=database``)."""
+
+    __tablename__ = "images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATING = threading.Lock()  # Alembic's ``context`` is one module-level proxy: one migration run per process
 
@@ -185,7 +239,7 @@ def migrate(conn: Connection) -> None:
     with _MIGRATING:
         tables = set(inspect(conn).get_table_names())
         if "alembic_version" not in tables and "analyses" in tables:
-            command.stamp(cfg, "0002" if "batch_jobs" in tables else "0001")
+            command.stamp(cfg, "0002" if "batch_jobs" in tables else "0001")  # pre-Alembic databases
         command.upgrade(cfg, "head")
 
 
@@ -217,6 +271,7 @@ def detection_records(result: SlideResult) -> list[dict[str, Any]]:
             "cls_confidence": None,
             "ood_score": None,
             "probs": None,
+            "added_by": str(result.added.get(i, "")),
         }
         if classified and data["label"][i]:
             row["leaf"], row["label"] = str(data["leaf"][i]), str(data["label"][i])
@@ -552,17 +607,28 @@ class Store:
         self._run("open the database", lambda session: session.execute(select(1)).scalar())
 
     def save_analysis(
-        self, result: SlideResult, owner: str, file_name: str = "", metadata: dict[str, Any] | None = None
+        self,
+        result: SlideResult,
+        owner: str,
+        file_name: str = "",
+        metadata: dict[str, Any] | None = None,
+        case_id: int | None = None,
     ) -> int:
         """Store a result with all its boxes in ONE transaction; returns the new analysis id.
 
-        ``result`` is only read, never changed: after a :class:`StoreError` nothing was written, and
-        the same call can be made again (a "retry" button) or the result exported (``result.to_json()``).
+        ``case_id``: add it as a field of that case (refused when the case is signed off). ``result`` is only
+        read, never changed: after a :class:`StoreError` nothing was written, and the same call can be made
+        again (a "retry" button) or the result exported (``result.to_json()``).
         """
         owner = _owner(owner)
         meta = json.loads(json.dumps(metadata or {}, default=str))
-        return self._run("save the analysis", lambda session: _insert_analysis(session, result, owner, file_name, meta),
-                         write=True)  # fmt: skip
+
+        def work(session: Session) -> int:
+            if case_id is not None:
+                _open_case(self._case(session, case_id, owner), "add a field to it")
+            return _insert_analysis(session, result, owner, file_name, meta, case_id)
+
+        return self._run("save the analysis", work, write=True)
 
     def count_analyses(self, owner: str | None = None) -> int:
         """Analyses in the database (all owners, or only ``owner``'s), e.g. for the Home page."""
@@ -729,54 +795,17 @@ class Store:
 
     def load_analysis(self, analysis_id: int, owner: str) -> SlideResult:
         """Rebuild the :class:`SlideResult` (latest correction per box applied)."""
-
-        def work(session: Session) -> SlideResult:
-            a = self._get(session, analysis_id, owner, full=True)
-            dets = a.detections
-            n, node_ids = len(dets), tuple(a.node_ids or ())
-            data: dict[str, np.ndarray] = {}
-            if node_ids:
-                data = {
-                    "leaf": np.array([d.leaf for d in dets], dtype=object),
-                    "label": np.array([d.label for d in dets], dtype=object),
-                    "cls_confidence": np.array([_nan(d.cls_confidence) for d in dets], np.float32),
-                    "ood_score": np.array([_nan(d.ood_score) for d in dets], np.float32),
-                    "node_probs": np.array(
-                        [[_nan(p) for p in d.probs] if d.probs else [np.nan] * len(node_ids) for d in dets],
-                        np.float32,
-                    ).reshape(n, len(node_ids)),
-                }
-            detections = Detections(
-                np.array([[d.x1, d.y1, d.x2, d.y2] for d in dets], np.float32).reshape(n, 4),
-                np.array([d.confidence for d in dets], np.float32),
-                np.array([DETECTION_CLASSES.index(d.cls) for d in dets], np.int64),
-                DETECTION_CLASSES,
-                data,
-            )
-            models = {"detector": {"name": a.detector_name, "sha256": a.detector_sha256}}
-            if a.classifier_name:
-                models["classifier"] = {"name": a.classifier_name, "sha256": a.classifier_sha256}
-            models.update((a.meta or {}).get("models", {}))  # every model of the analysis (e.g. the red-cell one)
-            return SlideResult(
-                detections=detections,
-                image_shape=(a.height, a.width),
-                node_ids=node_ids,
-                timings=dict(a.timings or {}),
-                models=models,
-                name=a.file_name,
-                image_sha256=a.image_sha256,
-                corrections={d.idx: d.corrections[-1].label for d in dets if d.corrections},
-                groups=dict(a.groups or {}),
-                taxonomies=tuple((a.meta or {}).get("taxonomies", ())),
-            )
-
-        return self._run("load the analysis", work)
+        return self._run("load the analysis", lambda session: _result(self._get(session, analysis_id, owner, True)))
 
     def delete_analysis(self, analysis_id: int, owner: str) -> None:
-        """Delete an analysis with its detections and corrections (in one transaction)."""
+        """Delete an analysis with its detections and corrections (in one transaction); refused for a field of a
+        signed-off case."""
 
         def work(session: Session) -> None:
-            aid = self._get(session, analysis_id, owner).id
+            a = self._get(session, analysis_id, owner)
+            if a.case_id is not None:
+                _open_case(session.get(Case, a.case_id), "delete its fields")
+            aid = a.id
             boxes = select(DetectionRow.id).where(DetectionRow.analysis_id == aid)
             session.execute(delete(Correction).where(Correction.detection_id.in_(boxes)))
             session.execute(delete(DetectionRow).where(DetectionRow.analysis_id == aid))
@@ -789,11 +818,15 @@ class Store:
         self, analysis_id: int, index: int, label: str, owner: str, note: str = "", author: str = ""
     ) -> int:
         """Record a reviewer's label for box ``index`` of an analysis: who (``author``, default the owner), when,
-        from which label to which, and the note. The model's label and earlier corrections are never changed."""
+        from which label to which, and the note. The model's label and earlier corrections are never changed.
+        Refused for a field of a signed-off case (amend the case first)."""
         from cellkit.taxonomy import REJECTIONS
 
         def work(session: Session) -> int:
             a = self._get(session, analysis_id, owner)
+            case = session.get(Case, a.case_id) if a.case_id is not None else None
+            if case is not None:
+                _open_case(case, "change its cells")
             if a.node_ids and label not in a.node_ids and label not in REJECTIONS:
                 raise CellkitError(f"unknown label {label!r}; choose a node of the taxonomy ({', '.join(a.node_ids)})")
             row = session.scalar(
@@ -802,12 +835,33 @@ class Store:
             if row is None:
                 raise CellkitError(f"analysis {analysis_id} has no cell #{index}; pick a cell from its gallery")
             before = row.corrections[-1].label if row.corrections else (row.label or row.cls)
-            corr = Correction(label=label, note=note, author=author or a.owner, from_label=before)
+            corr = Correction(label=label, note=note, author=author or a.owner, from_label=before,
+                              case_version=case.version if case is not None else None)  # fmt: skip
             row.corrections.append(corr)
             session.flush()
             return int(corr.id)
 
         return self._run("save the correction", work, write=True)
+
+    def add_cell(self, analysis_id: int, result: SlideResult, index: int, owner: str) -> int:
+        """Store box ``index`` of ``result`` (a cell a reviewer added, :func:`cellkit.review.add_cell`) as a new box
+        of the analysis; returns its index. Refused for a field of a signed-off case."""
+        rows = detection_records(result)
+        if not 0 <= index < len(rows) or index not in result.added:
+            raise CellkitError(f"add a cell: box #{index} is not a cell added by a reviewer")
+
+        def work(session: Session) -> int:
+            a = self._get(session, analysis_id, owner)
+            if a.case_id is not None:
+                _open_case(session.get(Case, a.case_id), "add cells to it")
+            have = session.scalar(select(func.count()).where(DetectionRow.analysis_id == a.id))
+            if int(have) != index:
+                raise CellkitError(f"add a cell: the analysis has {have} boxes, expected the new one as #{have}, "
+                                   f"got #{index}; reopen the analysis and add the cell again")  # fmt: skip
+            session.execute(insert(DetectionRow), [{**rows[index], "analysis_id": a.id}])
+            return index
+
+        return self._run("add the cell", work, write=True)
 
     def corrections(self, analysis_id: int, owner: str) -> list[dict[str, Any]]:
         """Every correction of an analysis, oldest first: cell index, model label, from -> to, who, when, note."""
@@ -830,8 +884,214 @@ class Store:
 
         return self._run("read the corrections", work)
 
+    # ---- cases -------------------------------------------------------------------------------------
+    def _case(self, session: Session, case_id: int, owner: str) -> Case:
+        case = session.get(Case, int(case_id))
+        if case is None or case.owner != _owner(owner):
+            raise CellkitError(f"case {case_id} not found; pick one from the list of your cases")
+        return case
 
-def _insert_analysis(session: Session, result: SlideResult, owner: str, file_name: str, meta: dict[str, Any]) -> int:
+    def create_case(self, owner: str, name: str, target_wbc: int = 100, details: dict[str, Any] | None = None) -> int:
+        """A new, open case (specimen) of ``owner``; returns its id. ``details``: specimen fields for the report."""
+        owner, name = _owner(owner), " ".join(str(name or "").split())
+        if not name:
+            raise CellkitError("a case needs a name (e.g. the specimen or accession number)")
+        if not 1 <= int(target_wbc) <= 10_000:
+            raise CellkitError(f"target white-cell count: expected 1 to 10,000, got {target_wbc}")
+        details = json.loads(json.dumps(details or {}, default=str))
+
+        def work(session: Session) -> int:
+            case = Case(owner=owner, name=name[:256], target_wbc=int(target_wbc), details=details)
+            case.events.append(CaseEvent(version=1, kind="created", who=owner))
+            session.add(case)
+            session.flush()
+            return int(case.id)
+
+        return self._run("create the case", work, write=True)
+
+    def list_cases(self, owner: str) -> list[dict[str, Any]]:
+        """This owner's cases, newest first: id, name, created, status, version, fields, target and sign-off."""
+        owner = _owner(owner)
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            fields = dict(
+                session.execute(
+                    select(Analysis.case_id, func.count()).where(Analysis.owner == owner).group_by(Analysis.case_id)
+                ).all()
+            )
+            cases = session.scalars(
+                select(Case).where(Case.owner == owner).options(selectinload(Case.events)).order_by(Case.id.desc())
+            ).all()
+            return [_case_row(c, int(fields.get(c.id, 0))) for c in cases]
+
+        return self._run("list the cases", work)
+
+    def case(self, case_id: int, owner: str) -> dict[str, Any]:
+        """One case: its row (see :meth:`list_cases`), details, the ids of its fields in order and its events."""
+
+        def work(session: Session) -> dict[str, Any]:
+            c = self._case(session, case_id, owner)
+            ids = session.scalars(select(Analysis.id).where(Analysis.case_id == c.id).order_by(Analysis.id)).all()
+            row = _case_row(c, len(ids))
+            row["details"] = dict(c.details or {})
+            row["field_ids"] = [int(i) for i in ids]
+            row["events"] = [
+                {"version": e.version, "kind": e.kind, "who": e.who, "note": e.note, "created": _iso(e.created)}
+                for e in c.events
+            ]
+            return row
+
+        return self._run("read the case", work)
+
+    def case_fields(self, case_id: int, owner: str) -> list[tuple[int, SlideResult]]:
+        """(analysis id, result) of every field of a case, in the order they were added, in one read."""
+
+        def work(session: Session) -> list[tuple[int, SlideResult]]:
+            c = self._case(session, case_id, owner)
+            rows = session.scalars(
+                select(Analysis)
+                .where(Analysis.case_id == c.id)
+                .options(selectinload(Analysis.detections).selectinload(DetectionRow.corrections))
+                .order_by(Analysis.id)
+            ).all()
+            return [(int(a.id), _result(a)) for a in rows]
+
+        return self._run("read the fields of the case", work)
+
+    def sign_off(self, case_id: int, owner: str, reviewer: str, summary: dict[str, Any], note: str = "") -> int:
+        """Sign the case's current version as ``reviewer`` (with the summary signed, kept as it was): the case is
+        locked until amended. Returns the version signed."""
+        reviewer = " ".join(str(reviewer or "").split())
+        if not reviewer:
+            raise CellkitError("sign-off needs the reviewer's name")
+        frozen = json.loads(json.dumps(summary, default=str))
+
+        def work(session: Session) -> int:
+            c = self._case(session, case_id, owner)
+            _open_case(c, "sign it again")
+            c.status = "signed"
+            c.events.append(CaseEvent(version=c.version, kind="signed", who=reviewer, note=note, summary=frozen))
+            return int(c.version)
+
+        return self._run("sign off the case", work, write=True)
+
+    def amend_case(self, case_id: int, owner: str, who: str, reason: str) -> int:
+        """Open a signed case for changes as a new version (``version + 1``), logged with who and why; the signed
+        version and its summary stay as they were. Returns the new version."""
+        reason = str(reason or "").strip()
+        if not reason:
+            raise CellkitError("an amendment needs its reason (it goes into the audit trail and the report)")
+
+        def work(session: Session) -> int:
+            c = self._case(session, case_id, owner)
+            if c.status != "signed":
+                raise CellkitError(f"case {c.name!r} is not signed off; change it directly, no amendment needed")
+            c.version += 1
+            c.status = "open"
+            c.events.append(CaseEvent(version=c.version, kind="amended", who=who or c.owner, note=reason))
+            return int(c.version)
+
+        return self._run("amend the case", work, write=True)
+
+    def case_audit(self, case_id: int, owner: str) -> list[dict[str, Any]]:
+        """The case's audit trail, oldest first: its events (created, signed, amended) and every correction of its
+        fields (field, cell, from -> to, who, when, note, version)."""
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            c = self._case(session, case_id, owner)
+            out = [
+                {"at": e.created, "created": _iso(e.created), "version": e.version, "what": e.kind, "who": e.who,
+                 "field": "", "cell": None, "from_label": "", "label": "", "note": e.note}
+                for e in c.events
+            ]  # fmt: skip
+            rows = session.execute(
+                select(Analysis.file_name, DetectionRow.idx, DetectionRow.added_by, Correction)
+                .join(DetectionRow, DetectionRow.analysis_id == Analysis.id)
+                .join(Correction, Correction.detection_id == DetectionRow.id)
+                .where(Analysis.case_id == c.id)
+            ).all()
+            for file_name, idx, added_by, corr in rows:
+                out.append(
+                    {"at": corr.created, "created": _iso(corr.created), "version": corr.case_version,
+                     "what": "correction", "who": corr.author, "field": file_name, "cell": int(idx),
+                     "from_label": corr.from_label, "label": corr.label,
+                     "note": corr.note + (" (cell added by the reviewer)" if added_by else "")}
+                )  # fmt: skip
+            out.sort(key=lambda r: (_aware(r["at"]), r["what"] != "correction"))  # to the microsecond
+            return [{k: v for k, v in r.items() if k != "at"} for r in out]
+
+        return self._run("read the audit trail", work)
+
+    # ---- stored images (content-addressed) ------------------------------------------------------------
+    def image_folder(self) -> Path:
+        """Where ``files`` mode keeps images: ``CELLKIT_IMAGE_DIR``, else ``images/`` beside a SQLite database
+        file, else ``CELLKIT_HOME/images``."""
+        from cellkit import config
+
+        if os.environ.get("CELLKIT_IMAGE_DIR"):
+            return Path(os.environ["CELLKIT_IMAGE_DIR"]).expanduser()
+        if self._sqlite_file is not None:
+            return self._sqlite_file.parent / "images"
+        return config.home() / "images"
+
+    def save_image(self, image: np.ndarray, sha256: str) -> bool:
+        """Keep an analysed image by the sha256 of its pixels (``cellkit.slide.image_sha256``), as set by
+        ``CELLKIT_IMAGE_STORE``: ``files`` (PNG files beside the database, the default), ``database`` (blobs)
+        or ``off``. Returns whether it is stored; a second save of the same image writes nothing."""
+        from cellkit import config
+        from cellkit.io import encode_png
+
+        mode = config.image_store()
+        if mode == "off":
+            return False
+        if mode == "files":
+            from cellkit.writes import atomic_write_bytes
+
+            path = self.image_folder() / sha256[:2] / f"{sha256}.png"
+            if path.is_file():
+                return True
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(path, encode_png(image), fallback=False)
+            except (OSError, CellkitError) as exc:
+                raise StoreError(f"cannot store the image in {path.parent} ({getattr(exc, 'strerror', None) or exc}); "
+                                 "set CELLKIT_IMAGE_DIR to a writable folder, or CELLKIT_IMAGE_STORE=off",
+                                 "read_only") from None  # fmt: skip
+            return True
+        png = encode_png(image)
+
+        def work(session: Session) -> bool:
+            if session.get(StoredImage, sha256) is None:
+                session.add(StoredImage(sha256=sha256, width=int(image.shape[1]), height=int(image.shape[0]), png=png))
+            return True
+
+        return self._run("store the image", work, write=True)
+
+    def load_image(self, sha256: str) -> np.ndarray | None:
+        """The stored image with this sha256 (files or database, whichever has it), or None when none is kept or
+        the stored pixels no longer match their hash."""
+        from cellkit.io import read_image
+        from cellkit.slide import image_sha256
+
+        path = self.image_folder() / sha256[:2] / f"{sha256}.png"
+        data: bytes | None = None
+        try:
+            data = path.read_bytes()
+        except OSError:
+            row = self._run("read the image", lambda session: session.get(StoredImage, sha256))
+            data = row.png if row is not None else None
+        if data is None:
+            return None
+        try:
+            image = read_image(data, name=path.name)
+        except CellkitError:
+            return None
+        return image if image_sha256(image) == sha256 else None
+
+
+def _insert_analysis(
+    session: Session, result: SlideResult, owner: str, file_name: str, meta: dict[str, Any], case_id: int | None = None
+) -> int:
     """Add one analysis with its boxes (and corrections made before saving) in ``session``; its new id."""
     models = result.models
     # every model by role and the taxonomies (display names); the columns keep the detector and white-cell model
@@ -852,6 +1112,7 @@ def _insert_analysis(session: Session, result: SlideResult, owner: str, file_nam
         node_ids=list(result.node_ids),
         groups=dict(result.groups),
         timings=dict(result.timings),
+        case_id=case_id,
     )
     session.add(analysis)
     session.flush()  # the write transaction (and, on SQLite, the write lock) starts here
@@ -875,6 +1136,77 @@ def _insert_analysis(session: Session, result: SlideResult, owner: str, file_nam
             ],
         )
     return aid
+
+
+def _result(a: Analysis) -> SlideResult:
+    """The :class:`SlideResult` of a stored analysis (loaded with its boxes and corrections); the latest
+    correction per box applied."""
+    dets = a.detections
+    n, node_ids = len(dets), tuple(a.node_ids or ())
+    data: dict[str, np.ndarray] = {}
+    if node_ids:
+        data = {
+            "leaf": np.array([d.leaf for d in dets], dtype=object),
+            "label": np.array([d.label for d in dets], dtype=object),
+            "cls_confidence": np.array([_nan(d.cls_confidence) for d in dets], np.float32),
+            "ood_score": np.array([_nan(d.ood_score) for d in dets], np.float32),
+            "node_probs": np.array(
+                [[_nan(p) for p in d.probs] if d.probs else [np.nan] * len(node_ids) for d in dets],
+                np.float32,
+            ).reshape(n, len(node_ids)),
+        }
+    detections = Detections(
+        np.array([[d.x1, d.y1, d.x2, d.y2] for d in dets], np.float32).reshape(n, 4),
+        np.array([d.confidence for d in dets], np.float32),
+        np.array([DETECTION_CLASSES.index(d.cls) for d in dets], np.int64),
+        DETECTION_CLASSES,
+        data,
+    )
+    models = {"detector": {"name": a.detector_name, "sha256": a.detector_sha256}}
+    if a.classifier_name:
+        models["classifier"] = {"name": a.classifier_name, "sha256": a.classifier_sha256}
+    models.update((a.meta or {}).get("models", {}))  # every model of the analysis (e.g. the red-cell one)
+    return SlideResult(
+        detections=detections,
+        image_shape=(a.height, a.width),
+        node_ids=node_ids,
+        timings=dict(a.timings or {}),
+        models=models,
+        name=a.file_name,
+        image_sha256=a.image_sha256,
+        corrections={d.idx: d.corrections[-1].label for d in dets if d.corrections},
+        groups=dict(a.groups or {}),
+        taxonomies=tuple((a.meta or {}).get("taxonomies", ())),
+        added={d.idx: d.added_by for d in dets if d.added_by},
+    )
+
+
+def _aware(when: datetime | None) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite gives them back naive)."""
+    if when is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _iso(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds") if when else ""
+
+
+def _case_row(c: Case, fields: int) -> dict[str, Any]:
+    """A case as a plain row: who signed its current version and when (empty while it is open)."""
+    signed = next((e for e in reversed(c.events) if e.kind == "signed" and e.version == c.version), None)
+    return {
+        "id": int(c.id), "name": c.name, "created": _iso(c.created), "status": c.status, "version": int(c.version),
+        "fields": fields, "target_wbc": int(c.target_wbc),
+        "signed_by": signed.who if signed is not None and c.status == "signed" else "",
+        "signed_at": _iso(signed.created) if signed is not None and c.status == "signed" else "",
+    }  # fmt: skip
+
+
+def _open_case(case: Case | None, doing: str) -> None:
+    """Refuse a change to a signed-off case (one line: what to do instead)."""
+    if case is not None and case.status == "signed":
+        raise CellkitError(f"case {case.name!r} is signed off (version {case.version}); amend it to {doing}")
 
 
 def _nan(value: float | None) -> float:

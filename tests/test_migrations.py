@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from cellkit.store import MIGRATIONS, Base, Store
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _alembic(url: str, target: str) -> None:

@@ -108,24 +108,6 @@ def _dump_json(obj: Any, fh: Any) -> None:
     text.detach()  # leave the file open: atomic_write closes it
 
 
-def _flagged_thumbnails(image: Any, result: Any, most: int = 40) -> list[tuple[Any, str]]:
-    """Small crops of the cells flagged for review or corrected (for the case report), with their final label."""
-    import cv2
-
-    from cellkit.crops import crop_box
-    from cellkit.taxonomy import UNKNOWN
-
-    labels, out = result.labels(), []
-    for i, lab in enumerate(labels):
-        if len(out) >= most:
-            break
-        if lab == UNKNOWN or i in result.corrections:
-            crop = crop_box(image, result.detections.xyxy[i], 1.5)
-            stem = Path(result.name).stem[:10]
-            out.append((cv2.resize(crop, (96, 96), interpolation=cv2.INTER_AREA), f"{stem} #{i}"))
-    return out
-
-
 def _report_error(name: str, error: str) -> None:
     import sys
 
@@ -242,17 +224,28 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         db_errors: list[str] = []
         fields: list[Any] = []  # with --case: the results, without pixels
         thumbs: list[tuple[Any, str]] = []  # with --case: the flagged cells, small
+        from cellkit.case import case_thumbnails
+
+        case_id = None
+        if store is not None and case:  # the case in the database too: it opens on the Slide page
+            case_id = store.create_case(owner, case, target_wbc)
         for item in _readable(items, reports, rows):
             image = item.take()
             result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
             if case:
                 fields.append(result)
-                thumbs += _flagged_thumbnails(image, result)
+                thumbs += case_thumbnails(image, result)
+            if store is not None:
+                try:  # kept by its pixels' hash, so the app reopens the analysis with its image
+                    store.save_image(image, result.image_sha256)
+                except CellkitError as exc:
+                    db_errors.append(str(exc))
             del image  # a 20000 x 15000 smear is 0.9 GB: freed before its report is built
             report = {"path": item.name, **result.to_dict()}
             if store is not None:
                 try:
-                    report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name)
+                    report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name,
+                                                                case_id=case_id)  # fmt: skip
                 except StoreError as exc:  # the analysis is kept in the report; the database is told once
                     report["db_error"] = str(exc)
                     db_errors.append(str(exc))

@@ -1,0 +1,136 @@
+"""Cases in the database: fields in order, sign-off locks, amendments are new logged versions, stored images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _fakes import ColourDetector
+
+from cellkit.case import case_summary
+from cellkit.classify import build_tiny_classifier
+from cellkit.errors import CellkitError
+from cellkit.review import add_cell
+from cellkit.slide import analyze, image_sha256
+from cellkit.store import Store
+from cellkit.synth import make_smear
+
+
+@pytest.fixture(scope="module")
+def smear():
+    img, *_ = make_smear(320, 240, n_wbc=2, n_rbc=6, n_platelet=1, seed=5)
+    clf = build_tiny_classifier()
+    return img, clf, analyze(img, ColourDetector(), clf, name="f1.png")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'a.db'}")
+
+
+def _wbc(result) -> int:
+    return int(np.flatnonzero(result.detections.class_name == "wbc")[0])
+
+
+def test_a_case_gathers_its_fields_in_order_and_only_its_owner_sees_it(store, smear):
+    _, _, result = smear
+    cid = store.create_case("ann", "  S-26  0042 ", target_wbc=200, details={"specimen": "EDTA blood"})
+    ids = [store.save_analysis(result, owner="ann", file_name=f"f{k}.png", case_id=cid) for k in range(3)]
+    store.save_analysis(result, owner="ann", file_name="loose.png")  # not in the case
+    case = store.case(cid, "ann")
+    assert case["name"] == "S-26 0042" and case["target_wbc"] == 200 and case["field_ids"] == ids
+    assert case["status"] == "open" and case["version"] == 1 and case["details"] == {"specimen": "EDTA blood"}
+    assert [r for _, r in store.case_fields(cid, "ann")][2].name == "f2.png"
+    (row,) = store.list_cases("ann")
+    assert row["fields"] == 3 and row["signed_by"] == ""
+    assert store.list_cases("bob") == []
+    with pytest.raises(CellkitError, match="not found"):
+        store.case(cid, "bob")
+    with pytest.raises(CellkitError, match="not found"):
+        store.save_analysis(result, owner="bob", case_id=cid)
+    with pytest.raises(CellkitError, match="name"):
+        store.create_case("ann", "   ")
+    with pytest.raises(CellkitError, match="expected 1 to 10,000"):
+        store.create_case("ann", "x", target_wbc=0)
+
+
+def test_sign_off_locks_the_case_and_an_amendment_is_a_new_logged_version(store, smear):
+    _, _, result = smear
+    cid = store.create_case("ann", "S-1")
+    aid = store.save_analysis(result, owner="ann", case_id=cid)
+    cell = _wbc(result)
+    store.add_correction(aid, cell, "eosinophil", owner="ann", author="dr.a", note="granules")
+    summary = case_summary("S-1", [r for _, r in store.case_fields(cid, "ann")])
+    assert store.sign_off(cid, "ann", "Dr A", summary) == 1
+    row = store.case(cid, "ann")
+    assert row["status"] == "signed" and row["signed_by"] == "Dr A" and row["signed_at"]
+    for change in (
+        lambda: store.add_correction(aid, cell, "basophil", owner="ann"),
+        lambda: store.save_analysis(result, owner="ann", case_id=cid),
+        lambda: store.delete_analysis(aid, owner="ann"),
+        lambda: store.sign_off(cid, "ann", "Dr A", summary),
+    ):
+        with pytest.raises(CellkitError, match="signed off \\(version 1\\); amend it"):
+            change()
+    with pytest.raises(CellkitError, match="reason"):
+        store.amend_case(cid, "ann", "Dr A", "  ")
+    assert store.amend_case(cid, "ann", "Dr A", "missed a blast") == 2
+    store.add_correction(aid, cell, "basophil", owner="ann", author="Dr A", note="looked again")
+    assert store.load_analysis(aid, "ann").corrections == {cell: "basophil"}
+    assert store.sign_off(cid, "ann", "Dr B", summary, note="second look") == 2
+    trail = store.case_audit(cid, "ann")
+    assert [t["what"] for t in trail] == ["created", "correction", "signed", "amended", "correction", "signed"]
+    corrections = [t for t in trail if t["what"] == "correction"]
+    assert [(c["from_label"], c["label"], c["version"]) for c in corrections] == [
+        (result.detections.data["label"][cell], "eosinophil", 1),
+        ("eosinophil", "basophil", 2),
+    ]
+    assert trail[3]["note"] == "missed a blast" and trail[-1]["who"] == "Dr B"
+    with pytest.raises(CellkitError, match="not signed off"):
+        store.amend_case(store.create_case("ann", "S-2"), "ann", "x", "why")
+
+
+def test_a_cell_added_by_the_reviewer_is_stored_classified_and_reloaded(store, smear):
+    img, clf, result = smear
+    aid = store.save_analysis(result, owner="ann")
+    more, idx = add_cell(img, result, 100.0, 80.0, clf, author="dr.a")
+    assert idx == len(result.detections) and more.added == {idx: "dr.a"} and len(result.detections) == idx
+    assert store.add_cell(aid, more, idx, owner="ann") == idx
+    back = store.load_analysis(aid, "ann")
+    assert back.added == {idx: "dr.a"} and back.detections.class_name[idx] == "wbc"
+    assert back.detections.data["label"][idx] == more.detections.data["label"][idx] != ""
+    np.testing.assert_allclose(back.detections.data["node_probs"][idx], more.detections.data["node_probs"][idx], 1e-5)
+    with pytest.raises(CellkitError, match="expected the new one"):
+        store.add_cell(aid, more, idx, owner="ann")  # twice: the analysis moved on
+    with pytest.raises(CellkitError, match="not a cell added"):
+        store.add_cell(aid, more, 0, owner="ann")
+    assert store.corrections(aid, "ann") == []
+
+
+@pytest.mark.parametrize("mode", ["files", "database"])
+def test_images_are_stored_by_their_pixels_hash(store, smear, mode, monkeypatch, tmp_path):
+    img = smear[0]
+    monkeypatch.setenv("CELLKIT_IMAGE_STORE", mode)
+    sha = image_sha256(img)
+    assert store.load_image(sha) is None
+    assert store.save_image(img, sha) and store.save_image(img, sha)  # the second one writes nothing
+    np.testing.assert_array_equal(store.load_image(sha), img)
+    files = list((tmp_path / "images").rglob("*.png"))
+    assert [f.name for f in files] == ([f"{sha}.png"] if mode == "files" else [])
+    if mode == "files":  # a damaged file is not shown as the image
+        files[0].write_bytes(files[0].read_bytes()[:-40] + bytes(40))
+        assert store.load_image(sha) is None
+
+
+def test_image_store_off_and_unwritable(store, smear, monkeypatch, tmp_path):
+    img = smear[0]
+    monkeypatch.setenv("CELLKIT_IMAGE_STORE", "off")
+    assert store.save_image(img, image_sha256(img)) is False
+    monkeypatch.setenv("CELLKIT_IMAGE_STORE", "tape")
+    with pytest.raises(CellkitError, match="expected one of files, database, off"):
+        store.save_image(img, image_sha256(img))
+    monkeypatch.setenv("CELLKIT_IMAGE_STORE", "files")
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("CELLKIT_IMAGE_DIR", str(blocker))
+    with pytest.raises(CellkitError, match="cannot store the image .*CELLKIT_IMAGE_DIR"):
+        store.save_image(img, image_sha256(img))
