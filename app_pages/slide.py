@@ -1,4 +1,4 @@
-"""Slide analysis: upload a smear -> boxes, counts, WBC differential, cell gallery, review, export, history."""
+"""Slide analysis: a case of one or more fields -> boxes, counts, differential, fast review, sign-off, report."""
 
 from __future__ import annotations
 
@@ -9,23 +9,38 @@ import streamlit as st
 from cellkit import (
     IMAGE_SUFFIXES,
     CellkitError,
+    add_cell,
     analyze,
+    case_summary,
     config,
     heavy_job,
+    image_sha256,
     make_demo_smear,
     read_image,
     red_cell_findings,
     review_zip,
     scale_warning,
+    undo_label,
 )
-from ui import resources, widgets
+from ui import case as case_ui
+from ui import resources, review, widgets
 from ui.adapt import adapt_ui
 from ui.batch import batch_jobs_ui
 
 st.title("Slide analysis")
-st.caption("Upload a blood-smear image: every cell is detected, white cells, platelets and red cells are classified.")
+st.caption("A case gathers the fields of one smear: upload one or more images, review the cells, sign the report.")
 owner = widgets.session_owner()
 state = st.session_state
+db_problem: list[str] = []  # a database failure of this run, shown once
+
+
+def case_store():
+    """The store, or None (the failure kept in ``db_problem``) when the database cannot be used."""
+    try:
+        return resources.store()
+    except CellkitError as exc:
+        db_problem.append(str(exc))
+        return None
 
 
 def load_models():
@@ -54,8 +69,18 @@ def save(slide: dict) -> None:
     try:
         db = resources.store()
         if slide["id"] is None:  # pending corrections are added below, with their notes
+            if slide.get("case_id") is None and state.get("case_id") is not None:
+                slide["case_id"] = state["case_id"]
             bare = dataclasses.replace(slide["result"], corrections={})
-            slide["id"] = db.save_analysis(bare, owner=owner, file_name=slide["name"], metadata=slide["meta"])
+            slide["id"] = db.save_analysis(bare, owner=owner, file_name=slide["name"], metadata=slide["meta"],
+                                           case_id=slide.get("case_id"))  # fmt: skip
+            state.pop("case_fields", None)  # the case has a new field: read again
+        if slide["image"] is not None and not slide.get("image_kept"):
+            try:
+                slide["image_kept"] = db.save_image(slide["image"], slide["result"].image_sha256)
+            except CellkitError as exc:  # the analysis is saved; only reopening it with crops needs the image
+                slide["image_kept"] = None
+                st.warning(widgets.plain(f"The image is not kept for reopening: {exc}"), icon=":material/image:")
         pending = slide.setdefault("pending", [])
         while pending:
             index, label, note = pending[0]
@@ -68,9 +93,15 @@ def save(slide: dict) -> None:
 
 def run(image, name: str, key, meta: dict) -> None:
     det, clf, by_class = load_models()
-    with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner("Analysing…"):
+    with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner(f"Analysing {name}…"):
         result = analyze(image, det, clf, name=name, by_class=by_class)
-    slide = {"id": None, "result": result, "image": image, "key": key, "clf": clf, "name": name, "meta": meta}
+    if state.get("case_id") is None and (db := case_store()) is not None:
+        try:  # a first field without a case starts one, named after the time
+            case_ui.new_case(db, owner)
+        except CellkitError as exc:
+            db_problem.append(str(exc))
+    slide = {"id": None, "result": result, "image": image, "key": key, "clf": clf, "name": name, "meta": meta,
+             "case_id": state.get("case_id")}  # fmt: skip
     slide.update(pending=[], db_error=None)
     state["slide"] = slide  # kept whatever happens to the save
     save(slide)
@@ -80,15 +111,40 @@ def run(image, name: str, key, meta: dict) -> None:
     widgets.keep_images(images, config.max_request_pixels())  # bounded per session, in pixels
 
 
+db = case_store()
+case = None
+if db is not None:
+    try:
+        case = case_ui.case_picker_ui(db, owner)
+    except CellkitError as exc:
+        db_problem.append(str(exc))
+locked = bool(case and case["status"] == "signed")
+
+
+def already_a_field(image) -> bool:
+    """Whether the current case has this image as a field already (then it is not analysed again): the same
+    file uploaded twice, or a rerun that interrupted the page after a field was saved."""
+    if db is None or state.get("case_id") is None:
+        return False
+    try:
+        return db.find_field(state["case_id"], owner, image_sha256(image)) is not None
+    except CellkitError:
+        return False
+
+
 up_col, demo_col = st.columns([3, 1], vertical_alignment="bottom")
-upload = up_col.file_uploader(
-    "Smear image",
+uploads = up_col.file_uploader(
+    "Smear images: one or more fields of this case",
     type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
     key="slide_upload",
+    accept_multiple_files=True,
     max_upload_size=widgets.upload_limit_mb(),
+    disabled=locked,
+    help="Signed cases are locked: amend the case to add fields." if locked else None,
 )
-upload = next(iter(widgets.refuse_oversized([upload])), None)  # checked here too: the browser's check can be skipped
-if demo_col.button("Try a demo smear", icon=":material/science:"):
+uploads = widgets.refuse_oversized(uploads or [])  # checked here too: the browser's check can be skipped
+done = state.setdefault("slide_upload_done", set())
+if demo_col.button("Try a demo smear", icon=":material/science:", disabled=locked, key="slide_demo"):
     state["demo_seed"] = state.get("demo_seed", -1) + 1
     run(
         make_demo_smear(640, 480, seed=state["demo_seed"])[0],
@@ -96,18 +152,64 @@ if demo_col.button("Try a demo smear", icon=":material/science:"):
         ("demo", state["demo_seed"]),
         {"source": "demo"},
     )
-elif upload is not None and state.get("slide_upload_done") != upload.file_id:
-    with resources.user_errors(), heavy_job(waiting=st.spinner):  # decode + analysis hold one server slot
-        try:
-            image = read_image(upload.getvalue(), name=upload.name)
-        except CellkitError as exc:
-            message = str(exc) if upload.name in str(exc) else f"{upload.name}: {exc}"
-            st.error(widgets.plain(message), icon=":material/error:")
-        else:
-            run(image, upload.name, ("upload", upload.file_id), {"source": "upload", "bytes": upload.size})
-            state["slide_upload_done"] = upload.file_id  # analysed once; reopen/delete never re-runs it
+else:
+    for upload in [u for u in uploads if u.file_id not in done]:
+        with resources.user_errors(), heavy_job(waiting=st.spinner):  # decode + analysis hold one server slot
+            try:
+                image = read_image(upload.getvalue(), name=upload.name)
+            except CellkitError as exc:
+                message = str(exc) if upload.name in str(exc) else f"{upload.name}: {exc}"
+                state.setdefault("slide_upload_errors", []).append(message)
+            else:
+                if not already_a_field(image):
+                    run(image, upload.name, ("upload", upload.file_id), {"source": "upload", "bytes": upload.size})
+        done.add(upload.file_id)  # analysed once; reopen/delete never re-runs it
+if case is None and state.get("case_id") is not None and not db_problem:
+    st.rerun()  # the uploads started a case: draw the page with it
+for message in state.pop("slide_upload_errors", []):
+    st.error(widgets.plain(message), icon=":material/error:")
+if db is not None and state.get("case_id") is not None:
+    try:
+        case = db.case(state["case_id"], owner)  # again: the uploads above may have started it or added fields
+        results = case_ui.case_results(db, owner, case)
+    except CellkitError as exc:
+        db_problem.append(str(exc))
+        case, results = None, {}
+else:
+    results = {}
+locked = bool(case and case["status"] == "signed")
 
 slide = state.get("slide")
+if slide and slide["id"] in results:
+    results[slide["id"]] = slide["result"]  # the page's copy, with this session's review applied
+if case and results:
+    summary = case_summary(case["name"], list(results.values()), case["target_wbc"], case.get("details"))
+    case_ui.progress_ui(case, summary)
+    ids = list(results)
+    current = slide["id"] if slide and slide["id"] in results else None
+    if current is None and (slide is None or slide.get("case_id") != case["id"]):
+        current = ids[-1]  # a case opened: its newest field
+    if current is not None:
+        chosen = st.selectbox(
+            "Field", ids, index=ids.index(current), key=f"case_field_{case['id']}",
+            format_func=lambda a: f"{ids.index(a) + 1}. {results[a].name} · {results[a].counts['wbc']} WBC",
+        )  # fmt: skip
+        if slide is None or slide["id"] != chosen:
+            again = results[chosen]
+            image = state.get("slide_images", {}).get(again.image_sha256)
+            if image is None:
+                try:
+                    image = db.load_image(again.image_sha256)
+                except CellkitError as exc:
+                    db_problem.append(str(exc))
+            state["slide"] = slide = {
+                "id": chosen, "result": again, "image": image, "key": ("db", chosen),
+                "clf": load_models()[1] if again.node_ids else None, "name": again.name, "meta": {},
+                "pending": [], "db_error": None, "case_id": case["id"], "image_kept": image is not None,
+                "image_note": "" if image is not None else "The image of this field is not stored",
+            }  # fmt: skip
+elif case:
+    case_ui.progress_ui(case, case_summary(case["name"], [], case["target_wbc"]))
 if slide and slide.get("db_error"):
     err_col, retry_col = st.columns([4, 1], vertical_alignment="center")
     err_col.error(
@@ -118,6 +220,52 @@ if slide and slide.get("db_error"):
     if retry_col.button("Retry save", icon=":material/refresh:", key="slide_retry_save"):
         save(slide)
         st.rerun()
+elif db_problem:
+    st.error(widgets.plain(f"The database cannot be used: {db_problem[0]}"), icon=":material/database:")
+
+
+def act(kind: str, value) -> None:
+    """A review step from a key, a button or a click (in its callback, before the page is drawn again)."""
+    slide = state["slide"]
+    result = slide["result"]
+    undo = state.setdefault("slide_undo", [])
+    cells = [i for i, c in enumerate(result.detections.class_name) if c in ("wbc", "platelet")]
+    pick = state.get("slide_cell")
+    if kind == "move":
+        state["slide_cell"] = value
+    elif kind == "label" and pick is not None:
+        undo.append((slide["id"], pick, result.labels()[pick]))
+        relabel(slide, pick, value, "")
+        state["slide_cell"] = review.next_cell(cells, pick)
+    elif kind == "undo" and undo:
+        aid, index, before = undo.pop()
+        if aid == slide["id"]:
+            relabel(slide, index, undo_label(result, index, before), "undo")
+            state["slide_cell"] = index
+    elif kind == "add":
+        cls, x, y = value
+        _det, clf, by_class = load_models()
+        models = {k: m for k, m in {"wbc": clf, "platelet": clf, **by_class}.items() if m is not None}
+        try:
+            more, index = add_cell(slide["image"], result, x, y, models, widgets.app_user(), cls)
+            if slide["id"] is not None:
+                resources.store().add_cell(slide["id"], more, index, owner)
+        except CellkitError as exc:
+            slide["db_error"] = str(exc)
+            return
+        slide["result"] = more
+        undo.append((slide["id"], index, ""))
+        if cls != "rbc":
+            state["slide_cell"] = index
+
+
+def relabel(slide: dict, index: int, label: str, note: str) -> None:
+    """Apply a reviewer's label at once and save it (or keep it for "Retry save")."""
+    slide["result"].corrections[index] = label
+    slide.setdefault("pending", []).append((index, label, note))
+    save(slide)
+
+
 if slide:
     result, image, clf = slide["result"], slide["image"], slide.get("clf")
     if (slide.get("meta") or {}).get("source") == "demo":
@@ -134,8 +282,18 @@ if slide:
     cols[3].metric("Time (s)", f"{result.timings.get('total_s', 0):.2f}")
     if not len(result.detections):
         st.info("No cells found in this image. Is it a stained blood smear at a usual magnification?")
-    tabs = st.tabs(["Image", "WBC differential", "Red cells", "Cells & review", "Export"])
-    tab_img, tab_diff, tab_red, tab_cells, tab_export = tabs
+    tabs = st.tabs(["Cells & review", "Case & report", "Image", "WBC differential", "Red cells", "Export"])
+    tab_cells, tab_case, tab_img, tab_diff, tab_red, tab_export = tabs
+    with tab_case:
+        if case and results:
+            display = result.display_name
+            case_ui.summary_ui(summary, display)
+            try:
+                case_ui.report_ui(db, owner, case, summary, results, lambda r: db.load_image(r.image_sha256), display)
+            except CellkitError as exc:
+                st.error(widgets.plain(exc), icon=":material/database:")
+        else:
+            st.info("This analysis is not part of a saved case (the database could not be used when it was made).")
     with tab_img:
         if image is None:
             note = slide.get("image_note") or "Images are not stored in the database"
@@ -209,8 +367,9 @@ if slide:
             red_cells = [i for i, c in enumerate(result.detections.class_name) if c == "rbc"]
             if image is not None and red_clf is not None and red_cells:
                 st.markdown("#### Red cells by form")
-                widgets.cell_gallery_ui(image, result, red_clf, red_cells, per_group=12)
-                picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc")
+                st.caption("Click a cell to select it.")
+                review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16)
+                picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc", locked=locked)
                 if picked:  # a red-cell correction is kept and saved like a white-cell one
                     result.corrections[picked[0]] = picked[1]
                     slide.setdefault("pending", []).append(picked)
@@ -223,9 +382,22 @@ if slide:
         if not cells or clf is None or image is None:
             st.info("No classified cells to review here.")
         else:
-            widgets.cell_gallery_ui(image, result, clf, cells)
-            picked = widgets.cell_review_ui(image, result, clf, cells)
+            if locked:
+                st.info(f"Signed off by {case['signed_by']}: review is locked. Amend the case (under *Case & report*) "
+                        "to change it.", icon=":material/lock:")  # fmt: skip
+            gallery_col, cell_col = st.columns([3, 2])
+            with gallery_col:
+                st.caption("Click a cell to select it; keys relabel it (see the right).")
+                review.gallery_ui(image, result, clf, cells, key="slide")
+            with cell_col:
+                review.selected_ui(image, result, clf, cells, "slide")
+                review.shortcuts_ui(clf, cells, "slide", locked, act)
+            st.markdown("#### The selected cell")
+            picked = widgets.cell_review_ui(image, result, clf, cells, locked=locked)
+            with st.expander("Add a missed cell", icon=":material/add_circle:"):
+                review.add_cell_ui(image, result, "slide", locked, act)
             if picked:  # applied here at once; saved now, or with "Retry save" when the database is unreachable
+                state.setdefault("slide_undo", []).append((slide["id"], picked[0], result.labels()[picked[0]]))
                 result.corrections[picked[0]] = picked[1]
                 slide.setdefault("pending", []).append(picked)
                 save(slide)

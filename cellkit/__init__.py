@@ -51,6 +51,7 @@ _LAZY = {
     "analyze": "cellkit.slide",
     "SlideResult": "cellkit.slide",
     "review_zip": "cellkit.slide",
+    "image_sha256": "cellkit.slide",
     "red_cell_findings": "cellkit.rbc_grading",
     "scale_warning": "cellkit.rbc_grading",
     # explanations
@@ -69,7 +70,14 @@ _LAZY = {
     "heavy_job": "cellkit.limits",
     # cases and reports
     "case_summary": "cellkit.case",
+    "case_thumbnails": "cellkit.case",
+    "history_lines": "cellkit.case",
+    "DEFAULT_TARGET_WBC": "cellkit.case",
     "case_pdf": "cellkit.report_pdf",
+    # review
+    "add_cell": "cellkit.review",
+    "undo_label": "cellkit.review",
+    "REJECTIONS": "cellkit.taxonomy",
 }
 _MODULES = ("config", "stats", "plots", "batch")
 

@@ -18,7 +18,7 @@ from cellkit.errors import CellkitError
 from cellkit.slide import SlideResult, cell_models, classify_boxes
 from cellkit.types import DETECTION_CLASSES, Detections
 
-UNDO_ADDED = "not_a_cell"  # the rejection that undoes an added cell (kept, never counted)
+UNDO_ADDED = "reject_not_a_cell"  # the rejection that undoes an added cell (kept, never counted)
 
 
 def cell_side(result: SlideResult, cls: str) -> float:

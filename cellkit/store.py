@@ -958,6 +958,17 @@ class Store:
 
         return self._run("read the fields of the case", work)
 
+    def find_field(self, case_id: int, owner: str, image_sha256: str) -> int | None:
+        """The id of the case's field of this image (by the sha256 of its pixels), or None: an image is one field."""
+
+        def work(session: Session) -> int | None:
+            c = self._case(session, case_id, owner)
+            return session.scalar(
+                select(Analysis.id).where(Analysis.case_id == c.id, Analysis.image_sha256 == image_sha256).limit(1)
+            )
+
+        return self._run("read the case", work)
+
     def sign_off(self, case_id: int, owner: str, reviewer: str, summary: dict[str, Any], note: str = "") -> int:
         """Sign the case's current version as ``reviewer`` (with the summary signed, kept as it was): the case is
         locked until amended. Returns the version signed."""

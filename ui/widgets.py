@@ -341,7 +341,9 @@ def model_probs(result, taxonomy, index: int):
     return np.array([row[cols[n]] if n in cols else np.nan for n in taxonomy.ids], np.float32)
 
 
-def cell_review_ui(image, result, clf, cells: list[int], key: str = "slide") -> tuple[int, str, str] | None:
+def cell_review_ui(
+    image, result, clf, cells: list[int], key: str = "slide", locked: bool = False
+) -> tuple[int, str, str] | None:
     """One cell: crop, probabilities through the tree, link to Explain, reclassify form (``key`` keeps the
     white-cell and red-cell reviews apart on one page).
 
@@ -383,7 +385,7 @@ def cell_review_ui(image, result, clf, cells: list[int], key: str = "slide") -> 
             key=f"{key}_reclassify_as",
         )
         note = st.text_input("Note (optional)", key=f"{key}_note")
-        if st.form_submit_button("Save correction"):
+        if st.form_submit_button("Save correction", disabled=locked):
             return pick, new, note
     return None
 

@@ -126,7 +126,7 @@ def test_blank_image_reports_no_cells():
 
 def test_demo_button_and_history_reopen_delete():
     at = _page().run()
-    at.button[0].click().run()  # "Try a demo smear"
+    at.button(key="slide_demo").click().run()  # "Try a demo smear"
     assert not at.exception and at.session_state["slide"]["result"].name == "demo_smear.png"
     assert any("A drawn smear, not a real one" in i.value for i in at.info)
     first = at.session_state["slide"]["id"]
@@ -385,7 +385,7 @@ def test_batch_job_is_listed_with_totals_and_a_smear_opens(tmp_path, monkeypatch
 def test_saved_analyses_come_back_after_a_reload():
     """Analyses belong to the user (single-user mode: the account running the app), not to a browser session."""
     first = _page().run()
-    first.button[0].click().run()  # "Try a demo smear": analysed and saved
+    first.button(key="slide_demo").click().run()  # "Try a demo smear": analysed and saved
     saved = first.session_state["slide"]["id"]
     again = _page().run()  # a reload: a new session
     assert not again.exception

@@ -1,0 +1,125 @@
+"""AppTest of cases on the Slide page: fields of one case, keys and undo, sign-off locks, amendments, the PDF."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cellkit.io import encode_png
+from cellkit.synth import make_smear
+from tests.app.test_slide_page import ROOT, _fake_models  # noqa: F401  (the same test doubles)
+
+
+def _page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app_pages/slide.py"), default_timeout=60)
+
+
+def _fields(at: AppTest, n: int = 3) -> AppTest:
+    up = at.file_uploader(key="slide_upload")
+    for k in range(n):
+        img, *_ = make_smear(640, 480, n_wbc=2 + k, n_rbc=12, n_platelet=2, seed=30 + k)
+        up.upload(f"field{k + 1}.png", encode_png(img), "image/png")
+    return at.run()
+
+
+def _store():
+    from cellkit.store import Store
+
+    return Store()
+
+
+def test_three_fields_uploaded_at_once_make_one_case_with_progress_and_totals():
+    at = _fields(_page().run())
+    assert not at.exception and not at.error
+    (case,) = _store().list_cases(at.session_state["owner"])
+    assert case["fields"] == 3 and case["name"].startswith("Case ")
+    assert at.session_state["case_id"] == case["id"]
+    fields = _store().case_fields(case["id"], at.session_state["owner"])
+    assert [r.name for _, r in fields] == ["field1.png", "field2.png", "field3.png"]
+    white = sum(sum(v["count"] for v in r.differential().values()) for _, r in fields)
+    assert any(f"{white} of 100 white cells counted over 3 field(s)" in p.proto.text for p in at.get("progress"))
+    field = at.selectbox(key=f"case_field_{case['id']}")
+    assert len(field.options) == 3
+    field.set_value(fields[0][0]).run()  # another field of the case opens with its stored image
+    assert not at.exception and at.session_state["slide"]["id"] == fields[0][0]
+    assert at.session_state["slide"]["image"] is not None
+    again = _fields(_page().run(), n=1)  # the same image again: not a second field
+    assert not again.exception and _store().list_cases(again.session_state["owner"])[0]["fields"] == 3
+
+
+def test_a_key_relabels_the_selected_cell_moves_on_and_undo_puts_it_back():
+    at = _fields(_page().run(), n=1)
+    slide = at.session_state["slide"]
+    cell = at.selectbox(key="slide_cell").value
+    model_label = slide["result"].labels()[cell]
+    at.button(key="slide_key_basophil").click().run()  # what pressing its key does
+    assert not at.exception
+    result = at.session_state["slide"]["result"]
+    assert result.corrections[cell] == "basophil"
+    assert at.session_state["slide_cell"] != cell  # moved to the next cell
+    stored = _store().corrections(slide["id"], at.session_state["owner"])
+    assert [(c["index"], c["from_label"], c["label"]) for c in stored] == [(cell, model_label, "basophil")]
+    at.button(key="slide_key_reject_smudge").click().run()
+    second = [c for c in _store().corrections(slide["id"], at.session_state["owner"]) if c["label"] == "reject_smudge"]
+    assert len(second) == 1
+    at.button(key="slide_undo_button").click().run()
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception
+    result = at.session_state["slide"]["result"]
+    assert result.labels()[cell] == model_label  # undone, and every step kept in the audit trail
+    trail = _store().corrections(slide["id"], at.session_state["owner"])
+    assert sorted(c["note"] for c in trail) == ["", "", "undo", "undo"]
+    assert at.button(key="slide_undo_button").disabled
+
+
+def test_sign_off_locks_the_case_and_an_amendment_opens_version_2():
+    at = _fields(_page().run(), n=2)
+    owner = at.session_state["owner"]
+    cid = at.session_state["case_id"]
+    assert {b.proto.label for b in at.get("download_button")} >= {"Case report (PDF)"}
+    at.text_input(key="case_reviewer").set_value("Dr Ada")
+    next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_sign").click().run()
+    assert not at.exception and not at.error
+    case = _store().case(cid, owner)
+    assert case["status"] == "signed" and case["signed_by"] == "Dr Ada"
+    assert at.button(key="slide_key_basophil").disabled and at.file_uploader(key="slide_upload").disabled
+    assert any("review is locked" in i.value for i in at.info)
+    at.text_input(key="case_amend_reason").set_value("second look at cell 3")
+    next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_amend").click().run()
+    assert not at.exception
+    case = _store().case(cid, owner)
+    assert case["status"] == "open" and case["version"] == 2
+    assert [e["kind"] for e in case["events"]] == ["created", "signed", "amended"]
+    assert not at.button(key="slide_key_basophil").disabled
+    assert any("Amended by" in c.value and "second look at cell 3" in c.value for c in at.caption)
+
+
+def test_new_case_form_and_the_picker_switch_cases():
+    at = _fields(_page().run(), n=1)
+    first = at.session_state["case_id"]
+    at.text_input(key="case_new_name").set_value("S-26-0042")
+    at.radio(key="case_new_target").set_value(200)
+    at.text_input(key="case_new_specimen").set_value("EDTA blood, MGG")
+    next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_new").click().run()
+    assert not at.exception
+    new = at.session_state["case_id"]
+    assert new != first
+    case = _store().case(new, at.session_state["owner"])
+    assert (case["name"], case["target_wbc"], case["details"]) == ("S-26-0042", 200, {"specimen": "EDTA blood, MGG"})
+    assert "slide" not in at.session_state  # an empty case shows no field
+    assert any("0 of 200 white cells counted" in p.proto.text for p in at.get("progress"))
+    at.selectbox(key="case_pick").set_value(first).run()
+    assert not at.exception and at.session_state["slide"]["case_id"] == first
+
+
+@pytest.mark.parametrize("mode", ["files", "off"])
+def test_a_reload_reopens_the_case_with_its_image_when_images_are_stored(monkeypatch, mode):
+    monkeypatch.setenv("CELLKIT_IMAGE_STORE", mode)
+    first = _fields(_page().run(), n=1)
+    again = _page().run()  # a reload: a new session, the same user
+    assert not again.exception
+    slide = again.session_state["slide"]
+    assert slide["case_id"] == first.session_state["case_id"]
+    assert (slide["image"] is not None) == (mode == "files")
+    if mode == "off":
+        assert any("not stored" in i.value for i in again.info)

@@ -1,0 +1,164 @@
+"""Cases on the Slide page: pick or start a case, its progress and totals, the report, sign-off and amendments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from cellkit import DEFAULT_TARGET_WBC, CellkitError, case_pdf, case_thumbnails, history_lines
+from ui import widgets
+
+NEW = -1  # the picker's "start a new case" entry
+
+
+def new_case(store, owner: str, name: str = "", target: int = DEFAULT_TARGET_WBC, details: dict | None = None) -> int:
+    """Create a case (named after the time when no name is given) and make it the page's current case."""
+    name = name.strip() or f"Case {datetime.now().strftime('%Y-%m-%d %H:%M')}"
+    cid = store.create_case(owner, name, target_wbc=target, details=details)
+    st.session_state["case_id"] = cid
+    st.session_state.pop("case_fields", None)
+    return cid
+
+
+def _start_case(store, owner: str) -> None:
+    """The "Start case" callback (before the page is drawn, so the picker can show the new case)."""
+    state = st.session_state
+    specimen = str(state.get("case_new_specimen") or "").strip()
+    try:
+        cid = new_case(store, owner, str(state.get("case_new_name") or ""), int(state.get("case_new_target") or 100),
+                       {"specimen": specimen} if specimen else None)  # fmt: skip
+    except CellkitError as exc:
+        state.setdefault("case_errors", []).append(str(exc))
+        return
+    state["case_pick"] = cid
+    state.pop("slide", None)
+
+
+def case_picker_ui(store, owner: str) -> dict | None:
+    """The current case (its row from the store, with ``field_ids`` and ``events``), chosen from the user's cases,
+    or a new one from the form; None while the user has none."""
+    state = st.session_state
+    cases = store.list_cases(owner)
+    ids = [c["id"] for c in cases]
+    if state.get("case_id") not in ids:
+        state["case_id"] = ids[0] if ids else None
+    pick_col, new_col = st.columns([3, 1], vertical_alignment="bottom")
+    if cases:
+        names = {c["id"]: f"{c['name']} · {c['fields']} field(s)" + (" · signed" if c["status"] == "signed" else "")
+                 for c in cases}  # fmt: skip
+        chosen = pick_col.selectbox("Case", ids, index=ids.index(state["case_id"]), format_func=names.get,
+                                    key="case_pick")  # fmt: skip
+        if chosen != state["case_id"]:
+            state["case_id"] = chosen
+            state.pop("case_fields", None)
+            state.pop("slide", None)
+    with new_col.popover("New case", icon=":material/add:", width="stretch"), st.form("case_new", clear_on_submit=True):
+        st.text_input("Case name (specimen or accession number)", key="case_new_name")
+        st.radio("Target white-cell count", [100, 200], horizontal=True, key="case_new_target")
+        st.text_input("Specimen details (optional)", key="case_new_specimen",
+                      placeholder="e.g. EDTA peripheral blood, May-Grünwald-Giemsa")  # fmt: skip
+        st.form_submit_button("Start case", on_click=_start_case, args=(store, owner))
+    for message in state.pop("case_errors", []):
+        st.error(widgets.plain(message), icon=":material/error:")
+    if state.get("case_id") is None:
+        st.info("Start a case with **New case**, or upload fields or try the demo: a case is started for them.")
+        return None
+    return store.case(state["case_id"], owner)
+
+
+def case_results(store, owner: str, case: dict) -> dict[int, object]:
+    """{analysis id: result} of the case's fields, read once per case and kept in the session (the page updates
+    it as cells are reviewed)."""
+    state = st.session_state
+    cached = state.get("case_fields")
+    if cached is None or cached["case"] != case["id"] or set(cached["results"]) != set(case["field_ids"]):
+        state["case_fields"] = cached = {"case": case["id"], "results": dict(store.case_fields(case["id"], owner))}
+    return cached["results"]
+
+
+def progress_ui(case: dict, summary: dict) -> None:
+    """Status, progress towards the target count and the case's totals."""
+    counted, target = summary["white_cells_counted"], summary["target_wbc"]
+    status = (
+        f"Signed off by **{case['signed_by']}** at {case['signed_at']} (version {case['version']}): locked."
+        if case["status"] == "signed"
+        else f"Open · version {case['version']}"
+    )
+    st.markdown(f"##### {widgets.plain(case['name'])}  \n{status}")
+    st.progress(min(1.0, counted / max(1, target)),
+                text=f"{counted} of {target} white cells counted over {summary['fields']} field(s)"
+                + (" — target reached" if summary["target_reached"] else ""))  # fmt: skip
+
+
+def summary_ui(summary: dict, display) -> None:
+    """The case's totals: differential, NRBC, platelets and red cells per field."""
+    if not summary["fields"]:
+        st.info("No fields in this case yet: upload one or more images above.")
+        return
+    diff = summary["differential"]
+    if diff:
+        st.dataframe([{"White cell": display(g), "Count": v["count"], "%": v["percent"]} for g, v in diff.items()],
+                     hide_index=True)  # fmt: skip
+    nrbc = summary["nrbc"]
+    per100 = f"{nrbc['per_100_wbc']:g} per 100 WBC" if nrbc["per_100_wbc"] is not None else "no white cells yet"
+    cols = st.columns(4)
+    cols[0].metric("NRBC", nrbc["count"], help=per100)
+    cols[1].metric("Red cells per field", summary["rbc_per_field"])
+    cols[2].metric("Platelets per field", summary["platelets_per_field"])
+    cols[3].metric("Platelets per 1,000 RBC", summary["platelets_per_1000_rbc"] or "—")
+    st.caption(f"NRBC: {nrbc['count']} ({per100}), not counted among the white cells. {summary['platelet_caveat']}")
+    if summary["unidentified_review"]:
+        st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them before "
+                   "signing.", icon=":material/flag:")  # fmt: skip
+
+
+def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image_of, display) -> None:
+    """The PDF, sign-off (locks the case), amendment (a new, logged version) and the audit trail."""
+    history = history_lines(case["events"])
+
+    def pdf() -> bytes:  # built when the button is pressed (on its own thread), not on every rerun
+        thumbs = []
+        for result in results.values():
+            image = image_of(result)
+            if image is not None:
+                thumbs += case_thumbnails(image, result)
+        return case_pdf(summary, display, thumbs, reviewer=case["signed_by"], signed_at=case["signed_at"],
+                        history=history)  # fmt: skip
+
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in case["name"])[:60] or "case"
+    st.download_button("Case report (PDF)", pdf, f"{stem}.pdf", "application/pdf", icon=":material/picture_as_pdf:",
+                       key="case_pdf")  # fmt: skip
+    if case["status"] == "signed":
+        with st.form("case_amend"):
+            st.caption("Signed cases are locked. An amendment opens a new version; the signed one stays on record.")
+            reason = st.text_input("Reason for the amendment", key="case_amend_reason")
+            if st.form_submit_button("Amend", icon=":material/edit_note:"):
+                _try(lambda: store.amend_case(case["id"], owner, widgets.app_user(), reason))
+    else:
+        with st.form("case_sign"):
+            reviewer = st.text_input("Reviewer", value=widgets.app_user(), key="case_reviewer")
+            flagged = summary["unidentified_review"]
+            st.caption(f"{summary['white_cells_counted']} of {summary['target_wbc']} white cells counted"
+                       + (f"; {flagged} still Unidentified — review" if flagged else "") + ".")  # fmt: skip
+            if st.form_submit_button("Sign off", icon=":material/verified:", disabled=not summary["fields"]):
+                _try(lambda: store.sign_off(case["id"], owner, reviewer, summary))
+    if history:
+        st.caption("  \n".join(widgets.plain(h) for h in history))
+    with st.expander("Audit trail", icon=":material/history_edu:"):
+        trail = store.case_audit(case["id"], owner)
+        st.dataframe(
+            [{"When": t["created"], "Version": t["version"], "What": t["what"].capitalize(), "Who": t["who"],
+              "Field": t["field"], "Cell": t["cell"], "From": display(t["from_label"]) if t["from_label"] else "",
+              "To": display(t["label"]) if t["label"] else "", "Note": t["note"]} for t in trail],
+            hide_index=True,
+        )  # fmt: skip
+
+
+def _try(step) -> None:
+    try:
+        step()
+    except CellkitError as exc:
+        st.error(widgets.plain(exc), icon=":material/error:")
+    else:
+        st.rerun()
