@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import streamlit as st
 
@@ -27,6 +28,7 @@ from ui import resources, review, widgets
 from ui.adapt import adapt_ui
 from ui.batch import batch_jobs_ui
 
+started = time.perf_counter()  # this run's server work, kept for bench/review_bench.py
 st.title("Slide analysis")
 st.caption("A case gathers the fields of one smear: upload one or more images, review the cells, sign the report.")
 owner = widgets.session_owner()
@@ -404,12 +406,15 @@ if slide:
                 st.rerun()
     with tab_export:
         stem = (result.name or "slide").rsplit(".", 1)[0]
-        st.download_button("Report CSV", result.to_frame().to_csv(index=False), f"{stem}_cells.csv", "text/csv")
-        st.download_button("Report JSON", result.to_json(), f"{stem}_report.json", "application/json")
+        # built when pressed (deferred), not on every review step
+        st.download_button("Report CSV", lambda: result.to_frame().to_csv(index=False), f"{stem}_cells.csv", "text/csv")
+        st.download_button("Report JSON", result.to_json, f"{stem}_report.json", "application/json")
         if image is not None and clf is not None:
-            reviewed = review_zip(image, result, clf.spec.crop_scale)
             st.download_button(
-                "Reviewed crops (zip, one folder per label)", reviewed, f"{stem}_crops.zip", "application/zip"
+                "Reviewed crops (zip, one folder per label)",
+                lambda: review_zip(image, result, clf.spec.crop_scale),
+                f"{stem}_crops.zip",
+                "application/zip",
             )
             with st.expander("Adapt a model to your lab from these cells", icon=":material/tune:"):
                 st.caption(
@@ -417,7 +422,7 @@ if slide:
                     "cells left as Unidentified — review are not used). Review all cells first."
                 )
                 if st.checkbox("I have reviewed every cell of this analysis", key="slide_adapt_ok"):
-                    adapt_ui("slide_adapt", labelled_zip=reviewed)
+                    adapt_ui("slide_adapt", labelled_zip=review_zip(image, result, clf.spec.crop_scale))
 
 
 def show_db_error(exc: CellkitError) -> None:
@@ -496,3 +501,5 @@ with st.expander("Batch jobs", icon=":material/dataset:"):
         batch_jobs_ui(resources.store(), open_batch_smear)
     except CellkitError as exc:
         show_db_error(exc)
+
+state["slide_run_s"] = time.perf_counter() - started

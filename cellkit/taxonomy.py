@@ -278,11 +278,18 @@ def load_taxonomy(name_or_path: str | Path = DEFAULT_TAXONOMY) -> Taxonomy:
     if not path.is_file():
         bundled = ", ".join(sorted(p.stem for p in TAXONOMY_DIR.glob("*.yaml")))
         raise CellkitError(f"taxonomy {str(name_or_path)!r} not found; use one of [{bundled}] or a YAML path")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CellkitError(f"taxonomy file {path} is not valid YAML: {exc}") from None
-    return taxonomy_from_dict(raw, default_name=path.stem)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _LOADED:  # parsed once per file version: pages ask for display names per cell, per run
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise CellkitError(f"taxonomy file {path} is not valid YAML: {exc}") from None
+        _LOADED[key] = taxonomy_from_dict(raw, default_name=path.stem)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple[str, int, int], Taxonomy] = {}  # a Taxonomy is never changed after it is built
 
 
 def taxonomy_from_dict(raw: object, default_name: str = "custom") -> Taxonomy:

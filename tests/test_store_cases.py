@@ -132,5 +132,5 @@ def test_image_store_off_and_unwritable(store, smear, monkeypatch, tmp_path):
     blocker = tmp_path / "blocked"
     blocker.write_text("a file, not a folder")
     monkeypatch.setenv("CELLKIT_IMAGE_DIR", str(blocker))
-    with pytest.raises(CellkitError, match="cannot store the image .*CELLKIT_IMAGE_DIR"):
+    with pytest.raises(CellkitError, match=r"cannot store the image .*CELLKIT_IMAGE_DIR"):
         store.save_image(img, image_sha256(img))

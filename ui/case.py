@@ -109,8 +109,8 @@ def summary_ui(summary: dict, display) -> None:
     cols[3].metric("Platelets per 1,000 RBC", summary["platelets_per_1000_rbc"] or "—")
     st.caption(f"NRBC: {nrbc['count']} ({per100}), not counted among the white cells. {summary['platelet_caveat']}")
     if summary["unidentified_review"]:
-        st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them before "
-                   "signing.", icon=":material/flag:")  # fmt: skip
+        st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them in *Cells & "
+                   "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip
 
 
 def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image_of, display) -> None:

@@ -7,6 +7,7 @@ Screenshots are saved in the test's tmp_path and their paths printed (see them w
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -263,3 +264,70 @@ def test_classify_frames_any_crop_and_shows_the_review_verdict(app_url, page, tm
     page.wait_for_timeout(500)
     _screenshot(page, tmp_path / "classify.png")
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_review_flow_of_a_case_from_upload_to_signed_pdf(app_url, page, tmp_path):
+    """A hematologist's case: 3 fields uploaded at once, a key reclassifies, a key rejects, a click adds a missed
+    cell, sign-off, a reload finds the case signed, and the PDF downloads with the reviewer in it."""
+    if not list_specs(task="detector"):
+        pytest.skip(f"no detector card in {weights_dir()}; train one with `cellkit train detector`")
+    paths = []
+    for k in range(3):
+        smear, *_ = make_demo_smear(640, 480, n_wbc=3, n_rbc=25, n_platelet=3, seed=40 + k)
+        paths.append(str(_save(smear, tmp_path / f"field_{k + 1}.png")))
+    page.goto(f"{app_url}/slide")
+    page.get_by_role("heading", name="Slide analysis").wait_for()
+    _wait_idle(page)
+    page.locator("input[type=file]").first.set_input_files(paths)
+    page.get_by_text("over 3 field(s)").wait_for()
+    _wait_idle(page)
+    gallery = page.locator('[data-testid="stMain"]')
+    timings = {}
+
+    def key(name: str, expect: str) -> None:
+        page.get_by_role("heading", name="Slide analysis").click()  # focus on the page, not on a text box
+        started = time.monotonic()
+        page.keyboard.press(name)
+        gallery.get_by_text(expect).first.wait_for()
+        _wait_idle(page)
+        timings[name] = time.monotonic() - started
+
+    key("7", "Basophil (1)")  # the selected cell becomes a basophil, the next one is selected
+    key("X", "Rejected: not a cell (1)")
+    _screenshot(page, tmp_path / "review_keys.png")
+
+    wbc = page.locator('[data-testid="stMetric"]').filter(has_text="WBC").first.locator('[data-testid="stMetricValue"]')
+    before = int(wbc.inner_text())
+    page.get_by_text("Add a missed cell").click()
+    adder = page.locator('[data-testid="stExpander"]').filter(has_text="Add a missed cell")
+    started = time.monotonic()
+    adder.locator("iframe").content_frame.locator("img").click(position={"x": 40, "y": 40})
+    page.get_by_text("added by the reviewer").wait_for()
+    _wait_idle(page)
+    timings["add"] = time.monotonic() - started
+    assert int(wbc.inner_text()) == before + 1
+    _screenshot(page, tmp_path / "review_added.png")
+
+    page.get_by_role("tab", name="Case & report").click()
+    page.get_by_label("Reviewer").fill("Dr Ada Lovelace")
+    page.get_by_role("button", name="Sign off").click()
+    page.get_by_text("Signed off by").first.wait_for()
+    _wait_idle(page)
+    _screenshot(page, tmp_path / "signed.png")
+
+    page.reload()  # the next day, as it were: the case is the user's, not the browser session's
+    page.get_by_role("heading", name="Slide analysis").wait_for()
+    _wait_idle(page)
+    page.get_by_role("tab", name="Case & report").click()
+    page.get_by_text("Version 1 signed by Dr Ada Lovelace").wait_for()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Case report (PDF)").click()
+    pdf = Path(download.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF")
+    from pypdf import PdfReader
+
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert "Reviewed and signed by Dr Ada Lovelace" in text and "field_3.png" in text
+    assert page.locator('[data-testid="stException"]').count() == 0
+    print("seconds per review action in the browser (key press to page updated):",
+          {k: round(v, 2) for k, v in timings.items()})  # fmt: skip
