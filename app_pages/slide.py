@@ -185,7 +185,11 @@ slide = state.get("slide")
 if slide and slide["id"] in results:
     results[slide["id"]] = slide["result"]  # the page's copy, with this session's review applied
 if case and results:
-    summary = case_summary(case["name"], list(results.values()), case["target_wbc"], case.get("details"))
+    try:
+        red_spec = getattr(resources.red_cell_classifier(), "spec", None)  # withholds forms at the wrong scale
+    except CellkitError:
+        red_spec = None
+    summary = case_summary(case["name"], list(results.values()), case["target_wbc"], case.get("details"), red_spec)
     case_ui.progress_ui(case, summary)
     ids = list(results)
     current = slide["id"] if slide and slide["id"] in results else None

@@ -28,9 +28,20 @@ def case_summary(
     fields: Sequence[SlideResult],
     target_wbc: int = DEFAULT_TARGET_WBC,
     details: dict[str, Any] | None = None,
+    red_cell_spec: Any = None,
 ) -> dict[str, Any]:
     """The case's totals over its ``fields`` (see the module docstring); every figure from the final labels.
-    ``details``: the specimen's details as entered (printed on the report)."""
+    ``details``: the specimen's details as entered (printed on the report); ``red_cell_spec``: the red-cell model's
+    card, to withhold the schistocyte finding when a field's scale is off for it (``rbc_grading.scale_warning``)."""
+    from cellkit.rbc_grading import red_cell_findings, scale_warning
+
+    red: dict[str, dict[str, float]] = {}
+    withheld = ""
+    for result in fields:
+        for form, v in result.composition("rbc").items():
+            red.setdefault(form, {"count": 0, "percent": 0.0})["count"] += int(v["count"])
+        if red_cell_spec is not None and not withheld:
+            withheld = scale_warning(result, red_cell_spec)
     counts: dict[str, int] = {}
     nrbc = 0
     wbc = rbc = platelets = 0
@@ -68,6 +79,8 @@ def case_summary(
         "platelets_per_field": round(platelets / n, 1) if n else None,
         "platelets_per_1000_rbc": round(1000.0 * platelets / rbc, 1) if rbc else None,
         "platelet_caveat": PLATELET_CAVEAT,
+        "red_cells": [f.to_dict() for f in red_cell_findings(red, withheld=withheld)],
+        "red_cells_withheld": withheld,
         "flagged_cells": flagged,
         "rejected": rejected,
         "models": _models(fields),

@@ -99,6 +99,15 @@ def case_pdf(
     line(f"Red cells per field: {summary['rbc_per_field']}.   Platelets per field: {summary['platelets_per_field']}.   "
          f"Platelets per 1,000 red cells: {summary['platelets_per_1000_rbc']}.")  # fmt: skip
     line(summary["platelet_caveat"])
+    forms = summary.get("red_cells") or []
+    if forms:
+        n_red = sum(f["count"] for f in forms)
+        line(f"Red-cell morphology over {n_red} classified red cells: "
+             + "; ".join(f"{display(f['form'])} {f['percent']:.1f} %" + (f" ({f['finding']}"
+                         + (", provisional: under 1,000 red cells" if f["provisional"] else "") + ")"
+                         if f["finding"] else "") for f in forms) + ".")  # fmt: skip
+        if summary.get("red_cells_withheld"):
+            line(summary["red_cells_withheld"])
 
     if thumbnails:
         heading(f"Flagged and corrected cells ({len(thumbnails)})")

@@ -31,3 +31,13 @@ def test_case_totals_over_fields():
 def test_empty_case_has_no_differential():
     s = case_summary("none", [])
     assert s["differential"] == {} and s["nrbc"]["per_100_wbc"] is None and s["rbc_per_field"] is None
+
+
+def test_red_cell_forms_add_up_over_the_fields_with_the_schistocyte_limit():
+    a = field(["schistocyte", "normal", "normal", "lymphocyte"], ["rbc", "rbc", "rbc", "wbc"], "f1.png")
+    b = field(["target_cell", "normal"], ["rbc", "rbc"], "f2.png")
+    forms = {f["form"]: f for f in case_summary("R-1", [a, b])["red_cells"]}
+    assert {k: v["count"] for k, v in forms.items()} == {"normal": 3, "schistocyte": 1, "target_cell": 1}
+    assert forms["schistocyte"]["percent"] == 20.0 and "above 1 %" in forms["schistocyte"]["finding"]
+    assert forms["schistocyte"]["provisional"]  # 5 red cells, not the 1,000 the limit is for
+    assert case_summary("R-1", [field(["lymphocyte"], ["wbc"], "f3.png")])["red_cells"] == []

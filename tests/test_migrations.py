@@ -121,3 +121,25 @@ def test_every_revision_upgrades_to_head(tmp_path, target):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
     engine.dispose()
+
+
+def test_a_database_of_the_previous_release_0003_upgrades_to_cases_keeping_its_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'v3.db'}"
+    _old_database(url)  # rows in the first schema, then the migrations of the previous release up to 0003
+    from alembic import command
+    from alembic.config import Config
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.stamp(cfg, "0001")
+        command.upgrade(cfg, "0003")
+    engine.dispose()
+    store = Store(url)  # opening it upgrades in place
+    (row,) = store.list_analyses("ann")
+    assert store.load_analysis(row["id"], "ann").added == {}
+    cid = store.create_case("ann", "S-1")
+    assert store.case(cid, "ann")["field_ids"] == []
+    assert store.corrections(row["id"], "ann")[0]["label"] == "monocyte"

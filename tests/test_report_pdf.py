@@ -41,3 +41,31 @@ def test_report_renders(report, tmp_path):
 
     page = np.asarray(Image.open(next(tmp_path.glob("p*.png"))).convert("L"))
     assert page.shape[0] > page.shape[1] and (page < 128).mean() > 0.005  # a portrait page with text on it
+
+
+def test_a_signed_and_amended_case_prints_its_specimen_and_history(tmp_path):
+    pypdf = pytest.importorskip("pypdf")
+    from cellkit.case import history_lines
+
+    a = field(["lymphocyte", "monocyte"], ["wbc", "wbc"], "field_02.png")
+    summary = case_summary("S-26-0042", [a], details={"specimen": "EDTA blood, MGG", "ward": ""})
+    events = [
+        {"version": 1, "kind": "created", "who": "ann", "note": "", "created": "2026-12-01T09:00:00+00:00"},
+        {"version": 1, "kind": "signed", "who": "Dr A", "note": "", "created": "2026-12-01T10:00:00+00:00"},
+        {"version": 2, "kind": "amended", "who": "Dr A", "note": "a blast missed", "created": "2026-12-01T11:00:00"},
+        {"version": 2, "kind": "signed", "who": "Dr B", "note": "second look", "created": "2026-12-01T12:00:00"},
+    ]
+    history = history_lines(events)
+    assert history == [
+        "Version 1 signed by Dr A at 2026-12-01T10:00:00+00:00.",
+        "Amended by Dr A at 2026-12-01T11:00:00, opening version 2: a blast missed",
+        "Version 2 signed by Dr B at 2026-12-01T12:00:00. second look",
+    ]
+    path = tmp_path / "signed.pdf"
+    path.write_bytes(
+        case_pdf(summary, a.display_name, reviewer="Dr B", signed_at="2026-12-01T12:00:00", history=history)
+    )
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
+    for expected in ("Specimen: EDTA blood, MGG", "Reviewed and signed by Dr B", "opening version 2: a blast missed"):
+        assert expected in text, expected
+    assert "Ward:" not in text  # empty details are left out

@@ -27,6 +27,21 @@ def store(tmp_path):
     return Store(f"sqlite:///{tmp_path / 'a.db'}")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path):
+    """The same behaviour on SQLite and on PostgreSQL (a throwaway server; skipped without Debian postgresql)."""
+    if request.param == "sqlite":
+        return Store(f"sqlite:///{tmp_path / 'a.db'}")
+    import sqlalchemy as sa
+
+    server = request.getfixturevalue("postgres")
+    engine = sa.create_engine(server.url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:  # a clean database: the module's server is shared by the tests
+        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return Store(server.url)
+
+
 def _wbc(result) -> int:
     return int(np.flatnonzero(result.detections.class_name == "wbc")[0])
 
@@ -53,7 +68,8 @@ def test_a_case_gathers_its_fields_in_order_and_only_its_owner_sees_it(store, sm
         store.create_case("ann", "x", target_wbc=0)
 
 
-def test_sign_off_locks_the_case_and_an_amendment_is_a_new_logged_version(store, smear):
+def test_sign_off_locks_the_case_and_an_amendment_is_a_new_logged_version(any_store, smear):
+    store = any_store
     _, _, result = smear
     cid = store.create_case("ann", "S-1")
     aid = store.save_analysis(result, owner="ann", case_id=cid)
@@ -89,7 +105,8 @@ def test_sign_off_locks_the_case_and_an_amendment_is_a_new_logged_version(store,
         store.amend_case(store.create_case("ann", "S-2"), "ann", "x", "why")
 
 
-def test_a_cell_added_by_the_reviewer_is_stored_classified_and_reloaded(store, smear):
+def test_a_cell_added_by_the_reviewer_is_stored_classified_and_reloaded(any_store, smear):
+    store = any_store
     img, clf, result = smear
     aid = store.save_analysis(result, owner="ann")
     more, idx = add_cell(img, result, 100.0, 80.0, clf, author="dr.a")

@@ -108,6 +108,12 @@ def summary_ui(summary: dict, display) -> None:
     cols[2].metric("Platelets per field", summary["platelets_per_field"])
     cols[3].metric("Platelets per 1,000 RBC", summary["platelets_per_1000_rbc"] or "—")
     st.caption(f"NRBC: {nrbc['count']} ({per100}), not counted among the white cells. {summary['platelet_caveat']}")
+    if summary["red_cells"]:
+        st.markdown("**Red-cell morphology of the case**")
+        st.dataframe([{"Form": display(f["form"]), "Count": f["count"], "%": f["percent"],
+                       "Finding": f["finding"] + (" (provisional: under 1,000 red cells)"
+                                                  if f["provisional"] and f["finding"] else "")}
+                      for f in summary["red_cells"]], hide_index=True)  # fmt: skip
     if summary["unidentified_review"]:
         st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them in *Cells & "
                    "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip
