@@ -115,6 +115,9 @@ def run(image, name: str, key, meta: dict) -> None:
 
 db = case_store()
 case = None
+if "case_switch" in state:  # a past analysis reopened within its case
+    state["case_id"] = state["case_pick"] = state.pop("case_switch")
+    state.pop("case_fields", None)
 if db is not None:
     try:
         case = case_ui.case_picker_ui(db, owner)
@@ -193,7 +196,7 @@ if case and results:
     case_ui.progress_ui(case, summary)
     ids = list(results)
     current = slide["id"] if slide and slide["id"] in results else None
-    if current is None and (slide is None or slide.get("case_id") != case["id"]):
+    if current is None and (slide is None or (slide.get("case_id") != case["id"] and not slide.get("standalone"))):
         current = ids[-1]  # a case opened: its newest field
     if current is not None:
         chosen = st.selectbox(
@@ -437,8 +440,17 @@ def show_db_error(exc: CellkitError) -> None:
         st.error(widgets.plain(exc), icon=":material/database:")
 
 
-def reopen(analysis_id: int, result, image, image_note: str = "") -> None:
-    """Show a stored analysis on this page (with its image when there is one; else ``image_note`` says why)."""
+def reopen(analysis_id: int, result, image, image_note: str = "", case_id: int | None = None) -> None:
+    """Show a stored analysis on this page (with its image when there is one; else ``image_note`` says why); a
+    field of a case opens within its case."""
+    if image is None:
+        try:
+            image = resources.store().load_image(result.image_sha256)
+        except CellkitError:
+            image = None
+        image_note = image_note if image is None else ""
+    if case_id is not None:
+        state["case_switch"] = case_id  # applied before the case picker is drawn
     state["slide"] = {
         "id": analysis_id,
         "result": result,
@@ -450,6 +462,9 @@ def reopen(analysis_id: int, result, image, image_note: str = "") -> None:
         "pending": [],
         "db_error": None,
         "image_note": image_note,
+        "case_id": case_id,
+        "standalone": case_id is None,  # not replaced by the current case's newest field
+        "image_kept": image is not None,
     }
     st.rerun()
 
@@ -489,7 +504,8 @@ with st.expander("Your past analyses", icon=":material/history:"):
             except CellkitError as exc:
                 show_db_error(exc)
             else:
-                reopen(chosen, again, state.get("slide_images", {}).get(again.image_sha256))
+                row = next(p for p in past if p["id"] == chosen)
+                reopen(chosen, again, state.get("slide_images", {}).get(again.image_sha256), case_id=row["case_id"])
         if c2.button("Delete", icon=":material/delete:"):
             try:
                 store.delete_analysis(chosen, owner=owner)

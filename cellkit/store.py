@@ -665,6 +665,7 @@ class Store:
                         **counts,
                         "detector": a.detector_name,
                         "classifier": a.classifier_name,
+                        "case_id": a.case_id,
                     }
                 )
             return out

@@ -123,3 +123,19 @@ def test_a_reload_reopens_the_case_with_its_image_when_images_are_stored(monkeyp
     assert (slide["image"] is not None) == (mode == "files")
     if mode == "off":
         assert any("not stored" in i.value for i in again.info)
+
+
+def test_a_past_analysis_reopens_within_its_case_with_its_stored_image():
+    at = _fields(_page().run(), n=2)
+    first_case = at.session_state["case_id"]
+    first_field = _store().case(first_case, at.session_state["owner"])["field_ids"][0]
+    at = _page().run()  # a new session, with another case current
+    at.text_input(key="case_new_name").set_value("Other")
+    next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_new").click().run()
+    assert at.session_state["case_id"] != first_case
+    at.selectbox(key="slide_past").set_value(first_field)
+    next(b for b in at.button if b.label == "Reopen").click().run()
+    assert not at.exception
+    slide = at.session_state["slide"]
+    assert slide["id"] == first_field and at.session_state["case_id"] == first_case
+    assert slide["image"] is not None  # from the image store: this session never had the pixels
