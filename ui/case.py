@@ -110,6 +110,8 @@ def summary_ui(summary: dict, display) -> None:
     st.caption(f"NRBC: {nrbc['count']} ({per100}), not counted among the white cells. {summary['platelet_caveat']}")
     if summary["red_cells"]:
         st.markdown("**Red-cell morphology of the case**")
+        if summary["red_cells_withheld"]:
+            st.warning(summary["red_cells_withheld"], icon=":material/warning:")
         st.dataframe([{"Form": display(f["form"]), "Count": f["count"], "%": f["percent"],
                        "Finding": f["finding"] + (" (provisional: under 1,000 red cells)"
                                                   if f["provisional"] and f["finding"] else "")}

@@ -150,7 +150,7 @@ def add_cell_ui(image, result, key: str, locked: bool, act) -> None:
     from streamlit_image_coordinates import streamlit_image_coordinates
 
     kinds = {"wbc": "White cell", "platelet": "Platelet", "rbc": "Red cell"}
-    st.radio("Add a missed", list(kinds), format_func=kinds.get, horizontal=True, key=f"{key}_add_kind",
+    st.radio("Cell type to add", list(kinds), format_func=kinds.get, horizontal=True, key=f"{key}_add_kind",
              disabled=locked)  # fmt: skip
     st.caption("Click the centre of the missed cell; the model suggests its class, which you can then change. "
                "Added cells are drawn in green.")  # fmt: skip
