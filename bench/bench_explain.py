@@ -39,8 +39,9 @@ TARGETS = {"gradcam": 0.1, "ig": 2.0, "occlusion": 3.0}
 
 def stand_in(arch: str, size: int):
     """An untrained timm model of the bundled architecture wrapped in a Classifier."""
-    from cellkit.classify import Classifier, build_model
+    from cellkit.classify import Classifier
     from cellkit.models import ModelSpec
+    from cellkit.nets import build_model
     from cellkit.taxonomy import load_taxonomy
 
     tax = load_taxonomy("pbc")

@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellkit import config
-from cellkit.classify import Classifier, penultimate_and_logits, save_classifier
+from cellkit.classify import Classifier, save_classifier
 from cellkit.colour import background_rgb
 from cellkit.errors import CellkitError, named
 from cellkit.models import list_specs, sha256_file
+from cellkit.nets import penultimate_and_logits
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import UNKNOWN, Taxonomy
 from cellkit.unknown import OodScorer

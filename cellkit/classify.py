@@ -3,8 +3,8 @@
 The network predicts the taxonomy's *leaves*; inner-node probabilities are sums of leaf
 probabilities (``Taxonomy.node_matrix``), so the tree is always consistent. Each prediction carries
 the argmax leaf and the deepest node whose probability passes ``spec.threshold``, plus an
-out-of-distribution score (class-conditional Mahalanobis distance on the penultimate features,
-divided by its 99th percentile on held-out training-lab crops: > 1 means "unlike the training data").
+out-of-distribution score and the review verdict (:mod:`cellkit.unknown`). The networks are in
+:mod:`cellkit.nets`, tables of predictions in :mod:`cellkit.results_table`.
 
 Weights are a safetensors state dict beside a JSON model card (:class:`cellkit.models.ModelSpec`);
 OOD statistics travel in the same safetensors file under the ``ood.`` prefix.
@@ -24,112 +24,14 @@ from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.fuse import FoldedCopy
 from cellkit.models import ModelSpec, default_spec, load_spec
+from cellkit.nets import build_model, penultimate_and_logits
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from cellkit.types import Prediction
-from cellkit.unknown import METHODS, UNKNOWN, OodScorer, sharpness
+from cellkit.unknown import METHODS, UNKNOWN, OodScorer, mahalanobis, sharpness
 
 OOD_PREFIX = "ood."
 TRAIN_HINT = "train one with `cellkit train classifier`"
-
-
-# ---- small architectures of our own (timm names are used for everything else) ------------------
-class SmallCNN(nn.Module):
-    """A plain conv net (stride-2 stem, then conv-bn-relu x2 + max-pool per stage) with timm's head API."""
-
-    def __init__(self, num_classes: int, widths: tuple[int, ...] = (24, 48, 96, 192), drop_rate: float = 0.2):
-        super().__init__()
-        layers: list[nn.Module] = [
-            nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        ]
-        c_in = widths[0]
-        for i, c in enumerate(widths):
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-            layers += [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-            if i < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2))
-            c_in = c
-        self.features = nn.Sequential(*layers)
-        self.num_features = widths[-1] * 2
-        self.conv_head = nn.Conv2d(c_in, self.num_features, 1, bias=False)  # CAM target layer
-        self.bn2 = nn.BatchNorm2d(self.num_features)
-        self.act2 = nn.ReLU(inplace=True)
-        self.drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(self.num_features, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act2(self.bn2(self.conv_head(self.features(x))))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))
-        return x if pre_logits else self.classifier(self.drop(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-LOCAL_ARCHS: dict[str, Any] = {
-    "cellkit_tiny_cnn": lambda n: SmallCNN(n, widths=(8, 16, 32), drop_rate=0.0),
-    "cellkit_small_cnn": lambda n: SmallCNN(n, widths=(24, 48, 96, 192)),
-}
-
-
-def build_model(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """An untrained network by name: a :data:`LOCAL_ARCHS` entry or any timm model name."""
-    if arch in LOCAL_ARCHS:
-        return LOCAL_ARCHS[arch](num_classes)
-    import timm
-
-    try:
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
-    except RuntimeError as exc:  # timm raises RuntimeError for unknown names
-        raise CellkitError(
-            f"unknown architecture {arch!r}: use a timm model name or one of {list(LOCAL_ARCHS)}"
-        ) from exc
-
-
-def penultimate_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features before the classifier and the leaf logits, in one forward pass."""
-    if hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
-        feats = model.forward_head(model.forward_features(x), pre_logits=True)
-        return feats, model.get_classifier()(feats)
-    logits = model(x)
-    return logits, logits
-
-
-# ---- out-of-distribution score ---------------------------------------------------------------
-def fit_ood(features: np.ndarray, leaf_index: np.ndarray, dim: int = 128) -> dict[str, torch.Tensor]:
-    """Class-conditional Gaussian statistics (tied covariance) of features in a PCA subspace."""
-    f = np.asarray(features, np.float64)
-    mu = f.mean(0)
-    _, _, vt = np.linalg.svd(f - mu, full_matrices=False)
-    k = int(min(dim, vt.shape[0], max(1, len(f) - 1)))
-    proj = vt[:k].T  # (D, k)
-    z = (f - mu) @ proj
-    classes = np.unique(leaf_index)
-    means = np.stack([z[leaf_index == c].mean(0) for c in classes])
-    resid = z - means[np.searchsorted(classes, leaf_index)]
-    cov = resid.T @ resid / max(1, len(z) - len(classes))
-    cov += np.eye(k) * (1e-3 * np.trace(cov) / k + 1e-8)
-    return {
-        "mu": torch.tensor(mu, dtype=torch.float32),
-        "proj": torch.tensor(proj, dtype=torch.float32),
-        "means": torch.tensor(means, dtype=torch.float32),
-        "precision": torch.tensor(np.linalg.inv(cov), dtype=torch.float32),
-    }
-
-
-def mahalanobis(stats: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
-    """Distance to the nearest class mean (n,), in the whitened PCA subspace."""
-    z = (features.float() - stats["mu"]) @ stats["proj"]
-    diff = z[:, None, :] - stats["means"][None]  # (n, C, k)
-    d2 = torch.einsum("nck,kl,ncl->nc", diff, stats["precision"], diff)
-    return d2.clamp_min(0).min(dim=1).values.sqrt()
 
 
 # ---- the classifier ------------------------------------------------------------------------
@@ -400,54 +302,3 @@ def build_tiny_classifier(taxonomy: Taxonomy | str | None = None, input_size: in
         card={"note": "untrained tiny CNN for tests"},
     )
     return Classifier(model, spec, tax)
-
-
-# ---- batch classification of image items (CLI and app) ----------------------------------------
-def result_columns(taxonomy: Taxonomy) -> list[str]:
-    """Columns of a results table: path, leaf, label, confidence, ood_score, review, note, shown_as, p_<node>..., error.
-
-    ``shown_as`` is what a person is shown ("Unidentified — review" for a flagged cell); ``label`` is its id
-    (``unknown`` when flagged, ``review`` says why) and ``leaf`` is still the best guess.
-    """
-    probs = [f"p_{n}" for n in taxonomy.ids]
-    return ["path", "leaf", "label", "confidence", "ood_score", "review", "note", "shown_as", *probs, "error"]
-
-
-def prediction_row(pred: Prediction, taxonomy: Taxonomy) -> dict[str, Any]:
-    """One results-table row of a prediction (see :func:`result_columns`), without the path."""
-    return {**pred.as_dict(), "shown_as": taxonomy.display(pred.label)}
-
-
-PENDING_PIXELS = 20_000_000  # classify_items: images held before a batch is sent (~60 MB of RGB)
-
-
-def classify_items(clf: Classifier, items: Any, batch_size: int = 64, progress: Any = None) -> list[dict[str, Any]]:
-    """One row per :class:`cellkit.io.ImageItem` (file, folder member, zip member), in input order.
-
-    Unreadable items get a row whose ``error`` says why (probabilities left empty); the rest are
-    classified in batches of at most ``batch_size`` crops and ``PENDING_PIXELS`` pixels (so a few
-    huge images are not all held at once). ``progress`` is an optional callable ``progress(n_done)``.
-    """
-    rows: list[dict[str, Any]] = []
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def flush() -> None:
-        preds = clf.predict([im for _, im in pending], batch_size=batch_size)
-        for (i, _), pred in zip(pending, preds, strict=True):
-            rows[i].update(prediction_row(pred, clf.taxonomy))
-        if progress is not None:
-            progress(len(pending))
-        pending.clear()
-
-    for item in items:
-        rows.append({"path": item.name, "error": item.error or ""})
-        if item.error or item.image is None:
-            if progress is not None:
-                progress(1)
-            continue
-        pending.append((len(rows) - 1, item.image))
-        if len(pending) >= batch_size or sum(im.shape[0] * im.shape[1] for _, im in pending) >= PENDING_PIXELS:
-            flush()
-    if pending:
-        flush()
-    return rows

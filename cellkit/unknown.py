@@ -163,3 +163,33 @@ def sharpness(x: torch.Tensor) -> torch.Tensor:
     lap = g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4 * c  # 4-neighbour Laplacian
     inner = (slice(None), slice(1, -1), slice(1, -1))  # one more pixel off each border
     return lap[inner].flatten(1).std(1) / c[inner].flatten(1).std(1).clamp_min(1e-3)
+
+
+# ---- the score of the first model cards (``ood_stats``: class-conditional Mahalanobis, tied covariance) ----
+def fit_ood(features: np.ndarray, leaf_index: np.ndarray, dim: int = 128) -> dict[str, torch.Tensor]:
+    """Class-conditional Gaussian statistics (tied covariance) of features in a PCA subspace."""
+    f = np.asarray(features, np.float64)
+    mu = f.mean(0)
+    _, _, vt = np.linalg.svd(f - mu, full_matrices=False)
+    k = int(min(dim, vt.shape[0], max(1, len(f) - 1)))
+    proj = vt[:k].T  # (D, k)
+    z = (f - mu) @ proj
+    classes = np.unique(leaf_index)
+    means = np.stack([z[leaf_index == c].mean(0) for c in classes])
+    resid = z - means[np.searchsorted(classes, leaf_index)]
+    cov = resid.T @ resid / max(1, len(z) - len(classes))
+    cov += np.eye(k) * (1e-3 * np.trace(cov) / k + 1e-8)
+    return {
+        "mu": torch.tensor(mu, dtype=torch.float32),
+        "proj": torch.tensor(proj, dtype=torch.float32),
+        "means": torch.tensor(means, dtype=torch.float32),
+        "precision": torch.tensor(np.linalg.inv(cov), dtype=torch.float32),
+    }
+
+
+def mahalanobis(stats: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
+    """Distance to the nearest class mean (n,), in the whitened PCA subspace."""
+    z = (features.float() - stats["mu"]) @ stats["proj"]
+    diff = z[:, None, :] - stats["means"][None]  # (n, C, k)
+    d2 = torch.einsum("nck,kl,ncl->nc", diff, stats["precision"], diff)
+    return d2.clamp_min(0).min(dim=1).values.sqrt()

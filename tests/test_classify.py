@@ -9,18 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cellkit.classify import (
-    Classifier,
-    build_tiny_classifier,
-    fit_ood,
-    load_classifier,
-    mahalanobis,
-    save_classifier,
-)
+from cellkit.classify import Classifier, build_tiny_classifier, load_classifier, save_classifier
 from cellkit.errors import CellkitError
 from cellkit.preprocess import Preprocess
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
+from cellkit.unknown import fit_ood
 
 
 def preprocess(images, size, mean, std, view=1.0, background=None):
@@ -135,15 +129,6 @@ def test_save_load_roundtrip_with_ood(tmp_path, tiny):
     noise = np.random.default_rng(0).integers(0, 255, (4, 48, 48, 3), dtype=np.uint8)
     assert np.median(loaded.predict_arrays(list(noise))["ood_score"]) > np.median(scores)
     assert json.loads((tmp_path / "tiny.json").read_text())["ood"]["threshold_distance"] == 2.0
-
-
-def test_mahalanobis_prefers_own_class():
-    rng = np.random.default_rng(0)
-    feats = np.concatenate([rng.normal(0, 1, (50, 6)), rng.normal(8, 1, (50, 6))])
-    stats = fit_ood(feats, np.repeat([0, 1], 50), dim=6)
-    near = mahalanobis(stats, torch.tensor(feats[:5], dtype=torch.float32))
-    far = mahalanobis(stats, torch.full((5, 6), 30.0))
-    assert float(far.min()) > float(near.max())
 
 
 def test_missing_or_broken_weights_name_the_fix(tmp_path, tiny):

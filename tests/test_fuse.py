@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cellkit.classify import build_model, build_tiny_classifier
+from cellkit.classify import build_tiny_classifier
 from cellkit.fuse import FoldedCopy, conv_bn_pairs, fold_batchnorm
+from cellkit.nets import build_model
 from cellkit.synth import make_crop
 
 

@@ -14,7 +14,7 @@ from cellkit.errors import CellkitError
 from cellkit.synth import make_crop, make_demo_smear
 from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME, load_taxonomy
 from cellkit.types import Prediction
-from cellkit.unknown import METHODS, OodScorer, auroc, calibrate, sharpness
+from cellkit.unknown import METHODS, OodScorer, auroc, calibrate, fit_ood, mahalanobis, sharpness
 
 
 def clusters(n: int, centres: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,3 +169,12 @@ def test_prediction_unknown_needs_a_reason():
         Prediction(probs, tax.ids, tax.leaves[0], UNKNOWN, 0.1)
     p = Prediction(probs, tax.ids, tax.leaves[0], UNKNOWN, 0.1, review="unsure")
     assert p.as_dict()["label"] == UNKNOWN and p.as_dict()["review"] == "unsure"
+
+
+def test_mahalanobis_prefers_own_class():
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(0, 1, (50, 6)), rng.normal(8, 1, (50, 6))])
+    stats = fit_ood(feats, np.repeat([0, 1], 50), dim=6)
+    near = mahalanobis(stats, torch.tensor(feats[:5], dtype=torch.float32))
+    far = mahalanobis(stats, torch.full((5, 6), 30.0))
+    assert float(far.min()) > float(near.max())

@@ -30,9 +30,10 @@ def classify_command(
     import torch
     from tqdm import tqdm
 
-    from cellkit.classify import classify_items, load_classifier, result_columns
+    from cellkit.classify import load_classifier
     from cellkit.errors import named
     from cellkit.io import atomic_write_bytes, check_out, iter_images
+    from cellkit.results_table import classify_items, result_columns
 
     if out:
         check_out(out)  # before any work: a folder, device or unwritable path fails now, not after

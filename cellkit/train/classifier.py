@@ -25,14 +25,10 @@ from torch import nn
 from tqdm import tqdm
 
 from cellkit import config
-from cellkit.classify import (
-    Classifier,
-    build_model,
-    penultimate_and_logits,
-    save_classifier,
-)
+from cellkit.classify import Classifier, save_classifier
 from cellkit.errors import CellkitError
 from cellkit.models import ModelSpec, sha256_file
+from cellkit.nets import build_model, penultimate_and_logits
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_DATASET, DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from cellkit.train.augment import augment_batch, synthetic_outliers
