@@ -158,7 +158,7 @@ def fit_head(
     lr: float = 5e-3,
 ) -> nn.Linear:
     """A copy of ``head`` fine-tuned on (feats, nodes): tree-aware loss, class-balanced, pulled to the start."""
-    from cellkit.train.classifier import hierarchical_loss, target_masks
+    from cellkit.train.losses import hierarchical_loss, target_masks
 
     new = copy.deepcopy(head)
     w0, b0 = head.weight.detach().clone(), head.bias.detach().clone()

@@ -15,14 +15,9 @@ from cellkit.errors import CellkitError
 from cellkit.evaluate import classification_report, expected_calibration_error, fit_temperature
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
-from cellkit.train.classifier import (
-    TrainConfig,
-    hierarchical_loss,
-    level_balanced_weights,
-    target_masks,
-    train_classifier,
-)
+from cellkit.train.classifier import TrainConfig, train_classifier
 from cellkit.train.data import index_folder, load_image_set, near_duplicate_groups, split_indices
+from cellkit.train.losses import hierarchical_loss, level_balanced_weights, target_masks
 
 # folder, file prefix, synthetic kind: PBC layout, incl. images labelled only at inner nodes
 LAYOUT = [
@@ -204,7 +199,7 @@ def test_leave_one_class_out_removes_every_image_under_the_node():
 
 
 def test_weight_averaging_mixes_two_fine_tunings_of_one_model():
-    from cellkit.train.classifier import average_states
+    from cellkit.train.init_weights import average_states
 
     a = {"w": torch.zeros(3), "n": torch.tensor(5)}
     b = {"w": torch.ones(3), "n": torch.tensor(9)}
