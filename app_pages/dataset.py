@@ -6,7 +6,19 @@ import os
 
 import streamlit as st
 
-from cellkit import DEFAULT_DATASET, DEFAULT_TAXONOMY, config, list_specs, list_taxonomies, load_taxonomy, plots, stats
+from cellkit import (
+    DEFAULT_DATASET,
+    DEFAULT_TAXONOMY,
+    config,
+    list_specs,
+    list_taxonomies,
+    load_taxonomy,
+    model_data_notes,
+    model_data_table,
+    model_split_table,
+    plots,
+    stats,
+)
 from ui import resources
 from ui.widgets import plain
 
@@ -163,7 +175,7 @@ if path:
 st.divider()
 st.subheader("Bundled models' training data", anchor=False)
 specs = list_specs()
-table = stats.model_data_table(specs)
+table = model_data_table(specs)
 if not specs:
     st.info(
         "No bundled models in `weights/` yet: train one with `cellkit train classifier` / `cellkit train detector`."
@@ -173,7 +185,7 @@ elif table.empty:
 else:
     st.plotly_chart(plots.model_data_bar(table), width="stretch")
 for spec in specs:
-    notes, split = stats.model_data_notes(spec), stats.model_split_table(spec)
+    notes, split = model_data_notes(spec), model_split_table(spec)
     if split is not None and len(split):
         fig = plots.crosstab_bar(
             stats.crosstab(split, "node", "split"), title=f"{spec.name}: images per node and split"

@@ -66,6 +66,9 @@ _LAZY = {
     # data, storage, serving
     "read_dataset": "cellkit.data",
     "dataset_stats": "cellkit.stats",
+    "model_data_table": "cellkit.model_data",
+    "model_data_notes": "cellkit.model_data",
+    "model_split_table": "cellkit.model_data",
     "Store": "cellkit.store",
     "heavy_job": "cellkit.limits",
     # cases and reports

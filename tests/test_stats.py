@@ -11,7 +11,6 @@ from _datasets import make_classification, make_split_classification, make_voc, 
 
 import cellkit.stats as stats
 from cellkit import CellkitError, dataset_stats, load_taxonomy, plots
-from cellkit.models import ModelSpec
 
 
 @pytest.fixture
@@ -181,19 +180,6 @@ def test_figures_build(cls_index, tmp_path):
     assert dict(zip(sun.ids, sun.values, strict=True))["myeloid"] == 9
 
 
-def test_model_data_table_reads_card_counts():
-    spec = ModelSpec(
-        name="m", task="classifier", arch="a", weights="m.safetensors", input_size=8, labels=["x"],
-        card={"data": {"dataset": "PBC", "n_images": 10, "split_sizes": {"train": 6, "val": 2, "test": 2}}},
-    )  # fmt: skip
-    table = stats.model_data_table([spec])
-    assert table[table["table"] == "data.split_sizes"].set_index("key")["count"].to_dict() == {
-        "train": 6, "val": 2, "test": 2,
-    }  # fmt: skip
-    assert stats.model_data_notes(spec) == {"dataset": "PBC"}
-    assert len(plots.model_data_bar(table).data) > 0
-
-
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_txl_pbc_sources_differ_in_colour(shared_data):
@@ -204,24 +190,6 @@ def test_txl_pbc_sources_differ_in_colour(shared_data):
     colour = stats.colour_table(index.images, "source").set_index("source")
     assert colour.loc["PBC", "mean_r_mean"] - colour.loc["Raabin-WBC", "mean_r_mean"] > 20  # another scanner/stain
     assert colour.loc["PBC", "stained_mean"] < colour.loc["Raabin-WBC", "stained_mean"]  # single cells vs full fields
-
-
-def test_model_split_table_from_split_file(tmp_path):
-    (tmp_path / "split.json").write_text(
-        '{"seed": 0, "train": ["neutrophil/BNE_1.jpg", "ig/IG_2.jpg", "eosinophil/EO_3.jpg"], "test": ["smudge/x.jpg"]}'
-    )
-    spec = ModelSpec(
-        name="m", task="classifier", arch="a", weights="m.safetensors", input_size=8, labels=["x"],
-        card={"data": {"split_file": "split.json"}},
-    )  # fmt: skip
-    table = stats.model_split_table(spec, folder=tmp_path)
-    assert table.set_index("file")["node"].to_dict() == {
-        "neutrophil/BNE_1.jpg": "band_neutrophil", "ig/IG_2.jpg": "myeloid_immature",
-        "eosinophil/EO_3.jpg": "eosinophil", "smudge/x.jpg": None,
-    }  # fmt: skip
-    assert table.groupby("split").size().to_dict() == {"test": 1, "train": 3}
-    spec.card = {}
-    assert stats.model_split_table(spec, folder=tmp_path) is None
 
 
 def test_interrupted_index_keeps_what_was_done(tmp_path, monkeypatch):
