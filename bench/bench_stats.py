@@ -28,7 +28,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="cellkit-bench-") as tmp:
         os.environ["CELLKIT_CACHE_DIR"] = tmp
-        from cellkit.stats import index_dataset, summary
+        from cellkit.dataset_index import index_dataset
+        from cellkit.stats import summary
 
         print(f"machine: {os.cpu_count()} cores, load average before {os.getloadavg()}")
         t0 = time.perf_counter()

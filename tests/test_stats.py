@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 from _datasets import make_classification, make_split_classification, make_voc, make_yolo
 
+import cellkit.dataset_index as dataset_index
 import cellkit.stats as stats
 from cellkit import CellkitError, dataset_stats, load_taxonomy, plots
 
 
 @pytest.fixture
 def cls_index(tmp_path):
-    return stats.index_dataset(make_classification(tmp_path / "cls"))
+    return dataset_index.index_dataset(make_classification(tmp_path / "cls"))
 
 
 def test_index_adds_colour_and_hashes_and_reports_corrupt_file(cls_index):
@@ -29,31 +30,31 @@ def test_index_adds_colour_and_hashes_and_reports_corrupt_file(cls_index):
 
 
 def test_colour_stats_of_known_colours():
-    white = stats.colour_stats(np.full((8, 8, 3), 255, np.uint8))
+    white = dataset_index.colour_stats(np.full((8, 8, 3), 255, np.uint8))
     assert white["od_r"] == 0 and white["stained"] == 0 and white["val"] == 1
-    purple = stats.colour_stats(np.tile(np.array([120, 40, 160], np.uint8), (8, 8, 1)))
+    purple = dataset_index.colour_stats(np.tile(np.array([120, 40, 160], np.uint8), (8, 8, 1)))
     assert purple["stained"] == 1 and -110 < purple["hue"] < -60 and purple["od_g"] > purple["od_b"]
 
 
 def test_cache_hit_reads_nothing_and_changed_files_are_reindexed(tmp_path, monkeypatch):
     root = make_classification(tmp_path / "cls")
-    first = stats.index_dataset(root)
+    first = dataset_index.index_dataset(root)
     assert first.n_computed == 16 and first.cache_path.is_file()
 
     def boom(path):
         raise AssertionError(f"{path} decoded although cached")
 
     with monkeypatch.context() as patch:
-        patch.setattr(stats, "image_record", boom)
-        again = stats.index_dataset(root)
-    assert again.n_computed == 0 and stats.pending_images(root) == 0
+        patch.setattr(dataset_index, "image_record", boom)
+        again = dataset_index.index_dataset(root)
+    assert again.n_computed == 0 and dataset_index.pending_images(root) == 0
     pd.testing.assert_frame_equal(again.images, first.images)
 
     changed = root / "lymphocyte" / "LY_1.png"
     changed.write_bytes((root / "lymphocyte" / "LY_2.png").read_bytes())
     os.utime(changed, ns=(1, 1))
-    assert stats.pending_images(root) == 1
-    third = stats.index_dataset(root)
+    assert dataset_index.pending_images(root) == 1
+    third = dataset_index.index_dataset(root)
     assert third.n_computed == 1
     assert (
         third.images.set_index("file").loc["lymphocyte/LY_1.png", "sha1"]
@@ -63,9 +64,9 @@ def test_cache_hit_reads_nothing_and_changed_files_are_reindexed(tmp_path, monke
 
 def test_damaged_cache_is_rebuilt(tmp_path):
     root = make_classification(tmp_path / "cls", corrupt=False)
-    first = stats.index_dataset(root)
+    first = dataset_index.index_dataset(root)
     first.cache_path.write_bytes(b"garbage")
-    assert stats.index_dataset(root).n_computed == 15
+    assert dataset_index.index_dataset(root).n_computed == 15
 
 
 def test_counts_per_class_level_split(cls_index):
@@ -85,7 +86,7 @@ def test_counts_per_class_level_split(cls_index):
 
 def test_exact_and_near_duplicates_across_splits(tmp_path):
     root, exact, altered = make_split_classification(tmp_path / "splits")
-    index = stats.index_dataset(root)
+    index = dataset_index.index_dataset(root)
     pairs = stats.duplicates(index.images, threshold=4)
     found = {frozenset((r["file_a"], r["file_b"])): r for r in pairs.to_dict("records")}
     src = "train/lymphocyte/LY_0.png"
@@ -129,7 +130,7 @@ def test_balanced_counts_caps_each_level_at_smallest_not_below_threshold():
 
 def test_detection_index_boxes_and_mosaic(tmp_path):
     root, truth = make_yolo(tmp_path / "yolo")
-    index = stats.index_dataset(root)
+    index = dataset_index.index_dataset(root)
     assert len(index.boxes) == sum(len(b) for b in truth.values())
     assert index.boxes["x2"].max() > 1  # pixels, not 0..1
     per_image = stats.boxes_per_image(index.images)
@@ -138,7 +139,7 @@ def test_detection_index_boxes_and_mosaic(tmp_path):
     assert sizes.loc["WBC", "boxes"] == 4
     grid, labels = stats.mosaic(index, per_group=3, size=32)
     assert labels == ["WBC", "RBC", "Platelets"] and grid.shape == (96, 96, 3) and grid.dtype == np.uint8
-    voc = stats.index_dataset(make_voc(tmp_path / "voc"))
+    voc = dataset_index.index_dataset(make_voc(tmp_path / "voc"))
     assert voc.boxes["class"].value_counts()["RBC"] == 6
 
 
@@ -157,7 +158,7 @@ def test_all_images_unreadable_is_an_error(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.png").write_bytes(b"not a png")
     with pytest.raises(CellkitError, match="none of the 1 image files could be read"):
-        stats.index_dataset(tmp_path)
+        dataset_index.index_dataset(tmp_path)
 
 
 def test_figures_build(cls_index, tmp_path):
@@ -172,7 +173,7 @@ def test_figures_build(cls_index, tmp_path):
         plots.mosaic_figure(*stats.mosaic(cls_index, per_group=2, size=16)),
     ]
     root, _, _ = make_split_classification(tmp_path / "splits")
-    split_index = stats.index_dataset(root)
+    split_index = dataset_index.index_dataset(root)
     figs.append(plots.crosstab_bar(stats.crosstab(split_index.images, "class", "split")))
     figs.append(plots.distance_hist(stats.duplicates(split_index.images)))
     assert all(len(f.data) > 0 for f in figs)
@@ -183,7 +184,7 @@ def test_figures_build(cls_index, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_txl_pbc_sources_differ_in_colour(shared_data):
-    index = stats.index_dataset(shared_data / "txl_pbc")
+    index = dataset_index.index_dataset(shared_data / "txl_pbc")
     s = stats.summary(index)
     assert s["per_split"] == {"train": 845, "val": 240, "test": 118} and s["readable"] == 1203
     assert s["boxes"]["WBC"] > 1000 and s["boxes"]["RBC"] > s["boxes"]["WBC"]
@@ -194,7 +195,7 @@ def test_txl_pbc_sources_differ_in_colour(shared_data):
 
 def test_interrupted_index_keeps_what_was_done(tmp_path, monkeypatch):
     root = make_classification(tmp_path / "cls", corrupt=False)
-    real, done = stats.image_record, []
+    real, done = dataset_index.image_record, []
 
     def interrupt_at_sixth(path):
         if len(done) == 5:
@@ -203,8 +204,8 @@ def test_interrupted_index_keeps_what_was_done(tmp_path, monkeypatch):
         return real(path)
 
     with monkeypatch.context() as patch:
-        patch.setattr(stats, "image_record", interrupt_at_sixth)
+        patch.setattr(dataset_index, "image_record", interrupt_at_sixth)
         with pytest.raises(KeyboardInterrupt):
-            stats.index_dataset(root, workers=1)
-    assert stats.pending_images(root) == 10  # the five finished images were cached
-    assert stats.index_dataset(root).n_computed == 10
+            dataset_index.index_dataset(root, workers=1)
+    assert dataset_index.pending_images(root) == 10  # the five finished images were cached
+    assert dataset_index.index_dataset(root).n_computed == 10

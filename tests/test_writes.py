@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from cellkit import writes
+from cellkit.dataset_index import image_record
 from cellkit.errors import CellkitError, named
 from cellkit.io import atomic_write_bytes, iter_images, read_image
-from cellkit.stats import image_record
 
 
 def test_atomic_write_replaces_keeps_mode_and_leaves_no_temp(tmp_path):

@@ -101,8 +101,8 @@ def dataset_list(path: str) -> list:
 
 def dataset_index(path: str, dataset: str | None, taxonomy: str):
     """The cached index of a dataset; the first time, decode it under a progress bar (kept on disk)."""
+    from cellkit.dataset_index import index_dataset, pending_images
     from cellkit.limits import heavy_job
-    from cellkit.stats import index_dataset, pending_images
 
     with config.confined_to_data_roots():
         pending = pending_images(path, dataset=dataset)
@@ -121,7 +121,7 @@ def dataset_index(path: str, dataset: str | None, taxonomy: str):
 
 @st.cache_data(show_spinner="Reading the dataset index…", ttl=3600, max_entries=4)
 def _dataset_index(path: str, dataset: str | None, taxonomy: str):
-    from cellkit.stats import index_dataset
+    from cellkit.dataset_index import index_dataset
 
     with config.confined_to_data_roots():
         return index_dataset(path, taxonomy, dataset=dataset)

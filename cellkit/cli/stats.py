@@ -74,7 +74,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ) -> None:
         """Summarise a dataset: images per class / taxonomy level / split / source, sizes, duplicates."""
         from cellkit.data import list_datasets
-        from cellkit.stats import index_dataset, summary
+        from cellkit.dataset_index import index_dataset
+        from cellkit.stats import summary
         from cellkit.writes import check_out
 
         if json_out:
