@@ -13,8 +13,8 @@ from ui.widgets import masked_db_url, metrics_summary, page_link_ui, plain, shor
 
 WORKFLOWS = [
     ("app_pages/slide.py", "Slide analysis", ":material/biotech:",
-     "Upload a smear: every cell found, white cells classified through the lineage tree, "
-     "a differential count to review and correct."),
+     "A case of one or more fields: every cell found and classified, a differential over 100 or 200 white "
+     "cells to review with the keyboard, sign off and print as a PDF."),
     ("app_pages/classify.py", "Classify crops", ":material/category:",
      "Single-cell images or a zip of them: probabilities at every level of the tree, "
      "out-of-distribution flags, CSV export."),

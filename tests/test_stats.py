@@ -1,8 +1,6 @@
-"""Index (colour, hashes, disk cache), counts, duplicates / leakage, balancing, boxes, mosaic, figures."""
+"""Counts, duplicates / leakage, balancing, boxes, mosaic, figures."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pandas as pd
@@ -17,56 +15,6 @@ from cellkit import CellkitError, dataset_stats, load_taxonomy, plots
 @pytest.fixture
 def cls_index(tmp_path):
     return dataset_index.index_dataset(make_classification(tmp_path / "cls"))
-
-
-def test_index_adds_colour_and_hashes_and_reports_corrupt_file(cls_index):
-    df = cls_index.images
-    ok = df[df["error"].isna()]
-    assert len(ok) == 15 and ok["phash"].str.len().eq(16).all() and ok["sha1"].str.len().eq(40).all()
-    assert ok[stats.COLOUR_COLUMNS].notna().all().all()
-    assert ((ok["stained"] > 0) & (ok["stained"] <= 1)).all() and (ok["hue"].between(-180, 180)).all()
-    bad = df[df["error"].notna()]
-    assert list(bad["file"]) == ["neutrophil/SNE_broken.jpg"] and "corrupt" in bad["error"].item()
-
-
-def test_colour_stats_of_known_colours():
-    white = dataset_index.colour_stats(np.full((8, 8, 3), 255, np.uint8))
-    assert white["od_r"] == 0 and white["stained"] == 0 and white["val"] == 1
-    purple = dataset_index.colour_stats(np.tile(np.array([120, 40, 160], np.uint8), (8, 8, 1)))
-    assert purple["stained"] == 1 and -110 < purple["hue"] < -60 and purple["od_g"] > purple["od_b"]
-
-
-def test_cache_hit_reads_nothing_and_changed_files_are_reindexed(tmp_path, monkeypatch):
-    root = make_classification(tmp_path / "cls")
-    first = dataset_index.index_dataset(root)
-    assert first.n_computed == 16 and first.cache_path.is_file()
-
-    def boom(path):
-        raise AssertionError(f"{path} decoded although cached")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(dataset_index, "image_record", boom)
-        again = dataset_index.index_dataset(root)
-    assert again.n_computed == 0 and dataset_index.pending_images(root) == 0
-    pd.testing.assert_frame_equal(again.images, first.images)
-
-    changed = root / "lymphocyte" / "LY_1.png"
-    changed.write_bytes((root / "lymphocyte" / "LY_2.png").read_bytes())
-    os.utime(changed, ns=(1, 1))
-    assert dataset_index.pending_images(root) == 1
-    third = dataset_index.index_dataset(root)
-    assert third.n_computed == 1
-    assert (
-        third.images.set_index("file").loc["lymphocyte/LY_1.png", "sha1"]
-        == (third.images.set_index("file").loc["lymphocyte/LY_2.png", "sha1"])
-    )
-
-
-def test_damaged_cache_is_rebuilt(tmp_path):
-    root = make_classification(tmp_path / "cls", corrupt=False)
-    first = dataset_index.index_dataset(root)
-    first.cache_path.write_bytes(b"garbage")
-    assert dataset_index.index_dataset(root).n_computed == 15
 
 
 def test_counts_per_class_level_split(cls_index):
@@ -191,21 +139,3 @@ def test_txl_pbc_sources_differ_in_colour(shared_data):
     colour = stats.colour_table(index.images, "source").set_index("source")
     assert colour.loc["PBC", "mean_r_mean"] - colour.loc["Raabin-WBC", "mean_r_mean"] > 20  # another scanner/stain
     assert colour.loc["PBC", "stained_mean"] < colour.loc["Raabin-WBC", "stained_mean"]  # single cells vs full fields
-
-
-def test_interrupted_index_keeps_what_was_done(tmp_path, monkeypatch):
-    root = make_classification(tmp_path / "cls", corrupt=False)
-    real, done = dataset_index.image_record, []
-
-    def interrupt_at_sixth(path):
-        if len(done) == 5:
-            raise KeyboardInterrupt
-        done.append(path)
-        return real(path)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(dataset_index, "image_record", interrupt_at_sixth)
-        with pytest.raises(KeyboardInterrupt):
-            dataset_index.index_dataset(root, workers=1)
-    assert dataset_index.pending_images(root) == 10  # the five finished images were cached
-    assert dataset_index.index_dataset(root).n_computed == 10
