@@ -70,7 +70,7 @@ def test_a_case_gathers_its_fields_in_order_and_only_its_owner_sees_it(store, sm
 
 def test_sign_off_locks_the_case_and_an_amendment_is_a_new_logged_version(any_store, smear):
     store = any_store
-    _, _, result = smear
+    img, clf, result = smear
     cid = store.create_case("ann", "S-1")
     aid = store.save_analysis(result, owner="ann", case_id=cid)
     cell = _wbc(result)
@@ -84,6 +84,7 @@ def test_sign_off_locks_the_case_and_an_amendment_is_a_new_logged_version(any_st
         lambda: store.save_analysis(result, owner="ann", case_id=cid),
         lambda: store.delete_analysis(aid, owner="ann"),
         lambda: store.sign_off(cid, "ann", "Dr A", summary),
+        lambda: store.add_cell(aid, *add_cell(img, result, 50.0, 50.0, clf, author="dr.a"), owner="ann"),
     ):
         with pytest.raises(CellkitError, match="signed off \\(version 1\\); amend it"):
             change()
