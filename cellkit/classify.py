@@ -279,7 +279,7 @@ def load_classifier(name: str | None = None, folder: str | Path | None = None) -
         spec = load_spec(name, folder) if name else default_spec("classifier", folder)
     except CellkitError as exc:
         msg = str(exc)
-        raise CellkitError(msg if TRAIN_HINT in msg else f"{msg}; {TRAIN_HINT}") from None
+        raise CellkitError(msg if "train one with" in msg else f"{msg}; {TRAIN_HINT}") from None
     if spec.task != "classifier":
         raise CellkitError(f"model {spec.name!r} is a {spec.task}, not a classifier; {TRAIN_HINT}")
     return classifier_from_spec(spec, folder)

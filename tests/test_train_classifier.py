@@ -261,3 +261,45 @@ def test_dataset_model_rule_makes_a_red_cell_card():
                       labels=["a"])  # fmt: skip
     apply_dataset_model_rule(white, load_taxonomy("pbc"), "pbc")  # no rule: unchanged
     assert white.applies_to == ["wbc", "platelet"] and white.crop_reference == "cell"
+
+
+def test_distillation_teaches_the_teachers_clean_answer(tmp_path, monkeypatch):
+    """--distill-from: teacher probabilities from the files (cached in the work folder), used in the loss."""
+    from cellkit.train.distill import distillation_loss, teacher_leaf_probs
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    same = torch.softmax(logits, dim=1)
+    assert distillation_loss(logits, same, 1.0).abs() < 1e-6
+    assert distillation_loss(logits, torch.tensor([[0.1, 0.1, 0.8]]), 2.0) > 0.1
+
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "w"))
+    data = make_dataset(tmp_path / "data")
+    common = dict(
+        data=str(data), arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40, epochs=1,
+        samples_per_epoch=32, batch_size=16, out=str(tmp_path / "w"), progress=False,
+    )  # fmt: skip
+    train_classifier(TrainConfig(name="teacher", workdir=str(tmp_path / "k1"), **common))
+    tax = load_taxonomy("pbc")
+    paths, _ = index_folder(data, tax)
+    idx = np.arange(0, len(paths), 2)
+    cache = tmp_path / "teacher.npz"
+    probs = teacher_leaf_probs(["teacher"], data, paths, idx, tax, cache)
+    assert probs.shape == (len(paths), len(tax.leaves)) and np.allclose(probs[idx].sum(1), 1, atol=1e-5)
+    assert not probs[1].any()  # only the images asked for
+    clf = load_classifier("teacher")
+    direct = clf.predict_arrays([np.asarray(Image.open(data / paths[0]).convert("RGB"))])["node_probs"][0]
+    assert np.allclose(probs[0], direct[[tax.ids.index(leaf) for leaf in tax.leaves]], atol=1e-5)
+    two = teacher_leaf_probs(["teacher", "teacher"], data, paths, idx, tax)  # one model twice: the same answer
+    assert np.allclose(two[idx], probs[idx], atol=1e-5)
+    assert np.array_equal(teacher_leaf_probs(["teacher"], data, paths, idx, tax, cache), probs)  # from the cache
+
+    cfg = TrainConfig(name="student", workdir=str(tmp_path / "k2"), distill_from=["teacher"], distill_weight=0.7,
+                      **common)  # fmt: skip
+    train_classifier(cfg)
+    assert (tmp_path / "k2" / "teacher.npz").is_file()
+    conf = load_classifier("student").spec.card["training"]["config"]
+    assert conf["distill_from"] == ["teacher"] and conf["distill_weight"] == 0.7
+    with pytest.raises(CellkitError, match=r"model 'nobody' not found") as err:
+        train_classifier(TrainConfig(name="s2", workdir=str(tmp_path / "k3"), distill_from=["nobody"], **common))
+    assert str(err.value).count("train one with") == 1  # one hint, not two

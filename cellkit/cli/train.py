@@ -53,6 +53,11 @@ def train_classifier_command(
     average_with: str = typer.Option("", help="with --init-from: average its weights with this model's (WiSE-FT)"),
     average_weight: float = typer.Option(0.5, min=0.0, max=1.0, help="share of --init-from in the average"),
     ema: float = typer.Option(0.0, min=0.0, max=0.99999, help="keep an EMA of the weights with this decay (0 = off)"),
+    distill_from: list[str] = typer.Option(
+        None, "--distill-from", help="teacher model(s), each classifying the clean file; the student learns them"
+    ),
+    distill_weight: float = typer.Option(0.5, min=0.0, max=1.0, help="share of the distillation loss"),
+    distill_temperature: float = typer.Option(2.0, min=0.5, max=10.0, help="softening of both distributions"),
     default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
     resume: bool = typer.Option(False, "--resume", help="continue from <workdir>/last.pt"),
 ) -> None:
@@ -78,7 +83,8 @@ def train_classifier_command(
         view=view, zoom=list(zoom), colour_norm=colour_norm, colour_strength=colour_strength,
         framing=framing, optics=optics, outliers=outliers, init_from=init_from, exclude=list(exclude or []),
         average_with=average_with, average_weight=average_weight, ood_method=ood_method, ood_flag_share=ood_flag_share,
-        ema=ema,
+        ema=ema, distill_from=list(distill_from or []), distill_weight=distill_weight,
+        distill_temperature=distill_temperature,
     )  # fmt: skip
     path = train_classifier(cfg, resume=resume)
     card = json.loads(path.with_name(f"{name}.json").read_text())["card"]

@@ -32,6 +32,7 @@ from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_DATASET, DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from cellkit.train.augment import augment_batch, synthetic_outliers
 from cellkit.train.data import ImageSet, load_image_set, load_split, near_duplicate_groups, save_split, split_indices
+from cellkit.train.distill import distillation_loss, teacher_leaf_probs
 from cellkit.train.init_weights import make_model, target_layer_for
 from cellkit.train.losses import hierarchical_loss, level_balanced_weights, target_masks
 from cellkit.unknown import OodScorer, calibrate
@@ -100,6 +101,9 @@ class TrainConfig:
     average_with: str = ""  # with init_from: average the two models' weights (WiSE-FT, Wortsman et al. 2022)
     average_weight: float = 0.5  # share of init_from in the average (the rest is average_with)
     ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights (timm ModelEmaV3)
+    distill_from: list[str] = field(default_factory=list)  # teachers, each on the clean file (cellkit.train.distill)
+    distill_weight: float = 0.5  # share of the distillation loss (the rest is the label loss)
+    distill_temperature: float = 2.0
     exclude: list[str] = field(default_factory=list)  # nodes whose images are left out of train and val
     # (leave-one-class-out: bench/unknown_bench.py checks that the left-out class gets flagged)
     default: bool = False
@@ -282,6 +286,11 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
     rng = np.random.default_rng(cfg.seed * 1000 + state["epoch"])
     val_nodes = [data.nodes[i] for i in val_idx]
+    teacher = None
+    if cfg.distill_from:
+        teacher = torch.from_numpy(
+            teacher_leaf_probs(cfg.distill_from, cfg.data, data.paths, train_idx, taxonomy, cfg.work / "teacher.npz")
+        )
     started = time.time() - state["seconds"]
 
     while state["epoch"] < cfg.epochs and state["bad"] < cfg.patience:
@@ -305,6 +314,9 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
                 x = torch.cat([x[n_out:], synthetic_outliers(x[:n_out], gen)])
             logits = model((x - mean) / std)
             loss = hierarchical_loss(logits[n_out:], masks[idx[n_out:]], cfg.label_smoothing)
+            if teacher is not None:  # the teachers' answer on the clean file, for the shifted crop
+                kd = distillation_loss(logits[n_out:], teacher[idx[n_out:]], cfg.distill_temperature)
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
             if n_out:  # outlier exposure: a uniform answer over the leaves for crops that show no clear cell
                 loss = loss + cfg.outlier_weight * (-F.log_softmax(logits[:n_out], dim=1).mean())
             opt.zero_grad(set_to_none=True)
