@@ -46,6 +46,7 @@ _LAZY = {
     "Detector": "cellkit.detect",
     "load_detector": "cellkit.detect",
     "load_comparison": "cellkit.evaluate",
+    "classifier_comparison": "cellkit.evaluate",
     "red_cell_comparison": "cellkit.evaluate",
     # slides
     "analyze": "cellkit.slide",

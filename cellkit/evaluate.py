@@ -182,31 +182,62 @@ COMPARISON_FILE = "classifier_comparison.json"
 
 
 def comparison_row(spec: Any, speed: dict[str, Any] | None = None, shipped: bool = False) -> dict[str, Any]:
-    """One row of the comparison table from a classifier's model card (test-split metrics)."""
+    """One row of the comparison table from a classifier's model card: test-split metrics, and the robustness
+    bench's PBC-8 accuracy under shifts (mean and worst over its shifted conditions) when the card has it."""
     card = spec.card
     test = card.get("metrics_test", {})
     leaf, pbc8 = test.get("leaf", {}), test.get("pbc8", {})
     cfg = card.get("training", {}).get("config", {})
     speed = speed or card.get("speed", {})
-    return {
-        "model": spec.name,
+    shifted = [
+        c["pbc8_accuracy"]
+        for name, c in card.get("robustness", {}).get("conditions", {}).items()
+        if name != "clean" and c.get("pbc8_accuracy") is not None
+    ]
+    init = "ImageNet" if cfg.get("pretrained") else "scratch"
+    return {  # the order is the table's: what tells models apart first
+        "name": spec.name,
+        "model": card.get("display_name") or spec.name,
+        "pbc8_f1": pbc8.get("macro_f1"),
+        "leaf_f1": leaf.get("macro_f1"),
+        "shift_mean_acc": round(float(np.mean(shifted)), 3) if shifted else None,
+        "shift_worst_acc": round(float(np.min(shifted)), 3) if shifted else None,
+        "ece": test.get("calibration", {}).get("ece_leaf"),
+        "ms_per_crop": speed.get("single_crop_ms_median"),
+        "crops_per_s": speed.get("batched_crops_per_s"),
         "arch": spec.arch,
-        "init": "ImageNet" if cfg.get("pretrained") else "scratch",
+        "init": f"{init}, then {cfg['init_from']}" if cfg.get("init_from") else init,
         "input_px": spec.input_size,
         "params_M": round(card.get("params", 0) / 1e6, 2),
         "train_images_seen": cfg.get("epochs", 0) * (cfg.get("samples_per_epoch") or 0) or None,
         "train_min": card.get("training", {}).get("train_minutes"),
-        "ms_per_crop": speed.get("single_crop_ms_median"),
-        "crops_per_s": speed.get("batched_crops_per_s"),
         "pbc8_precision": pbc8.get("macro_precision"),
         "pbc8_recall": pbc8.get("macro_recall"),
-        "pbc8_f1": pbc8.get("macro_f1"),
         "leaf_precision": leaf.get("macro_precision"),
         "leaf_recall": leaf.get("macro_recall"),
-        "leaf_f1": leaf.get("macro_f1"),
-        "ece": test.get("calibration", {}).get("ece_leaf"),
         "shipped": shipped,
     }
+
+
+def classifier_comparison(specs: list[Any], folder: str | Path | None = None) -> dict[str, Any] | None:
+    """White-cell classifiers side by side: one row per installed model (from its card, so the default model is
+    always there), then the rows of ``weights/classifier_comparison.json`` for models measured but not shipped.
+    None when there is nothing to compare."""
+    rows = [comparison_row(spec, shipped=True) for spec in specs if spec.card.get("metrics_test")]
+    shown = {spec.name: spec.card.get("display_name") or spec.name for spec in specs}
+    for row in rows:  # "ImageNet, then classifier_lite0" -> the starting model's display name
+        start = row["init"].rpartition(", then ")[2]
+        if start in shown:
+            row["init"] = row["init"].replace(start, shown[start])
+    saved = load_comparison(folder) or {}
+    have = {r["name"] for r in rows}
+    for row in saved.get("rows", []):
+        name = row.get("name") or row.get("model")
+        if name not in have:
+            rows.append({**row, "name": name, "model": row.get("display_name") or name, "shipped": False})
+    if not rows:
+        return None
+    return {"rows": [{k: v for k, v in r.items() if k != "display_name"} for r in rows], "note": saved.get("note", "")}
 
 
 RBC_COMPARISON_FILE = "rbc_comparison.json"  # rows of red-cell models measured but not all shipped

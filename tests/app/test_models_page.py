@@ -175,3 +175,38 @@ def test_models_page_compares_red_cell_models_with_plain_column_names(folders):
     assert table["Shipped"].tolist() == [True, True, False]
     assert table["Macro-F1, labelled points"].tolist() == [0.81, 0.74, 0.5]
     assert not any("_" in c for c in table.columns)  # display names, never ids
+
+
+def test_models_page_compares_white_cell_models_with_the_installed_default_first(folders):
+    """Installed white-cell models come from their cards (the default among them); measured-only rows follow."""
+    import numpy as np
+
+    from cellkit.evaluate import classification_report
+
+    weights, _home = folders
+    for k, name in enumerate(("wbc_home", "wbc_any_lab")):
+        clf = build_tiny_classifier(seed=k)
+        leaves = list(clf.taxonomy.leaves)
+        probs = np.eye(len(leaves))[np.arange(22) % len(leaves)] * 0.9 + 0.1 / len(leaves)
+        clf.spec.name = name
+        clf.spec.card = {
+            "default": k == 1,
+            "display_name": f"White cells {k + 1}",
+            "metrics_test": classification_report([leaves[i % len(leaves)] for i in range(22)], probs, clf.taxonomy),
+            "training": {"config": {"pretrained": True, "init_from": "wbc_home" if k else ""}},
+            "robustness": {"conditions": {"clean": {"pbc8_accuracy": 0.99}, "tight": {"pbc8_accuracy": 0.5 + 0.4 * k},
+                                          "blur": {"pbc8_accuracy": 0.9}}},
+        }  # fmt: skip
+        save_classifier(clf.model, clf.spec, weights)
+    measured = {"model": "wbc_gone", "display_name": "White cells, not shipped", "leaf_f1": 0.5, "shipped": True}
+    (weights / "classifier_comparison.json").write_text(json.dumps({"rows": [measured], "note": "Measured here."}))
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "Under shifts, worst accuracy" in d.value.columns)
+    assert table["Model"].tolist() == ["White cells 2", "White cells 1", "White cells, not shipped"]  # default first
+    assert table["Shipped"].tolist() == [True, True, False]  # a saved row is never "shipped"
+    assert table["Under shifts, worst accuracy"].tolist() == ["0.900", "0.500", "—"]
+    assert table["Under shifts, mean accuracy"].tolist()[:2] == ["0.900", "0.700"]
+    assert table["Initialised from"].tolist()[:2] == ["ImageNet, then White cells 1", "ImageNet"]  # names, not ids
+    assert table["Macro-F1, leaves"].tolist()[0] == 1.0
+    assert any("Measured here." in c.value for c in at.caption)
