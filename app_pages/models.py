@@ -9,7 +9,7 @@ import streamlit as st
 
 from cellkit import classifier_comparison, list_specs, load_taxonomy, red_cell_comparison
 from ui.adapt import adapt_ui, show_report
-from ui.widgets import plain
+from ui.widgets import plain, plain_number
 
 COLUMN_NAMES = {  # comparison tables: what a column is called on screen
     "model": "Model", "arch": "Architecture", "init": "Initialised from", "input_px": "Input (px)",
@@ -95,13 +95,13 @@ comparison = classifier_comparison(list_specs(task="classifier", cell_type="wbc"
 if comparison:
     st.subheader("White-cell models side by side (held-out PBC test split)")
     rows = pd.DataFrame(comparison["rows"]).drop(columns="name")
-    for col in ("shift_mean_acc", "shift_worst_acc"):  # not benched: a dash, not "None"
-        rows[col] = [("—" if pd.isna(v) else f"{v:.3f}") for v in rows[col]]
+    for col in rows.columns[rows.isna().any()]:  # not measured: a dash, not "None"
+        rows[col] = [plain_number(v, 3 if col.startswith("shift") else None) for v in rows[col]]
     st.dataframe(rows.rename(columns=COLUMN_NAMES), hide_index=True)
     st.caption(
         f"{comparison['note']} *Under shifts*: PBC-8 accuracy on 600 test crops under the robustness bench's "
         "stain, optics and framing shifts (`python bench/robustness.py`), the mean and the worst condition; "
-        "empty where a model was not benched."
+        "a dash where a model was not benched."
     )
 
 red_models = list_specs(task="classifier", cell_type="rbc")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 
 # --- user-supplied text (every page) --------------------------------------------------------------
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~$^&:])")
 _LINE_START = re.compile(r"^(\s*)(\d+[.)]|[-=])")
 _WJ = "\u2060"  # WORD JOINER: invisible, breaks GFM autolinks (http://, www., a@b.c) and :emoji: codes
+
+
+def plain_number(value: object, digits: int | None = None) -> str:
+    """A table cell as text: a dash for a missing value, numbers with ``digits`` decimals (else as short as
+    exact), anything else as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return str(value)
+    return f"{value:.{digits}f}" if digits is not None else f"{value:g}"
 
 
 def plain(text: object) -> str:

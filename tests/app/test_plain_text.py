@@ -57,3 +57,14 @@ def test_the_checker_catches_markdown():
 def test_plain_accepts_any_object():
     assert shows_literally(plain(ValueError("bad [x](y)")), "bad [x](y)")
     assert shows_literally(plain(Path("/data/a_b")), "/data/a_b")
+
+
+def test_plain_number_shows_a_dash_for_a_missing_value():
+    import numpy as np
+
+    from ui.widgets import plain_number
+
+    assert [plain_number(v) for v in (None, float("nan"), np.float64("nan"))] == ["—"] * 3
+    assert plain_number(0.8402, 3) == "0.840" and plain_number(np.float32(0.5), 3) == "0.500"
+    assert plain_number(8.55) == "8.55" and plain_number(np.int64(112)) == "112" and plain_number(256.0) == "256"
+    assert plain_number("ImageNet") == "ImageNet" and plain_number(True) == "True"
