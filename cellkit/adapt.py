@@ -22,7 +22,6 @@ forced choice, a prediction counting as right when it lies under the crop's labe
 from __future__ import annotations
 
 import copy
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from cellkit import config
 from cellkit.classify import Classifier, save_classifier
 from cellkit.colour import background_rgb
 from cellkit.errors import CellkitError, named
-from cellkit.models import list_specs, sha256_file
+from cellkit.models import check_model_name, list_specs, sha256_file
 from cellkit.nets import penultimate_and_logits
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import UNKNOWN, Taxonomy
@@ -46,7 +45,6 @@ from cellkit.unknown import OodScorer
 
 MIN_BN_IMAGES = 32  # fewer crops than this give BatchNorm statistics noisier than the base model's
 VIEWS = 4  # augmented views per labelled crop for the head
-NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -336,8 +334,7 @@ def _summary(pairs: list[tuple[Any, str]], taxonomy: Taxonomy) -> dict[str, Any]
 
 def check_name(name: str) -> None:
     """Names are file-safe and never those of a bundled model (an adapted model never replaces one)."""
-    if not NAME_RULE.match(name or ""):
-        raise CellkitError(f"model name: expected letters, digits, '_', '-' or '.' (up to 64), got {name!r}")
+    check_model_name(name)
     if any(s.name == name for s in list_specs(config.weights_dir())):
         raise CellkitError(f"model name {name!r} is a bundled model; choose another name")
 

@@ -23,7 +23,7 @@ from torch import nn
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.fuse import FoldedCopy
-from cellkit.models import ModelSpec, default_spec, load_spec
+from cellkit.models import ModelSpec, default_spec, load_spec, sha256_file
 from cellkit.nets import build_model, penultimate_and_logits
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
@@ -256,6 +256,10 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
     path = Path(folder) / spec.weights if folder else spec.weights_path
     if not path.is_file():
         raise CellkitError(f"weights {path} for model {spec.name!r} are missing; {TRAIN_HINT}")
+    if spec.card.get("sha256") and spec.card["sha256"] != sha256_file(path):
+        raise CellkitError(
+            f"weights {path.name} do not match the sha256 in {spec.name}.json: the file was changed or replaced"
+        )
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt files
@@ -267,9 +271,19 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CellkitError(f"weights {path} do not fit architecture {spec.arch!r}: {exc}; {TRAIN_HINT}") from None
+        lines = str(exc).splitlines()
+        raise CellkitError(
+            f"weights {path.name} do not fit architecture {spec.arch!r} with {len(spec.labels)} labels "
+            f"({lines[0].rstrip(':.')}; {len(lines) - 1} more line(s)); {TRAIN_HINT}"
+        ) from None
     if spec.ood.get("method") in METHODS:
-        return Classifier(model, spec, taxonomy, scorer=OodScorer(spec.ood["method"], ood, spec.ood.get("params", {})))
+        try:
+            scorer = OodScorer(spec.ood["method"], ood, spec.ood.get("params", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CellkitError(
+                f"weights {path.name} lack the {spec.ood['method']} review statistics its card names ({exc})"
+            ) from None
+        return Classifier(model, spec, taxonomy, scorer=scorer)
     return Classifier(model, spec, taxonomy, ood)  # models before 0.2: Mahalanobis statistics
 
 

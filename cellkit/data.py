@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cellkit import config
 from cellkit.errors import CellkitError
-from cellkit.io import IMAGE_SUFFIXES
+from cellkit.io import IMAGE_SUFFIXES, printable
 from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 
 KINDS = ("classification", "yolo", "voc", "images")
@@ -302,6 +302,9 @@ def _image_rows(
             "node": None,
         }
         row.update(read_header(path) if headers else file_stat(path))
+        shown = printable(row["path"])
+        if shown != row["path"]:  # bytes that are not UTF-8 cannot go into the table, the cache or a report
+            row.update(path=shown, file=printable(row["file"]), error="file name is not valid UTF-8; rename it")
         rows.append(row)
     return rows
 

@@ -326,13 +326,28 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8 for reports: bytes of a file name that are not UTF-8 (kept by Python as lone
+    surrogates) become U+FFFD, so a CSV, Parquet or database write never fails on a name."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
 @dataclass
 class ImageItem:
-    """One image found among the inputs: its name as found and either pixels or an error."""
+    """One image found among the inputs: its name as found (printable) and either pixels or an error."""
 
     name: str
     image: np.ndarray | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        self.name = printable(self.name)
+        if self.error is not None:
+            self.error = printable(self.error)
 
     def take(self) -> np.ndarray | None:
         """The pixels, forgotten by this item (and so by the reader that made it): once the caller drops

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,30 @@ from typing import Any
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.taxonomy import DEFAULT_TAXONOMY
+
+NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a model's name is its file name: no paths
+
+
+def check_model_name(name: str, option: str = "model name") -> str:
+    """``name`` if it can name a model's files (letters, digits, '_', '-', '.'; no folder, not hidden)."""
+    if not NAME_RULE.match(name or ""):
+        raise CellkitError(f"{option}: expected letters, digits, '_', '-' or '.' (up to 64), got {name!r}")
+    return name
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, Any] = {
+    "name": str, "task": str, "arch": str, "weights": str, "input_size": int, "labels": list, "mean": list,
+    "std": list, "taxonomy": str, "target_layer": str, "temperature": _NUMBER, "crop_scale": _NUMBER,
+    "crop_reference": str, "view": _NUMBER, "resample_size": int, "background": list, "source_background": list,
+    "framing": str, "threshold": _NUMBER, "applies_to": list, "ood": dict, "card": dict,
+}  # fmt: skip
+_ITEM_TYPES: dict[str, Any] = {
+    "labels": str, "applies_to": str, "mean": _NUMBER, "std": _NUMBER, "background": _NUMBER,
+    "source_background": _NUMBER,
+}  # fmt: skip
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object", _NUMBER: "a number"}
+_ITEM_NAMES = {str: "strings", _NUMBER: "numbers"}
 
 
 @dataclass
@@ -52,6 +77,19 @@ class ModelSpec:
     folder: str = field(default="", compare=False, repr=False)  # where the card was read from (not saved)
 
     def __post_init__(self) -> None:
+        for key, kind in _FIELD_TYPES.items():  # a hand-edited card: a wrong type is a one-line error
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise CellkitError(f"model {self.name!r}: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
+        for key, kind in _ITEM_TYPES.items():
+            if any(isinstance(v, bool) or not isinstance(v, kind) for v in getattr(self, key)):
+                raise CellkitError(
+                    f"model {self.name!r}: {key} must hold {_ITEM_NAMES[kind]}, got {getattr(self, key)}"
+                )
+        if Path(self.weights).name != self.weights or self.weights in (".", ".."):
+            raise CellkitError(
+                f"model {self.name!r}: weights must be a file name beside the card, got {self.weights!r}"
+            )
         if self.task not in ("classifier", "detector"):
             raise CellkitError(f"model {self.name!r}: task must be 'classifier' or 'detector', got {self.task!r}")
         if self.input_size <= 0:
@@ -102,7 +140,13 @@ class ModelSpec:
         missing = [k for k in ("name", "task", "arch", "weights", "input_size", "labels") if k not in raw]
         if missing:
             raise CellkitError(f"model card is missing {missing}; regenerate it with `cellkit train`")
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        name = raw.get("name")
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except CellkitError:
+            raise
+        except (TypeError, ValueError) as exc:  # what the field checks did not foresee
+            raise CellkitError(f"model card {name!r} is not valid: {exc}") from None
 
 
 def weights_dir_for(spec: ModelSpec, folder: str | Path | None = None) -> Path:

@@ -56,6 +56,8 @@ def resolve_models(
     clf = load_spec(classifier) if classifier else default_spec("classifier")
     if clf.task != "classifier":
         raise CellkitError(f"--classifier {clf.name}: it is a {clf.task}, not a classifier")
+    if "wbc" not in clf.applies_to:
+        raise CellkitError(f"--classifier {clf.name}: it classifies {clf.applies_to} boxes, not wbc")
     sha[clf.name] = str(clf.card.get("sha256", ""))
     red = None
     if rbc_model != NO_MODEL:

@@ -24,7 +24,7 @@ import secrets
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,17 +77,32 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
-def check_out(path: str | os.PathLike, option: str = "--out") -> Path:
+def check_out(path: str | os.PathLike, option: str = "--out", inputs: Sequence[str | os.PathLike] = ()) -> Path:
     """Check an output file before the work starts; returns the file that will be written.
 
     Raises CellkitError (one line naming ``option`` and the fix) when ``path`` is a folder, a device,
-    FIFO or socket, or lies in a folder that cannot be created or written.
+    FIFO or socket, lies in a folder that cannot be created or written, or would replace one of the
+    ``inputs`` (an input file itself, or an existing image inside an input folder).
     """
     target = Path(os.path.realpath(Path(path).expanduser()))
-    why = _problem(target) or _folder_problem(target.parent)
+    why = _problem(target) or _folder_problem(target.parent) or _input_problem(target, inputs)
     if why:
         raise CellkitError(f"{option} {path}: {why}; choose a writable file path")
     return target
+
+
+def _input_problem(target: Path, inputs: Sequence[str | os.PathLike]) -> str | None:
+    """Why writing ``target`` would destroy an input, or None."""
+    from cellkit.io import IMAGE_SUFFIXES
+
+    for given in inputs or ():
+        source = Path(os.path.realpath(Path(given).expanduser()))
+        if source == target:
+            return "it is one of the inputs and would be overwritten"
+        inside = source.is_dir() and target.is_relative_to(source)
+        if inside and target.suffix.lower() in IMAGE_SUFFIXES and target.exists():
+            return f"it is an input image in {given} and would be overwritten"
+    return None
 
 
 def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:

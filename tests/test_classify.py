@@ -209,3 +209,25 @@ def test_weights_saved_in_half_precision_load_into_float32_layers(tmp_path):
     crops = [make_crop(k, 64, k) for k in range(4)]
     a, b = clf.predict_arrays(crops)["node_probs"], back.predict_arrays(crops)["node_probs"]
     assert abs(a - b).max() < 1e-2
+
+
+def test_weights_that_do_not_match_the_cards_sha256_are_refused(tmp_path):
+    """A changed or swapped weights file is never used under a card that names other weights."""
+    import json
+
+    from cellkit.classify import build_tiny_classifier, load_classifier, save_classifier
+    from cellkit.errors import CellkitError
+    from cellkit.models import sha256_file
+
+    clf = build_tiny_classifier(seed=1)
+    path = save_classifier(clf.model, clf.spec, tmp_path)
+    card_path = tmp_path / f"{clf.spec.name}.json"
+    raw = json.loads(card_path.read_text())
+    raw["card"]["sha256"] = sha256_file(path)
+    card_path.write_text(json.dumps(raw))
+    assert load_classifier(clf.spec.name, tmp_path).spec.name == clf.spec.name
+    other = build_tiny_classifier(seed=2)
+    save_classifier(other.model, other.spec, tmp_path)  # the same file name, other weights; card kept
+    card_path.write_text(json.dumps(raw))
+    with pytest.raises(CellkitError, match="do not match the sha256"):
+        load_classifier(clf.spec.name, tmp_path)

@@ -263,3 +263,104 @@ def test_every_bad_input_is_one_line_naming_it_once_and_nothing_else_changes(set
     after = _snapshot(tmp)
     assert {k: v for k, v in after.items() if k != "out/result.csv"} == before  # nothing else written or changed
     assert not list(tmp.parent.glob("escaped.png")) and not (tmp / "escaped.png").exists()
+
+
+@pytest.mark.parametrize("command", ["classify", "detect", "analyze"])
+def test_a_file_name_that_is_not_utf8_is_reported_not_a_crash(setup, monkeypatch, capsys, command):
+    """Linux allows any bytes in a name: the image is analysed and its name printed with U+FFFD."""
+    tmp, _ = setup
+    folder = tmp / "odd"
+    folder.mkdir()
+    raw = os.path.join(os.fsencode(folder), b"bad\xff\xfename.png")
+    with open(raw, "wb") as fh:
+        fh.write((tmp / "in" / "smear.png").read_bytes())
+    out = tmp / "out" / "odd.csv"
+    code, _, err = run_cli(monkeypatch, capsys, command, folder, "--out", out)
+    assert code == 0, err
+    paths = pd.read_csv(out)["path"].astype(str)
+    assert paths.str.endswith("bad\ufffd\ufffdname.png").all()
+
+
+def test_a_batch_over_a_file_name_that_is_not_utf8_finishes(setup, monkeypatch, capsys):
+    from cellkit.batch.tasks import find_tasks
+
+    tmp, _ = setup
+    folder = tmp / "odd"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"x\xff.png"), "wb") as fh:
+        fh.write(b"not an image")
+    (task,) = find_tasks([folder])
+    assert task.ref.endswith("x\ufffd.png") and len(task.key) == 20 and os.path.exists(task.path)
+
+
+def test_out_that_is_one_of_the_inputs_is_refused(setup, monkeypatch, capsys):
+    """classify writes any file name and explain a .png: neither may replace the image it reads."""
+    tmp, loads = setup
+    victim = tmp / "in" / "smear.png"
+    before = victim.read_bytes()
+    for args in (["classify", victim], ["classify", tmp / "in"], ["explain", victim]):
+        code, _, err = run_cli(monkeypatch, capsys, *args, "--out", victim)
+        assert code == 2 and "would be overwritten" in _one_error_line(err), err
+    assert victim.read_bytes() == before and loads == []
+
+
+def test_a_bug_is_one_line_with_a_crash_log_and_ctrl_c_says_interrupted(setup, monkeypatch, capsys):
+    """The entry point's last resort: an unforeseen exception is one line (exit 1), its traceback in a log."""
+    tmp, _ = setup
+
+    def broken(*args, **kwargs):
+        raise ValueError("something\nunforeseen")
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", broken)
+    code, _, err = run_cli(monkeypatch, capsys, "classify", tmp / "in" / "smear.png", "--no-progress")
+    line = _one_error_line(err)
+    assert code == 1 and line.startswith("error: unexpected ValueError: something unforeseen; details in ")
+    log = Path(line.rsplit("details in ", 1)[1])
+    assert log.is_relative_to(tmp / "home") and "Traceback" in log.read_text()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", interrupted)
+    code, _, err = run_cli(monkeypatch, capsys, "classify", tmp / "in" / "smear.png", "--no-progress")
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/some/file")
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", disk_full)
+    code, _, err = run_cli(monkeypatch, capsys, "classify", tmp / "in" / "smear.png", "--no-progress")
+    assert code == 2 and _one_error_line(err) == "error: No space left on device (/some/file)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "classifier", "--name", "../evil"], "--name: expected letters"),
+        (["train", "classifier", "--name", ""], "--name: expected letters"),
+        (["train", "classifier", "--zoom", "2", "1"], "--zoom: expected 0 < min <= max"),
+        (["train", "classifier", "--ood-method", "bogus"], "--ood-method: expected one of"),
+        (["train", "detector", "--name", "../evild"], "--name: expected letters"),
+        (["evaluate", "--part", "bogus"], "--part: expected train, val or test"),
+    ],
+)
+def test_training_and_evaluation_options_are_checked_before_any_work(setup, monkeypatch, capsys, args, message):
+    tmp, _ = setup
+    before = _snapshot(tmp)
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and message in _one_error_line(err)
+    assert _snapshot(tmp) == before and not (tmp.parent / "evil.json").exists()
+
+
+OUT_OF_RANGE = [
+    ["train", "classifier", "--input-size", "0"],
+    ["train", "classifier", "--lr", "-1"],
+    ["train", "detector", "--imgsz", "0"],
+    ["train", "detector", "--fraction", "0"],
+]
+
+
+@pytest.mark.parametrize("args", OUT_OF_RANGE)
+def test_out_of_range_training_options_are_usage_errors(setup, monkeypatch, capsys, args):
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "Invalid value" in err and "Traceback" not in err

@@ -76,3 +76,31 @@ def test_classifiers_are_listed_per_detector_class(tmp_path, monkeypatch):
     assert default_spec("classifier").name == white.spec.name
     assert default_spec("classifier", cell_type="rbc").name == "a_red_cell_model"
     assert len(list_specs(task="classifier")) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("view", "a", "view must be a number"),
+        ("input_size", "abc", "input_size must be an integer"),
+        ("input_size", None, "input_size must be an integer"),
+        ("input_size", True, "input_size must be an integer"),
+        ("labels", 5, "labels must be a list"),
+        ("labels", [1, 2], "labels must hold strings"),
+        ("mean", "abc", "mean must be a list"),
+        ("threshold", "x", "threshold must be a number"),
+        ("ood", "garbage", "ood must be an object"),
+        ("weights", "../../../../etc/passwd", "weights must be a file name beside the card"),
+        ("weights", "..", "weights must be a file name"),
+    ],
+)
+def test_a_hand_edited_card_is_one_clear_error_and_does_not_hide_the_others(tmp_path, key, value, message):
+    import json
+
+    _spec("good").save(tmp_path)
+    raw = json.loads(_spec("edited").to_json())
+    raw[key] = value
+    (tmp_path / "edited.json").write_text(json.dumps(raw))
+    with pytest.raises(CellkitError, match=message):
+        load_spec("edited", tmp_path)
+    assert [s.name for s in list_specs(tmp_path)] == ["good"]  # listing every model still works

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cellkit.errors import CellkitError
-from cellkit.io import IMAGE_SUFFIXES, is_image_name, zip_image_names
+from cellkit.io import IMAGE_SUFFIXES, is_image_name, printable, zip_image_names
 
 LIST_SUFFIXES = (".txt", ".lst")  # an INPUT with one of these suffixes is a list of paths, one per line
 
@@ -30,10 +30,15 @@ class Task:
     member: str = ""  # member of the zip at ``path``; "" for a plain image file
     error: str = ""
 
+    def __post_init__(self) -> None:  # ``path`` stays as the system gave it (to open the file); names printable
+        object.__setattr__(self, "ref", printable(self.ref))
+        object.__setattr__(self, "error", printable(self.error))
+
     @property
     def key(self) -> str:
         """Stable id of the image within any job: its result file is ``results/<key[:2]>/<key>.json``."""
-        return hashlib.sha1(f"{self.path}\0{self.member}".encode()).hexdigest()[:20]
+        raw = os.fsencode(self.path) + b"\0" + self.member.encode("utf-8", "surrogateescape")
+        return hashlib.sha1(raw).hexdigest()[:20]
 
     def stamp(self) -> list[int] | None:
         """[size, mtime_ns] of the file now (None when it is gone): a changed file is analysed again."""

@@ -1,15 +1,18 @@
 """The ``cellkit`` command: stats, classify, detect, analyze, batch, import, explain, train, evaluate, adapt.
 
 Each sub-module registers its commands on ``app``. Any CellkitError ends the command with one
-line on stderr and exit code 2; nothing else is printed.
+line on stderr and exit code 2; nothing else is printed. Anything unforeseen (a bug) also ends with one line
+(exit 1), and its traceback goes to a crash log whose path that line gives.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
+from cellkit import config
 from cellkit.errors import CellkitError
 
 app = typer.Typer(
@@ -33,13 +36,59 @@ def _register() -> None:
 _register()
 
 
+MAX_MESSAGE = 600  # characters of an error line; the rest of a longer message is cut
+
+
+def one_line(message: object) -> str:
+    """A message as one line: whitespace collapsed, cut at ``MAX_MESSAGE`` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write the traceback of an unforeseen error to a log file; its path, or "" when nothing could be written."""
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{id(exc) % 10000:04d}.log"
+    for folder in (lambda: config.home() / "logs", lambda: Path(tempfile.gettempdir())):
+        try:
+            path = folder() / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"cellkit {' '.join(sys.argv[1:])}\n\n{text}", encoding="utf-8", errors="replace")
+            return str(path)
+        except Exception:
+            continue
+    return ""
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: every way a command can end is one line on stderr at most."""
     try:
-        app()
+        code = app(standalone_mode=False)  # --help and typer.Exit return their exit code
     except CellkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except typer.TyperException as exc:  # a usage error (unknown option, bad value): its message and usage
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # the reader went away (``cellkit ... | head``): nothing to say to it
+        sys.stderr.close()
+        sys.exit(141)
+    except OSError as exc:  # the system refused (disk full, stdout closed...): what and where, in one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or one_line(exc)}{where}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        log = _crash_log(exc)
+        where = f"; details in {log}" if log else ""
+        typer.echo(f"error: unexpected {type(exc).__name__}: {one_line(exc)}{where}", err=True)
+        sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C into exit code 130 before it reaches us
+        typer.echo("interrupted", err=True)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -36,7 +36,7 @@ def classify_command(
     from cellkit.results_table import classify_items, result_columns
 
     if out:
-        check_out(out)  # before any work: a folder, device or unwritable path fails now, not after
+        check_out(out, inputs=inputs)  # before any work: a folder, device or unwritable path fails now, not after
     if threads:
         torch.set_num_threads(threads)
     items = iter_images(inputs)  # raises CellkitError (exit 2) for a missing path before reading

@@ -24,10 +24,10 @@ BOX_COLUMNS = ["path", "x1", "y1", "x2", "y2", "class", "confidence"]
 TILE_RANGE = (64, 8192)  # pixels: below, cells no longer fit a tile; above, one tile's memory is too large
 
 
-def _out_format(out: Path, allowed: tuple[str, ...]) -> str:
+def _out_format(out: Path, allowed: tuple[str, ...], option: str = "--out") -> str:
     suffix = out.suffix.lower().lstrip(".")
     if suffix not in allowed:
-        raise CellkitError(f"--out {out}: expected a {' or '.join('.' + a for a in allowed)} file name")
+        raise CellkitError(f"{option} {out}: expected a {' or '.join('.' + a for a in allowed)} file name")
     return suffix
 
 
@@ -145,7 +145,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         _out_format(out, ("csv",))
         _check_tiling(tile, overlap)
-        check_out(out)
+        check_out(out, inputs=inputs)
         items = _check_inputs(inputs)
         det, clf, by_class = _models(classify, detector, classifier, rbc_model)
         rows: list[dict[str, Any]] = []
@@ -200,7 +200,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         fmt = _out_format(out, ("json", "csv"))
         _check_tiling(tile, overlap)
-        check_out(out)
+        check_out(out, inputs=inputs)
         if (pdf is not None or target_wbc != 100) and not case:
             raise CellkitError("--pdf and --target-wbc need --case NAME (the images counted as one case)")
         if case and fmt != "json":
@@ -208,8 +208,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if target_wbc < 1:
             raise CellkitError(f"--target-wbc: expected 1 or more white cells, got {target_wbc}")
         if pdf is not None:
-            _out_format(pdf, ("pdf",))
-            check_out(pdf, "--pdf")
+            _out_format(pdf, ("pdf",), "--pdf")
+            check_out(pdf, "--pdf", inputs=inputs)
         items = _check_inputs(inputs)
         det, clf, by_class = _models(not no_classify, detector, classifier, rbc_model)
         store = None

@@ -19,22 +19,24 @@ def train_classifier_command(
     dataset: str = typer.Option(
         DEFAULT_DATASET, help="the taxonomy's dataset rule for folder names (and the card's attribution)"
     ),
-    input_size: int = typer.Option(112, help="network input size in pixels"),
+    input_size: int = typer.Option(112, min=16, max=1024, help="network input size in pixels"),
     epochs: int = typer.Option(10, min=0, help="0 with --init-from: re-finalise that model under new settings"),
     samples_per_epoch: int = typer.Option(0, help="images drawn per epoch (0 = size of the training split)"),
     batch_size: int = typer.Option(32, min=1),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(1e-3, min=1e-7, max=1.0, help="peak learning rate"),
     label_smoothing: float = typer.Option(0.1, min=0.0, max=0.5),
     freeze_blocks: int = typer.Option(2, help="pretrained EfficientNet: freeze stem + first N stages"),
     patience: int = typer.Option(4, help="early stopping: epochs without a better val macro-F1"),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(1, help="torch threads (keep 1 when sharing the CPU)"),
+    threads: int = typer.Option(1, min=1, help="torch threads (keep 1 when sharing the CPU)"),
     limit_per_class: int = typer.Option(0, help="subsample the training split per class (0 = all)"),
     split_file: Path = typer.Option(None, help="reuse a saved split JSON (file lists) instead of making one"),
     max_minutes: float = typer.Option(0.0, help="stop after this much training time (0 = no limit)"),
     workdir: Path = typer.Option(None, help="checkpoint folder (default ~/.cache/cellkit/train/<name>)"),
     out: Path = typer.Option(None, help="weights folder (default: the project's weights/)"),
-    crop_scale: float = typer.Option(2.5, help="crop side / cell box side used when cutting crops from smears"),
+    crop_scale: float = typer.Option(
+        2.5, min=1.0, max=10.0, help="crop side / cell box side used when cutting crops from smears"
+    ),
     view: float = typer.Option(1.0, min=0.2, max=1.0, help="centre fraction of each crop the network sees"),
     zoom: tuple[float, float] = typer.Option((0.8, 1.35), help="framing jitter range (min max), > 1 zooms in"),
     colour_norm: bool = typer.Option(
@@ -64,9 +66,19 @@ def train_classifier_command(
     """Train the hierarchical classifier (seeded, resumable, with progress bars) and write its model card."""
     from cellkit import config
     from cellkit.errors import CellkitError
+    from cellkit.models import check_model_name
     from cellkit.train.classifier import TrainConfig, train_classifier
+    from cellkit.unknown import METHODS
     from cellkit.writes import check_out_dir
 
+    check_model_name(name, "--name")
+    for teacher in [init_from, average_with, *(distill_from or [])]:
+        if teacher:
+            check_model_name(teacher, "model name")
+    if not 0 < zoom[0] <= zoom[1]:
+        raise CellkitError(f"--zoom: expected 0 < min <= max, got {zoom[0]} {zoom[1]}")
+    if ood_method not in METHODS:
+        raise CellkitError(f"--ood-method: expected one of {', '.join(METHODS)}, got {ood_method!r}")
     for folder, option in ((out, "--out"), (workdir, "--workdir")):
         if folder is not None:
             check_out_dir(folder, option)
@@ -109,6 +121,8 @@ def evaluate_command(
     from cellkit.evaluate import evaluate_classifier
     from cellkit.io import atomic_write_bytes, check_out
 
+    if part not in ("train", "val", "test"):
+        raise CellkitError(f"--part: expected train, val or test, got {part!r}")
     if out:
         check_out(out)
     clf = load_classifier(model)
@@ -150,23 +164,27 @@ def train_detector_command(
     init_from: str = typer.Option("", help="Start from this detector's weights (a model name) instead of random."),
     name: str = typer.Option("detector", help="Model name: weights/<name>.safetensors + <name>.json."),
     arch: str = typer.Option("yolov8n.yaml", help="ultralytics model yaml (never a downloaded .pt)."),
-    imgsz: int = typer.Option(320, help="Network input size in pixels."),
+    imgsz: int = typer.Option(320, min=32, max=4096, help="Network input size in pixels."),
     epochs: int = typer.Option(30, min=1, help="Epochs (an estimate when --hours is given)."),
     hours: float = typer.Option(None, help="Train for this many hours (ultralytics fits the epochs to it)."),
     batch: int = typer.Option(16, min=1, help="Batch size."),
     seed: int = typer.Option(0, help="Random seed."),
-    threads: int = typer.Option(1, help="torch threads (keep 1 when sharing the CPU)."),
-    workers: int = typer.Option(0, help="Data-loader worker processes."),
-    fraction: float = typer.Option(1.0, help="Fraction of the training images to use (for quick runs)."),
+    threads: int = typer.Option(1, min=1, help="torch threads (keep 1 when sharing the CPU)."),
+    workers: int = typer.Option(0, min=0, help="Data-loader worker processes."),
+    fraction: float = typer.Option(
+        1.0, min=0.001, max=1.0, help="Fraction of the training images to use (for quick runs)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this --name."),
     out: Path = typer.Option(None, help="Folder for weights + card (default: the project's weights/)."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the test-split evaluation."),
 ) -> None:
     """Train the wbc/rbc/platelet detector (YOLOv8 from yaml, CPU, offline) and write weights + card with test mAP."""
     from cellkit import config
+    from cellkit.models import check_model_name
     from cellkit.train.detector import train_detector
     from cellkit.writes import check_out_dir
 
+    check_model_name(name, "--name")
     if out is not None:
         check_out_dir(out)
     root = config.data_dir()

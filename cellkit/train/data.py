@@ -193,7 +193,10 @@ def load_split(path: str | Path, paths: list[str]) -> dict[str, np.ndarray]:
     """Indices of a saved split in ``paths``; files missing from ``paths`` are dropped."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CellkitError(f"split file {path} unreadable ({exc}); delete it to make a new split") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CellkitError(f"split file {path} unreadable ({why}); pass another, or delete it for a new one") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(s, []), list) for s in SPLITS):
+        raise CellkitError(f"split file {path}: expected an object of file lists under {', '.join(SPLITS)}")
     where = {p: i for i, p in enumerate(paths)}
     return {s: np.array([where[p] for p in data.get(s, []) if p in where], dtype=np.int64) for s in SPLITS}
