@@ -251,7 +251,7 @@ def adapt(
     progress: Any = None,
 ) -> Adapted:
     """Adapt ``base`` to a lab (see the module docstring); cross-validated before/after when labelled."""
-    check_name(name)
+    check_model_name(name)
     unlabelled = list(unlabelled or [])
     if labelled is None and not unlabelled:
         raise CellkitError("adapt: give labelled crops, unlabelled crops, or both")
@@ -332,18 +332,23 @@ def _summary(pairs: list[tuple[Any, str]], taxonomy: Taxonomy) -> dict[str, Any]
     }
 
 
-def check_name(name: str) -> None:
-    """Names are file-safe and never those of a bundled model (an adapted model never replaces one)."""
+def check_name(name: str, replace: bool = False, folder: str | Path | None = None) -> None:
+    """Names are file-safe, never those of a bundled model (an adapted model never replaces one), and not those
+    of a model made here before unless ``replace``."""
     check_model_name(name)
     if any(s.name == name for s in list_specs(config.weights_dir())):
         raise CellkitError(f"model name {name!r} is a bundled model; choose another name")
-
-
-def save_adapted(adapted: Adapted, folder: str | Path | None = None) -> Path:
-    """Write the adapted model and its card under CELLKIT_HOME/models (or ``folder``); returns the weights path."""
-    clf = adapted.classifier
-    check_name(clf.spec.name)
     folder = Path(folder or config.user_models_dir())
+    if not replace and (folder / f"{name}.json").exists():
+        raise CellkitError(f"a model named {name!r} already exists in {folder}; choose another name or replace it")
+
+
+def save_adapted(adapted: Adapted, folder: str | Path | None = None, replace: bool = False) -> Path:
+    """Write the adapted model and its card under CELLKIT_HOME/models (or ``folder``); returns the weights path.
+    An earlier model of the same name is replaced only with ``replace``."""
+    clf = adapted.classifier
+    folder = Path(folder or config.user_models_dir())
+    check_name(clf.spec.name, replace, folder)
     tensors = clf.scorer.tensors if clf.scorer is not None else clf.ood_stats
     path = save_classifier(clf.model, clf.spec, folder, tensors)
     clf.spec.card["sha256"] = sha256_file(path)

@@ -180,11 +180,22 @@ def frame_crop(image: np.ndarray, scale: float, location: CellLocation | None = 
     return cut_square(image, left, top, side)
 
 
+MAX_SQUARE_SIDE = 4096  # a padded square larger than this is cut from a downscaled image (every caller resizes)
+
+
 def cut_square(image: np.ndarray, left: int, top: int, side: int, fill: np.ndarray | None = None) -> np.ndarray:
-    """The ``side`` square at (left, top) of an RGB image, padded with ``fill`` (default: slide background)."""
+    """The ``side`` square at (left, top) of an RGB image, padded with ``fill`` (default: slide background).
+
+    A square that would need padding beyond ``MAX_SQUARE_SIDE`` (a long thin image: 100000 x 1 pixels would
+    make a 100000-pixel square) is cut from the image scaled down to fit, so memory stays bounded."""
     h, w = image.shape[:2]
     if left >= 0 and top >= 0 and left + side <= w and top + side <= h:
         return image[top : top + side, left : left + side]
+    if side > MAX_SQUARE_SIDE:
+        f = MAX_SQUARE_SIDE / side
+        fill = background_rgb(image) if fill is None else fill
+        small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        return cut_square(small, round(left * f), round(top * f), MAX_SQUARE_SIDE, fill)
     out = np.empty((side, side, 3), np.uint8)
     out[:] = np.clip(background_rgb(image) if fill is None else fill, 0, 255).astype(np.uint8)
     sx1, sy1, sx2, sy2 = max(0, left), max(0, top), min(w, left + side), min(h, top + side)

@@ -172,6 +172,14 @@ def test_cli_adapt_end_to_end(lab, installed, monkeypatch, capsys):
     assert code == 2 and "bundled model" in err and err.count("\n") == 1
     code, out, err = run(monkeypatch, capsys, "adapt", "--name", "nothing")
     assert code == 2 and "--labelled" in err
+    card = (home / "models" / "lab_b.json").read_bytes()
+    code, out, err = run(monkeypatch, capsys, "adapt", "--labelled", lab, "--name", "lab_b", "--folds", "2")
+    assert code == 2 and "already exists" in err and err.count("\n") == 1  # refused before any work
+    assert (home / "models" / "lab_b.json").read_bytes() == card
+    args = ("adapt", "--labelled", lab, "--name", "lab_b", "--folds", "2")
+    code, out, err = run(monkeypatch, capsys, *args, "--replace")
+    assert code == 0, err
+    assert (home / "models" / "lab_b.json").read_bytes() != card
 
 
 def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, monkeypatch, capsys):

@@ -119,3 +119,14 @@ def test_crops_framed_like_the_training_data_are_left_exactly_as_they_are():
     assert frame_crop(crop, 2.5) is crop or np.array_equal(frame_crop(crop, 2.5), crop)
     tight = img[165:235, 165:235]
     assert frame_crop(tight, 2.5).shape[0] > tight.shape[0]  # a tight crop is re-framed (padded out)
+
+
+def test_a_long_thin_image_is_framed_in_bounded_memory():
+    """100000 x 1 pixels would pad to a 100000-pixel square (28 GiB): it is cut from a downscaled copy."""
+    from cellkit.framing import MAX_SQUARE_SIDE, cut_square
+    from cellkit.preprocess import square_pad
+
+    thin = np.full((1, 100_000, 3), 200, np.uint8)
+    square = cut_square(thin, 0, -50_000, 100_000)
+    assert square.shape == (MAX_SQUARE_SIDE, MAX_SQUARE_SIDE, 3) and (square == 200).all()
+    assert square_pad(thin).shape == (MAX_SQUARE_SIDE, MAX_SQUARE_SIDE, 3)  # what a classifier does with it

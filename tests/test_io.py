@@ -272,3 +272,20 @@ def test_large_exif_rotated_image_still_turns(monkeypatch):
     monkeypatch.setattr(cio, "LARGE_PIXELS", 1_000)
     out = read_image(buf.getvalue())
     assert out.shape == (60, 40, 3) and out[:10].mean() > 200
+
+
+def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
+    """Members are read by name: with two of one name the first could never be read, so the zip is refused."""
+    import warnings
+
+    from cellkit.batch.tasks import find_tasks
+
+    path = tmp_path / "dup.zip"
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it writes
+        zf.writestr("a.png", b"first")
+        zf.writestr("a.png", b"second")
+    (item,) = iter_images([path])
+    assert item.image is None and "two members are named 'a.png'" in item.error
+    (task,) = find_tasks([path])
+    assert "two members are named" in task.error

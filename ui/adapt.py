@@ -12,7 +12,7 @@ from ui.widgets import plain, refuse_oversized, upload_limit_mb
 
 def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
     """Name, base model and (unless given) a labelled zip -> cross-validated before/after -> a saved model."""
-    from cellkit.adapt import adapt, read_labelled, save_adapted
+    from cellkit.adapt import adapt, check_name, read_labelled, save_adapted
     from cellkit.models import list_specs
 
     bases = [s.name for s in list_specs(task="classifier", cell_type="wbc")]
@@ -31,14 +31,16 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
     c1, c2 = st.columns(2)
     name = c1.text_input("Name of the new model", value="my_lab", key=f"{key}_name")
     base = c2.selectbox("Start from", bases, key=f"{key}_base")
+    replace = st.checkbox("Replace a model of this name made here before", key=f"{key}_replace")
     if not st.button("Adapt", icon=":material/tune:", key=f"{key}_go", disabled=labelled_zip is None):
         return
     spinner = st.spinner("Adapting (cross-validated; about a minute for 200 crops)…")
     with resources.user_errors(), heavy_job(waiting=st.spinner), spinner:  # one of the server's heavy-job slots
         clf = resources.classifier(base)
         crops = read_labelled([labelled_zip], clf.taxonomy)
+        check_name(name, replace)  # before a minute of work, not after
         result = adapt(clf, name, crops)
-        path = save_adapted(result)
+        path = save_adapted(result, replace=replace)
     resources.classifier.clear()  # the picker lists the new model; cached models reload on demand
     show_report(result.report, clf.taxonomy)
     st.success(f"Saved as **{plain(name)}** ({plain(path.parent)}). Choose it in the sidebar's model picker.")

@@ -24,6 +24,7 @@ def adapt_command(
     folds: int = typer.Option(5, min=2, max=10, help="cross-validation folds for the before/after figures"),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, min=0, help="torch threads (0 = torch's default)"),
+    replace: bool = typer.Option(False, "--replace", help="replace a model of this name made here before"),
 ) -> None:
     """Adapt a classifier to your lab; prints cross-validated before/after figures and saves the model."""
     import torch
@@ -35,7 +36,7 @@ def adapt_command(
 
     if not labelled and not unlabelled:
         raise CellkitError("adapt: pass --labelled DIR_OR_ZIP (<cell type>/<image>), --unlabelled DIR_OR_ZIP, or both")
-    check_name(name)  # before any work
+    check_name(name, replace)  # before any work
     if threads:
         torch.set_num_threads(threads)
     clf = load_classifier(base)
@@ -43,7 +44,7 @@ def adapt_command(
     plain = [it.image for it in iter_images(list(unlabelled or [])) if it.image is not None]
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     result = adapt(clf, name, crops, plain, folds=folds, seed=seed, progress=say)
-    path = save_adapted(result)
+    path = save_adapted(result, replace=replace)
     report = result.report
     tax = clf.taxonomy
     if crops is not None:
