@@ -112,7 +112,13 @@ def may_follow(path: str | os.PathLike) -> bool:
 def cache_dir() -> Path:
     """Disk cache for dataset indexes etc. (``CELLKIT_CACHE_DIR``, default ``~/.cache/cellkit``)."""
     path = Path(os.environ.get("CELLKIT_CACHE_DIR", Path.home() / ".cache" / "cellkit"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from cellkit.errors import CellkitError
+
+        what = "is a file, not a folder" if path.is_file() else f"cannot be made ({exc.strerror})"
+        raise CellkitError(f"cache folder {path} {what}; set CELLKIT_CACHE_DIR to a writable folder") from None
     return path
 
 

@@ -117,6 +117,14 @@ def image_size(source: str | os.PathLike | bytes) -> tuple[int, int] | None:
         return _tiff_size(data, path)
 
 
+def _planar_deep(img: Image.Image) -> bool:
+    """A TIFF whose colour channels are stored as separate planes at > 8 bits: Pillow decodes it wrongly."""
+    tags = getattr(img, "tag_v2", {})
+    bits = tags.get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return tags.get(284) == 2 and tags.get(277, 1) > 1 and max(bits) > 8
+
+
 def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     """Convert any PIL mode to RGB uint8, scaling 16-bit and float images by their range."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -294,6 +302,11 @@ def read_image(
             _check_pixels(label, *img.size, limit, budget)
             if img.format not in ("PNG", "JPEG", "BMP", "TIFF", "MPO", "GIF", "WEBP"):
                 raise CellkitError(f"{label}: format {img.format} not supported; use PNG, JPEG, BMP or TIFF")
+            if img.format == "TIFF" and _planar_deep(img):
+                raise CellkitError(
+                    f"{label}: a TIFF with separate colour planes at more than 8 bits is not read correctly here; "
+                    "save it as an ordinary (interleaved) TIFF or a PNG"
+                )
             if img.width * img.height >= LARGE_PIXELS:
                 arr = _decode_large(img, data, path)
                 if arr is not None:

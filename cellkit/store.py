@@ -231,6 +231,7 @@ def migrate(conn: Connection) -> None:
     """
     from alembic import command
     from alembic.config import Config
+    from alembic.util.exc import CommandError
     from sqlalchemy import inspect
 
     cfg = Config()
@@ -240,7 +241,13 @@ def migrate(conn: Connection) -> None:
         tables = set(inspect(conn).get_table_names())
         if "alembic_version" not in tables and "analyses" in tables:
             command.stamp(cfg, "0002" if "batch_jobs" in tables else "0001")  # pre-Alembic databases
-        command.upgrade(cfg, "head")
+        try:
+            command.upgrade(cfg, "head")
+        except CommandError as exc:  # e.g. a revision this version does not know: written by a newer cellkit
+            raise CellkitError(
+                f"the database's schema is not one this cellkit knows ({exc}); it was probably written by a newer "
+                "version: upgrade cellkit, or use another database (CELLKIT_DB_URL)"
+            ) from None
 
 
 def _opt(value: Any) -> float | None:

@@ -291,3 +291,30 @@ def test_ray_engine_without_ray_installed_is_one_line(fakes, tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the optional extra were not installed
     code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "in", "--out", tmp_path / "o", "--engine", "ray")
     assert code == 2 and err.count("\n") == 1 and "pip install -r requirements-cluster.txt" in err
+
+
+@pytest.mark.parametrize("content", ['{"job_id": "x"}', '{"settings": [1]}', "[1]"])
+def test_a_job_file_of_the_wrong_shape_is_refused_by_batch_and_import(fakes, tmp_path, monkeypatch, capsys, content):
+    smears = _smears(tmp_path / "in", 1)
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / "job.json").write_text(content)
+    with pytest.raises(CellkitError, match="not a cellkit job file"):
+        run_batch(find_tasks(smears), out, SETTINGS)
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    code, _o, err = run_cli(monkeypatch, capsys, "import", out)
+    assert code == 2 and "not a cellkit job file" in err and err.count("\n") == 1
+
+
+def test_a_record_of_the_wrong_shape_is_done_again_and_never_imported(fakes, tmp_path):
+    smears = _smears(tmp_path / "in", 2)
+    tasks = find_tasks([tmp_path / "in"])
+    out = tmp_path / "job"
+    run_batch(tasks, out, SETTINGS)
+    record_path(out, tasks[0].key).write_text("[]")
+    record_path(out, tasks[1].key).write_text('{"status": "ok", "result": "x", "source": {}}')
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    _job, added, seen = import_job(out, store, "tester")
+    assert (added, seen) == (0, 2)  # neither is a record: nothing half-imported
+    report = run_batch(find_tasks(smears), out, SETTINGS)
+    assert report.analysed == 2  # both analysed again (the second's stamp is missing)

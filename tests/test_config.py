@@ -82,3 +82,12 @@ def test_bad_max_upload_mb_is_a_clear_error(monkeypatch, value):
     monkeypatch.setenv("CELLKIT_MAX_UPLOAD_MB", value)
     with pytest.raises(CellkitError, match="CELLKIT_MAX_UPLOAD_MB"):
         config.max_upload_mb()
+
+
+def test_a_cache_folder_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    from cellkit.errors import CellkitError
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "afile"))
+    with pytest.raises(CellkitError, match="is a file, not a folder; set CELLKIT_CACHE_DIR"):
+        config.cache_dir()

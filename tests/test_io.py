@@ -289,3 +289,18 @@ def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
     assert item.image is None and "two members are named 'a.png'" in item.error
     (task,) = find_tasks([path])
     assert "two members are named" in task.error
+
+
+def test_a_deep_planar_tiff_is_refused_not_misread(tmp_path):
+    """Pillow reads 16-bit RGB stored plane by plane as garbage: refused with the fix; 8-bit planar is fine."""
+    import tifffile
+
+    rgb = (np.random.default_rng(0).integers(0, 255, (40, 50, 3)) * 256).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "planar16.tif", np.moveaxis(rgb, -1, 0), planarconfig="separate", photometric="rgb")
+    with pytest.raises(CellkitError, match="separate colour planes at more than 8 bits"):
+        read_image(tmp_path / "planar16.tif")
+    tifffile.imwrite(tmp_path / "contig16.tif", rgb, photometric="rgb")
+    assert np.array_equal(read_image(tmp_path / "contig16.tif"), (rgb >> 8).astype(np.uint8))
+    eight = (rgb >> 8).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "planar8.tif", np.moveaxis(eight, -1, 0), planarconfig="separate", photometric="rgb")
+    assert np.array_equal(read_image(tmp_path / "planar8.tif"), eight)

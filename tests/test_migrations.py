@@ -143,3 +143,16 @@ def test_a_database_of_the_previous_release_0003_upgrades_to_cases_keeping_its_r
     cid = store.create_case("ann", "S-1")
     assert store.case(cid, "ann")["field_ids"] == []
     assert store.corrections(row["id"], "ann")[0]["label"] == "monocyte"
+
+
+def test_a_database_from_a_newer_cellkit_is_one_clear_error(tmp_path):
+    from cellkit.errors import CellkitError
+
+    url = f"sqlite:///{tmp_path / 'db.db'}"
+    Store(url).check()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'zzzz999'"))
+    engine.dispose()
+    with pytest.raises(CellkitError, match="written by a newer version"):
+        Store(url).check()

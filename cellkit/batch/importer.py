@@ -39,9 +39,12 @@ def import_job(
         for path in files[start : start + chunk]:
             try:
                 rec = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue  # unreadable: the image is analysed again by the next run of the job
-            result = SlideResult.from_dict(rec["result"]) if rec.get("status") == "ok" else None
+                ok = isinstance(rec, dict) and isinstance(rec.get("source", {}), dict)
+                result = SlideResult.from_dict(rec["result"]) if ok and rec.get("status") == "ok" else None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, CellkitError):
+                continue  # unreadable or not a record: the image is analysed again by the next run of the job
+            if not ok:
+                continue
             source = rec.get("source", {})
             items.append(
                 {

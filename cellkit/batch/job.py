@@ -58,9 +58,12 @@ def read_job(out: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        job = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CellkitError(f"{path}: unreadable job file ({exc}); use another --out folder") from None
+    if not isinstance(job, dict) or not isinstance(job.get("settings"), dict):
+        raise CellkitError(f"{path}: not a cellkit job file (no settings); use another --out folder")
+    return job
 
 
 def _describe(key: str, value: Any) -> str:

@@ -39,9 +39,12 @@ def write_record(out: Path, record: dict[str, Any]) -> None:
 def read_record(out: Path, key: str) -> dict[str, Any] | None:
     """The record of ``key`` (None when there is none yet, or it cannot be read: the image is done again)."""
     try:
-        return json.loads(record_path(out, key).read_text(encoding="utf-8"))
+        rec = json.loads(record_path(out, key).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("source", {}), dict):
+        return None  # not a record this version wrote: the image is done again
+    return rec
 
 
 def is_done(out: Path, task: Task, retry_errors: bool = False) -> bool:
