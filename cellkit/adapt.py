@@ -95,8 +95,9 @@ def read_labelled(inputs: list[str | Path | bytes], taxonomy: Taxonomy) -> Label
         names.append(str(item.name))
     if not images:
         where = ", ".join(str(p) for p in paths) or "the upload"
+        why = f" ({len(skipped)} skipped, e.g. {skipped[0]})" if skipped else ""
         raise CellkitError(
-            f"no labelled crops found in {where}: expected <cell type>/<image> folders "
+            f"no labelled crops found in {where}{why}: expected <cell type>/<image> folders "
             f"(e.g. {', '.join(taxonomy.group_ids[:3])}) in a folder or zip"
         )
     return LabelledCrops(images, nodes, names, skipped)

@@ -213,3 +213,9 @@ def image_store() -> str:
 
         raise CellkitError(f"CELLKIT_IMAGE_STORE: expected one of {', '.join(IMAGE_STORES)}, got {mode!r}")
     return mode
+
+
+def check() -> None:
+    """Read every numeric setting once, so a bad value is one CellkitError at start, not one per image."""
+    for read in (max_pixels, max_request_pixels, max_heavy_jobs, heavy_job_timeout_s):
+        read()

@@ -172,7 +172,7 @@ def atomic_write(path: str | os.PathLike, write: Writer, *, fallback: bool = Tru
             reason = exc.strerror or str(exc)
             message = f"cannot write {path}: {reason}"
         else:
-            message = f"cannot write {exc}"
+            message = str(exc) if str(exc).startswith("cannot write") else f"cannot write {exc}"
     if not fallback:
         raise CellkitError(message)
     saved, why = _save_fallback(Path(path).name, write, mode)

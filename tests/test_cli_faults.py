@@ -364,3 +364,20 @@ OUT_OF_RANGE = [
 def test_out_of_range_training_options_are_usage_errors(setup, monkeypatch, capsys, args):
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and "Invalid value" in err and "Traceback" not in err
+
+
+def test_a_bad_setting_is_one_line_at_start_not_one_per_image(setup, monkeypatch, capsys):
+    tmp, loads = setup
+    monkeypatch.setenv("CELLKIT_MAX_PIXELS", "abc")
+    code, _, err = run_cli(monkeypatch, capsys, "classify", tmp / "in", "--no-progress")
+    assert code == 2 and "CELLKIT_MAX_PIXELS" in _one_error_line(err) and loads == []
+
+
+def test_adapt_says_why_nothing_could_be_read(setup, monkeypatch, capsys):
+    tmp, _ = setup
+    (tmp / "text.png").write_text("hello")
+    (tmp / "nozip.zip").write_text("nozip")
+    code, _, err = run_cli(monkeypatch, capsys, "adapt", "--unlabelled", tmp / "text.png", "--name", "x1")
+    assert code == 2 and "--unlabelled: none of the 1 file(s) could be read" in _one_error_line(err)
+    code, _, err = run_cli(monkeypatch, capsys, "adapt", "--labelled", tmp / "nozip.zip", "--name", "x2")
+    assert code == 2 and "not a readable zip archive" in _one_error_line(err)

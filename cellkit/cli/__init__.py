@@ -67,6 +67,7 @@ def _crash_log(exc: BaseException) -> str:
 def main() -> None:
     """Console entry point: every way a command can end is one line on stderr at most."""
     try:
+        config.check()  # a bad setting is one line now, not one per image later
         code = app(standalone_mode=False)  # --help and typer.Exit return their exit code
     except CellkitError as exc:
         typer.echo(f"error: {one_line(exc)}", err=True)

@@ -31,7 +31,7 @@ def adapt_command(
 
     from cellkit.adapt import adapt, check_name, read_labelled, save_adapted
     from cellkit.classify import load_classifier
-    from cellkit.errors import CellkitError
+    from cellkit.errors import CellkitError, named
     from cellkit.io import iter_images
 
     if not labelled and not unlabelled:
@@ -41,7 +41,11 @@ def adapt_command(
         torch.set_num_threads(threads)
     clf = load_classifier(base)
     crops = read_labelled(list(labelled), clf.taxonomy) if labelled else None
-    plain = [it.image for it in iter_images(list(unlabelled or [])) if it.image is not None]
+    found = list(iter_images(list(unlabelled or [])))
+    plain = [it.image for it in found if it.image is not None]
+    if unlabelled and not plain:
+        bad = next((named(it.name, it.error) for it in found if it.error), "no images found")
+        raise CellkitError(f"--unlabelled: none of the {len(found)} file(s) could be read ({bad})")
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     result = adapt(clf, name, crops, plain, folds=folds, seed=seed, progress=say)
     path = save_adapted(result, replace=replace)
@@ -50,6 +54,10 @@ def adapt_command(
     if crops is not None:
         counts = ", ".join(f"{tax.display(n)} {c}" for n, c in crops.counts().items())
         typer.echo(f"labelled crops: {counts}" + (f" ({len(crops.skipped)} skipped)" if crops.skipped else ""))
+        for why in crops.skipped[:10]:
+            typer.echo(f"  skipped: {why}")
+        if len(crops.skipped) > 10:
+            typer.echo(f"  … and {len(crops.skipped) - 10} more")
         cv = report["cross_validation"]
         if cv["folds"]:
             b, a = cv["before"], cv["after"]

@@ -187,7 +187,8 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy) -> tuple[ImageSet, dict[s
         }
         save_split(split_path, data.paths, split, meta)
     if min(len(v) for v in split.values()) == 0:
-        raise CellkitError(f"split {split_path} leaves an empty train/val/test part; add images per class")
+        fix = "add images per class" if cfg.split_file else f"add images per class, then delete {split_path}"
+        raise CellkitError(f"split {split_path} leaves an empty train/val/test part; {fix}")
     if cfg.colour_norm:
         normalise_colour(data, split["train"], cfg.seed)
     return data, split, split_path

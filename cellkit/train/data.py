@@ -57,7 +57,8 @@ def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = DEFAULT_DA
     """Relative paths and target nodes of every labelled image under ``root/<class>/``."""
     root = Path(root)
     if not root.is_dir():
-        raise CellkitError(f"training data folder {root} not found; pass --data <folder with class sub-folders>")
+        what = "is a file, not a folder" if root.exists() else "not found"
+        raise CellkitError(f"data folder {root} {what}; pass --data <folder with class sub-folders>")
     paths, nodes = [], []
     for p in sorted(root.rglob("*")):
         if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or p.parent == root:
