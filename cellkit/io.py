@@ -452,6 +452,8 @@ def iter_zip(
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, item_name: str, max_pixels: int | None) -> ImageItem:
     """One zip member as an ImageItem (pixels or the reason it cannot be read); never more bytes than its header."""
+    if info.flag_bits & 0x1:  # zipfile's own message for this quotes the whole ZipInfo
+        return ImageItem(item_name, error=f"{item_name}: the member is encrypted; unzip it with its password first")
     try:
         with zf.open(info) as fh:
             data = fh.read(info.file_size + 1)

@@ -304,3 +304,17 @@ def test_a_deep_planar_tiff_is_refused_not_misread(tmp_path):
     eight = (rgb >> 8).astype(np.uint8)
     tifffile.imwrite(tmp_path / "planar8.tif", np.moveaxis(eight, -1, 0), planarconfig="separate", photometric="rgb")
     assert np.array_equal(read_image(tmp_path / "planar8.tif"), eight)
+
+
+def test_an_encrypted_member_says_so_in_one_plain_line(tmp_path):
+    path = tmp_path / "locked.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("cells/a.png", b"\x89PNG not really")
+    raw = bytearray(path.read_bytes())  # mark the member encrypted (zipfile cannot write encryption)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        raw[at + offset] |= 0x1
+    path.write_bytes(bytes(raw))
+    (item,) = iter_images([path])
+    assert item.error.endswith("cells/a.png: the member is encrypted; unzip it with its password first")
+    assert "ZipInfo" not in item.error
