@@ -104,3 +104,20 @@ def test_a_hand_edited_card_is_one_clear_error_and_does_not_hide_the_others(tmp_
     with pytest.raises(CellkitError, match=message):
         load_spec("edited", tmp_path)
     assert [s.name for s in list_specs(tmp_path)] == ["good"]  # listing every model still works
+
+
+def test_the_pipeline_refuses_a_model_for_the_wrong_cell_type(tmp_path, monkeypatch):
+    """A red-cell model named as the white-cell classifier (or the reverse) is one clear error."""
+    from cellkit.pipeline import resolve_models
+
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    ModelSpec(name="det", task="detector", arch="yolov8n.yaml", weights="det.safetensors", input_size=320,
+              labels=["wbc", "rbc", "platelet"], card={"default": True}).save(tmp_path)  # fmt: skip
+    _spec("white").save(tmp_path)
+    _spec("red", applies_to=["rbc"]).save(tmp_path)
+    assert resolve_models(classifier="white", rbc_model="red").rbc_model == "red"
+    with pytest.raises(CellkitError, match="--classifier red: it classifies \\['rbc'\\] boxes, not wbc"):
+        resolve_models(classifier="red")
+    with pytest.raises(CellkitError, match="--rbc-model white: it classifies"):
+        resolve_models(classifier="white", rbc_model="white")
