@@ -30,7 +30,7 @@ from cellkit.pipeline import ModelChoice
 from cellkit.store import Store
 from cellkit.synth import make_smear
 
-SETTINGS = job_settings(ModelChoice("detector_v2", "classifier_lite0_v2", "rbc_lite0"))
+SETTINGS = job_settings(ModelChoice("detector_v2", "classifier_lite0_v2", "rbc_lite0_80"))
 
 
 def _smears(folder: Path, n: int, size=(320, 240), seed: int = 0) -> list[Path]:
@@ -206,6 +206,7 @@ def test_cli_batch_bad_options_are_one_line(tmp_path, monkeypatch, capsys):
     for args, expected in [
         (["--engine", "spark"], "--engine: expected one of local, ray"),
         (["--workers", "0"], "--workers: expected 1 or more"),
+        (["--threads", "-1"], "--threads: expected 1 or more"),
         (["--tile", "10"], "--tile: expected 64 to 8192"),
     ]:
         code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "in", "--out", tmp_path / "o", *args)

@@ -76,7 +76,7 @@ def test_bundled_red_cell_model_accepts_chula_and_warns_on_txl(shared_data):
     from cellkit.rbc_grading import scale_warning
     from cellkit.slide import analyze
 
-    det, spec = load_detector(), load_spec("rbc_lite0")
+    det, spec = load_detector(), load_spec("rbc_lite0_80")
     chula = chula_images(shared_data / "chula_rbc12")[:3]
     txl = sorted(glob.glob(str(shared_data / "txl_pbc/images/test/*.png")))[:3]
     assert all(scale_warning(analyze(read_image(p), det), spec) == "" for p in chula)

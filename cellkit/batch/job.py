@@ -130,6 +130,8 @@ def run_batch(
         raise CellkitError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if workers < 1:
         raise CellkitError(f"--workers: expected 1 or more, got {workers}")
+    if threads is not None and threads < 1:
+        raise CellkitError(f"--threads: expected 1 or more, got {threads}")
     out = Path(os.path.abspath(check_out_dir(out)))
     try:
         (out / "results").mkdir(parents=True, exist_ok=True)

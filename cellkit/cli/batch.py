@@ -22,8 +22,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         inputs: list[Path] = typer.Argument(None, help="Images, folders (recursive), zips or .txt lists of paths."),
         out: Path = typer.Option(..., "--out", "-o", help="Job folder: per-image results, summary.csv, cells.parquet."),
         engine: str = typer.Option("local", help="local (process pool) or ray (Ray Data; optional extra)."),
-        workers: int = typer.Option(1, min=1, help="Worker processes (local) or actors (ray)."),
-        threads: int = typer.Option(None, min=1, help="Torch threads per worker (default: cores / workers)."),
+        workers: int = typer.Option(1, help="Worker processes (local) or actors (ray)."),
+        threads: int = typer.Option(None, help="Torch threads per worker (default: cores / workers)."),
         address: str = typer.Option(
             None, help="Ray cluster, e.g. ray://host:10001 (default: RAY_ADDRESS, else local)."
         ),
