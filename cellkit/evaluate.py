@@ -270,19 +270,19 @@ def _red_cell_rows(specs: list[Any]) -> list[dict[str, Any]]:
         cfg = card.get("training", {}).get("config", {})
         rows.append(
             {
-                "name": spec.name,
+                "name": spec.name,  # the order is the table's: what tells models apart first
                 "model": card.get("display_name") or spec.name,
+                "macro_F1_end_to_end": e2e.get("macro_f1_12_forms"),
+                "accuracy_end_to_end": e2e.get("accuracy_12_forms"),
+                "macro_F1_points": points.get("macro_f1_12_forms"),
+                "accuracy_points": points.get("accuracy_12_forms"),
+                "cells_missed": e2e.get("missed"),
+                "ms_per_crop": card.get("speed", {}).get("single_crop_ms_median"),
                 "arch": spec.arch,
                 "init": "ImageNet" if cfg.get("pretrained") else "scratch",
                 "input_px": spec.input_size,
                 "params_M": round(card.get("params", 0) / 1e6, 2),
                 "weights_MB": card.get("weights_mb"),
-                "macro_F1_points": points.get("macro_f1_12_forms"),
-                "accuracy_points": points.get("accuracy_12_forms"),
-                "macro_F1_end_to_end": e2e.get("macro_f1_12_forms"),
-                "accuracy_end_to_end": e2e.get("accuracy_12_forms"),
-                "cells_missed": e2e.get("missed"),
-                "ms_per_crop": card.get("speed", {}).get("single_crop_ms_median"),
                 "shipped": True,
             }
         )

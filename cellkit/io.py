@@ -376,13 +376,9 @@ def safe_zip_members(zf: zipfile.ZipFile, *, label: str = "zip") -> list[zipfile
         raise CellkitError(f"{label}: {len(infos)} entries is over the limit of {MAX_ZIP_MEMBERS}; split the archive")
     total = 0
     members = []
-    seen: set[str] = set()
     for info in infos:
         if info.is_dir():
             continue
-        if info.filename in seen:  # a member can only be read by name: the first would be hidden by the last
-            raise CellkitError(f"{label}: two members are named {info.filename!r}; refusing the whole zip")
-        seen.add(info.filename)
         pure = PurePosixPath(info.filename.replace("\\", "/"))
         if pure.is_absolute() or ".." in pure.parts or (pure.parts and ":" in pure.parts[0]):
             raise CellkitError(f"{label}: unsafe path {info.filename!r} inside the archive; refusing the whole zip")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cellkit.errors import CellkitError
-from cellkit.io import iter_images, iter_zip, read_image
+from cellkit.io import encode_png, iter_images, iter_zip, read_image
 
 
 def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
@@ -274,21 +274,23 @@ def test_large_exif_rotated_image_still_turns(monkeypatch):
     assert out.shape == (60, 40, 3) and out[:10].mean() > 200
 
 
-def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
-    """Members are read by name: with two of one name the first could never be read, so the zip is refused."""
+def test_a_zip_with_two_members_of_one_name(tmp_path):
+    """Read in order, every member is classified; a batch reads members by name, so it says it cannot."""
     import warnings
 
     from cellkit.batch.tasks import find_tasks
 
+    crop = encode_png(np.full((20, 20, 3), 200, np.uint8))
     path = tmp_path / "dup.zip"
     with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it writes
-        zf.writestr("a.png", b"first")
-        zf.writestr("a.png", b"second")
-    (item,) = iter_images([path])
-    assert item.image is None and "two members are named 'a.png'" in item.error
-    (task,) = find_tasks([path])
-    assert "two members are named" in task.error
+        zf.writestr("a.png", crop)
+        zf.writestr("a.png", b"second, broken")
+        zf.writestr("b.png", crop)
+    items = list(iter_images([path]))
+    assert [i.image is not None for i in items] == [True, False, True]
+    tasks = {t.member: t for t in find_tasks([path])}
+    assert "2 members of the zip have this name" in tasks["a.png"].error and tasks["b.png"].error == ""
 
 
 def test_a_deep_planar_tiff_is_refused_not_misread(tmp_path):

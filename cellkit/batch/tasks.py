@@ -120,5 +120,9 @@ def _zip_tasks(path: Path) -> Iterator[Task]:
     except CellkitError as exc:
         yield Task(str(path), full, error=str(exc))
         return
-    for member in members:
-        yield Task(f"{path}/{member}", full, member)
+    for member in sorted(set(members)):
+        if members.count(member) > 1:  # a worker reads a member by its name: it could only ever read the last one
+            why = f"{members.count(member)} members of the zip have this name; unzip them into a folder first"
+            yield Task(f"{path}/{member}", full, member, error=f"{path}/{member}: {why}")
+        else:
+            yield Task(f"{path}/{member}", full, member)
