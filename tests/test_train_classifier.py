@@ -104,6 +104,18 @@ def test_ece_and_temperature():
     assert t3 / t1 == pytest.approx(3.0, rel=0.05)  # over-confident logits get a proportionally larger T
 
 
+def tiny_runs(tmp_path: Path, monkeypatch) -> tuple[Path, dict]:
+    """A synthetic dataset, a private cache and weights folder, and the settings of a one-epoch tiny run."""
+    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "w"))
+    data = make_dataset(tmp_path / "data")
+    common = dict(
+        data=str(data), arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40, epochs=1,
+        samples_per_epoch=32, batch_size=16, out=str(tmp_path / "w"), progress=False,
+    )  # fmt: skip
+    return data, common
+
+
 def test_train_end_to_end_and_resume(tmp_path):
     data = make_dataset(tmp_path / "data")
     _, nodes = index_folder(data, load_taxonomy("pbc"))
@@ -153,13 +165,7 @@ def test_training_with_a_view_caches_the_centre_and_records_it(tmp_path, monkeyp
 
 def test_training_for_other_labs_frames_degrades_and_starts_from_a_model(tmp_path, monkeypatch):
     """--framing nucleus, --optics, --outliers and --init-from: recorded in the card, used at inference."""
-    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "w"))
-    data = make_dataset(tmp_path / "data")
-    common = dict(
-        data=str(data), arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40, epochs=1,
-        samples_per_epoch=32, batch_size=16, out=str(tmp_path / "w"), progress=False,
-    )  # fmt: skip
+    _data, common = tiny_runs(tmp_path, monkeypatch)
     train_classifier(TrainConfig(name="first", workdir=str(tmp_path / "k1"), **common))
     cfg = TrainConfig(
         name="robust", workdir=str(tmp_path / "k2"), framing="nucleus", optics=0.5, outliers=0.25, init_from="first",
@@ -272,13 +278,7 @@ def test_distillation_teaches_the_teachers_clean_answer(tmp_path, monkeypatch):
     assert distillation_loss(logits, same, 1.0).abs() < 1e-6
     assert distillation_loss(logits, torch.tensor([[0.1, 0.1, 0.8]]), 2.0) > 0.1
 
-    monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "w"))
-    data = make_dataset(tmp_path / "data")
-    common = dict(
-        data=str(data), arch="cellkit_tiny_cnn", pretrained=False, input_size=32, cache_size=40, epochs=1,
-        samples_per_epoch=32, batch_size=16, out=str(tmp_path / "w"), progress=False,
-    )  # fmt: skip
+    data, common = tiny_runs(tmp_path, monkeypatch)
     train_classifier(TrainConfig(name="teacher", workdir=str(tmp_path / "k1"), **common))
     tax = load_taxonomy("pbc")
     paths, _ = index_folder(data, tax)
