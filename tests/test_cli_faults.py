@@ -363,7 +363,13 @@ OUT_OF_RANGE = [
 @pytest.mark.parametrize("args", OUT_OF_RANGE)
 def test_out_of_range_training_options_are_usage_errors(setup, monkeypatch, capsys, args):
     code, _, err = run_cli(monkeypatch, capsys, *args)
-    assert code == 2 and "Invalid value" in err and "Traceback" not in err
+    line = _one_error_line(err)
+    assert code == 2 and "Invalid value" in line and f"cellkit {args[0]} {args[1]} --help" in line
+
+
+def test_an_unknown_option_is_one_line_that_names_it(setup, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "classify", "--bogus-option")
+    assert code == 2 and "--bogus-option" in _one_error_line(err)
 
 
 def test_a_bad_setting_is_one_line_at_start_not_one_per_image(setup, monkeypatch, capsys):

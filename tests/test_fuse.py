@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cellkit.classify import build_tiny_classifier
-from cellkit.fuse import FoldedCopy, conv_bn_pairs, fold_batchnorm
+from cellkit.fuse import FoldedCopy, StaticSameConv, conv_bn_pairs, fold_batchnorm, inference_copy
 from cellkit.nets import build_model
 from cellkit.synth import make_crop
 
@@ -61,3 +61,34 @@ def test_classifier_predictions_use_the_current_weights():
         direct = clf.leaf_logits(clf.preprocess(crops)).numpy()
     assert not (before == after).all()
     torch.testing.assert_close(torch.from_numpy(after), torch.from_numpy(direct), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 2, 1), (5, 2, 1), (3, 1, 1), (4, 2, 1), (3, 2, 2)])
+@pytest.mark.parametrize("size", [(112, 112), (7, 7), (28, 15), (1, 1)])
+def test_static_same_conv_equals_tf_same_padding(kernel, stride, dilation, size):
+    from timm.layers.conv2d_same import Conv2dSame
+
+    torch.manual_seed(0)
+    same = Conv2dSame(6, 6, kernel, stride, dilation=dilation, groups=3, bias=True).eval()
+    plain = nn.Conv2d(6, 6, kernel, stride, 0, dilation, 3, True)
+    plain.load_state_dict(same.state_dict())
+    static = StaticSameConv(plain.eval())
+    x = torch.randn(2, 6, *size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(2):  # the second call uses the plan built by the first
+            torch.testing.assert_close(static(x), same(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [112, 63])
+def test_inference_copy_of_a_tf_network_has_no_dynamic_padding_and_the_same_outputs(size):
+    from timm.layers.conv2d_same import Conv2dSame
+
+    model = _with_stats(build_model("tf_efficientnet_lite0", 5))
+    fast = inference_copy(model)
+    assert not any(isinstance(m, Conv2dSame) for m in fast.modules())
+    assert any(isinstance(m, StaticSameConv) for m in fast.modules())
+    x = torch.randn(3, 3, size, size)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            fast(x.contiguous(memory_format=torch.channels_last)), model(x), rtol=1e-4, atol=1e-4
+        )

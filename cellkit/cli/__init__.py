@@ -75,9 +75,12 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except typer.TyperException as exc:  # a usage error (unknown option, bad value): its message and usage
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # a usage error (unknown option, bad value): what and where help is
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"error: {one_line(message)}{where}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
     except BrokenPipeError:  # the reader went away (``cellkit ... | head``): nothing to say to it
         sys.stderr.close()
         sys.exit(141)
