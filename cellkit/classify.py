@@ -24,7 +24,7 @@ from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.fuse import FoldedCopy
 from cellkit.models import ModelSpec, default_spec, load_spec, sha256_file
-from cellkit.nets import build_model, penultimate_and_logits
+from cellkit.nets import build_model, in_chunks
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from cellkit.types import Prediction
@@ -113,7 +113,7 @@ class Classifier:
             for start in range(0, len(images), batch_size):
                 x, locs = self.prep.batch(images[start : start + batch_size])
                 net = self._folded.get()
-                f, logits = penultimate_and_logits(net, x.contiguous(memory_format=torch.channels_last))
+                f, logits = in_chunks(net, x.contiguous(memory_format=torch.channels_last))
                 logits = logits / float(self.spec.temperature)
                 probs.append((torch.softmax(logits, dim=1) @ self._node_matrix.T).numpy())
                 scores.append(self.ood_scores(f, logits).numpy())

@@ -74,6 +74,22 @@ def build_model(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
         ) from exc
 
 
+CHUNK_PIXELS = 16 * 128 * 128  # inference runs in chunks of about this many input pixels (see in_chunks)
+
+
+def in_chunks(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`penultimate_and_logits` over chunks of ``CHUNK_PIXELS`` input pixels (16 crops at 128 px, 20 at 112).
+
+    A chunk's activations stay in the CPU's cache: on this 2-core CPU (2 MiB L2 per core) Lite0 at 128 px
+    takes 2.3 ms a crop in batches of 16 against 3.6 ms in batches of 64. The results do not depend on it.
+    """
+    step = max(1, CHUNK_PIXELS // max(1, x.shape[-1] * x.shape[-2]))
+    if len(x) <= step:
+        return penultimate_and_logits(model, x)
+    parts = [penultimate_and_logits(model, x[i : i + step]) for i in range(0, len(x), step)]
+    return torch.cat([f for f, _ in parts]), torch.cat([lg for _, lg in parts])
+
+
 def penultimate_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features before the classifier and the leaf logits, in one forward pass."""
     if hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
