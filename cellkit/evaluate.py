@@ -224,11 +224,6 @@ def classifier_comparison(specs: list[Any], folder: str | Path | None = None) ->
     always there), then the rows of ``weights/classifier_comparison.json`` for models measured but not shipped.
     None when there is nothing to compare."""
     rows = [comparison_row(spec, shipped=True) for spec in specs if spec.card.get("metrics_test")]
-    shown = {spec.name: spec.card.get("display_name") or spec.name for spec in specs}
-    for row in rows:  # "ImageNet, then classifier_lite0" -> the starting model's display name
-        start = row["init"].rpartition(", then ")[2]
-        if start in shown:
-            row["init"] = row["init"].replace(start, shown[start])
     saved = load_comparison(folder) or {}
     have = {r["name"] for r in rows}
     for row in saved.get("rows", []):
@@ -237,6 +232,11 @@ def classifier_comparison(specs: list[Any], folder: str | Path | None = None) ->
             rows.append({**row, "name": name, "model": row.get("display_name") or name, "shipped": False})
     if not rows:
         return None
+    shown = {r["name"]: r["model"] for r in rows}  # installed or not, a model is named by its display name
+    for row in rows:  # "ImageNet, then classifier_lite0" -> the starting model's display name
+        start = str(row.get("init") or "").rpartition(", then ")[2]
+        if start in shown:
+            row["init"] = row["init"].replace(start, shown[start])
     return {"rows": [{k: v for k, v in r.items() if k != "display_name"} for r in rows], "note": saved.get("note", "")}
 
 
