@@ -76,3 +76,20 @@ def test_shipped_model_flags_red_cells_and_rarely_known_white_cells(shared_data)
     rbc = yolo_wbc_crops(shared_data / "txl_pbc", scale=clf.spec.crop_scale, max_per_source=15, wbc_class=1)
     crops = [c for items in rbc.values() for _, c in items]
     assert np.mean([p.label == UNKNOWN for p in clf.predict(crops)]) >= 0.7  # a red cell is no white cell
+
+
+def test_bundled_default_keeps_pbc_at_home_as_its_card_says(shared_data):
+    """Issue 9's must-not-fall targets, measured from the image files on the whole PBC test split."""
+    from cellkit import config
+    from cellkit.evaluate import evaluate_classifier
+
+    try:
+        clf = load_classifier()
+    except CellkitError as exc:
+        pytest.skip(f"no bundled classifier: {exc}")
+    report = evaluate_classifier(clf, shared_data / "pbc", config.weights_dir() / "pbc_split.json", "test")
+    card = clf.spec.card["metrics_test"]
+    assert report["n"] == card["n"] == 2046
+    for level in ("leaf", "pbc8"):  # the card holds what evaluation from the files gives
+        assert report[level]["macro_f1"] == pytest.approx(card[level]["macro_f1"], abs=2e-3)
+    assert report["pbc8"]["macro_f1"] >= 0.985 and report["leaf"]["macro_f1"] >= 0.91
