@@ -319,3 +319,17 @@ def test_a_record_of_the_wrong_shape_is_done_again_and_never_imported(fakes, tmp
     assert (added, seen) == (0, 2)  # neither is a record: nothing half-imported
     report = run_batch(find_tasks(smears), out, SETTINGS)
     assert report.analysed == 2  # both analysed again (the second's stamp is missing)
+
+
+def test_an_unreachable_ray_cluster_is_one_error_at_once_not_minutes_of_retries():
+    import socket
+
+    from cellkit.batch.engines import _unreachable, ray_init
+
+    pytest.importorskip("ray", reason="Ray is an optional extra (requirements-cluster.txt)")
+    with socket.socket() as s:  # a port nothing listens on once this socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert _unreachable("auto") is None and _unreachable("local") is None
+    with pytest.raises(CellkitError, match=rf"cannot reach the Ray cluster at ray://127.0.0.1:{port}: .*refused"):
+        ray_init(f"ray://127.0.0.1:{port}", 1, 1)

@@ -10,8 +10,10 @@ Both call ``on_done(status_row)`` once per finished image, in the order images f
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -83,6 +85,34 @@ class RayWorker:
         return {c: [row[c] for row in rows] for c in STATUS_COLUMNS}
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send the process's stderr (file descriptor 2, which C++ code writes to) to the null device for a while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why ``host:port`` (or ``ray://host:port``) takes no TCP connection, or None (also for ``auto`` and the like)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return None  # "auto", "local": Ray finds the cluster itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
+
+
 def ray_init(address: str | None, workers: int, threads: int) -> Any:
     """Connect to a Ray cluster (``address``, else ``RAY_ADDRESS``) or start a local instance; telemetry off."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -95,6 +125,12 @@ def ray_init(address: str | None, workers: int, threads: int) -> Any:
             "--engine ray needs Ray, an optional extra: pip install -r requirements-cluster.txt (or -e .[cluster])"
         ) from None
     address = address or os.environ.get("RAY_ADDRESS") or None
+    problem = _unreachable(address) if address else None
+    if problem:  # Ray itself would retry for minutes before it said anything
+        raise CellkitError(
+            f"cannot reach the Ray cluster at {address}: {problem}; start it (`ray start --head`) "
+            "or leave out --address and RAY_ADDRESS to run on this machine"
+        )
     import logging
 
     for name in ("ray", "ray.data"):
@@ -106,7 +142,8 @@ def ray_init(address: str | None, workers: int, threads: int) -> Any:
         else:
             kwargs.update(num_cpus=workers * threads, object_store_memory=256 * 1024 * 1024)
         try:
-            ray.init(**kwargs)
+            with _quiet_stderr():  # Ray's core says on stderr that it read RAY_BACKEND_LOG_LEVEL
+                ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = address or "a local Ray instance"
             raise CellkitError(f"cannot start or reach {where}: {str(exc).splitlines()[0]}") from None
