@@ -130,3 +130,16 @@ def test_a_long_thin_image_is_framed_in_bounded_memory():
     square = cut_square(thin, 0, -50_000, 100_000)
     assert square.shape == (MAX_SQUARE_SIDE, MAX_SQUARE_SIDE, 3) and (square == 200).all()
     assert square_pad(thin).shape == (MAX_SQUARE_SIDE, MAX_SQUARE_SIDE, 3)  # what a classifier does with it
+
+
+def test_a_dark_speck_near_a_round_nucleus_is_not_taken_for_one_of_its_lobes():
+    """Raabin-WBC and BCDD crops: a dark fragment beside a lymphocyte once doubled the found nucleus."""
+    img = np.empty((150, 150, 3), np.uint8)
+    img[:] = BACKGROUND
+    _disc(img, 75, 75, 30, CYTOPLASM)
+    _disc(img, 75, 75, 20, NUCLEUS)  # one round nucleus, 40 px across
+    _disc(img, 75 + 20 + 14 + 7, 75, 7, NUCLEUS)  # a speck 14 px (0.4 x the nucleus' side) from its edge
+    loc = locate_cell(img)
+    x1, y1, x2, y2 = loc.nucleus_xyxy
+    assert loc.found and loc.n_cells == 1
+    assert 30 <= x2 - x1 <= 50 and 30 <= y2 - y1 <= 50  # the nucleus alone, not nucleus + gap + speck (68 px)
