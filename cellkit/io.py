@@ -17,6 +17,7 @@ import os
 import re
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -399,6 +400,11 @@ def safe_zip_members(zf: zipfile.ZipFile, *, label: str = "zip") -> list[zipfile
     return sorted(members, key=lambda i: i.filename)
 
 
+# What reading one zip member can raise: a bad CRC or header (BadZipFile), encryption (RuntimeError), a compression
+# method zipfile lacks (NotImplementedError), broken deflate data (zlib.error), a short file (EOFError), the disk.
+ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, OSError, RuntimeError, EOFError, NotImplementedError, zlib.error)
+
+
 def _zip_pixels(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> int:
     """Pixels of all image members together, from their headers (nothing is decoded)."""
     total = 0
@@ -409,8 +415,11 @@ def _zip_pixels(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> int:
         except Image.DecompressionBombError:
             return 2**62  # PIL's own guard fired on a header: far over any budget
         except Exception:
-            with zf.open(info) as fh:
-                size = _tiff_size(fh.read(min(info.file_size, MAX_ZIP_TOTAL_BYTES)), None)
+            try:
+                with zf.open(info) as fh:
+                    size = _tiff_size(fh.read(min(info.file_size, MAX_ZIP_TOTAL_BYTES)), None)
+            except ZIP_MEMBER_ERRORS:
+                size = None
             w, h = size or (0, 0)  # unreadable: reported when the member is read
         total += w * h
     return total
@@ -458,7 +467,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, item_name: str, max
         return ImageItem(item_name, read_image(data, name=item_name, max_pixels=max_pixels))
     except CellkitError as exc:
         return ImageItem(item_name, error=str(exc))
-    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+    except ZIP_MEMBER_ERRORS as exc:
         return ImageItem(item_name, error=f"{item_name}: unreadable zip member ({exc})")
 
 

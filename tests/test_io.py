@@ -320,3 +320,46 @@ def test_an_encrypted_member_says_so_in_one_plain_line(tmp_path):
     (item,) = iter_images([path])
     assert item.error.endswith("cells/a.png: the member is encrypted; unzip it with its password first")
     assert "ZipInfo" not in item.error
+
+
+def _damaged_zips() -> dict[str, bytes]:
+    """Zips whose second member cannot be read, each in another way (the first is a good PNG)."""
+    import struct
+
+    good = encode_png(np.full((8, 8, 3), 120, np.uint8))
+
+    def build(compression: int) -> bytearray:
+        b = io.BytesIO()
+        with zipfile.ZipFile(b, "w", compression) as zf:
+            zf.writestr("a.png", good)
+            zf.writestr("b.png", encode_png(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+        return bytearray(b.getvalue())
+
+    def second_local_header(z: bytearray) -> int:
+        return z.find(b"PK\x03\x04", z.find(b"PK\x03\x04") + 4)
+
+    out = {}
+    for name, compression in (("deflate", zipfile.ZIP_DEFLATED), ("stored", zipfile.ZIP_STORED)):
+        z = build(compression)
+        j = second_local_header(z)
+        n, e = struct.unpack("<HH", z[j + 26 : j + 30])
+        for k in range(j + 30 + n + e + 2, j + 30 + n + e + 40):
+            z[k] ^= 0xFF  # broken data: zlib.error for deflate, a bad CRC for stored
+        out[f"corrupt {name}"] = bytes(z)
+    z = build(zipfile.ZIP_DEFLATED)
+    j, c = second_local_header(z), z.rfind(b"PK\x01\x02")
+    z[j + 8 : j + 10] = z[c + 10 : c + 12] = struct.pack("<H", 99)  # a compression method zipfile lacks
+    out["method 99"] = bytes(z)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["corrupt deflate", "corrupt stored", "method 99"])
+@pytest.mark.parametrize("with_budget", [False, True])
+def test_an_unreadable_zip_member_is_its_own_error_and_the_others_are_read(kind, with_budget):
+    from cellkit.io import PixelBudget
+
+    budget = PixelBudget(10**9) if with_budget else None
+    items = list(iter_zip(_damaged_zips()[kind], name="lab.zip", budget=budget))
+    assert [i.name for i in items] == ["lab.zip/a.png", "lab.zip/b.png"]
+    assert items[0].image is not None and items[0].error is None
+    assert items[1].image is None and items[1].error.startswith("lab.zip/b.png: ")
