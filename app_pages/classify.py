@@ -96,7 +96,8 @@ if len(good) > MAX_DETAILED:
 for k, (item, pred) in enumerate(list(zip(good, preds, strict=True))[:MAX_DETAILED]):
     with st.container(border=True):
         left, mid, right = st.columns([1, 2, 2])
-        left.image([item.image, clf.prep.canonical(item.image, 96)], caption=["Uploaded", "Model's view"], width=96)
+        views = [widgets.thumbnail(item.image), clf.prep.canonical(item.image, 96)]
+        left.image(views, caption=["Uploaded", "Model's view"], width=96)
         left.text(item.name)  # plain text: a file name is never rendered as Markdown
         guess = tax.deepest_confident(pred.node_probs, threshold)
         path = " › ".join(f"{tax.display(n)} {pred.prob(n):.2f}" for n in tax.path(guess))

@@ -9,6 +9,7 @@ import streamlit as st
 from cellkit import (
     DEFAULT_DATASET,
     DEFAULT_TAXONOMY,
+    CellkitError,
     config,
     list_specs,
     list_taxonomies,
@@ -17,10 +18,11 @@ from cellkit import (
     model_data_table,
     model_split_table,
     plots,
+    read_image,
     stats,
 )
 from ui import resources
-from ui.widgets import plain
+from ui.widgets import plain, thumbnail
 
 st.title("Dataset", anchor=False)
 st.caption(
@@ -152,8 +154,14 @@ if path:
                 paths = images.set_index("file")["path"]
                 for row in pairs.head(8).itertuples():
                     a, b = st.columns(2)
-                    a.image(paths[row.file_a], caption=plain(f"{row.file_a} ({row.split_a or 'no split'})"), width=220)
-                    b.image(paths[row.file_b], caption=plain(f"{row.file_b} · distance {row.distance}"), width=220)
+                    for col, file, caption in (
+                        (a, row.file_a, f"{row.file_a} ({row.split_a or 'no split'})"),
+                        (b, row.file_b, f"{row.file_b} · distance {row.distance}"),
+                    ):
+                        try:  # decoded by cellkit (16-bit, CMYK...), not handed to st.image as a path
+                            col.image(thumbnail(read_image(paths[file])), caption=plain(caption), width=220)
+                        except CellkitError as exc:
+                            col.caption(plain(f"{caption}: {exc}"))
         else:
             st.success("No duplicate pairs at this threshold.")
         for title, table in (

@@ -16,6 +16,7 @@ from cellkit import (
     get_explainer,
     maps_zip,
     overlay,
+    printable,
     read_image,
     sanity_check,
 )
@@ -69,14 +70,14 @@ else:
     if not classes:
         st.error(widgets.plain(f"No class sub-folders in {typed}; give a folder like {default or 'data'}/pbc."))
         st.stop()
-    cls = st.selectbox("Class folder", classes)
+    cls = st.selectbox("Class folder", classes, format_func=printable)  # names need not be UTF-8
     with resources.user_errors():
         folder = config.resolve_data_path(root / cls)  # a class folder may be a link out of the data folders
         try:
             files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:500]
         except OSError as exc:
             raise CellkitError(f"cannot list the folder {cls}: {exc.strerror or exc}") from None
-    name = st.selectbox("Image", files)
+    name = st.selectbox("Image", files, format_func=printable)
     if name:
         with resources.user_errors():
             crop = read_image(config.resolve_data_path(folder / name))

@@ -69,18 +69,23 @@ if specs:
 db_col, data_col, ver_col = technical.columns(3)
 with db_col.container(border=True, height="stretch"):
     st.markdown("**:material/database: Database**")
-    raw_url = config.db_url()
-    st.markdown(f"`{masked_db_url(raw_url)}`")
     try:
-        from ui.resources import store
-        from ui.widgets import session_owner
+        raw_url = config.db_url()
+    except OSError as exc:  # the default SQLite file's folder cannot be made (CELLKIT_HOME under a file...)
+        raw_url = ""
+        st.caption(":orange[no database:] " + plain(f"{exc.strerror or exc}; set CELLKIT_HOME or CELLKIT_DB_URL"))
+    if raw_url:
+        st.markdown(f"`{masked_db_url(raw_url)}`")
+        try:
+            from ui.resources import store
+            from ui.widgets import session_owner
 
-        total, mine = stored_analyses(store(), session_owner())
-        st.caption(f"{total} stored analyses ({mine} of yours)")
-    except (CellkitError, SQLAlchemyError) as exc:
-        st.caption(":orange[database not reachable:] " + plain(str(exc).replace(raw_url, masked_db_url(raw_url))))
-    except (ImportError, AttributeError):
-        st.caption("Stored analyses: not available in this build.")
+            total, mine = stored_analyses(store(), session_owner())
+            st.caption(f"{total} stored analyses ({mine} of yours)")
+        except (CellkitError, SQLAlchemyError) as exc:
+            st.caption(":orange[database not reachable:] " + plain(str(exc).replace(raw_url, masked_db_url(raw_url))))
+        except (ImportError, AttributeError):
+            st.caption("Stored analyses: not available in this build.")
     st.caption("Set `CELLKIT_DB_URL` for any SQLAlchemy database.")
 
 with data_col.container(border=True, height="stretch"):

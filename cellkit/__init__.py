@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     # images
     "read_image": "cellkit.io",
+    "printable": "cellkit.io",
     "iter_images": "cellkit.io",
     "iter_zip": "cellkit.io",
     "ImageItem": "cellkit.io",

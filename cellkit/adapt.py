@@ -339,7 +339,16 @@ def check_name(name: str, replace: bool = False, folder: str | Path | None = Non
     check_model_name(name)
     if any(s.name == name for s in list_specs(config.weights_dir())):
         raise CellkitError(f"model name {name!r} is a bundled model; choose another name")
-    folder = Path(folder or config.user_models_dir())
+    try:
+        folder = Path(folder or config.user_models_dir())
+    except OSError as exc:  # CELLKIT_HOME under a file, on a read-only disk...
+        why = exc.strerror or exc
+        raise CellkitError(f"cannot keep models in CELLKIT_HOME: {why}; set it to a writable folder") from None
+    from cellkit.writes import folder_problem
+
+    problem = folder_problem(folder)
+    if problem:  # found before the work, not after it
+        raise CellkitError(f"cannot save a model in {folder}: {problem}; set CELLKIT_HOME to a writable folder")
     if not replace and (folder / f"{name}.json").exists():
         raise CellkitError(f"a model named {name!r} already exists in {folder}; choose another name or replace it")
 

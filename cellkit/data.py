@@ -106,11 +106,14 @@ def _images_in(path: Path, recursive: bool = False) -> list[Path]:
         for e in entries:
             if e.name.startswith((".", "__")):
                 continue
-            if e.is_dir(follow_symlinks=False):
-                if recursive:
-                    stack.append(Path(e.path))
-            elif e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES) and _followable(e):
-                out.append(Path(e.path))
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if recursive:
+                        stack.append(Path(e.path))
+                elif e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES) and _followable(e):
+                    out.append(Path(e.path))
+            except OSError:  # a symlink loop, a file gone meanwhile: not an image we can read
+                continue
     return sorted(out)
 
 

@@ -60,7 +60,7 @@ def output_target(path: str | os.PathLike) -> Path:
     return target
 
 
-def _folder_problem(folder: Path) -> str | None:
+def folder_problem(folder: Path) -> str | None:
     """Why files cannot be created in ``folder`` (which may not exist yet), or None."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -85,7 +85,7 @@ def check_out(path: str | os.PathLike, option: str = "--out", inputs: Sequence[s
     ``inputs`` (an input file itself, or an existing image inside an input folder).
     """
     target = Path(os.path.realpath(Path(path).expanduser()))
-    why = _problem(target) or _folder_problem(target.parent) or _input_problem(target, inputs)
+    why = _problem(target) or folder_problem(target.parent) or _input_problem(target, inputs)
     if why:
         raise CellkitError(f"{option} {path}: {why}; choose a writable file path")
     return target
@@ -108,7 +108,7 @@ def _input_problem(target: Path, inputs: Sequence[str | os.PathLike]) -> str | N
 def check_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     """Check an output folder before the work starts (not a file, creatable, writable)."""
     folder = Path(path).expanduser()
-    why = f"{folder} is a file, not a folder" if folder.exists() and not folder.is_dir() else _folder_problem(folder)
+    why = f"{folder} is a file, not a folder" if folder.exists() and not folder.is_dir() else folder_problem(folder)
     if why:
         raise CellkitError(f"{option} {path}: {why}; choose a writable folder")
     return folder

@@ -201,3 +201,10 @@ def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, 
     assert len(card["source_background"]) == 3  # the lab's own background, balanced to the model's
     code, _, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_v", "--base", "no_such")
     assert code == 2 and "not found" in err and err.count("\n") == 1
+
+
+def test_a_home_where_no_model_can_be_saved_is_refused_before_the_work(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "afile" / "home"))
+    with pytest.raises(CellkitError, match="is a file, not a folder; set CELLKIT_HOME to a writable folder"):
+        check_name("my_lab")

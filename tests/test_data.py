@@ -192,3 +192,12 @@ def test_named_sub_dataset_without_images_is_an_error(tmp_path):
     (tmp_path / "root" / "empty_yolo" / "data.yaml").write_text("names: [a]\n")
     with pytest.raises(CellkitError, match="no images found"):
         read_dataset(tmp_path / "root", dataset="empty_yolo")
+
+
+def test_a_symlink_loop_in_a_dataset_is_skipped_not_fatal(tmp_path):
+    from cellkit.data import _images_in
+
+    (tmp_path / "neutrophil").mkdir()
+    (tmp_path / "neutrophil" / "a.png").write_bytes(b"x")
+    (tmp_path / "neutrophil" / "loop.png").symlink_to(tmp_path / "neutrophil" / "loop.png")  # points at itself
+    assert [p.name for p in _images_in(tmp_path, recursive=True)] == ["a.png"]

@@ -287,6 +287,22 @@ def test_overlay_and_zip(tiny):
     assert sorted(names) == ["crop.png", "gradcam_monocyte.npy", "gradcam_monocyte.png"]
 
 
+def test_pictures_of_a_very_long_thin_crop_stay_small(tiny):
+    """A 100000 x 1 crop once asked for a 100000 px square (30 GB) for the overlay and the download."""
+    import io
+    import zipfile
+
+    from cellkit.explain.render import MAX_VIEW_SIDE
+    from cellkit.io import read_image
+
+    strip = np.full((1, 100_000, 3), 200, np.uint8)
+    hm = explain(tiny, make_crop(0, 90), "monocyte", "gradcam", with_faithfulness=False)
+    assert overlay(strip, hm.values).shape == (MAX_VIEW_SIDE, MAX_VIEW_SIDE, 3)
+    with zipfile.ZipFile(io.BytesIO(maps_zip(strip, [hm]))) as zf:
+        for name in ("crop.png", "gradcam_monocyte.png"):
+            assert read_image(zf.read(name)).shape == (MAX_VIEW_SIDE, MAX_VIEW_SIDE, 3)
+
+
 def test_overlay_shows_the_crop_as_a_zooming_model_sees_it():
     crop = np.full((100, 100, 3), 200, np.uint8)
     crop[30:70, 30:70] = (255, 0, 0)  # centre square: 40 % of the side

@@ -135,7 +135,8 @@ def field_picture(image, result, max_side: int = 960) -> tuple[np.ndarray, float
     green), at most ``max_side`` px; and the factor from picture pixels back to image pixels."""
     h, w = image.shape[:2]
     f = min(1.0, max_side / max(h, w))
-    pic = cv2.resize(image, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA) if f < 1 else image.copy()
+    size = (max(1, round(w * f)), max(1, round(h * f)))  # a 100000 x 1 field is still one pixel high
+    pic = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if f < 1 else image.copy()
     colours = {"wbc": (31, 119, 180), "platelet": (148, 103, 189), "rbc": (214, 39, 40)}
     for i, (box, cls) in enumerate(zip(result.detections.xyxy, result.detections.class_name, strict=True)):
         x1, y1, x2, y2 = (np.asarray(box) * f).round().astype(int)

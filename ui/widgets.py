@@ -209,7 +209,8 @@ def slide_figure(image, result, max_side: int = 1600, taxonomy=None):
 
     h, w = image.shape[:2]
     s = min(1.0, max_side / max(h, w))
-    shown = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else image
+    size = (max(1, round(w * s)), max(1, round(h * s)))  # a 100000 x 1 field is still one pixel high
+    shown = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if s < 1 else image
     uri = "data:image/png;base64," + base64.b64encode(encode_png(shown)).decode()
     fig = go.Figure(go.Image(source=uri, dx=1 / s, dy=1 / s, hoverinfo="skip"))
     d, labels, shown = result.detections, result.labels(), result.shown_as()
@@ -467,3 +468,27 @@ def keep_images(images: dict, max_pixels: int, most: int = 5) -> None:
         oldest = next(iter(images))
         total -= int(images[oldest].shape[0]) * int(images[oldest].shape[1])
         images.pop(oldest)
+
+
+def thumbnail(image, max_side: int = 512):
+    """An image made safe to show: at most ``max_side`` px on its longer side, and no thinner than 1:4.
+
+    ``st.image`` encodes the array it is given as it is (JPEG stops at 65,500 px), then scales it to the
+    width asked for (a 100000 x 1 crop shown 96 px wide would be 0 px high): either would end the page.
+    A very thin image is padded with white to 1:4.
+    """
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    f = min(1.0, max_side / max(h, w, 1))
+    if f < 1:
+        image = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+    short = -(-max(h, w) // 4)
+    if min(h, w) >= short:
+        return image
+    out = np.full((max(h, short), max(w, short), *image.shape[2:]), 255, dtype=image.dtype)
+    top, left = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
+    out[top : top + h, left : left + w] = image
+    return out

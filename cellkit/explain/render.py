@@ -23,6 +23,9 @@ def colorize(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
     return (rgba[..., :3] * 255).astype(np.uint8)
 
 
+MAX_VIEW_SIDE = 2048  # a picture of the model's view is never larger (a 100000 x 1 crop would need a 30 GB square)
+
+
 def overlay(
     image: np.ndarray,
     values: np.ndarray,
@@ -33,9 +36,9 @@ def overlay(
 ) -> np.ndarray:
     """The crop as the model sees it (framed, square, centre view: ``prep``, the model's) with the map on top.
 
-    ``size`` defaults to the larger of the crop side and the map side. Returns RGB uint8.
+    ``size`` defaults to the larger of the crop side and the map side, at most ``MAX_VIEW_SIDE``. Returns RGB uint8.
     """
-    side = size or max(max(image.shape[:2]), values.shape[0])
+    side = size or min(max(max(image.shape[:2]), values.shape[0]), MAX_VIEW_SIDE)
     crop = (prep or Preprocess(side)).canonical(image, side).astype(np.float32)
     heat = cv2.resize(values.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     colour = colorize(heat, cmap).astype(np.float32)
@@ -48,7 +51,7 @@ def maps_zip(
     """A zip with the crop as the model sees it and, per map, the overlay PNG and the raw values as ``.npy``."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        side = max(image.shape[:2])
+        side = min(max(image.shape[:2]), MAX_VIEW_SIDE)
         zf.writestr("crop.png", encode_png((prep or Preprocess(side)).canonical(image, side)))
         for hm in heatmaps:
             stem = f"{hm.method}_{hm.target}"

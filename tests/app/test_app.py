@@ -70,6 +70,15 @@ def test_home_lists_installed_models_and_masks_db_password(empty_weights, monkey
     assert "s3cret" not in text and "postgresql://lab:***@db.example:5432/cells" in text
 
 
+def test_home_says_when_cellkit_home_cannot_hold_the_database(empty_weights, monkeypatch, tmp_path):
+    (tmp_path / "afile").write_text("a file where a folder should be")
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "afile" / "home"))
+    monkeypatch.delenv("CELLKIT_DB_URL", raising=False)
+    at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any(c.value.startswith(":orange[no database:]") and "CELLKIT" in c.value for c in at.caption)
+
+
 @pytest.fixture
 def upload_option():
     """Streamlit's config is process-wide: put server.maxUploadSize back after the test."""
