@@ -6,6 +6,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -133,3 +134,19 @@ def test_top_leaves_are_horizontal_bars_in_class_colours():
     bar = top_leaves_bar(clf.taxonomy, pred).data[0]
     assert bar.orientation == "h" and len(bar.x) == 5 and list(bar.x) == sorted(bar.x)
     assert len(set(bar.marker.color)) == 5
+
+
+def test_a_very_long_thin_crop_is_classified_and_shown_without_ending_the_page():
+    """Streamlit's JPEG stops at 65,500 px and a 100000 x 1 crop shown 96 px wide would be 0 px high."""
+    strip = np.full((1, 100_000, 3), 200, np.uint8)
+    cell = encode_png(make_crop(0, 80, 1))
+    at = _run_with([("strip.png", encode_png(strip), "image/png"), ("cell.png", cell, "image/png")])
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "2"
+
+
+def test_thumbnail_keeps_what_is_shown_small_and_not_too_thin():
+    from ui.widgets import thumbnail
+
+    assert thumbnail(np.zeros((1, 100_000, 3), np.uint8)).shape == (128, 512, 3)
+    assert thumbnail(np.zeros((40, 30, 3), np.uint8)).shape == (40, 30, 3)  # small and not thin: unchanged
