@@ -102,8 +102,9 @@ c1, c2 = left.columns(2)
 alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05)
 cmap = c2.selectbox("Colour map", COLORMAPS)
 right.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key="explain_tree")
+model_name = clf.spec.card.get("display_name") or clf.spec.name  # an adapted model's name is the user's own
 right.caption(
-    f"Model {widgets.plain(clf.spec.name)}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), "
+    f"Model {widgets.plain(model_name)}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), "
     f"best leaf {tax.display(pred.leaf)}"
 )
 if pred.review:

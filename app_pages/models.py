@@ -136,7 +136,7 @@ else:
     )  # fmt: skip
     classifiers = [s for s in specs if s.task == "classifier" and s.card.get("metrics_test")]
     if classifiers:
-        names = [s.name for s in classifiers]
+        names = [s.card.get("display_name") or s.name for s in classifiers]  # display names, never ids
         default = next((i for i, s in enumerate(classifiers) if s.card.get("default")), 0)
         spec = classifiers[st.selectbox("Classifier card", range(len(names)), default, format_func=names.__getitem__)]
         card, test = spec.card, spec.card["metrics_test"]

@@ -15,7 +15,9 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
     from cellkit.adapt import adapt, check_name, read_labelled, save_adapted
     from cellkit.models import list_specs
 
-    bases = [s.name for s in list_specs(task="classifier", cell_type="wbc")]
+    specs = list_specs(task="classifier", cell_type="wbc")
+    bases = [s.name for s in specs]
+    shown = {s.name: s.card.get("display_name") or s.name for s in specs}
     if not bases:
         st.info("No classifier to adapt.")
         return
@@ -30,7 +32,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
         labelled_zip = upload.getvalue() if upload is not None else None
     c1, c2 = st.columns(2)
     name = c1.text_input("Name of the new model", value="my_lab", key=f"{key}_name")
-    base = c2.selectbox("Start from", bases, key=f"{key}_base")
+    base = c2.selectbox("Start from", bases, format_func=shown.get, key=f"{key}_base")
     replace = st.checkbox("Replace a model of this name made here before", key=f"{key}_replace")
     if not st.button("Adapt", icon=":material/tune:", key=f"{key}_go", disabled=labelled_zip is None):
         return

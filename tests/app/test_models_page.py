@@ -210,3 +210,8 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
     assert table["Initialised from"].tolist()[:2] == ["ImageNet, then White cells 1", "ImageNet"]  # names, not ids
     assert table["Macro-F1, leaves"].tolist()[0] == 1.0
     assert any("Measured here." in c.value for c in at.caption)
+    card = next(b for b in at.selectbox if b.label == "Classifier card")
+    assert sorted(card.options) == ["White cells 1", "White cells 2"]  # display names, never ids
+    assert card.options[card.index] == "White cells 2"  # the default model's card first shown
+    start = next(b for b in at.selectbox if b.label == "Start from")
+    assert {"White cells 1", "White cells 2"} <= set(start.options) and "wbc_home" not in start.options
