@@ -166,13 +166,20 @@ else:
                 message = str(exc) if upload.name in str(exc) else f"{upload.name}: {exc}"
                 state.setdefault("slide_upload_errors", []).append(message)
             else:
-                if not already_a_field(image):
+                if already_a_field(image):  # the same pixels: one field, said so (a new case re-analyses it)
+                    state.setdefault("slide_upload_notes", []).append(
+                        f"{upload.name}: this image is already a field of this case (the same pixels), so it was "
+                        "not analysed again. To analyse it with another model, start a new case."
+                    )
+                else:
                     run(image, upload.name, ("upload", upload.file_id), {"source": "upload", "bytes": upload.size})
         done.add(upload.file_id)  # analysed once; reopen/delete never re-runs it
 if case is None and state.get("case_id") is not None and not db_problem:
     st.rerun()  # the uploads started a case: draw the page with it
 for message in state.pop("slide_upload_errors", []):
     st.error(widgets.plain(message), icon=":material/error:")
+for message in state.pop("slide_upload_notes", []):
+    st.info(widgets.plain(message), icon=":material/content_copy:")
 if db is not None and state.get("case_id") is not None:
     try:
         case = db.case(state["case_id"], owner)  # again: the uploads above may have started it or added fields

@@ -45,6 +45,7 @@ def test_three_fields_uploaded_at_once_make_one_case_with_progress_and_totals():
     assert at.session_state["slide"]["image"] is not None
     again = _fields(_page().run(), n=1)  # the same image again: not a second field
     assert not again.exception and _store().list_cases(again.session_state["owner"])[0]["fields"] == 3
+    assert any("this image is already a field of this case" in i.value for i in again.info)  # and it is said
 
 
 def test_a_key_relabels_the_selected_cell_moves_on_and_undo_puts_it_back():
