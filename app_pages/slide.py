@@ -264,6 +264,10 @@ def act(kind: str, value) -> None:
         models = {k: m for k, m in {"wbc": clf, "platelet": clf, **by_class}.items() if m is not None}
         try:
             more, index = add_cell(slide["image"], result, x, y, models, widgets.app_user(), cls)
+        except CellkitError as exc:  # the user's request (no model for that cell type...), not the database
+            state.setdefault("slide_upload_errors", []).append(str(exc))
+            return
+        try:
             if slide["id"] is not None:
                 resources.store().add_cell(slide["id"], more, index, owner)
         except CellkitError as exc:

@@ -55,7 +55,11 @@ def add_cell(
         raise CellkitError(f"add a cell: expected a point inside the {w}x{h} px image, got ({x:.0f}, {y:.0f})")
     chosen = cell_models(models) if not isinstance(models, Mapping) else dict(models)
     if cls not in chosen:
-        raise CellkitError(f"add a cell: no model classifies {cls} boxes here; choose one of {sorted(chosen)}")
+        names = {"wbc": "white cells", "rbc": "red cells", "platelet": "platelets"}
+        can = ", ".join(names.get(c, c) for c in sorted(chosen)) or "nothing"
+        raise CellkitError(
+            f"cannot add one of the {names.get(cls, cls)}: no model here classifies them (it can add: {can})"
+        )
     half = cell_side(result, cls) / 2
     box = np.array([[max(0.0, x - half), max(0.0, y - half), min(w - 1.0, x + half), min(h - 1.0, y + half)]])
     one = Detections(box, np.zeros(1), np.array([DETECTION_CLASSES.index(cls)]), result.detections.class_names)

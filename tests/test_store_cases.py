@@ -152,3 +152,10 @@ def test_image_store_off_and_unwritable(store, smear, monkeypatch, tmp_path):
     monkeypatch.setenv("CELLKIT_IMAGE_DIR", str(blocker))
     with pytest.raises(CellkitError, match=r"cannot store the image .*CELLKIT_IMAGE_DIR"):
         store.save_image(img, image_sha256(img))
+
+
+def test_adding_a_cell_no_model_can_classify_says_so_in_words(smear):
+    img, clf, result = smear
+    with pytest.raises(CellkitError, match=r"cannot add one of the red cells: no model here classifies them") as err:
+        add_cell(img, result, 100.0, 80.0, {"wbc": clf, "platelet": clf}, author="dr.a", cls="rbc")
+    assert "it can add: platelets, white cells" in str(err.value) and "rbc" not in str(err.value)
