@@ -67,7 +67,9 @@ class LabelledCrops:
         return dict(sorted(Counter(self.nodes).items()))
 
 
-def read_labelled(inputs: list[str | Path | bytes], taxonomy: Taxonomy) -> LabelledCrops:
+def read_labelled(
+    inputs: list[str | Path | bytes], taxonomy: Taxonomy, upload_name: str = "upload.zip"
+) -> LabelledCrops:
     """Crops from folders or zips laid out ``<node>/<image>`` (node id, name or abbreviation; inner nodes allowed).
 
     The reviewed-cells zip of the Slide page has this layout. Folders named ``unknown`` (cells left for
@@ -79,7 +81,7 @@ def read_labelled(inputs: list[str | Path | bytes], taxonomy: Taxonomy) -> Label
     from cellkit.io import iter_images, iter_zip
 
     images, nodes, names, skipped = [], [], [], []
-    zips = [iter_zip(b, name="upload.zip") for b in inputs if isinstance(b, bytes)]
+    zips = [iter_zip(b, name=upload_name) for b in inputs if isinstance(b, bytes)]  # messages name the user's file
     paths = [p for p in inputs if not isinstance(p, bytes)]
     for item in chain(iter_images(paths), *zips):
         folder = PurePosixPath(str(item.name).replace("\\", "/")).parent.name
@@ -87,6 +89,9 @@ def read_labelled(inputs: list[str | Path | bytes], taxonomy: Taxonomy) -> Label
             skipped.append(named(item.name, item.error))
             continue
         node = class_to_node(taxonomy, folder) if folder and folder != UNKNOWN else None
+        if node is None and folder == upload_name:  # a crop at the top of the zip, in no folder
+            skipped.append(f"{item.name}: in no cell-type folder; expected <cell type>/<image>, e.g. neutrophil/1.png")
+            continue
         if node is None:
             skipped.append(f"{item.name}: folder {folder!r} is no cell type of taxonomy {taxonomy.name!r}")
             continue

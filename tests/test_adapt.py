@@ -208,3 +208,13 @@ def test_a_home_where_no_model_can_be_saved_is_refused_before_the_work(tmp_path,
     monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "afile" / "home"))
     with pytest.raises(CellkitError, match="is a file, not a folder; set CELLKIT_HOME to a writable folder"):
         check_name("my_lab")
+
+
+def test_a_zip_without_cell_type_folders_is_named_and_explained():
+    from cellkit.taxonomy import load_taxonomy
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.png", encode_png(make_crop(0, 64, 1)))
+    with pytest.raises(CellkitError, match=r"my lab\.zip/a\.png: in no cell-type folder; expected <cell type>/<image>"):
+        read_labelled([buf.getvalue()], load_taxonomy("pbc"), upload_name="my lab.zip")

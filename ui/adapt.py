@@ -21,6 +21,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
     if not bases:
         st.info("No classifier to adapt.")
         return
+    zip_name = "reviewed cells"  # the Slide page's zip of the cells this user reviewed
     if labelled_zip is None:
         upload = st.file_uploader(
             "Labelled crops (zip with one folder per cell type, e.g. neutrophil/, lymphocyte/ …)",
@@ -30,6 +31,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
         )
         upload = next(iter(refuse_oversized([upload])), None)
         labelled_zip = upload.getvalue() if upload is not None else None
+        zip_name = upload.name if upload is not None else zip_name
     c1, c2 = st.columns(2)
     name = c1.text_input("Name of the new model", value="my_lab", key=f"{key}_name")
     base = c2.selectbox("Start from", bases, format_func=shown.get, key=f"{key}_base")
@@ -39,7 +41,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
     spinner = st.spinner("Adapting (cross-validated; about a minute for 200 crops)…")
     with resources.user_errors(), heavy_job(waiting=st.spinner), spinner:  # one of the server's heavy-job slots
         clf = resources.classifier(base)
-        crops = read_labelled([labelled_zip], clf.taxonomy)
+        crops = read_labelled([labelled_zip], clf.taxonomy, upload_name=zip_name)
         check_name(name, replace)  # before a minute of work, not after
         result = adapt(clf, name, crops)
         path = save_adapted(result, replace=replace)
