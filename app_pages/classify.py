@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cellkit import (
+    IMAGE_SUFFIXES,
     UNKNOWN,
     UNKNOWN_NAME,
     CellkitError,
@@ -56,9 +57,14 @@ with resources.user_errors(), heavy_job(waiting=st.spinner):
         data = f.getvalue()
         if f.name.lower().endswith(".zip"):
             try:
-                items.extend(iter_zip(data, name=f.name, budget=budget))
+                members = list(iter_zip(data, name=f.name, budget=budget))
             except CellkitError as exc:
                 st.error(widgets.plain(exc), icon=":material/error:")
+            else:
+                items.extend(members)
+                if not members:  # empty, or only files that are no images (.txt, .gif...)
+                    names = ", ".join(IMAGE_SUFFIXES)
+                    items.append(ImageItem(f.name, error=f"{f.name}: no image in the zip (read: {names})"))
         else:
             try:
                 items.append(ImageItem(f.name, read_image(data, name=f.name, budget=budget)))

@@ -150,3 +150,12 @@ def test_thumbnail_keeps_what_is_shown_small_and_not_too_thin():
 
     assert thumbnail(np.zeros((1, 100_000, 3), np.uint8)).shape == (128, 512, 3)
     assert thumbnail(np.zeros((40, 30, 3), np.uint8)).shape == (40, 30, 3)  # small and not thin: unchanged
+
+
+def test_a_zip_with_no_image_is_named_in_its_message():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("notes.txt", "no image here")
+    at = _run_with([("lab.zip", buf.getvalue(), "application/zip")])
+    assert not at.exception
+    assert any("lab.zip" in e.value and "no image in the zip" in e.value for e in at.error)
