@@ -13,6 +13,7 @@ from cellkit import (
     add_cell,
     analyze,
     case_summary,
+    check_field,
     config,
     heavy_job,
     image_sha256,
@@ -162,6 +163,7 @@ else:
         with resources.user_errors(), heavy_job(waiting=st.spinner):  # decode + analysis hold one server slot
             try:
                 image = read_image(upload.getvalue(), name=upload.name)
+                check_field(image)  # one message for this file; the other uploads still run
             except CellkitError as exc:
                 message = str(exc) if upload.name in str(exc) else f"{upload.name}: {exc}"
                 state.setdefault("slide_upload_errors", []).append(message)

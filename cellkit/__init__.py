@@ -54,6 +54,7 @@ _LAZY = {
     "SlideResult": "cellkit.slide",
     "review_zip": "cellkit.slide",
     "image_sha256": "cellkit.slide",
+    "check_field": "cellkit.slide",
     "red_cell_findings": "cellkit.rbc_grading",
     "scale_warning": "cellkit.rbc_grading",
     # explanations

@@ -490,6 +490,19 @@ def image_sha256(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+MIN_FIELD_SIDE = 32  # px: a smaller image cannot hold one cell at any magnification the detector knows
+
+
+def check_field(image: np.ndarray) -> None:
+    """CellkitError for an image too small to be a smear field (a 1 x 1 px image was once counted as a white cell)."""
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_FIELD_SIDE:
+        raise CellkitError(
+            f"the image is {w}x{h} px: too small to be a smear field (at least {MIN_FIELD_SIDE} px a side); "
+            "crops of single cells belong on the Classify page or `cellkit classify`"
+        )
+
+
 def analyze(
     image: np.ndarray,
     detector: Any,
@@ -508,6 +521,7 @@ def analyze(
     """
     if not isinstance(image, np.ndarray):
         raise CellkitError(f"analyze: expected a numpy RGB image, got {type(image).__name__}; read it with read_image")
+    check_field(image)
     t0 = time.perf_counter()
     dets = detect_tiled(image, detector, tile, overlap)
     t1 = time.perf_counter()

@@ -340,3 +340,11 @@ def test_rejected_boxes_are_kept_but_never_counted():
     assert result.rejected() == {"reject_smudge": 1, "reject_artefact": 1}
     assert result.display_name("reject_smudge") == "Rejected: smudge cell"
     assert len(result.detections) == 4 and result.to_dict()["rejected"]["reject_smudge"] == 1  # nothing lost
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (8, 8, 3), (20, 640, 3)])
+def test_an_image_too_small_to_be_a_field_is_refused_before_detection(shape):
+    from cellkit.slide import analyze
+
+    with pytest.raises(CellkitError, match=r"too small to be a smear field \(at least 32 px a side\)"):
+        analyze(np.full(shape, 120, np.uint8), detector=None)

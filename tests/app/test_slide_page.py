@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -408,3 +409,15 @@ def test_a_box_is_rejected_in_review_and_leaves_the_differential():
     assert result.corrections == {cell: "reject_not_a_cell"}
     assert sum(v["count"] for v in result.differential().values()) == before - 1
     assert any("Rejected in review, not counted: not a cell 1" in c.value for c in at.caption)
+
+
+def test_an_image_too_small_to_be_a_field_is_one_message_and_the_other_upload_runs():
+    img, _boxes, _cls = make_smear(640, 480, n_wbc=2, n_rbc=10, n_platelet=1, seed=4)
+    at = _page().run()
+    up = at.file_uploader(key="slide_upload")
+    up.upload("dot.png", encode_png(np.full((1, 1, 3), 120, np.uint8)), "image/png")
+    up.upload("smear.png", encode_png(img), "image/png")
+    at.run()
+    assert not at.exception
+    assert any("dot.png" in e.value and "too small to be a smear field" in e.value for e in at.error)
+    assert {m.label: m.value for m in at.metric}["WBC"] == "2"
