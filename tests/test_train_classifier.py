@@ -15,9 +15,9 @@ from cellkit.errors import CellkitError
 from cellkit.evaluate import classification_report, expected_calibration_error, fit_temperature
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
-from cellkit.train.classifier import TrainConfig, train_classifier
-from cellkit.train.data import index_folder, load_image_set, near_duplicate_groups, split_indices
-from cellkit.train.losses import hierarchical_loss, level_balanced_weights, target_masks
+from cellkit.train.classifier import TrainConfig, prepare_data, train_classifier
+from cellkit.train.data import extra_source, index_folder, load_image_set, near_duplicate_groups, split_indices
+from cellkit.train.losses import hierarchical_loss, level_balanced_weights, mixed_sampling_weights, target_masks
 
 # folder, file prefix, synthetic kind: PBC layout, incl. images labelled only at inner nodes
 LAYOUT = [
@@ -303,3 +303,117 @@ def test_distillation_teaches_the_teachers_clean_answer(tmp_path, monkeypatch):
     with pytest.raises(CellkitError, match=r"model 'nobody' not found") as err:
         train_classifier(TrainConfig(name="s2", workdir=str(tmp_path / "k3"), distill_from=["nobody"], **common))
     assert str(err.value).count("train one with") == 1  # one hint, not two
+
+
+def make_extra(root: Path, per_node: int = 6) -> Path:
+    """A labelled folder in the adapt layout ``<node id>/<image>``, an inner node among them."""
+    for node, kind in (("segmented_neutrophil", 2), ("neutrophil", 2), ("lymphocyte", 0)):
+        (root / node).mkdir(parents=True, exist_ok=True)
+        for i in range(per_node):
+            img = make_crop(kind, 40, seed=5000 + 100 * kind + i + len(node))
+            img[:6, :6] = (40 * i) % 255  # distinct images, with another lab's colour cast
+            img = (img * np.array([0.85, 0.95, 1.0])).astype(np.uint8)
+            Image.fromarray(img).save(root / node / f"cell{i}.png")
+    return root
+
+
+def test_mixed_sampling_weights_give_the_extra_images_their_share():
+    tax = load_taxonomy("pbc")
+    main = ["segmented_neutrophil"] * 90 + ["basophil"] * 10
+    first = ["lymphocyte"] * 5 + ["segmented_neutrophil"] * 15
+    second = ["neutrophil"] * 40 + ["monocyte"] * 20
+    nodes = main + first + second
+    sources = [None] * len(main) + [0] * len(first) + [1] * len(second)
+    w = mixed_sampling_weights(nodes, sources, tax, 0.25)
+    m, a, b = slice(0, 100), slice(100, 120), slice(120, 180)
+    assert w.sum() == pytest.approx(1.0) and (w > 0).all()
+    assert w[m].sum() == pytest.approx(0.75) and w[100:].sum() == pytest.approx(0.25)
+    assert w[a].sum() == pytest.approx(0.25 * 20 / 80) and w[b].sum() == pytest.approx(0.25 * 60 / 80)
+    # level-balanced within each part, as the main data alone would be
+    assert np.allclose(w[m] / w[m].sum(), level_balanced_weights(main, tax))
+    assert np.allclose(w[a] / w[a].sum(), level_balanced_weights(first, tax))
+    assert np.allclose(w[b] / w[b].sum(), level_balanced_weights(second, tax))
+    assert w[100] > w[119]  # the rare lymphocyte of the first extra set is drawn more often than its neutrophils
+    draws = np.random.default_rng(0).choice(len(w), size=40_000, p=w)
+    assert abs((draws >= 100).mean() - 0.25) < 0.01
+    # without extra images the main data gets everything, exactly as before
+    assert np.allclose(mixed_sampling_weights(main, [None] * 100, tax, 0.25), level_balanced_weights(main, tax))
+    assert [extra_source(p) for p in ("extra0:a/b.png", "extra12:a/b.png", "lymphocyte/LY_1.png", "extrax:a")] == [
+        0,
+        12,
+        None,
+        None,
+    ]
+
+
+def test_extra_folders_join_the_training_part_only(tmp_path, monkeypatch):
+    """--extra: decoded and colour-balanced like the main data, in training only; the split file is unchanged."""
+    import cellkit.train.classifier as trainer
+    from cellkit.colour import white_balance
+
+    _data, common = tiny_runs(tmp_path, monkeypatch)
+    extra = make_extra(tmp_path / "reviewed")
+    tax = load_taxonomy("pbc")
+    train_classifier(TrainConfig(name="base", workdir=str(tmp_path / "k0"), colour_norm=True, **common))
+    plain, plain_split, plain_path = prepare_data(
+        TrainConfig(workdir=str(tmp_path / "k0"), colour_norm=True, **common), tax
+    )
+    drawn: list[list] = []
+
+    def spy(nodes, sources, taxonomy, share):
+        drawn.append(list(sources))
+        return mixed_sampling_weights(nodes, sources, taxonomy, share)
+
+    monkeypatch.setattr(trainer, "mixed_sampling_weights", spy)
+    cfg = TrainConfig(name="mixed", workdir=str(tmp_path / "k1"), colour_norm=True, init_from="base",
+                      extra=[str(extra)], extra_share=0.4, **common)  # fmt: skip
+    train_classifier(cfg)
+    assert (tmp_path / "k1" / "split.json").read_text() == plain_path.read_text()
+    assert "extra" not in (tmp_path / "k1" / "split.json").read_text()
+
+    mixed, split, _ = prepare_data(cfg, tax)
+    n = len(plain)
+    rel, nodes = index_folder(extra, tax)
+    assert "neutrophil" in nodes and mixed.paths[:n] == plain.paths
+    assert mixed.paths[n:] == [f"extra0:{p}" for p in rel] and mixed.nodes[n:] == nodes
+    assert set(range(n, len(mixed))) <= set(split["train"].tolist())
+    assert np.array_equal(split["train"][: len(plain_split["train"])], plain_split["train"])
+    for part in ("val", "test"):
+        assert np.array_equal(split[part], plain_split[part]) and max(split[part]) < n
+    # the reference background is the main data's; the extra crops are decoded as it is and balanced to it
+    assert mixed.background == plain.background
+    raw = load_image_set(extra, tax, common["cache_size"])
+    assert np.array_equal(mixed.images[n:], np.stack([white_balance(im, plain.background) for im in raw.images]))
+    assert not np.array_equal(mixed.images[n:], raw.images)
+    # the training draws saw them
+    assert drawn and drawn[-1].count(0) == len(rel) and drawn[-1].count(None) == len(plain_split["train"])
+
+    card = load_classifier("mixed").spec.card
+    conf = card["training"]["config"]
+    assert (conf["extra"], conf["extra_share"], conf["init_from"]) == ([str(extra)], 0.4, "base")
+    assert card["data"]["extra"] == [{"folder": str(extra), "n_images": len(rel)}]
+    assert card["data"]["split_sizes"] == {k: len(v) for k, v in plain_split.items()}
+    assert card["metrics_test"]["leaf"]["n"] == load_classifier("base").spec.card["metrics_test"]["leaf"]["n"]
+    cfg.epochs = 2
+    train_classifier(cfg, resume=True)
+    assert [h["epoch"] for h in load_classifier("mixed").spec.card["training"]["history"]] == [1, 2]
+
+
+def test_a_missing_or_empty_extra_folder_is_named_before_any_work(tmp_path, monkeypatch, capsys):
+    from _cli import run_cli
+
+    data, common = tiny_runs(tmp_path, monkeypatch)
+    missing, empty = tmp_path / "nowhere", tmp_path / "empty"
+    (empty / "lymphocyte").mkdir(parents=True)
+    for folder, why in ((missing, "not found"), (empty, "no labelled images")):
+        cfg = TrainConfig(name="m", workdir=str(tmp_path / "k"), extra=[str(folder)], **common)
+        with pytest.raises(CellkitError, match=f"--extra {folder}: .*{why}"):
+            train_classifier(cfg)
+    with pytest.raises(CellkitError, match="not supported together"):
+        train_classifier(TrainConfig(name="m", extra=[str(data)], distill_from=["x"], **common))
+    assert not list((tmp_path / "cache").glob("cls_*.npz")) and not (tmp_path / "k").exists()  # nothing decoded
+    code, _, err = run_cli(monkeypatch, capsys, "train", "classifier", "--data", data, "--extra", missing)
+    assert code == 2 and str(missing) in err and "not found" in err
+    code, _, err = run_cli(monkeypatch, capsys, "train", "classifier", "--data", data, "--extra-share", "1")
+    assert code == 2 and "--extra-share: expected 0 < share < 1, got 1.0" in err
+    assert not list((tmp_path / "cache").glob("cls_*.npz"))

@@ -48,6 +48,10 @@ def train_classifier_command(
     outliers: float = typer.Option(0.0, min=0.0, max=0.5, help="share of each batch made synthetic outliers"),
     init_from: str = typer.Option("", help="start from this model's weights (name in weights/) instead of ImageNet"),
     exclude: list[str] = typer.Option(None, "--exclude", help="leave this node's images out (leave-one-class-out)"),
+    extra: list[Path] = typer.Option(
+        None, "--extra", help="labelled <node id>/<image> folder joining the training part only (repeatable)"
+    ),
+    extra_share: float = typer.Option(0.25, help="with --extra: share of the training draws from the extra images"),
     ood_method: str = typer.Option(
         "knn", help="review score: knn, vim, mahalanobis or energy (bench/unknown_bench.py)"
     ),
@@ -77,6 +81,8 @@ def train_classifier_command(
             check_model_name(teacher, "model name")
     if not 0 < zoom[0] <= zoom[1]:
         raise CellkitError(f"--zoom: expected 0 < min <= max, got {zoom[0]} {zoom[1]}")
+    if not 0 < extra_share < 1:
+        raise CellkitError(f"--extra-share: expected 0 < share < 1, got {extra_share}")
     if ood_method not in METHODS:
         raise CellkitError(f"--ood-method: expected one of {', '.join(METHODS)}, got {ood_method!r}")
     for folder, option in ((out, "--out"), (workdir, "--workdir")):
@@ -94,6 +100,7 @@ def train_classifier_command(
         max_minutes=max_minutes, workdir=str(workdir or ""), out=str(out or ""), default=default, crop_scale=crop_scale,
         view=view, zoom=list(zoom), colour_norm=colour_norm, colour_strength=colour_strength,
         framing=framing, optics=optics, outliers=outliers, init_from=init_from, exclude=list(exclude or []),
+        extra=[str(folder) for folder in extra or []], extra_share=extra_share,
         average_with=average_with, average_weight=average_weight, ood_method=ood_method, ood_flag_share=ood_flag_share,
         ema=ema, distill_from=list(distill_from or []), distill_weight=distill_weight,
         distill_temperature=distill_temperature,

@@ -31,10 +31,20 @@ from cellkit.nets import penultimate_and_logits
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_DATASET, DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 from cellkit.train.augment import augment_batch, synthetic_outliers
-from cellkit.train.data import ImageSet, load_image_set, load_split, near_duplicate_groups, save_split, split_indices
+from cellkit.train.data import (
+    ImageSet,
+    append_extra,
+    extra_source,
+    index_folder,
+    load_image_set,
+    load_split,
+    near_duplicate_groups,
+    save_split,
+    split_indices,
+)
 from cellkit.train.distill import distillation_loss, teacher_leaf_probs
 from cellkit.train.init_weights import make_model, target_layer_for
-from cellkit.train.losses import hierarchical_loss, level_balanced_weights, target_masks
+from cellkit.train.losses import hierarchical_loss, mixed_sampling_weights, target_masks
 from cellkit.unknown import OodScorer, calibrate
 
 DATASET_MODEL_KEYS = ("applies_to", "crop_reference", "crop_scale")  # a dataset rule's ``model`` block may set
@@ -106,6 +116,8 @@ class TrainConfig:
     distill_temperature: float = 2.0
     exclude: list[str] = field(default_factory=list)  # nodes whose images are left out of train and val
     # (leave-one-class-out: bench/unknown_bench.py checks that the left-out class gets flagged)
+    extra: list[str] = field(default_factory=list)  # labelled <node id>/<image> folders joining the training part only
+    extra_share: float = 0.25  # share of the sampling mass the extra images get together (the rest: the main data)
     default: bool = False
     progress: bool = True
 
@@ -189,9 +201,48 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy) -> tuple[ImageSet, dict[s
     if min(len(v) for v in split.values()) == 0:
         fix = "add images per class" if cfg.split_file else f"add images per class, then delete {split_path}"
         raise CellkitError(f"split {split_path} leaves an empty train/val/test part; {fix}")
-    if cfg.colour_norm:
+    if cfg.extra:  # appended after the split: the split file and val/test stay the main data's
+        extras = [_load_extra(cfg, taxonomy, folder) for folder in cfg.extra]
+        n_main = len(data)
+        data = append_extra(data, extras)
+    if cfg.colour_norm:  # the reference background from the main training images only; every image balanced to it
         normalise_colour(data, split["train"], cfg.seed)
+    if cfg.extra:
+        split = {**split, "train": np.concatenate([split["train"], np.arange(n_main, len(data), dtype=np.int64)])}
     return data, split, split_path
+
+
+def check_extra(cfg: TrainConfig, taxonomy: Taxonomy) -> None:
+    """Before any decoding: every ``--extra`` folder holds labelled images, the share is in (0, 1), no teachers."""
+    if not cfg.extra:
+        return
+    if not 0 < cfg.extra_share < 1:
+        raise CellkitError(f"--extra-share: expected 0 < share < 1, got {cfg.extra_share}")
+    if cfg.distill_from:
+        raise CellkitError("--extra and --distill-from are not supported together; drop one of them")
+    for folder in cfg.extra:
+        root = Path(folder)
+        if not root.is_dir():
+            what = "is a file, not a folder" if root.exists() else "not found"
+            raise CellkitError(f"--extra {folder}: {what}; expected a folder of <node id>/<image>")
+        try:
+            index_folder(root, taxonomy, cfg.dataset)
+        except CellkitError as exc:
+            raise CellkitError(f"--extra {folder}: {exc}") from None
+
+
+def _load_extra(cfg: TrainConfig, taxonomy: Taxonomy, folder: str) -> ImageSet:
+    """An extra labelled folder decoded exactly like the main data (same size, view, framing, crop scale)."""
+    return load_image_set(
+        folder,
+        taxonomy,
+        cfg.cache_size,
+        cfg.dataset,
+        progress=cfg.progress,
+        view=cfg.view,
+        framing=cfg.framing,
+        crop_scale=cfg.crop_scale,
+    )
 
 
 def normalise_colour(data: ImageSet, train_idx: np.ndarray, seed: int = 0, sample: int = 2000) -> list[float]:
@@ -232,6 +283,7 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
 
     torch.set_num_threads(max(1, cfg.threads))
     taxonomy = load_taxonomy(cfg.taxonomy)
+    check_extra(cfg, taxonomy)
     data, split, split_path = prepare_data(cfg, taxonomy)
     split = {k: _without(v, data.nodes, cfg.exclude, taxonomy) for k, v in split.items()}
     train_idx = _subsample(split["train"], data.nodes, cfg.limit_per_class, cfg.seed)
@@ -281,7 +333,9 @@ def train_classifier(cfg: TrainConfig, resume: bool = False) -> Path:
         raise CellkitError(f"nothing to resume: {ckpt} not found; start without --resume")
 
     state.setdefault("commands", []).append(_command_line())
-    weights = level_balanced_weights([data.nodes[i] for i in train_idx], taxonomy)
+    weights = mixed_sampling_weights(
+        [data.nodes[i] for i in train_idx], [extra_source(data.paths[i]) for i in train_idx], taxonomy, cfg.extra_share
+    )
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"])
@@ -455,6 +509,10 @@ def finalize(
     clf = Classifier(model, spec, taxonomy, scorer=scorer)
     speed = measure_speed(clf)
     n_params = sum(p.numel() for p in model.parameters())
+    sources = [extra_source(p) for p in data.paths]
+    n_extra = [sources.count(k) for k in range(len(cfg.extra))]  # images per --extra folder (training part only)
+    extra = [{"folder": f, "n_images": n} for f, n in zip(cfg.extra, n_extra, strict=True)]
+    main_sizes = {k: sum(sources[i] is None for i in v) for k, v in split.items()}  # the split file's parts
     spec.card = {
         "default": cfg.default,
         "summary": f"{cfg.arch} ({'ImageNet-pretrained' if cfg.pretrained else 'from scratch'}), "
@@ -462,9 +520,10 @@ def finalize(
         "data": {
             "dataset": f"{cfg.dataset} ({cfg.data})",
             "attribution": taxonomy.datasets.get(cfg.dataset, {}).get("attribution", ""),
-            "n_images": len(data),
+            "n_images": len(data) - sum(n_extra),
             "split_file": split_path.name,
-            "split_sizes": {k: len(v) for k, v in split.items()},
+            "split_sizes": main_sizes,
+            **({"extra": extra} if extra else {}),
             "train_images_used": len(_subsample(split["train"], data.nodes, cfg.limit_per_class, cfg.seed)),
             "inner_node_labels": "images labelled at an inner node (PBC: IG_ -> myeloid_immature, NEUTROPHIL_ -> "
             "neutrophil) are trained with -log sum p(its leaves)",

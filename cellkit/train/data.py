@@ -131,6 +131,30 @@ def load_image_set(
     return ImageSet(images, paths, nodes, hashes)
 
 
+EXTRA_PREFIX = "extra"  # paths of images appended from --extra folders: ``extra<k>:<class>/<image>``
+
+
+def extra_source(path: str) -> int | None:
+    """The number ``k`` of the extra folder an ImageSet path came from (``extra<k>:...``), None for the main data."""
+    head, sep, _ = path.partition(":")
+    number = head[len(EXTRA_PREFIX) :]
+    return int(number) if sep and head.startswith(EXTRA_PREFIX) and number.isdigit() else None
+
+
+def append_extra(data: ImageSet, extras: list[ImageSet]) -> ImageSet:
+    """``data`` followed by the images of ``extras``, their paths marked ``extra<k>:`` (k = position in ``extras``)."""
+    if not extras:
+        return data
+    paths = list(data.paths) + [f"{EXTRA_PREFIX}{k}:{p}" for k, extra in enumerate(extras) for p in extra.paths]
+    return ImageSet(
+        np.concatenate([data.images, *(e.images for e in extras)]),
+        paths,
+        list(data.nodes) + [n for e in extras for n in e.nodes],
+        np.concatenate([data.phash, *(e.phash for e in extras)]),
+        list(data.background),
+    )
+
+
 def near_duplicate_groups(phash: np.ndarray, max_dist: int = 4) -> np.ndarray:
     """Group id per image: connected components of "phash Hamming distance <= max_dist"."""
     n = len(phash)

@@ -45,3 +45,27 @@ def level_balanced_weights(nodes: list[str], taxonomy: Taxonomy, power: float = 
         size = dict(zip(values, counts, strict=True))
         w += np.array([(1.0 / size[a]) ** power for a in anc])
     return w / w.sum()
+
+
+def mixed_sampling_weights(
+    nodes: list[str], sources: list[int | None], taxonomy: Taxonomy, extra_share: float, power: float = 0.5
+) -> np.ndarray:
+    """Sampling weight per image when extra labelled folders join the main training data (``--extra``).
+
+    ``sources`` names each image's origin: None for the main data, ``k`` for extra folder k. The extra images
+    together get ``extra_share`` of the mass, shared among the folders in proportion to their image counts and
+    level-balanced within each folder; the main data, level-balanced, gets the rest. Without extra images
+    (or without main ones) the present part gets everything.
+    """
+    w = np.zeros(len(nodes))
+    src = np.array([-1 if s is None else int(s) for s in sources])
+    main = np.nonzero(src < 0)[0]
+    extra = np.nonzero(src >= 0)[0]
+    if len(main) == 0 or len(extra) == 0:
+        return level_balanced_weights(list(nodes), taxonomy, power)
+    w[main] = (1.0 - extra_share) * level_balanced_weights([nodes[i] for i in main], taxonomy, power)
+    for k in np.unique(src[extra]):
+        members = np.nonzero(src == k)[0]
+        share = extra_share * len(members) / len(extra)
+        w[members] = share * level_balanced_weights([nodes[i] for i in members], taxonomy, power)
+    return w / w.sum()
