@@ -46,6 +46,16 @@ def case_store():
         return None
 
 
+def addable(clf) -> dict:
+    """{detector class: model} of the cell types a reviewer can add ("Add a missed cell"): white cells and
+    platelets with the white-cell model, red cells only when a red-cell model is installed and loads."""
+    try:
+        red = resources.red_cell_classifier()
+    except CellkitError:
+        red = None
+    return {k: m for k, m in {"wbc": clf, "platelet": clf, "rbc": red}.items() if m is not None}
+
+
 def load_models():
     """The detector, the white-cell model and {detector class: model} for the other classes (red cells)."""
     with resources.user_errors():
@@ -82,8 +92,8 @@ def save(slide: dict) -> None:
             try:
                 slide["image_kept"] = db.save_image(slide["image"], slide["result"].image_sha256)
             except CellkitError as exc:  # the analysis is saved; only reopening it with crops needs the image
-                slide["image_kept"] = None
-                st.warning(widgets.plain(f"The image is not kept for reopening: {exc}"), icon=":material/image:")
+                slide["image_kept"] = None  # said below the uploader, once, after any rerun of the page
+                state.setdefault("slide_image_warnings", []).append(f"The image is not kept for reopening: {exc}")
         pending = slide.setdefault("pending", [])
         while pending:
             index, label, note = pending[0]
@@ -182,6 +192,8 @@ for message in state.pop("slide_upload_errors", []):
     st.error(widgets.plain(message), icon=":material/error:")
 for message in state.pop("slide_upload_notes", []):
     st.info(widgets.plain(message), icon=":material/content_copy:")
+for message in state.pop("slide_image_warnings", []):
+    st.warning(widgets.plain(message), icon=":material/image:")
 if db is not None and state.get("case_id") is not None:
     try:
         case = db.case(state["case_id"], owner)  # again: the uploads above may have started it or added fields
@@ -262,8 +274,7 @@ def act(kind: str, value) -> None:
             state["slide_cell"] = index
     elif kind == "add":
         cls, x, y = value
-        _det, clf, by_class = load_models()
-        models = {k: m for k, m in {"wbc": clf, "platelet": clf, **by_class}.items() if m is not None}
+        models = addable(load_models()[1])
         try:
             more, index = add_cell(slide["image"], result, x, y, models, widgets.app_user(), cls)
         except CellkitError as exc:  # the user's request (no model for that cell type...), not the database
@@ -417,7 +428,7 @@ if slide:
             st.markdown("#### The selected cell")
             picked = widgets.cell_review_ui(image, result, clf, cells, locked=locked)
             with st.expander("Add a missed cell", icon=":material/add_circle:"):
-                review.add_cell_ui(image, result, "slide", locked, act)
+                review.add_cell_ui(image, result, "slide", locked, act, kinds=list(addable(clf)))
             if picked:  # applied here at once; saved now, or with "Retry save" when the database is unreachable
                 state.setdefault("slide_undo", []).append((slide["id"], picked[0], result.labels()[picked[0]]))
                 result.corrections[picked[0]] = picked[1]
@@ -445,11 +456,12 @@ if slide:
                     adapt_ui("slide_adapt", labelled_zip=review_zip(image, result, clf.spec.crop_scale))
 
 
-def show_db_error(exc: CellkitError) -> None:
-    """One st.error per database failure (a caption when the save error above already says it)."""
-    if slide and slide.get("db_error"):
-        st.caption("Past analyses are not available while the database cannot be reached (see above).")
+def show_db_error(exc: CellkitError, what: str = "Past analyses") -> None:
+    """One st.error per run for the database: a caption when an error above already says it."""
+    if (slide and slide.get("db_error")) or db_problem:
+        st.caption(f"{what} are not available while the database cannot be used (see above).")
     else:
+        db_problem.append(str(exc))
         st.error(widgets.plain(exc), icon=":material/database:")
 
 
@@ -491,9 +503,17 @@ def open_batch_smear(analysis_id: int, job_owner: str, image, image_note: str) -
         reopen(analysis_id, again, image, image_note)
 
 
+def usable_store():
+    """The store for the sections below; not asked again once the database failed in this run (a locked
+    SQLite file would make each of them wait for its timeout): the failure is raised again instead."""
+    if db_problem:
+        raise CellkitError(db_problem[0])
+    return resources.store()
+
+
 with st.expander("Your past analyses", icon=":material/history:"):
     try:
-        store = resources.store()
+        store = usable_store()
         past = store.list_analyses(owner)
     except CellkitError as exc:
         show_db_error(exc)
@@ -531,8 +551,8 @@ with st.expander("Your past analyses", icon=":material/history:"):
 
 with st.expander("Batch jobs", icon=":material/dataset:"):
     try:
-        batch_jobs_ui(resources.store(), open_batch_smear)
+        batch_jobs_ui(usable_store(), open_batch_smear)
     except CellkitError as exc:
-        show_db_error(exc)
+        show_db_error(exc, "Batch jobs")
 
 state["slide_run_s"] = time.perf_counter() - started

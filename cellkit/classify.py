@@ -34,6 +34,31 @@ OOD_PREFIX = "ood."
 TRAIN_HINT = "train one with `cellkit train classifier`"
 
 
+def _fix_hint(spec: ModelSpec) -> str:
+    """What to do about a model whose weights cannot be used: adapt an adapted model again (or delete its card),
+    train any other one."""
+    if not spec.adapted:
+        return TRAIN_HINT
+    return f"adapt it again (`cellkit adapt ... --name {spec.name} --replace`) or delete its card {spec.card_path}"
+
+
+def _label_mismatch(spec: ModelSpec, taxonomy: Taxonomy) -> str:
+    """Why a model's outputs do not fit its taxonomy's leaves, in the taxonomy's display names, and what to do."""
+
+    def names(ids: list[str]) -> str:
+        return ", ".join(taxonomy.display(i) if i in taxonomy else repr(i) for i in ids)
+
+    missing = [leaf for leaf in taxonomy.leaves if leaf not in spec.labels]
+    extra = [label for label in spec.labels if label not in taxonomy.leaves]
+    why = [f"it has no output for {names(missing)}"] if missing else []
+    why += [f"it outputs {names(extra)}, not among its cell types"] if extra else []
+    hint = _fix_hint(spec) if spec.adapted else f"retrain with `cellkit train classifier --taxonomy {taxonomy.name}`"
+    return (
+        f"model {spec.name!r} does not fit the cell types of taxonomy {taxonomy.name!r} "
+        f"({'; '.join(why) or 'its outputs are in another order'}); {hint}"
+    )
+
+
 # ---- the classifier ------------------------------------------------------------------------
 class Classifier:
     """A model plus its spec and taxonomy; turns RGB crops into :class:`Prediction` objects."""
@@ -47,10 +72,7 @@ class Classifier:
         scorer: OodScorer | None = None,
     ):
         if list(spec.labels) != list(taxonomy.leaves):
-            raise CellkitError(
-                f"model {spec.name!r} predicts {spec.labels} but taxonomy {taxonomy.name!r} has leaves "
-                f"{list(taxonomy.leaves)}; retrain with `cellkit train classifier --taxonomy {taxonomy.name}`"
-            )
+            raise CellkitError(_label_mismatch(spec, taxonomy))
         self.model = model
         self.spec = spec
         self.taxonomy = taxonomy
@@ -255,7 +277,8 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
 
     path = Path(folder) / spec.weights if folder else spec.weights_path
     if not path.is_file():
-        raise CellkitError(f"weights {path} for model {spec.name!r} are missing; {TRAIN_HINT}")
+        whose = f"the adapted model {spec.name!r}" if spec.adapted else f"model {spec.name!r}"
+        raise CellkitError(f"the weights {path} of {whose} are missing; {_fix_hint(spec)}")
     if spec.card.get("sha256") and spec.card["sha256"] != sha256_file(path):
         raise CellkitError(
             f"weights {path.name} do not match the sha256 in {spec.name}.json: the file was changed or replaced"
@@ -263,7 +286,7 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise CellkitError(f"weights {path} could not be read ({exc}); {TRAIN_HINT}") from None
+        raise CellkitError(f"weights {path} could not be read ({exc}); {_fix_hint(spec)}") from None
     ood = {k[len(OOD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(OOD_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(OOD_PREFIX)}
     taxonomy = load_taxonomy(spec.taxonomy)
@@ -274,7 +297,7 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
         lines = str(exc).splitlines()
         raise CellkitError(
             f"weights {path.name} do not fit architecture {spec.arch!r} with {len(spec.labels)} labels "
-            f"({lines[0].rstrip(':.')}; {len(lines) - 1} more line(s)); {TRAIN_HINT}"
+            f"({lines[0].rstrip(':.')}; {len(lines) - 1} more line(s)); {_fix_hint(spec)}"
         ) from None
     if spec.ood.get("method") in METHODS:
         try:

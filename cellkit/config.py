@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,8 +55,11 @@ def resolve_data_path(path: str | os.PathLike) -> Path:
         )
     try:
         resolved = Path(text).expanduser().resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop, an unreadable parent
-        raise CellkitError(f"cannot resolve this path ({exc.__class__.__name__})") from None
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13), an unreadable parent
+        if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+            raise CellkitError(f"{text} is a symbolic link loop; choose another folder") from None
+        why = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise CellkitError(f"cannot open {text} ({why}); choose another folder") from None
     for root in roots:
         try:
             base = root.resolve()

@@ -120,6 +120,21 @@ class ModelSpec:
         """True for the models shipped in the weights folder, False for ones made on this machine."""
         return not self.folder or Path(self.folder).resolve() == config.weights_dir().resolve()
 
+    @property
+    def adapted(self) -> bool:
+        """True for a model made on this machine by ``cellkit adapt`` (kept in CELLKIT_HOME/models)."""
+        if self.card.get("adapted_from"):
+            return True
+        try:
+            return bool(self.folder) and Path(self.folder).resolve() == config.user_models_dir().resolve()
+        except (OSError, RuntimeError):
+            return False
+
+    @property
+    def card_path(self) -> Path:
+        """The JSON card this spec was read from (or would be saved to)."""
+        return Path(self.folder or config.weights_dir()) / f"{self.name}.json"
+
     def to_json(self) -> str:
         raw = asdict(self)
         raw.pop("folder")

@@ -371,6 +371,18 @@ class StoreError(CellkitError):
         return self.kind in _TEMPORARY
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both made absolute, links resolved where they can be)."""
+
+    def real(p: Path) -> Path:
+        try:
+            return p.expanduser().resolve()
+        except (OSError, RuntimeError):  # a link loop: compare the paths as written
+            return Path(os.path.abspath(p.expanduser()))
+
+    return real(path).is_relative_to(real(folder))
+
+
 def _one_line(text: str, limit: int = 240) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -457,15 +469,7 @@ class Store:
             if self._ready:
                 return
             if self._sqlite_file is not None and "uri" not in self._engine_url.query:
-                folder = self._sqlite_file.parent
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(
-                        f"cannot {op}: cannot create the folder {folder} for the database ({exc.strerror or exc}); "
-                        "set CELLKIT_HOME (or CELLKIT_DB_URL) to a writable place",
-                        "cannot_open",
-                    ) from None
+                self._make_folder(self._sqlite_file.parent, op)
             started = time.monotonic()
             for attempt in itertools.count():
                 try:
@@ -479,6 +483,29 @@ class Store:
                         raise err from None
                     _backoff(attempt)
             self._ready = True
+
+    @staticmethod
+    def _make_folder(folder: Path, op: str) -> None:
+        """Create the SQLite file's folder, only inside CELLKIT_HOME (the app's own folder); a missing folder
+        anywhere else is the user's to create (a typo in CELLKIT_DB_URL never makes folders all over the disk)."""
+        from cellkit import config
+
+        if folder.is_dir():
+            return
+        if not folder.exists() and not _inside(folder, config.home()):
+            raise StoreError(
+                f"cannot {op}: the folder {folder} for the database file does not exist; create it, "
+                "or choose another CELLKIT_DB_URL",
+                "cannot_open",
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot {op}: cannot create the folder {folder} for the database ({exc.strerror or exc}); "
+                "set CELLKIT_HOME (or CELLKIT_DB_URL) to a writable place",
+                "cannot_open",
+            ) from None
 
     def _run(self, op: str, work: Callable[[Session], T], *, write: bool = False) -> T:
         """``work(session)`` in one transaction; busy/dropped retried with backoff, errors as StoreError."""

@@ -11,6 +11,7 @@ from PIL import Image
 
 from cellkit.classify import Classifier, build_tiny_classifier, load_classifier, save_classifier
 from cellkit.errors import CellkitError
+from cellkit.models import ModelSpec
 from cellkit.preprocess import Preprocess
 from cellkit.synth import make_crop
 from cellkit.taxonomy import load_taxonomy
@@ -140,6 +141,15 @@ def test_missing_or_broken_weights_name_the_fix(tmp_path, tiny):
     (tmp_path / "tiny.safetensors").write_bytes(b"garbage")
     with pytest.raises(CellkitError, match="could not be read"):
         load_classifier("tiny", folder=tmp_path)
+
+
+def test_a_card_that_does_not_fit_its_taxonomy_names_cell_types_not_ids(tiny):
+    spec = ModelSpec.from_dict({**json.loads(tiny.spec.to_json()), "labels": ["band", *tiny.taxonomy.leaves[1:]]})
+    with pytest.raises(CellkitError) as info:
+        Classifier(tiny.model, spec, tiny.taxonomy)
+    text = str(info.value)
+    assert "it has no output for Promyelocyte; it outputs 'band', not among its cell types" in text
+    assert "promyelocyte" not in text and "retrain with `cellkit train classifier --taxonomy pbc`" in text
 
 
 @pytest.mark.realdata

@@ -62,6 +62,16 @@ def test_paths_inside_the_roots_are_resolved(roots, monkeypatch):
     assert config.resolve_data_path("pbc") == (a / "pbc").resolve()  # relative to the working directory
 
 
+def test_a_symbolic_link_loop_is_said_in_words(roots):
+    a, _, _ = roots
+    (a / "loop_a").symlink_to(a / "loop_b")
+    (a / "loop_b").symlink_to(a / "loop_a")
+    for typed in (a / "loop_a", a / "loop_a" / "pbc"):
+        with pytest.raises(CellkitError) as info:
+            config.resolve_data_path(str(typed))
+        assert str(info.value) == f"{typed} is a symbolic link loop; choose another folder"
+
+
 def test_no_roots_means_no_folder_can_be_opened(monkeypatch, tmp_path):
     monkeypatch.setattr(config, "data_roots", lambda: [])
     with pytest.raises(CellkitError, match="CELLKIT_DATA_DIR"):

@@ -107,6 +107,22 @@ def test_default_url_from_environment(tmp_path, monkeypatch, result):
     assert (tmp_path / "env.db").is_file() and len(Store().list_analyses("o")) == 1
 
 
+def test_a_missing_database_folder_is_created_only_inside_cellkit_home(tmp_path, monkeypatch, result):
+    home = tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    deep = tmp_path / "some" / "deep" / "new" / "dir"
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{deep / 'cases.db'}")
+    with pytest.raises(StoreError) as info:
+        Store().save_analysis(result, owner="o")
+    text = str(info.value)
+    assert f"the folder {deep} for the database file does not exist" in text and "CELLKIT_DB_URL" in text
+    assert info.value.kind == "cannot_open" and not (tmp_path / "some").exists()  # nothing made on the disk
+    inside = home / "dbs" / "lab"  # the app's own folder: made as needed
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{inside / 'cases.db'}")
+    Store().save_analysis(result, owner="o")
+    assert (inside / "cases.db").is_file()
+
+
 def test_bad_url_is_a_clear_error():
     with pytest.raises(CellkitError, match="CELLKIT_DB_URL"):
         Store("nosuchdialect://x")

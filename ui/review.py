@@ -145,13 +145,21 @@ def field_picture(image, result, max_side: int = 960) -> tuple[np.ndarray, float
     return np.ascontiguousarray(pic), 1.0 / f
 
 
-def add_cell_ui(image, result, key: str, locked: bool, act) -> None:
+CELL_TYPES = {"wbc": "White cell", "platelet": "Platelet", "rbc": "Red cell"}  # detector classes, on screen
+
+
+def add_cell_ui(image, result, key: str, locked: bool, act, kinds: list[str] | None = None) -> None:
     """Click on the field where the detector missed a cell: ``act("add", (detector class, x, y))`` in image pixels,
-    in the click's callback."""
+    in the click's callback. ``kinds``: the detector classes offered (those an installed model classifies)."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
-    kinds = {"wbc": "White cell", "platelet": "Platelet", "rbc": "Red cell"}
-    st.radio("Cell type to add", list(kinds), format_func=kinds.get, horizontal=True, key=f"{key}_add_kind",
+    offered = [k for k in CELL_TYPES if kinds is None or k in kinds]
+    if not offered:
+        st.info("No installed model classifies added cells.")
+        return
+    if st.session_state.get(f"{key}_add_kind") not in offered:
+        st.session_state[f"{key}_add_kind"] = offered[0]  # e.g. red cells, chosen before their model was removed
+    st.radio("Cell type to add", offered, format_func=CELL_TYPES.get, horizontal=True, key=f"{key}_add_kind",
              disabled=locked)  # fmt: skip
     st.caption("Click the centre of the missed cell; the model suggests its class, which you can then change. "
                "Added cells are drawn in green.")  # fmt: skip
@@ -165,6 +173,7 @@ def add_cell_ui(image, result, key: str, locked: bool, act) -> None:
         click = st.session_state.get(widget)
         if click:
             f = pic.shape[1] / max(1, click["width"]) * back
-            act("add", (st.session_state.get(f"{key}_add_kind", "wbc"), float(click["x"]) * f, float(click["y"]) * f))
+            kind = st.session_state.get(f"{key}_add_kind", offered[0])
+            act("add", (kind, float(click["x"]) * f, float(click["y"]) * f))
 
     streamlit_image_coordinates(pic, width=min(pic.shape[1], 960), key=widget, cursor="crosshair", on_click=clicked)

@@ -123,6 +123,16 @@ def test_folders_outside_the_data_folder_are_refused(data_root, typed):
     assert not at.get("plotly_chart") and not at.metric  # nothing of it was read or shown
 
 
+def test_a_symbolic_link_loop_is_one_error_in_words(data_root):
+    (data_root / "loop_a").symlink_to(data_root / "loop_b")
+    (data_root / "loop_b").symlink_to(data_root / "loop_a")
+    at = AppTest.from_file(PAGE, default_timeout=90).run()
+    at.text_input[0].set_value(str(data_root / "loop_a")).run()
+    assert not at.exception and len(errors(at)) == 1
+    assert visible(errors(at)[0]) == f"{data_root / 'loop_a'} is a symbolic link loop; choose another folder"
+    assert "RuntimeError" not in errors(at)[0] and not at.get("plotly_chart")
+
+
 def test_markdown_in_folder_names_is_plain_text(tmp_path, monkeypatch):
     root = make_classification(tmp_path / "data" / "cells", corrupt=False)
     odd = root / "[x](evil.example) **b** _i_"

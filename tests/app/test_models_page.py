@@ -215,3 +215,33 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
     assert card.options[card.index] == "White cells 2"  # the default model's card first shown
     start = next(b for b in at.selectbox if b.label == "Start from")
     assert {"White cells 1", "White cells 2"} <= set(start.options) and "wbc_home" not in start.options
+
+
+@pytest.mark.parametrize("broken", ["labels", "weights"])
+def test_a_broken_adapted_model_says_what_to_do_in_display_names(folders, broken):
+    """An adapted model (CELLKIT_HOME/models) whose card no longer fits, or whose weights are gone."""
+    _, home = folders
+    clf = build_tiny_classifier(seed=4)
+    clf.spec.name, clf.spec.weights = "lab_two", "lab_two.safetensors"
+    clf.spec.card = {"adapted_from": {"name": "tiny", "sha256": ""}, "adaptation": {}}
+    save_classifier(clf.model, clf.spec, home / "models")
+    card = home / "models" / "lab_two.json"
+    if broken == "labels":  # a hand-edited card: one output renamed
+        raw = json.loads(card.read_text())
+        raw["labels"][raw["labels"].index("band_neutrophil")] = "band"
+        card.write_text(json.dumps(raw))
+    else:
+        (home / "models" / "lab_two.safetensors").unlink()
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60)
+    at.session_state["classifier_name"] = "lab_two"  # chosen in the sidebar's model picker
+    at.run()
+    assert not at.exception and len(at.error) == 1
+    text = visible(at.error[0].value)
+    assert "train one" not in text
+    assert "adapt it again (`cellkit adapt ... --name lab_two --replace`) or delete its card" in text
+    assert str(card) in text
+    if broken == "labels":
+        assert "it has no output for Band neutrophil" in text
+        assert not any(leaf in text for leaf in ("band_neutrophil", "segmented_neutrophil", "promyelocyte"))
+    else:
+        assert "the weights" in text and "of the adapted model 'lab_two' are missing" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +258,55 @@ def test_database_under_a_regular_file_is_one_error_and_nothing_lost(monkeypatch
     assert at.session_state["slide"]["id"] is None and {"Report CSV", "Report JSON"} <= set(_downloads(at))
     at.button(key="slide_retry_save").click().run()  # still gone: the same single error, the analysis kept
     assert not at.exception and len(at.error) == 1 and at.session_state["slide"]["id"] is None
+
+
+@pytest.mark.parametrize("unusable", ["folder", "not_a_database"])
+def test_an_unusable_database_is_one_error_and_the_rest_of_the_page_quiet(monkeypatch, tmp_path, unusable):
+    if unusable == "folder":
+        target = tmp_path / "a-folder"
+        target.mkdir()
+    else:
+        target = tmp_path / "notes.db"
+        target.write_bytes(b"this is not sqlite" * 100)
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{target}")
+    at = _page().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "The database cannot be used" in at.error[0].value
+    captions = [c.value for c in at.caption]
+    assert "Past analyses are not available while the database cannot be used (see above)." in captions
+    assert "Batch jobs are not available while the database cannot be used (see above)." in captions
+    at = _upload(at, _smear_png(), "smear.png")  # an analysis still runs, and is kept: still one error
+    assert not at.exception and len(at.error) == 1 and "Not saved to the database" in at.error[0].value
+    assert {m.label: m.value for m in at.metric}["WBC"] == "3"
+
+
+def test_an_image_not_kept_is_said_on_the_first_upload_of_a_session(db_down):
+    db_down("save_image")
+    at = _upload(_page().run(), _smear_png(), "smear.png")  # starts a case, so the page runs again
+    assert not at.exception and at.session_state["case_id"] is not None
+    warnings = [w.value for w in at.warning if "not kept for reopening" in w.value]
+    assert len(warnings) == 1 and "is busy" in warnings[0]
+    assert at.session_state["slide"]["id"] >= 1  # the analysis itself is saved
+    at.run()  # said once, not on every rerun
+    assert not any("not kept for reopening" in w.value for w in at.warning)
+
+
+@pytest.mark.parametrize("red_model", [True, False])
+def test_add_a_missed_cell_offers_only_the_cell_types_a_model_classifies(monkeypatch, tmp_path, red_model):
+    import shutil
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for card in (ROOT / "weights").glob("*.json"):  # the cards (the loaders are test doubles), red-cell or not
+        spec = json.loads(card.read_text())
+        if isinstance(spec, dict) and "task" in spec and (red_model or "rbc" not in spec.get("applies_to", [])):
+            shutil.copy(card, weights / card.name)
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    assert not at.exception
+    kinds = at.radio(key="slide_add_kind")
+    expected = ["White cell", "Platelet", "Red cell"] if red_model else ["White cell", "Platelet"]
+    assert list(kinds.options) == expected
 
 
 def test_corrections_made_while_the_database_is_gone_are_saved_on_retry(db_down):
