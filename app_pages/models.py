@@ -22,6 +22,7 @@ COLUMN_NAMES = {  # comparison tables: what a column is called on screen
     "macro_F1_end_to_end": "Macro-F1, end to end", "accuracy_end_to_end": "Accuracy, end to end",
     "cells_missed": "Cells missed by the detector",
     "shift_mean_acc": "Under shifts, mean accuracy", "shift_worst_acc": "Under shifts, worst accuracy",
+    "other_labs_acc": "Other labs' cells, accuracy", "other_labs_seen": "Trained on those labs",
 }  # fmt: skip
 
 SOURCE_COLUMNS = {
@@ -31,6 +32,27 @@ SOURCE_COLUMNS = {
     "top_class_share": "largest class",
     "mean_confidence_leaf": "mean confidence",
 }
+
+
+def other_labs_ui(card: dict, tax) -> None:
+    """The card's figures on white cells of three other labs that we labelled (bench/other_labs_labelled.py)."""
+    other = card.get("other_labs_labelled")
+    if not other:
+        return
+    seen = other.get("trained_on_these_labs")
+    st.markdown(
+        "**White cells of three other labs, labelled by us**: "
+        + ("this model trained on other cells of these labs, so this is not a first look at a new lab" if seen
+           else "this model never saw these labs")
+    )  # fmt: skip
+    rows = [
+        {"lab": lab, "cells": r["n"], "accuracy": r["accuracy"], "balanced accuracy": r["balanced_accuracy"],
+         "flagged for review": r["flagged"], "wrong and not flagged": r["wrong_unflagged"],
+         **{f"{tax.display(c)} found": v for c, v in r["recall"].items()}}
+        for lab, r in other["rows"].items()
+    ]  # fmt: skip
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_other_labs")
+    st.caption(f"What this cannot show: {other.get('cannot_show', '')} Command: `{other.get('command', '')}`")
 
 
 def robustness_ui(card: dict, tax) -> None:
@@ -53,6 +75,7 @@ def robustness_ui(card: dict, tax) -> None:
             ]
             st.dataframe(table, key="models_src")
         st.caption(f"What this cannot show: {rob.get('cannot_show', '')} Command: {rob.get('command', '')}")
+    other_labs_ui(card, tax)
     unk = card.get("unknown_bench")
     if unk:
         st.markdown("**Cells never taught**: leave-one-class-out on PBC (the class held out must be flagged)")
@@ -96,12 +119,14 @@ if comparison:
     st.subheader("White-cell models side by side (held-out PBC test split)")
     rows = pd.DataFrame(comparison["rows"]).drop(columns="name")
     for col in rows.columns[rows.isna().any()]:  # not measured: a dash, not "None"
-        rows[col] = [plain_number(v, 3 if col.startswith("shift") else None) for v in rows[col]]
+        rows[col] = [plain_number(v, 3 if col.startswith(("shift", "other_labs_acc")) else None) for v in rows[col]]
     st.dataframe(rows.rename(columns=COLUMN_NAMES), hide_index=True)
     st.caption(
         f"{comparison['note']} *Under shifts*: PBC-8 accuracy on 600 test crops under the robustness bench's "
-        "stain, optics and framing shifts (`python bench/robustness.py`), the mean and the worst condition; "
-        "a dash where a model was not benched."
+        "stain, optics and framing shifts (`python bench/robustness.py`), the mean and the worst condition. "
+        "*Other labs' cells*: accuracy on 143 white cells of three other labs (TXL-PBC's Raabin-WBC, BCCD and BCDD "
+        "images) that we labelled, not a hematologist (`python bench/other_labs_labelled.py`); not a first look at "
+        "those labs where the model trained on their other cells. A dash where a model was not benched."
     )
 
 red_models = list_specs(task="classifier", cell_type="rbc")

@@ -195,6 +195,8 @@ def comparison_row(spec: Any, speed: dict[str, Any] | None = None, shipped: bool
         if name != "clean" and c.get("pbc8_accuracy") is not None
     ]
     init = "ImageNet" if cfg.get("pretrained") else "scratch"
+    other = card.get("other_labs_labelled", {})
+    other_acc = other.get("rows", {}).get("all three", {}).get("accuracy")
     return {  # the order is the table's: what tells models apart first
         "name": spec.name,
         "model": card.get("display_name") or spec.name,
@@ -202,6 +204,10 @@ def comparison_row(spec: Any, speed: dict[str, Any] | None = None, shipped: bool
         "leaf_f1": leaf.get("macro_f1"),
         "shift_mean_acc": round(float(np.mean(shifted)), 3) if shifted else None,
         "shift_worst_acc": round(float(np.min(shifted)), 3) if shifted else None,
+        # bench/other_labs_labelled.py: 5-class accuracy on 143 white cells of three other labs, labelled by us;
+        # "seen" when the model trained on other cells of those labs (then it is not a zero-shot figure)
+        "other_labs_acc": other_acc,
+        "other_labs_seen": (bool(other.get("trained_on_these_labs")) if other_acc is not None else None),
         "ece": test.get("calibration", {}).get("ece_leaf"),
         "ms_per_crop": speed.get("single_crop_ms_median"),
         "crops_per_s": speed.get("batched_crops_per_s"),

@@ -93,3 +93,46 @@ def test_bundled_default_keeps_pbc_at_home_as_its_card_says(shared_data):
     for level in ("leaf", "pbc8"):  # the card holds what evaluation from the files gives
         assert report[level]["macro_f1"] == pytest.approx(card[level]["macro_f1"], abs=2e-3)
     assert report["pbc8"]["macro_f1"] >= 0.985 and report["leaf"]["macro_f1"] >= 0.91
+
+
+def test_our_labels_of_other_labs_cells_point_at_white_cells_and_keep_parts_apart(shared_data):
+    """bench/data/txl_pbc_wbc_labels.csv: every row is a white-cell box, and no image is in both parts."""
+    from pathlib import Path
+
+    labels = Path(__file__).resolve().parents[1] / "bench" / "data" / "txl_pbc_wbc_labels.csv"
+    with labels.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 300
+    parts = {p: {r["image"] for r in rows if r["part"] == p} for p in ("train", "eval")}
+    assert parts["train"] and parts["eval"] and not parts["train"] & parts["eval"]
+    assert all(r["image"].startswith("train/") for r in rows if r["part"] == "train")
+    assert not any(r["image"].startswith("train/") for r in rows if r["part"] == "eval")
+    for r in rows:
+        line = (shared_data / "txl_pbc" / "labels" / r["image"]).with_suffix(".txt").read_text().splitlines()
+        assert line[int(r["wbc_box"])].split()[0] == "0", r
+    assert {r["label"] for r in rows} == {"neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"}
+
+
+def test_bundled_default_on_other_labs_cells_is_what_its_card_says(shared_data):
+    """The card's other-lab figures (bench/other_labs_labelled.py) are what the crops give today."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        clf = load_classifier()
+    except CellkitError as exc:
+        pytest.skip(f"no bundled classifier: {exc}")
+    card = clf.spec.card.get("other_labs_labelled")
+    if not card:
+        pytest.skip(f"{clf.spec.name}'s card has no other_labs_labelled figures")
+    bench = Path(__file__).resolve().parents[1] / "bench" / "other_labs_labelled.py"
+    spec = importlib.util.spec_from_file_location("other_labs_labelled", bench)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    crops = module.labelled_crops(shared_data / "txl_pbc", "eval", clf.spec.crop_scale)
+    every = [it for src in module.SOURCES for it in crops.get(src, [])]
+    got = module.score(clf, every)
+    want = card["rows"]["all three"]
+    assert got["n"] == want["n"] == 143
+    assert got["accuracy"] == pytest.approx(want["accuracy"], abs=0.015)  # two cells of 143
+    assert got["wrong_unflagged"] <= 0.1  # errors that reach a differential stay rare

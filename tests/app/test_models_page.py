@@ -197,6 +197,20 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
             "robustness": {"conditions": {"clean": {"pbc8_accuracy": 0.99}, "tight": {"pbc8_accuracy": 0.5 + 0.4 * k},
                                           "blur": {"pbc8_accuracy": 0.9}}},
         }  # fmt: skip
+        if k == 1:  # bench/other_labs_labelled.py --write-card
+            row = {
+                "n": 10,
+                "accuracy": 0.8,
+                "balanced_accuracy": 0.7,
+                "flagged": 0.3,
+                "wrong_unflagged": 0.1,
+                "recall": {"lymphocyte": 0.5, "neutrophil": 0.9},
+            }
+            clf.spec.card["other_labs_labelled"] = {
+                "rows": {"Lab A": row, "all three": row},
+                "trained_on_these_labs": True,
+                "cannot_show": "Few cells.",
+            }
         save_classifier(clf.model, clf.spec, weights)
     measured = {"model": "wbc_gone", "display_name": "White cells, not shipped", "leaf_f1": 0.5, "shipped": True}
     (weights / "classifier_comparison.json").write_text(json.dumps({"rows": [measured], "note": "Measured here."}))
@@ -209,6 +223,12 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
     assert table["Under shifts, mean accuracy"].tolist()[:2] == ["0.900", "0.700"]
     assert table["Initialised from"].tolist()[:2] == ["ImageNet, then White cells 1", "ImageNet"]  # names, not ids
     assert table["Macro-F1, leaves"].tolist()[0] == 1.0
+    assert table["Other labs' cells, accuracy"].tolist() == ["0.800", "—", "—"]
+    assert table["Trained on those labs"].tolist()[0] == "True"
+    labs = next(d.value for d in at.dataframe if "lab" in d.value.columns)  # the default model's card
+    assert labs["lab"].tolist() == ["Lab A", "all three"]
+    assert {"Lymphocyte found", "Neutrophil found", "wrong and not flagged"} <= set(labs.columns)
+    assert any("not a first look at a new lab" in m.value for m in at.markdown)
     assert any("Measured here." in c.value for c in at.caption)
     card = next(b for b in at.selectbox if b.label == "Classifier card")
     assert sorted(card.options) == ["White cells 1", "White cells 2"]  # display names, never ids
