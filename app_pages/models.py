@@ -45,10 +45,11 @@ def other_labs_ui(card: dict, tax) -> None:
         + ("this model trained on other cells of these labs, so this is not a first look at a new lab" if seen
            else "this model never saw these labs")
     )  # fmt: skip
+    classes = sorted({c for r in other["rows"].values() for c in r["recall"]}, key=tax.display)
     rows = [
         {"lab": lab, "cells": r["n"], "accuracy": r["accuracy"], "balanced accuracy": r["balanced_accuracy"],
          "flagged for review": r["flagged"], "wrong and not flagged": r["wrong_unflagged"],
-         **{f"{tax.display(c)} found": v for c, v in r["recall"].items()}}
+         **{f"{tax.display(c)} found": plain_number(r["recall"].get(c), 2) for c in classes}}
         for lab, r in other["rows"].items()
     ]  # fmt: skip
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_other_labs")

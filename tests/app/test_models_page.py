@@ -206,8 +206,9 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
                 "wrong_unflagged": 0.1,
                 "recall": {"lymphocyte": 0.5, "neutrophil": 0.9},
             }
+            lab_a = {**row, "recall": {"lymphocyte": 0.5}}  # no neutrophil labelled in this lab: a dash
             clf.spec.card["other_labs_labelled"] = {
-                "rows": {"Lab A": row, "all three": row},
+                "rows": {"Lab A": lab_a, "all three": row},
                 "trained_on_these_labs": True,
                 "cannot_show": "Few cells.",
             }
@@ -228,6 +229,8 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
     labs = next(d.value for d in at.dataframe if "lab" in d.value.columns)  # the default model's card
     assert labs["lab"].tolist() == ["Lab A", "all three"]
     assert {"Lymphocyte found", "Neutrophil found", "wrong and not flagged"} <= set(labs.columns)
+    assert labs["Lymphocyte found"].tolist() == ["0.50", "0.50"]
+    assert labs["Neutrophil found"].tolist() == ["—", "0.90"]
     assert any("not a first look at a new lab" in m.value for m in at.markdown)
     assert any("Measured here." in c.value for c in at.caption)
     card = next(b for b in at.selectbox if b.label == "Classifier card")
