@@ -6,7 +6,7 @@ class, as a user would give them); every other crop of the split is the lab's un
 report the balanced accuracy (PBC-8, forced choice) and the share flagged for review on those
 unseen crops, before and after adapting, and the time adapting took (cross-validation included).
 
-    python bench/adapt_bench.py --model classifier_lite0_v3 --shift "yellow stain 0.6" --shift "2x fewer pixels"
+    python bench/adapt_bench.py --model classifier_lite0_v4 --shift "yellow stain 0.6" --shift "2x fewer pixels"
 
 What it cannot show: a real lab's stain, scanner and patients; the shifts are synthetic and the
 cells are PBC's (healthy donors).

@@ -1,6 +1,6 @@
 """White cells of three other labs, labelled by us: 5-class accuracy of classifiers, and an export for training.
 
-    python bench/other_labs_labelled.py --models classifier_lite0_v3 classifier_lite0
+    python bench/other_labs_labelled.py --models classifier_lite0_v4 classifier_lite0
     python bench/other_labs_labelled.py --export-train /tmp/other_labs   # <node>/<image> crops of the train part
 
 The labels (``bench/data/txl_pbc_wbc_labels.csv``) are ours: 336 white-cell boxes of TXL-PBC's Raabin-WBC, BCCD

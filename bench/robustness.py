@@ -15,7 +15,7 @@ cells (neutrophil, eosinophil, basophil, lymphocyte, monocyte) and the share fla
 Then, per TXL-PBC source (PBC, Raabin-WBC, BCCD, BCDD; unlabelled white cells), the predicted
 class shares and the share flagged: plausibility, not accuracy.
 
-    python bench/robustness.py --models classifier_lite0 classifier_lite0_v3 [--n 800] [--write-card]
+    python bench/robustness.py --models classifier_lite0 classifier_lite0_v4 [--n 800] [--write-card]
 
 What it cannot show: real other-lab stains (these are synthetic shifts of one lab's images),
 other patients' morphology, and cell types PBC lacks. The TXL-PBC rows carry no labels.

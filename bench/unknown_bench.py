@@ -6,7 +6,7 @@ For each PBC-8 class X: a new linear head and every OOD detector are fitted on t
 X flagged. Then, with the shipped model as it is: the share flagged among synthetic outliers
 (defocus, shuffled debris, no cell, smudge) and among TXL-PBC red-cell crops (not a white cell).
 
-    python bench/unknown_bench.py --model classifier_lite0_v3 [--methods knn vim mahalanobis energy]
+    python bench/unknown_bench.py --model classifier_lite0_v4 [--methods knn vim mahalanobis energy]
 
 What it cannot show, said plainly: the backbone was trained with X (only the head and the detector
 are refitted), so its features already separate X; this is optimistic for true novelties such as

@@ -30,7 +30,7 @@ from cellkit.pipeline import ModelChoice
 from cellkit.store import Store
 from cellkit.synth import make_smear
 
-SETTINGS = job_settings(ModelChoice("detector_v2", "classifier_lite0_v3", "rbc_lite0_80"))
+SETTINGS = job_settings(ModelChoice("detector_v2", "classifier_lite0_v4", "rbc_lite0_80"))
 
 
 def _smears(folder: Path, n: int, size=(320, 240), seed: int = 0) -> list[Path]:
@@ -163,7 +163,7 @@ def test_folder_of_another_job_is_refused(fakes, tmp_path):
     tasks = find_tasks(_smears(tmp_path / "in", 1))
     run_batch(tasks, tmp_path / "job", SETTINGS)
     other = job_settings(ModelChoice("detector_v2"))
-    with pytest.raises(CellkitError, match=r"other models .*detector_v2 \+ classifier_lite0_v3"):
+    with pytest.raises(CellkitError, match=r"other models .*detector_v2 \+ classifier_lite0_v4"):
         run_batch(tasks, tmp_path / "job", other)
 
 

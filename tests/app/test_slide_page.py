@@ -408,7 +408,7 @@ def test_batch_job_is_listed_with_totals_and_a_smear_opens(tmp_path, monkeypatch
         (data / f"field{k}.png").write_bytes(encode_png(img))
     (data / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "job"
-    run_batch(find_tasks([data]), out, job_settings(ModelChoice("detector_v2", "classifier_lite0_v3")))
+    run_batch(find_tasks([data]), out, job_settings(ModelChoice("detector_v2", "classifier_lite0_v4")))
     import_job(out, Store(), getpass.getuser())
     monkeypatch.setenv("CELLKIT_DATA_DIR", str(data if inside_data_folder else tmp_path / "elsewhere"))
     at = _page().run()
