@@ -173,16 +173,7 @@ def _save_checkpoint(obj: Any, path: Path) -> None:
 # ---- training -------------------------------------------------------------------------------
 def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy) -> tuple[ImageSet, dict[str, np.ndarray], Path]:
     """Decode (cached) and split the data; the split is saved once and reused on resume."""
-    data = load_image_set(
-        cfg.data,
-        taxonomy,
-        cfg.cache_size,
-        cfg.dataset,
-        progress=cfg.progress,
-        view=cfg.view,
-        framing=cfg.framing,
-        crop_scale=cfg.crop_scale,
-    )
+    data = _decoded(cfg, taxonomy, cfg.data)
     cfg.work.mkdir(parents=True, exist_ok=True)
     split_path = Path(cfg.split_file) if cfg.split_file else cfg.work / "split.json"
     if split_path.is_file():
@@ -202,7 +193,7 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy) -> tuple[ImageSet, dict[s
         fix = "add images per class" if cfg.split_file else f"add images per class, then delete {split_path}"
         raise CellkitError(f"split {split_path} leaves an empty train/val/test part; {fix}")
     if cfg.extra:  # appended after the split: the split file and val/test stay the main data's
-        extras = [_load_extra(cfg, taxonomy, folder) for folder in cfg.extra]
+        extras = [_decoded(cfg, taxonomy, folder) for folder in cfg.extra]
         n_main = len(data)
         data = append_extra(data, extras)
     if cfg.colour_norm:  # the reference background from the main training images only; every image balanced to it
@@ -231,8 +222,8 @@ def check_extra(cfg: TrainConfig, taxonomy: Taxonomy) -> None:
             raise CellkitError(f"--extra {folder}: {exc}") from None
 
 
-def _load_extra(cfg: TrainConfig, taxonomy: Taxonomy, folder: str) -> ImageSet:
-    """An extra labelled folder decoded exactly like the main data (same size, view, framing, crop scale)."""
+def _decoded(cfg: TrainConfig, taxonomy: Taxonomy, folder: str) -> ImageSet:
+    """A labelled folder decoded as this run decodes its data (cache size, view, framing, crop scale); cached."""
     return load_image_set(
         folder,
         taxonomy,
