@@ -80,18 +80,21 @@ def score(clf: object, items: list[tuple[str, np.ndarray, str]]) -> dict[str, ob
     }
 
 
-def export(root: Path, out: Path, scale: float) -> None:
-    """Write the train part as ``<node>/<source>_<image>_<box>.png`` (the layout of ``--extra`` and adapt)."""
+def write_crops(out: Path, source: str, items: list[tuple[str, np.ndarray, str]]) -> int:
+    """Write one source's crops as ``<node>/<source>_<image>_<box>.png`` (the layout of ``--extra`` and adapt)."""
     import cv2
 
-    n = 0
-    for source, items in labelled_crops(root, "train", scale).items():
-        for name, crop, label in items:
-            folder = out / label
-            folder.mkdir(parents=True, exist_ok=True)
-            stem = f"{source}_{Path(name.split('#')[0]).stem}_{name.split('#')[1]}"
-            cv2.imwrite(str(folder / f"{stem}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-            n += 1
+    for name, crop, label in items:
+        folder = out / label
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{source}_{Path(name.split('#')[0]).stem}_{name.split('#')[1]}"
+        cv2.imwrite(str(folder / f"{stem}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    return len(items)
+
+
+def export(root: Path, out: Path, scale: float) -> None:
+    """Write the train part under ``out`` (every source)."""
+    n = sum(write_crops(out, source, items) for source, items in labelled_crops(root, "train", scale).items())
     print(f"{n} crops written under {out}")
 
 
