@@ -56,6 +56,32 @@ def other_labs_ui(card: dict, tax) -> None:
     st.caption(f"What this cannot show: {other.get('cannot_show', '')} Command: `{other.get('command', '')}`")
 
 
+def adapt_evidence_ui(specs: list) -> None:
+    """What adapting did on real other labs (bench/adapt_other_labs.py), from the default classifier's card."""
+    card = next((s.card for s in specs if s.task == "classifier" and s.card.get("default")), {})
+    runs = card.get("other_labs_adapt") or []
+    for run in runs:
+        seen = "trained on these labs" if run.get("base_trained_on_these_labs") else "never saw these labs"
+        base = run.get("base_display") or plain(run["base_model"])
+        st.markdown(
+            f"**Measured on three real other labs** (white cells we labelled): *{base}* ({seen}), "
+            f"adapted with up to {run['per_class']} labelled cells per cell type, scored on the lab's other images "
+            f"(mean of {run['seeds']} draws)"
+        )
+        rows = [
+            {"lab": lab, "labelled cells given": sum(r["labelled_counts"].values()), "cells scored": r["eval_cells"],
+             "balanced accuracy before": r["before"]["balanced_accuracy"],
+             "after, labelled": r["after_labelled"]["balanced_accuracy"],
+             "after, unlabelled only": r["after_unlabelled"]["balanced_accuracy"],
+             "flagged before": r["before"]["flagged"], "flagged after": r["after_labelled"]["flagged"],
+             "wrong and not flagged after": r["after_labelled"]["wrong_unflagged"],
+             "seconds": r["adapt_seconds"]}
+            for lab, r in run["rows"].items()
+        ]  # fmt: skip
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"models_adapt_evidence_{run['base_model']}")
+        st.caption(f"What this cannot show: {run.get('cannot_show', '')} Command: `{run.get('command', '')}`")
+
+
 def robustness_ui(card: dict, tax) -> None:
     """The card's robustness bench (shifts of the PBC test split, TXL-PBC sources) and unknown-cell bench."""
     rob = card.get("robustness")
@@ -198,6 +224,7 @@ with st.expander("Adapt a model to your lab", icon=":material/tune:", expanded=F
         "stain and scanner in about a minute. Figures are cross-validated on your crops. The new model is saved "
         "beside your database (never over a bundled one) and appears in the sidebar's model picker."
     )
+    adapt_evidence_ui(specs)
     adapt_ui("models_adapt")
     for s in adapted:
         st.markdown(

@@ -5,8 +5,14 @@ What changes, in order (each step is recorded in the new model's card):
 1. **slide colour** — the lab's own slide background (median over its crops) becomes the spec's
    ``source_background``, so every crop is white-balanced with the same gains, even tight crops that
    show no background;
-2. **normalisation statistics** — BatchNorm running statistics are re-estimated on the lab's crops
-   (AdaBN, Li et al. 2016) when there are at least :data:`MIN_BN_IMAGES`;
+2. **normalisation statistics**, only when asked (``batchnorm=True``, ``cellkit adapt --batchnorm``) —
+   BatchNorm running statistics are re-estimated on the lab's crops (AdaBN, Li et al. 2016) when there
+   are at least :data:`MIN_BN_IMAGES`. Off by default because on real other labs it hurt
+   (base ``classifier_lite0_v3``, which never saw those labs; our labelled cells of TXL-PBC): adapting
+   from unlabelled crops with it, 5-class accuracy fell on Raabin-WBC 0.593 -> 0.500 and on BCCD
+   0.719 -> 0.469 (slide colour alone: 0.605 and 0.719); with all 93 labelled Raabin-WBC cells, balanced
+   accuracy 0.855 with it, 0.891 without. A lab's crops carry its class mix as well as its stain, and
+   BatchNorm statistics learn both;
 3. **the classifier head** (labelled crops only) — the last linear layer is fine-tuned on the
    penultimate features of the lab's crops (several augmented views each), with the tree-aware loss
    (a crop labelled ``neutrophil`` teaches the node, not a subtype), class-balanced, and pulled towards
@@ -181,7 +187,7 @@ def fit_head(
 
 # ---- one adaptation --------------------------------------------------------------------------
 def _adapt_once(
-    base: Classifier, labelled: LabelledCrops | None, unlabelled: list[np.ndarray], seed: int
+    base: Classifier, labelled: LabelledCrops | None, unlabelled: list[np.ndarray], seed: int, batchnorm: bool = False
 ) -> tuple[Classifier, list[str]]:
     spec = copy.deepcopy(base.spec)
     model = copy.deepcopy(base.model)
@@ -192,10 +198,10 @@ def _adapt_once(
         spec.source_background = lab_background(framed)
         steps.append(f"slide colour: the lab's background {spec.source_background} is balanced to {spec.background}")
     x_all = Preprocess.from_spec(spec)(all_images)
-    if len(all_images) >= MIN_BN_IMAGES:
+    if batchnorm and len(all_images) >= MIN_BN_IMAGES:
         n = recalibrate_batchnorm(model, x_all)
         steps.append(f"normalisation statistics: {n} BatchNorm layers re-estimated on {len(all_images)} crops")
-    else:
+    elif batchnorm:
         steps.append(f"normalisation statistics kept: {len(all_images)} crops < {MIN_BN_IMAGES}")
     model.eval()
     scorer = base.scorer
@@ -255,12 +261,19 @@ def adapt(
     folds: int = 5,
     seed: int = 0,
     progress: Any = None,
+    batchnorm: bool = False,
 ) -> Adapted:
-    """Adapt ``base`` to a lab (see the module docstring); cross-validated before/after when labelled."""
+    """Adapt ``base`` to a lab (see the module docstring); cross-validated before/after when labelled.
+    ``batchnorm`` re-estimates the BatchNorm statistics on the lab's crops too (off: it hurt on real labs)."""
     check_model_name(name)
     unlabelled = list(unlabelled or [])
     if labelled is None and not unlabelled:
         raise CellkitError("adapt: give labelled crops, unlabelled crops, or both")
+    if labelled is None and not batchnorm and not base.spec.background:
+        raise CellkitError(
+            f"adapt: unlabelled crops alone change nothing in {base.spec.name} (it has no slide-colour reference); "
+            "give labelled crops, or ask for BatchNorm statistics (--batchnorm)"
+        )
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     report: dict[str, Any] = {"base_model": base.spec.name, "n_unlabelled": len(unlabelled)}
@@ -279,7 +292,7 @@ def adapt(
                     [labelled.nodes[i] for i in keep],
                     [labelled.names[i] for i in keep],
                 )
-                fold_clf, _ = _adapt_once(base, train, unlabelled, seed + f)
+                fold_clf, _ = _adapt_once(base, train, unlabelled, seed + f, batchnorm)
                 test_imgs, test_nodes = [labelled.images[i] for i in held], [labelled.nodes[i] for i in held]
                 before.extend(zip(base.predict(test_imgs), test_nodes, strict=True))
                 after.extend(zip(fold_clf.predict(test_imgs), test_nodes, strict=True))
@@ -293,7 +306,7 @@ def adapt(
             report["cross_validation"] = {"folds": 0, "why": "one crop per class: nothing to hold out"}
     if progress:
         progress("adapting on all crops")
-    clf, steps = _adapt_once(base, labelled, unlabelled, seed)
+    clf, steps = _adapt_once(base, labelled, unlabelled, seed, batchnorm)
     report["steps"] = steps
     report["seconds"] = round(time.perf_counter() - t0, 1)
     clf.spec = copy.deepcopy(clf.spec)

@@ -119,9 +119,19 @@ def test_lab_background_is_the_slide_colour():
 
 def test_unlabelled_adaptation_needs_no_labels():
     base = build_tiny_classifier(seed=0)
-    result = adapt(base, "unlabelled_lab", unlabelled=[make_crop(i % 6, 48, i) for i in range(40)])
+    crops = [make_crop(i % 6, 48, i) for i in range(40)]
+    with pytest.raises(CellkitError, match="unlabelled crops alone change nothing in tiny"):
+        adapt(base, "unlabelled_lab", unlabelled=crops)  # no slide-colour reference, BatchNorm not asked
+    base.spec.background = [255.0, 228.0, 203.0]
+    result = adapt(base, "unlabelled_lab", unlabelled=crops)
     assert "cross_validation" not in result.report
-    assert any("BatchNorm" in s for s in result.report["steps"])
+    assert not any("BatchNorm" in s for s in result.report["steps"])  # off unless asked: it hurt on real labs
+    same = {k: v for k, v in base.model.state_dict().items() if "running" in k}
+    assert all(torch.equal(v, result.classifier.model.state_dict()[k]) for k, v in same.items())
+    asked = adapt(base, "unlabelled_lab", unlabelled=crops, batchnorm=True)
+    assert any("BatchNorm layers re-estimated on 40 crops" in s for s in asked.report["steps"])
+    moved = asked.classifier.model.state_dict()
+    assert any(not torch.equal(v, moved[k]) for k, v in same.items())
     with pytest.raises(CellkitError, match="labelled crops, unlabelled crops"):
         adapt(base, "x")
 
@@ -183,7 +193,7 @@ def test_cli_adapt_end_to_end(lab, installed, monkeypatch, capsys):
 
 
 def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, monkeypatch, capsys):
-    """`--unlabelled` alone: the lab's slide colour (and BatchNorm statistics when there are enough) from its crops."""
+    """`--unlabelled` alone: the lab's slide colour from its crops (BatchNorm statistics only with --batchnorm)."""
     weights, home = installed
     coloured = build_tiny_classifier(seed=2)
     coloured.spec.name, coloured.spec.weights = "tiny_bg", "tiny_bg.safetensors"
@@ -199,6 +209,13 @@ def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, 
     card = json.loads((home / "models" / "lab_u.json").read_text())
     assert card["card"]["adapted_from"]["name"] == "tiny_bg" and card["card"]["adaptation"]["n_unlabelled"] == 40
     assert len(card["source_background"]) == 3  # the lab's own background, balanced to the model's
+    assert not any("BatchNorm" in step for step in card["card"]["adaptation"]["steps"])
+    code, _, err = run(
+        monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_w", "--base", "tiny_bg", "--batchnorm"
+    )
+    assert code == 0, err
+    steps = json.loads((home / "models" / "lab_w.json").read_text())["card"]["adaptation"]["steps"]
+    assert any("BatchNorm layers re-estimated on 40 crops" in step for step in steps)
     code, _, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_v", "--base", "no_such")
     assert code == 2 and "not found" in err and err.count("\n") == 1
 

@@ -18,7 +18,10 @@ def adapt_command(
         None, "--labelled", help="folder or zip of <cell type>/<image> crops (e.g. the Slide page's reviewed zip)"
     ),
     unlabelled: list[Path] = typer.Option(
-        None, "--unlabelled", help="folder or zip of the lab's crops without labels (colour and BatchNorm only)"
+        None, "--unlabelled", help="folder or zip of the lab's crops without labels (their slide colour is used)"
+    ),
+    batchnorm: bool = typer.Option(
+        False, "--batchnorm", help="also re-estimate BatchNorm statistics on the lab's crops (hurt on real labs: off)"
     ),
     base: str = typer.Option(None, "--base", help="model to start from (default: the default classifier)"),
     folds: int = typer.Option(5, min=2, max=10, help="cross-validation folds for the before/after figures"),
@@ -47,7 +50,7 @@ def adapt_command(
         bad = next((named(it.name, it.error) for it in found if it.error), "no images found")
         raise CellkitError(f"--unlabelled: none of the {len(found)} file(s) could be read ({bad})")
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
-    result = adapt(clf, name, crops, plain, folds=folds, seed=seed, progress=say)
+    result = adapt(clf, name, crops, plain, folds=folds, seed=seed, progress=say, batchnorm=batchnorm)
     path = save_adapted(result, replace=replace)
     report = result.report
     tax = clf.taxonomy
