@@ -97,7 +97,8 @@ def _models(fields: Sequence[SlideResult]) -> dict[str, dict[str, str]]:
 
 def case_thumbnails(image: np.ndarray, result: SlideResult, most: int = 40) -> list[tuple[np.ndarray, str]]:
     """Small crops (96 px) of a field's cells that are flagged for review, corrected or added by a reviewer, with
-    a caption (file and cell number), for the case report."""
+    a caption for the case report: file and cell number, the label it is reported as, and the model's label when a
+    reviewer changed it (lines split by newlines)."""
     import cv2
 
     from cellkit.crops import crop_box
@@ -106,10 +107,16 @@ def case_thumbnails(image: np.ndarray, result: SlideResult, most: int = 40) -> l
     for i, lab in enumerate(result.labels()):
         if len(out) >= most:
             break
-        if lab == UNKNOWN or i in result.corrections or i in result.added:
+        corrected = result.is_corrected(i)
+        if lab == UNKNOWN or corrected or i in result.added:
             crop = crop_box(image, result.detections.xyxy[i], 1.5)
             small = cv2.resize(crop, (96, 96), interpolation=cv2.INTER_AREA)
-            out.append((small, f"{Path(result.name).stem[:10]} #{i}"))
+            lines = [f"{Path(result.name).stem[:10]} #{i}", result.display_name(lab)]
+            if i in result.added:
+                lines.append(f"added by {result.added[i]}" if result.added[i] else "added in review")
+            elif corrected:
+                lines.append(f"model: {result.display_name(str(result.detections.data['label'][i]))}")
+            out.append((small, "\n".join(lines)))
     return out
 
 

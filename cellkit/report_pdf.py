@@ -19,6 +19,12 @@ from cellkit.taxonomy import UNKNOWN
 
 MAX_THUMBNAILS = 40
 ROLES = {"detector": "Detector", "classifier": "White-cell model", "classifier_rbc": "Red-cell model"}
+CAPTION_LINES = 3  # a thumbnail's caption: file and cell, reported label, the model's label or who added it
+
+
+def _or_na(value: object) -> str:
+    """A figure, or "n/a" where it could not be computed (no red cells, no white cells)."""
+    return "n/a" if value is None else f"{value}"
 
 
 def _font_path() -> Path:
@@ -97,7 +103,7 @@ def case_pdf(
 
     heading("Red cells and platelets")
     line(f"Red cells per field: {summary['rbc_per_field']}.   Platelets per field: {summary['platelets_per_field']}.   "
-         f"Platelets per 1,000 red cells: {summary['platelets_per_1000_rbc']}.")  # fmt: skip
+         f"Platelets per 1,000 red cells: {_or_na(summary['platelets_per_1000_rbc'])}.")  # fmt: skip
     line(summary["platelet_caveat"])
     forms = summary.get("red_cells") or []
     if forms:
@@ -115,23 +121,27 @@ def case_pdf(
         per_row = int((width + gap) // (side + gap))
         for k, (crop, caption) in enumerate(thumbnails[:MAX_THUMBNAILS]):
             if k % per_row == 0:
-                if pdf.get_y() + side + 8 > pdf.h - pdf.b_margin:
+                if pdf.get_y() + side + 2.2 * CAPTION_LINES + 3 > pdf.h - pdf.b_margin:
                     pdf.add_page()
                 y = pdf.get_y()
             x = pdf.l_margin + (k % per_row) * (side + gap)
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(crop)).save(buf, format="PNG")
             pdf.image(buf, x=x, y=y, w=side, h=side)
-            pdf.set_xy(x, y + side)
-            pdf.set_font("DejaVu", "", 6)
-            pdf.cell(side, 3, caption[:18])
+            pdf.set_font("DejaVu", "", 5)
+            for j, text in enumerate(caption.split("\n")[:CAPTION_LINES]):
+                pdf.set_xy(x, y + side + 2.2 * j)
+                pdf.cell(side, 2.2, text[:22])
             if k % per_row == per_row - 1 or k == min(len(thumbnails), MAX_THUMBNAILS) - 1:
-                pdf.set_xy(pdf.l_margin, y + side + 5)
+                pdf.set_xy(pdf.l_margin, y + side + 2.2 * CAPTION_LINES + 2)
         pdf.set_font("DejaVu", "", 10)
 
     heading("Models")
     for role, m in summary["models"].items():
-        line(f"{ROLES.get(role, role.replace('_', ' '))}: {m.get('name', '')}  sha256 {m.get('sha256', '')}")
+        name = m.get("name", "")
+        shown = m.get("display") or name
+        label = f"{shown} ({name})" if shown != name else name
+        line(f"{ROLES.get(role, role.replace('_', ' '))}: {label}  sha256 {m.get('sha256', '')}")
 
     heading("Review and sign-off")
     line(f"Reviewed and signed by {reviewer} at {signed_at}." if reviewer else "Not signed: no reviewer has signed.")

@@ -210,6 +210,15 @@ class SlideResult:
         """Boxes per detector class (wbc, rbc, platelet)."""
         return self.detections.counts()
 
+    def is_corrected(self, index: int) -> bool:
+        """Whether a reviewer changed box ``index``'s label (a correction back to the model's own label, as an
+        undo makes, is none)."""
+        if index not in self.corrections:
+            return False
+        base = self.detections.data.get("label")
+        model = str(base[index]) if base is not None and base[index] else str(self.detections.class_name[index])
+        return self.corrections[index] != model
+
     def labels(self) -> list[str]:
         """Final label per box: the reviewer's correction, else the classifier's label, else the class."""
         base = self.detections.data.get("label")
@@ -317,7 +326,7 @@ class SlideResult:
             frame["cls_confidence"] = np.round(d.data["cls_confidence"].astype(float), 4)
             frame["ood_score"] = np.round(d.data["ood_score"].astype(float), 4)
             frame["review"] = d.data.get("review", "")
-            frame["corrected"] = [self.corrections.get(i, "") for i in range(len(d))]
+            frame["corrected"] = [self.corrections[i] if self.is_corrected(i) else "" for i in range(len(d))]
             frame["shown_as"] = self.shown_as()
             frame["added_by"] = [self.added.get(i, "") for i in range(len(d))]
             probs = np.round(d.data["node_probs"].astype(float), 6)
@@ -389,10 +398,9 @@ def _num(value: Any) -> float:
 
 def _version(model: Any) -> dict[str, str]:
     spec = getattr(model, "spec", None)
-    return {
-        "name": getattr(spec, "name", type(model).__name__),
-        "sha256": str(getattr(spec, "card", {}).get("sha256", "")),
-    }
+    name = getattr(spec, "name", type(model).__name__)
+    card = getattr(spec, "card", {}) or {}
+    return {"name": name, "display": str(card.get("display_name") or name), "sha256": str(card.get("sha256", ""))}
 
 
 # ---------------------------------------------------------------------------------------- pipeline
@@ -580,6 +588,6 @@ def review_zip(image: np.ndarray, result: SlideResult, scale: float = 2.0) -> by
             name = f"{labels[i]}/{stem}_{i:05d}.png"
             zf.writestr(name, encode_png(crop_box(image, result.detections.xyxy[i], scale=scale)))
             model_label = str(model[i]) if model is not None else ""
-            writer.writerow([name, i, cls, model_label, labels[i], int(i in result.corrections)])
+            writer.writerow([name, i, cls, model_label, labels[i], int(result.is_corrected(i))])
         zf.writestr("labels.csv", table.getvalue())
     return buf.getvalue()

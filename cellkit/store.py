@@ -855,15 +855,19 @@ class Store:
         """Record a reviewer's label for box ``index`` of an analysis: who (``author``, default the owner), when,
         from which label to which, and the note. The model's label and earlier corrections are never changed.
         Refused for a field of a signed-off case (amend the case first)."""
-        from cellkit.taxonomy import REJECTIONS
+        from cellkit.taxonomy import REJECTIONS, UNKNOWN
 
         def work(session: Session) -> int:
             a = self._get(session, analysis_id, owner)
             case = session.get(Case, a.case_id) if a.case_id is not None else None
             if case is not None:
                 _open_case(case, "change its cells")
-            if a.node_ids and label not in a.node_ids and label not in REJECTIONS:
-                raise CellkitError(f"unknown label {label!r}; choose a node of the taxonomy ({', '.join(a.node_ids)})")
+            if a.node_ids and label not in a.node_ids and label not in REJECTIONS and label != UNKNOWN:
+                some = ", ".join(a.node_ids[:4])
+                raise CellkitError(
+                    f"unknown label {label!r}: expected one of the {len(a.node_ids)} cell types of the analysis's "
+                    f"models (e.g. {some}), a rejection ({', '.join(REJECTIONS)}) or {UNKNOWN!r} (left for review)"
+                )
             row = session.scalar(
                 select(DetectionRow).where(DetectionRow.analysis_id == a.id, DetectionRow.idx == int(index))
             )

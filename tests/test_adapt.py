@@ -125,6 +125,7 @@ def test_unlabelled_adaptation_needs_no_labels():
     base.spec.background = [255.0, 228.0, 203.0]
     result = adapt(base, "unlabelled_lab", unlabelled=crops)
     assert "cross_validation" not in result.report
+    assert result.report["advice"].startswith("no labelled crops: whether this helps your lab cannot be measured")
     assert not any("BatchNorm" in s for s in result.report["steps"])  # off unless asked: it hurt on real labs
     same = {k: v for k, v in base.model.state_dict().items() if "running" in k}
     assert all(torch.equal(v, result.classifier.model.state_dict()[k]) for k, v in same.items())

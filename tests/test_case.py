@@ -41,3 +41,16 @@ def test_red_cell_forms_add_up_over_the_fields_with_the_schistocyte_limit():
     assert forms["schistocyte"]["percent"] == 20.0 and "above 1 %" in forms["schistocyte"]["finding"]
     assert forms["schistocyte"]["provisional"]  # 5 red cells, not the 1,000 the limit is for
     assert case_summary("R-1", [field(["lymphocyte"], ["wbc"], "f3.png")])["red_cells"] == []
+
+
+def test_thumbnails_say_what_each_cell_is_reported_as_and_what_the_model_said():
+    import numpy as np
+
+    from cellkit.case import case_thumbnails
+
+    a = field(["lymphocyte", "unknown", "monocyte", "monocyte"], None, "field_07.png")
+    a.corrections.update({0: "basophil", 3: "monocyte"})  # cell 3: an undo back to the model's own label
+    thumbs = case_thumbnails(np.full((40, 100, 3), 200, np.uint8), a)
+    captions = [c for _, c in thumbs]
+    assert captions == ["field_07 #0\nBasophil\nmodel: Lymphocyte", "field_07 #1\nUnidentified — review"]
+    assert all(t.shape == (96, 96, 3) for t, _ in thumbs)

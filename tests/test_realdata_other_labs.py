@@ -136,3 +136,33 @@ def test_bundled_default_on_other_labs_cells_is_what_its_card_says(shared_data):
     assert got["n"] == want["n"] == 143
     assert got["accuracy"] == pytest.approx(want["accuracy"], abs=0.015)  # two cells of 143
     assert got["wrong_unflagged"] <= 0.1  # errors that reach a differential stay rare
+
+
+def test_adapting_the_default_to_one_other_lab_gives_what_its_card_says(shared_data, monkeypatch, tmp_path):
+    """bench/adapt_other_labs.py's first draw for Raabin-WBC: 10 labelled cells per type, scored on other images."""
+    import sys
+    from pathlib import Path
+
+    from cellkit.adapt import adapt
+
+    try:
+        base = load_classifier()
+    except CellkitError as exc:
+        pytest.skip(f"no bundled classifier: {exc}")
+    runs = {r["base_model"]: r for r in base.spec.card.get("other_labs_adapt", [])}
+    if base.spec.name not in runs:
+        pytest.skip(f"{base.spec.name}'s card has no other_labs_adapt figures of its own")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path))
+    sys.modules.pop("adapt_other_labs", None)
+    import adapt_other_labs as bench
+
+    root = shared_data / "txl_pbc"
+    train = bench.labelled_crops(root, "train", base.spec.crop_scale)["Raabin-WBC"]
+    test = bench.labelled_crops(root, "eval", base.spec.crop_scale)["Raabin-WBC"]
+    lab = bench.sample(train, 10, seed=0)
+    assert lab.counts() == {c: 10 for c in ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")}
+    got = bench.score(adapt(base, "bench_0", lab, folds=5, seed=0).classifier, test)
+    want = runs[base.spec.name]["rows"]["Raabin-WBC"]["after_labelled"]["balanced_accuracy_per_seed"][0]
+    assert got["balanced_accuracy"] == pytest.approx(want, abs=0.03)
+    assert got["wrong_unflagged"] <= 0.05

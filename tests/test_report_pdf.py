@@ -19,7 +19,9 @@ def report(tmp_path):
     summary = case_summary("Ward 3 / bed 12", [a])
     crop = np.full((96, 96, 3), (200, 120, 180), np.uint8)
     path = tmp_path / "case.pdf"
-    path.write_bytes(case_pdf(summary, a.display_name, [(crop, "field_01 #1")]))
+    summary["models"] = {"classifier": {"name": "classifier_x", "display": "White cells (x)", "sha256": "ab"}}
+    summary["platelets_per_1000_rbc"] = None  # no red cells counted
+    path.write_bytes(case_pdf(summary, a.display_name, [(crop, "field_01 #1\nLymphocyte\nmodel: Basophil")]))
     return path
 
 
@@ -28,9 +30,10 @@ def test_report_text_names_everything_a_reviewer_signs(report):
     text = " ".join(p.extract_text() for p in pypdf.PdfReader(report).pages)
     for expected in ("Ward 3 / bed 12", "field_01.png", "Neutrophil", "Unidentified — review",
                      "NRBC: 1", "per 100 WBC", "Platelets per 1,000 red cells", "Not signed", "sha256", "ab",
-                     "target 100: NOT reached", "not a medical device"):  # fmt: skip
+                     "target 100: NOT reached", "not a medical device", "White cells (x) (classifier_x)",
+                     "Platelets per 1,000 red cells: n/a", "model: Basophil"):  # fmt: skip
         assert expected in text, expected
-    assert "segmented_neutrophil" not in text and "unknown" not in text  # display names only
+    assert "segmented_neutrophil" not in text and "unknown" not in text and "None" not in text  # display names only
 
 
 def test_report_renders(report, tmp_path):

@@ -187,6 +187,24 @@ def test_review_zip_has_a_folder_per_label():
     assert any(n.startswith("eosinophil/s_") for n in names)
 
 
+def test_a_correction_back_to_the_models_label_is_no_correction():
+    import csv
+    import io
+    import zipfile
+
+    img, *_ = make_smear(640, 480, n_wbc=3, n_rbc=5, n_platelet=2, seed=11)
+    clf = build_tiny_classifier()
+    res = analyze(img, ColourDetector(), clf, name="s.png")
+    a, b = [i for i, c in enumerate(res.detections.class_name) if c == "wbc"][:2]
+    res.corrections[a] = "eosinophil" if res.detections.data["label"][a] != "eosinophil" else "basophil"
+    res.corrections[b] = str(res.detections.data["label"][b])  # what an undo writes
+    assert res.is_corrected(a) and not res.is_corrected(b)
+    assert res.to_frame()["corrected"][b] == "" and res.to_frame()["corrected"][a] == res.corrections[a]
+    table = zipfile.ZipFile(io.BytesIO(review_zip(img, res, clf.spec.crop_scale))).read("labels.csv").decode()
+    rows = {int(r["index"]): r["corrected"] for r in csv.DictReader(io.StringIO(table))}
+    assert rows[a] == "1" and rows[b] == "0"
+
+
 @pytest.mark.parametrize(
     "bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8), np.zeros((10, 10, 3), np.float32), "x.png"]
 )

@@ -60,8 +60,11 @@ def test_corrections_kept_beside_model_label(store, result):
     assert back.detections.data["label"][wbc] == result.detections.data["label"][wbc]
     hist = store.corrections(aid, owner="o")
     assert [h["label"] for h in hist] == ["eosinophil", "basophil"] and hist[0]["note"] == "granules"
-    with pytest.raises(CellkitError, match="unknown label"):
+    with pytest.raises(CellkitError, match="unknown label 'dragon': expected one of the") as err:
         store.add_correction(aid, wbc, "dragon", owner="o")
+    assert len(str(err.value)) < 300  # a sentence, not the whole taxonomy
+    store.add_correction(aid, wbc, "unknown", owner="o", note="undo")  # back to "Unidentified — review"
+    assert store.load_analysis(aid, owner="o").corrections == {wbc: "unknown"}
     with pytest.raises(CellkitError, match="no cell"):
         store.add_correction(aid, 10_000, "basophil", owner="o")
 

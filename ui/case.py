@@ -106,7 +106,8 @@ def summary_ui(summary: dict, display) -> None:
     cols[0].metric("NRBC", nrbc["count"], help=per100)
     cols[1].metric("Red cells per field", summary["rbc_per_field"])
     cols[2].metric("Platelets per field", summary["platelets_per_field"])
-    cols[3].metric("Platelets per 1,000 RBC", summary["platelets_per_1000_rbc"] or "—")
+    per_1000 = summary["platelets_per_1000_rbc"]
+    cols[3].metric("Platelets per 1,000 RBC", "—" if per_1000 is None else per_1000)  # 0.0 is a count, not a gap
     st.caption(f"NRBC: {nrbc['count']} ({per100}), not counted among the white cells. {summary['platelet_caveat']}")
     if summary["red_cells"]:
         st.markdown("**Red-cell morphology of the case**")

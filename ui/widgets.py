@@ -250,15 +250,19 @@ def probability_sunburst(taxonomy, node_probs):
     import plotly.graph_objects as go
 
     ids = list(taxonomy.ids)
-    values = [max(0.0, float(p)) if p == p else 0.0 for p in node_probs]  # NaN (not this model's node): 0
+    probs = [max(0.0, float(p)) if p == p else 0.0 for p in node_probs]  # NaN (not this model's node): 0
+    leaves = set(taxonomy.leaves)
+    # sizes from the leaves only ("remainder": a parent is the sum of its children). With "total", a parent whose
+    # float32 probability was a hair below its children's sum drew an empty chart.
     fig = go.Figure(
         go.Sunburst(
             ids=ids,
             labels=[taxonomy.node(i).name for i in ids],
             parents=[taxonomy.parent(i) or "" for i in ids],
-            values=values,
-            branchvalues="total",
-            hovertemplate="%{label}: %{value:.3f}<extra></extra>",
+            values=[p if i in leaves else 0.0 for i, p in zip(ids, probs, strict=True)],
+            customdata=probs,
+            branchvalues="remainder",
+            hovertemplate="%{label}: %{customdata:.3f}<extra></extra>",
             maxdepth=4,
         )
     )
@@ -369,13 +373,18 @@ def cell_review_ui(
 
     labels = result.labels()
     tax = clf.taxonomy
+    model_labels = result.detections.data["label"]
+    # the options' text never changes with a correction: the browser keeps a selectbox's old text when only
+    # format_func's output changes (streamlit#13788), so the current label is shown beside it instead
     pick = st.selectbox(
-        "Cell", cells, format_func=lambda i: f"#{i} {result.display_name(labels[i])}", key=f"{key}_cell"
+        "Cell", cells, format_func=lambda i: f"#{i} (model: {result.display_name(model_labels[i])})", key=f"{key}_cell"
     )
     crop = crop_box(image, result.detections.xyxy[pick], clf.spec.crop_scale)
     left, right = st.columns([1, 2])
-    model_label = result.display_name(result.detections.data["label"][pick])
-    left.image(crop, caption=f"#{pick} model: {model_label}", width=160)
+    model_label = result.display_name(model_labels[pick])
+    now = result.display_name(labels[pick])
+    left.image(crop, caption=f"#{pick} model: {model_label}" + (f" · now: {now}" if now != model_label else ""),
+               width=160)  # fmt: skip
     if key == "slide" and left.button("Explain this cell", icon=":material/visibility:"):
         st.session_state["explain_crop"] = crop
         try:
@@ -390,14 +399,17 @@ def cell_review_ui(
 
         choices = [*ids, *REJECTIONS]
         start = choices.index(labels[pick]) if labels[pick] in choices else (ids.index(leaf) if leaf in ids else 0)
+        # one widget per field, cell and current label: it always starts at this cell's label (a shared key kept the
+        # previous cell's choice, and "Save correction" then relabelled this cell with it)
+        cell_key = f"{result.image_sha256[:12]}_{pick}_{labels[pick]}"
         new = st.selectbox(
             "Reclassify as (or reject the box)",
-            [*ids, *REJECTIONS],
+            choices,
             index=start,
             format_func=lambda n: REJECTIONS.get(n) or tax.display(n),
-            key=f"{key}_reclassify_as",
+            key=f"{key}_reclassify_as_{cell_key}",
         )
-        note = st.text_input("Note (optional)", key=f"{key}_note")
+        note = st.text_input("Note (optional)", key=f"{key}_note_{cell_key}")
         if st.form_submit_button("Save correction", disabled=locked):
             return pick, new, note
     return None

@@ -68,3 +68,23 @@ def test_plain_number_shows_a_dash_for_a_missing_value():
     assert plain_number(0.8402, 3) == "0.840" and plain_number(np.float32(0.5), 3) == "0.500"
     assert plain_number(8.55) == "8.55" and plain_number(np.int64(112)) == "112" and plain_number(256.0) == "256"
     assert plain_number("ImageNet") == "ImageNet" and plain_number(True) == "True"
+
+
+def test_the_probability_sunburst_is_sized_by_its_leaves_so_rounding_never_blanks_it():
+    """Plotly draws nothing when a parent's "total" is below its children's sum; float32 rounding made that happen."""
+    import numpy as np
+
+    from cellkit.taxonomy import load_taxonomy
+    from ui.widgets import probability_sunburst
+
+    tax = load_taxonomy("pbc")
+    leaf = np.zeros(len(tax.leaves), np.float32)
+    leaf[tax.leaves.index("basophil")], leaf[tax.leaves.index("eosinophil")] = 0.99664420, 0.00335580
+    probs = tax.node_matrix @ leaf
+    probs[tax.ids.index("myeloid")] = np.nextafter(probs[tax.ids.index("myeloid")], 0, dtype=np.float32)  # a hair low
+    trace = probability_sunburst(tax, probs).data[0]
+    assert trace.branchvalues == "remainder"
+    sizes = dict(zip(trace.ids, trace.values, strict=True))
+    assert all(sizes[n] == 0 for n in tax.ids if n not in tax.leaves)  # parents add up their children exactly
+    assert sizes["basophil"] == float(leaf[tax.leaves.index("basophil")])
+    assert dict(zip(trace.ids, trace.customdata, strict=True))["myeloid"] == float(probs[tax.ids.index("myeloid")])

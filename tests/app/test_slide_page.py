@@ -43,6 +43,15 @@ def _page() -> AppTest:
     return AppTest.from_file(str(ROOT / "app_pages/slide.py"), default_timeout=60)
 
 
+def _reclassify_box(at, key: str = "slide"):
+    """The form's "Reclassify as" box of the selected cell (one widget per field, cell and current label)."""
+    return next(w for w in at.selectbox if (w.key or "").startswith(f"{key}_reclassify_as_"))
+
+
+def _note_box(at, key: str = "slide"):
+    return next(w for w in at.text_input if (w.key or "").startswith(f"{key}_note_"))
+
+
 def _submit(at: AppTest, form: str):
     """The submit button of one form (the page has a white-cell and a red-cell review form)."""
     return next(b for b in at.get("form_submit_button") if b.proto.form_id == form)
@@ -77,7 +86,7 @@ def test_reclassify_updates_labels():
     img, *_ = make_smear(640, 480, n_wbc=2, n_rbc=10, n_platelet=2, seed=4)
     at = _upload(_page().run(), encode_png(img), "smear.png")
     cell = at.selectbox(key="slide_cell").value
-    at.selectbox(key="slide_reclassify_as").set_value("basophil")  # the form's "Reclassify as" box
+    _reclassify_box(at).set_value("basophil")  # the form's "Reclassify as" box
     _submit(at, "slide_reclassify").click().run()
     assert not at.exception
     result = at.session_state["slide"]["result"]
@@ -95,7 +104,7 @@ def test_red_cells_have_a_gallery_and_are_reclassified_like_white_cells():
     result = at.session_state["slide"]["result"]
     cell = at.selectbox(key="rbc_cell").value
     assert result.detections.class_name[cell] == "rbc"
-    at.selectbox(key="rbc_reclassify_as").set_value("schistocyte")
+    _reclassify_box(at, "rbc").set_value("schistocyte")
     _submit(at, "rbc_reclassify").click().run()
     assert not at.exception
     result = at.session_state["slide"]["result"]
@@ -313,8 +322,8 @@ def test_corrections_made_while_the_database_is_gone_are_saved_on_retry(db_down)
     db_down("save_analysis")
     at = _upload(_page().run(), _smear_png(4), "smear.png")
     cell = at.selectbox(key="slide_cell").value
-    at.selectbox(key="slide_reclassify_as").set_value("basophil")
-    at.text_input(key="slide_note").set_value("looks basophilic")
+    _reclassify_box(at).set_value("basophil")
+    _note_box(at).set_value("looks basophilic")
     _submit(at, "slide_reclassify").click().run()
     assert not at.exception and len(at.error) == 1
     slide = at.session_state["slide"]
@@ -336,7 +345,7 @@ def test_correction_on_a_saved_analysis_kept_when_the_database_is_busy(db_down):
     saved = at.session_state["slide"]["id"]
     db_down("add_correction")
     cell = at.selectbox(key="slide_cell").value
-    at.selectbox(key="slide_reclassify_as").set_value("basophil")
+    _reclassify_box(at).set_value("basophil")
     _submit(at, "slide_reclassify").click().run()
     assert not at.exception and len(at.error) == 1 and "Not saved" in at.error[0].value
     slide = at.session_state["slide"]
@@ -452,7 +461,7 @@ def test_a_box_is_rejected_in_review_and_leaves_the_differential():
     cell = next(i for i in range(len(classes)) if classes[i] == "wbc")
     picker.set_value(cell).run()
     before = sum(v["count"] for v in at.session_state["slide"]["result"].differential().values())
-    at.selectbox(key="slide_reclassify_as").set_value("reject_not_a_cell")
+    _reclassify_box(at).set_value("reject_not_a_cell")
     _submit(at, "slide_reclassify").click().run()
     assert not at.exception
     result = at.session_state["slide"]["result"]
@@ -471,3 +480,40 @@ def test_an_image_too_small_to_be_a_field_is_one_message_and_the_other_upload_ru
     assert not at.exception
     assert any("dot.png" in e.value and "too small to be a smear field" in e.value for e in at.error)
     assert {m.label: m.value for m in at.metric}["WBC"] == "2"
+
+
+def test_undo_back_to_unidentified_is_saved_and_so_are_the_corrections_after_it():
+    """A cell the model left for review, relabelled by a key and undone: the undo is saved (it was refused as an
+    unknown label and blocked every later correction), and the cell counts as uncorrected again."""
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+    slide = at.session_state["slide"]
+    cell = at.selectbox(key="slide_cell").value
+    slide["result"].corrections[cell] = "unknown"  # shown as Unidentified — review (as the model leaves cells)
+    at.run()
+    at.button(key="slide_key_basophil").click().run()
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception and not at.error
+    slide = at.session_state["slide"]
+    assert slide["pending"] == [] and slide["result"].labels()[cell] == "unknown"
+    at.session_state["slide_cell"] = cell
+    at.button(key="slide_key_eosinophil").click().run()
+    assert not at.error and slide["pending"] == []
+    from cellkit.store import Store
+
+    saved = Store().corrections(slide["id"], owner=at.session_state["owner"])
+    assert [(c["index"], c["label"]) for c in saved] == [(cell, "basophil"), (cell, "unknown"), (cell, "eosinophil")]
+
+
+def test_the_reclassify_box_starts_at_the_selected_cells_own_label():
+    """Switching cells never carries the previous cell's choice into "Reclassify as" (it relabelled the wrong cell)."""
+    img, *_ = make_smear(640, 480, n_wbc=3, n_rbc=10, n_platelet=2, seed=4)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    result = at.session_state["slide"]["result"]
+    cells = list(at.selectbox(key="slide_cell").options)
+    assert len(cells) >= 2
+    _reclassify_box(at).set_value("reject_artefact").run()  # chosen, not saved
+    at.selectbox(key="slide_cell").set_value(at.selectbox(key="slide_cell").options[1]).run()
+    second = at.selectbox(key="slide_cell").value
+    assert _reclassify_box(at).value == result.labels()[second]
+    _submit(at, "slide_reclassify").click().run()  # saving unchanged changes nothing to another label
+    assert at.session_state["slide"]["result"].labels()[second] == result.detections.data["label"][second]
