@@ -16,6 +16,7 @@ from cellkit import (
     iter_zip,
     prediction_row,
     read_image,
+    readable_results,
     result_columns,
 )
 from ui import resources, widgets
@@ -121,5 +122,6 @@ for k, (item, pred) in enumerate(list(zip(good, preds, strict=True))[:MAX_DETAIL
         right.plotly_chart(widgets.top_leaves_bar(tax, pred), key=f"top_{k}")
 
 st.subheader("All results")
-st.dataframe(table, hide_index=True)
+st.dataframe(readable_results(table, tax), hide_index=True)
+st.caption("The CSV keeps the cell types' ids and one `p_<id>` column per node, as `cellkit classify` writes it.")
 st.download_button("Download CSV", table.to_csv(index=False).encode(), "cellkit_predictions.csv", "text/csv")

@@ -7,7 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cellkit import classifier_comparison, list_specs, load_taxonomy, red_cell_comparison
+from cellkit import CellkitError, classifier_comparison, default_spec, list_specs, load_taxonomy, red_cell_comparison
+from ui import widgets
 from ui.adapt import adapt_ui, show_report
 from ui.widgets import plain, plain_number
 
@@ -56,10 +57,12 @@ def other_labs_ui(card: dict, tax) -> None:
     st.caption(f"What this cannot show: {other.get('cannot_show', '')} Command: `{other.get('command', '')}`")
 
 
-def adapt_evidence_ui(specs: list) -> None:
-    """What adapting did on real other labs (bench/adapt_other_labs.py), from the default classifier's card."""
-    card = next((s.card for s in specs if s.task == "classifier" and s.card.get("default")), {})
-    runs = card.get("other_labs_adapt") or []
+def adapt_evidence_ui() -> None:
+    """What adapting did on real other labs (bench/adapt_other_labs.py), from the default white-cell model's card."""
+    try:
+        runs = default_spec("classifier", cell_type="wbc").card.get("other_labs_adapt") or []
+    except CellkitError:  # no white-cell model: the page says so elsewhere
+        return
     for run in runs:
         seen = "trained on these labs" if run.get("base_trained_on_these_labs") else "never saw these labs"
         base = run.get("base_display") or plain(run["base_model"])
@@ -189,7 +192,9 @@ else:
     classifiers = [s for s in specs if s.task == "classifier" and s.card.get("metrics_test")]
     if classifiers:
         names = [s.card.get("display_name") or s.name for s in classifiers]  # display names, never ids
-        default = next((i for i, s in enumerate(classifiers) if s.card.get("default")), 0)
+        chosen = widgets.classifier_name()  # the sidebar's model (None: the default one)
+        default = next((i for i, s in enumerate(classifiers) if s.name == chosen),
+                       next((i for i, s in enumerate(classifiers) if s.card.get("default")), 0))  # fmt: skip
         spec = classifiers[st.selectbox("Classifier card", range(len(names)), default, format_func=names.__getitem__)]
         card, test = spec.card, spec.card["metrics_test"]
         tax = load_taxonomy(spec.taxonomy)
@@ -224,7 +229,7 @@ with st.expander("Adapt a model to your lab", icon=":material/tune:", expanded=F
         "stain and scanner in about a minute. Figures are cross-validated on your crops. The new model is saved "
         "beside your database (never over a bundled one) and appears in the sidebar's model picker."
     )
-    adapt_evidence_ui(specs)
+    adapt_evidence_ui()
     adapt_ui("models_adapt")
     for s in adapted:
         st.markdown(

@@ -523,7 +523,14 @@ with st.expander("Your past analyses", icon=":material/history:"):
     elif not past:
         st.caption("Nothing saved yet.")
     else:
-        st.dataframe(past, hide_index=True)
+        st.dataframe(
+            [{"Analysis": p["id"], "Saved": p["created"].replace("T", " "), "File": p["file_name"],
+              "Size (px)": f"{p['width']} × {p['height']}", "White cells": p.get("wbc", 0),
+              "Red cells": p.get("rbc", 0), "Platelets": p.get("platelet", 0),
+              "White-cell model": widgets.model_display_name(p["classifier"]), "Case": p["case_id"],
+              "Image fingerprint": (p["image_sha256"] or "")[:12]} for p in past],
+            hide_index=True,
+        )  # fmt: skip
         chosen = st.selectbox(
             "Analysis",
             [p["id"] for p in past],

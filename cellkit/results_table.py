@@ -28,6 +28,28 @@ def prediction_row(pred: Prediction, taxonomy: Taxonomy) -> dict[str, Any]:
     return {**pred.as_dict(), "shown_as": taxonomy.display(pred.label)}
 
 
+def readable_results(table: Any, taxonomy: Taxonomy) -> Any:
+    """The results table as a person reads it: display names for columns and cell types, probabilities as
+    ``P(<name>)``. The CSV keeps :func:`result_columns` (ids), so that scripts and ``cellkit classify`` agree."""
+    import pandas as pd
+
+    def name(node: Any) -> str:
+        return taxonomy.display(node) if isinstance(node, str) and node else ""
+
+    out = pd.DataFrame({
+        "File": table["path"],
+        "Shown as": table["shown_as"].fillna(""),
+        "Best guess": [name(n) for n in table["leaf"]],
+        "Confidence": table["confidence"],
+        "Unusualness (flagged above 1)": table["ood_score"],
+        "Why review": table["review"].fillna(""),
+        "Framing": table["note"].fillna(""),
+        **{f"P({taxonomy.display(n)})": table[f"p_{n}"] for n in taxonomy.ids},
+        "Error": table["error"].fillna(""),
+    })  # fmt: skip
+    return out
+
+
 PENDING_PIXELS = 20_000_000  # classify_items: images held before a batch is sent (~60 MB of RGB)
 
 

@@ -22,6 +22,15 @@ from ui import resources
 from ui.widgets import plain
 
 
+def level_name(level: str, taxonomy) -> str:
+    """A tree level as a person reads it: "Leaves (11 cell types)", "8 classes", "Tree depth 1"."""
+    if level == "leaves":
+        return f"Leaves ({len(taxonomy.leaves)} cell types)"
+    if level in taxonomy.groupings:
+        return f"{len(taxonomy.groupings[level])} classes"
+    return level.replace("depth", "Tree depth")
+
+
 def confusion_figure(table, taxonomy) -> go.Figure:
     """Plotly heatmap of counts (rows = truth), row-normalised colour, counts as text."""
     counts = table.to_numpy()
@@ -41,6 +50,9 @@ def confusion_figure(table, taxonomy) -> go.Figure:
             colorbar=dict(title="row share"),
         )
     )
+    names = {n: taxonomy.display(n) for n in [*table.columns, *table.index]}
+    fig.update_xaxes(tickmode="array", tickvals=list(table.columns), ticktext=[names[n] for n in table.columns])
+    fig.update_yaxes(tickmode="array", tickvals=list(table.index), ticktext=[names[n] for n in table.index])
     fig.update_layout(
         xaxis_title="predicted",
         yaxis_title="true",
@@ -85,9 +97,10 @@ def explorer_section(max_gallery: int = 12) -> None:
         root = config.resolve_data_path(args[0])  # nothing outside the data folders (no /etc, .., links out)
         df = resources.folder_predictions(str(root), args[1], clf.spec.name, args[2])
     bad = int(df["error"].notna().sum())
-    level = st.selectbox("Tree level", levels(tax), key="explorer_level")
+    level = st.selectbox("Tree level", levels(tax), key="explorer_level", format_func=lambda v: level_name(v, tax))
     table = confusion(df, tax, level)
-    st.metric(f"Accuracy at level '{level}'", f"{accuracy(df, tax, level):.1%}", help=f"{len(df) - bad} images")
+    st.metric(f"Accuracy, {level_name(level, tax).lower()}", f"{accuracy(df, tax, level):.1%}",
+              help=f"{len(df) - bad} images")  # fmt: skip
     if bad:
         st.warning(f"{bad} unreadable image{'s' if bad > 1 else ''} left out.")
     event = st.plotly_chart(
@@ -130,4 +143,5 @@ def explorer_section(max_gallery: int = 12) -> None:
             width=140,
         )
         p_pred, p_true = (sum(row[f"p_{lf}"] for lf in tax.leaves_under(n)) for n in (pred, true))
-        cols[3].caption(plain(f"p({pred}) = {p_pred:.2f} · p({true}) = {p_true:.2f} · label {row['label']}"))
+        cols[3].caption(plain(f"p({tax.display(pred)}) = {p_pred:.2f} · p({tax.display(true)}) = {p_true:.2f} · "
+                              f"folder {row['label']}"))  # fmt: skip

@@ -457,6 +457,8 @@ def model_picker_ui() -> None:
     names = [s.name for s in specs]
     shown = {s.name: s.card.get("display_name") or s.name for s in specs}  # adapted models: the user's own name
     kinds = {s.name: ("bundled" if s.bundled else "adapted here") for s in specs}
+    if "classifier_name" not in st.session_state and st.query_params.get("model") in names:
+        st.session_state["classifier_name"] = st.query_params["model"]  # a reload keeps the choice (the URL has it)
     current = st.session_state.get("classifier_name") or default
     choice = st.sidebar.selectbox(
         "White-cell model",
@@ -470,6 +472,22 @@ def model_picker_ui() -> None:
         key="model_picker",
     )
     st.session_state["classifier_name"] = None if choice == default else choice
+    if choice == default:
+        st.query_params.pop("model", None)
+    elif st.query_params.get("model") != choice:
+        st.query_params["model"] = choice
+
+
+def model_display_name(name: str | None) -> str:
+    """What a model is called on screen (its card's display name), or its name when it is not installed."""
+    from cellkit.models import list_specs
+
+    if not name:
+        return ""
+    try:
+        return next((s.card.get("display_name") or s.name for s in list_specs() if s.name == name), name)
+    except Exception:  # a broken model folder: the name still says which model it was
+        return name
 
 
 def keep_images(images: dict, max_pixels: int, most: int = 5) -> None:

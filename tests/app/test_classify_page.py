@@ -43,10 +43,12 @@ def test_crops_and_bad_file():
     values = {m.label: m.value for m in at.metric}
     assert values["Crops classified"] == "2" and values["Unreadable"] == "1"
     table = at.dataframe[0].value
-    assert list(table["path"]) == ["cell0.png", "cell1.png", "broken.png"]
-    assert table["leaf"].iloc[0] and table["error"].iloc[2]
-    assert abs(table["p_myeloid"].iloc[0] + table["p_lymphoid"].iloc[0] + table["p_erythroid"].iloc[0]
-               + table["p_megakaryocytic"].iloc[0] - 1) < 1e-3  # fmt: skip
+    assert list(table["File"]) == ["cell0.png", "cell1.png", "broken.png"]
+    assert table["Best guess"].iloc[0] and table["Error"].iloc[2] and table["Best guess"].iloc[2] == ""
+    assert abs(table["P(Myeloid)"].iloc[0] + table["P(Lymphoid)"].iloc[0] + table["P(Erythroid)"].iloc[0]
+               + table["P(Megakaryocytic)"].iloc[0] - 1) < 1e-3  # fmt: skip
+    assert not any("_" in c for c in table.columns)  # display names on screen, never ids
+    assert not any("_" in str(v) for v in table["Best guess"])
 
 
 def test_zip_upload_and_traversal_zip():
@@ -72,8 +74,8 @@ def test_cells_flagged_for_review_are_shown_as_unidentified(unsure_classifier):
     assert {m.label: m.value for m in at.metric}["Unidentified — review"] == "1"
     assert any("Unidentified — review" in w.value and "Best guess" in w.value for w in at.warning)
     table = at.dataframe[0].value
-    assert table["label"].iloc[0] == "unknown" and "unsure" in table["review"].iloc[0]
-    assert table["shown_as"].iloc[0] == "Unidentified — review"  # the table (and its CSV) say it too
+    assert "unsure" in table["Why review"].iloc[0] and table["Best guess"].iloc[0]
+    assert table["Shown as"].iloc[0] == "Unidentified — review"  # the table says it too (the CSV: shown_as)
 
 
 def test_same_file_name_twice_and_markdown_in_names_do_not_break_the_page():

@@ -136,11 +136,14 @@ def test_misclassification_explorer(tmp_path, monkeypatch):
     for level in ("pbc8", "depth 1", "leaves"):
         at.selectbox(key="explorer_level").set_value(level).run()
         assert not at.exception
+    assert any(m.label == "Accuracy, leaves (11 cell types)" for m in at.metric)  # words, not the level's id
+    assert list(at.selectbox(key="explorer_level").options)[:2] == ["Leaves (11 cell types)", "8 classes"]
     # an untrained model cannot get 14 cells of 8 classes right: a gallery of errors is shown
     assert not at.success
     assert at.selectbox(key="explorer_true").value == at.session_state["explorer_true"]
     assert len(at.image) >= 3  # crop + Grad-CAM for the predicted and for the true node
-    assert np.isfinite(float(at.metric[0].value.rstrip("%")))
+    accuracy = next(m for m in at.metric if m.label.startswith("Accuracy"))
+    assert np.isfinite(float(accuracy.value.rstrip("%")))
 
 
 def test_a_cell_flagged_for_review_can_still_be_explained(unsure_classifier):

@@ -92,6 +92,14 @@ def test_model_picker_lists_bundled_and_adapted_models(folders):
     assert picker.options == ["tiny · default", "lab_two · adapted here"]
     picker.set_value("lab_two").run()
     assert at.session_state["classifier_name"] == "lab_two"
+    assert at.query_params["model"] in ("lab_two", ["lab_two"])  # in the URL, so a reload keeps it
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    again.query_params["model"] = "lab_two"  # a reload: a new session with the same URL
+    again.run()
+    assert again.session_state["classifier_name"] == "lab_two"
+    assert again.sidebar.selectbox(key="model_picker").value == "lab_two"
+    again.sidebar.selectbox(key="model_picker").set_value("tiny").run()
+    assert "model" not in again.query_params and again.session_state["classifier_name"] is None
 
 
 def test_adapt_zip_over_the_upload_limit_is_refused(folders, monkeypatch):
@@ -212,7 +220,19 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
                 "trained_on_these_labs": True,
                 "cannot_show": "Few cells.",
             }
+            score = {"accuracy": 0.6, "balanced_accuracy": 0.5, "flagged": 0.6, "wrong_unflagged": 0.0, "recall": {}}
+            after = {**score, "balanced_accuracy": 0.87, "flagged": 0.5, "balanced_accuracy_per_seed": [0.87]}
+            clf.spec.card["other_labs_adapt"] = [{  # bench/adapt_other_labs.py
+                "base_model": "wbc_old", "base_display": "White cells, old", "base_trained_on_these_labs": False,
+                "per_class": 10, "seeds": 1, "command": "python bench/adapt_other_labs.py", "cannot_show": "Few.",
+                "rows": {"Lab A": {"labelled_counts": {"neutrophil": 10, "lymphocyte": 3}, "eval_cells": 20,
+                                   "before": score, "after_labelled": after, "after_unlabelled": score,
+                                   "adapt_seconds": 9.5}},
+            }]  # fmt: skip
         save_classifier(clf.model, clf.spec, weights)
+    tiny = json.loads((weights / "tiny.json").read_text())
+    tiny["card"]["default"] = False  # one default white-cell model: wbc_any_lab
+    (weights / "tiny.json").write_text(json.dumps(tiny))
     measured = {"model": "wbc_gone", "display_name": "White cells, not shipped", "leaf_f1": 0.5, "shipped": True}
     (weights / "classifier_comparison.json").write_text(json.dumps({"rows": [measured], "note": "Measured here."}))
     at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
@@ -238,6 +258,17 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
     assert card.options[card.index] == "White cells 2"  # the default model's card first shown
     start = next(b for b in at.selectbox if b.label == "Start from")
     assert {"White cells 1", "White cells 2"} <= set(start.options) and "wbc_home" not in start.options
+    adapted = next(d.value for d in at.dataframe if "after, labelled" in d.value.columns)  # adapting on real labs
+    assert adapted.iloc[0].to_dict() | {} == {
+        "lab": "Lab A", "labelled cells given": 13, "cells scored": 20, "balanced accuracy before": 0.5,
+        "after, labelled": 0.87, "after, unlabelled only": 0.5, "flagged before": 0.6, "flagged after": 0.5,
+        "wrong and not flagged after": 0.0, "seconds": 9.5}  # fmt: skip
+    assert any("*White cells, old* (never saw these labs)" in m.value for m in at.markdown)
+    chosen = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60)
+    chosen.session_state["classifier_name"] = "wbc_home"  # picked in the sidebar: its card is shown first
+    chosen.run()
+    card = next(b for b in chosen.selectbox if b.label == "Classifier card")
+    assert card.options[card.index] == "White cells 1"
 
 
 @pytest.mark.parametrize("broken", ["labels", "weights"])
