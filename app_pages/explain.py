@@ -40,6 +40,13 @@ source = st.radio("Crop", sources, horizontal=True, key="explain_source")
 crop = None
 if source == "Cell from the slide analysis":
     crop = state["explain_crop"]
+    field_model = state.get("explain_model")
+    if field_model and field_model != clf.spec.name:  # explain the call the slide shows, with the model that made it
+        with resources.user_errors():
+            clf = resources.classifier(field_model)
+        tax = clf.taxonomy
+        st.info(f"Explained with {widgets.plain(widgets.model_display_name(field_model))}, the model that analysed "
+                "this cell's field (not the one chosen in the sidebar).", icon=":material/info:")  # fmt: skip
     if state.get("explain_label"):
         st.caption(f"Label on the slide: {widgets.plain(state['explain_label'])}")
 elif source == "Upload a crop":

@@ -56,6 +56,23 @@ def addable(clf) -> dict:
     return {k: m for k, m in {"wbc": clf, "platelet": clf, "rbc": red}.items() if m is not None}
 
 
+def field_classifier(result):
+    """The white-cell model that analysed this field (by the name in its results), so that review, "Add a missed
+    cell" and "Explain this cell" never mix in another model picked in the sidebar since; the current model, with a
+    warning, when that one is not installed here."""
+    if not result.node_ids:
+        return None
+    name = result.models.get("classifier", {}).get("name")
+    if name:
+        try:
+            return resources.classifier(name)
+        except CellkitError as exc:
+            shown = result.models["classifier"].get("display") or name
+            st.warning(widgets.plain(f"This field was analysed with {shown}, which cannot be loaded here ({exc}); "
+                                     "cells added or explained use the model chosen in the sidebar."))  # fmt: skip
+    return load_models()[1]
+
+
 def load_models():
     """The detector, the white-cell model and {detector class: model} for the other classes (red cells)."""
     with resources.user_errors():
@@ -234,7 +251,7 @@ if case and results:
                     db_problem.append(str(exc))
             state["slide"] = slide = {
                 "id": chosen, "result": again, "image": image, "key": ("db", chosen),
-                "clf": load_models()[1] if again.node_ids else None, "name": again.name, "meta": {},
+                "clf": field_classifier(again), "name": again.name, "meta": {},
                 "pending": [], "db_error": None, "case_id": case["id"], "image_kept": image is not None,
                 "image_note": "" if image is not None else "The image of this field is not stored",
             }  # fmt: skip
@@ -274,7 +291,7 @@ def act(kind: str, value) -> None:
             state["slide_cell"] = index
     elif kind == "add":
         cls, x, y = value
-        models = addable(load_models()[1])
+        models = addable(slide.get("clf") or load_models()[1])  # the field's own model, never another one
         try:
             more, index = add_cell(slide["image"], result, x, y, models, widgets.app_user(), cls)
         except CellkitError as exc:  # the user's request (no model for that cell type...), not the database
@@ -301,6 +318,14 @@ def relabel(slide: dict, index: int, label: str, note: str) -> None:
 
 if slide:
     result, image, clf = slide["result"], slide["image"], slide.get("clf")
+    try:
+        sidebar = resources.current_classifier().spec.name
+    except CellkitError:
+        sidebar = None
+    if clf is not None and sidebar and sidebar != clf.spec.name:
+        st.caption(f"This field was analysed with {widgets.plain(widgets.model_display_name(clf.spec.name))}: its "
+                   "review, added cells and explanations use that model. The model chosen in the sidebar applies to "
+                   "new uploads.")  # fmt: skip
     if (slide.get("meta") or {}).get("source") == "demo":
         st.info(
             "A drawn smear, not a real one: it shows the detector, the counts and the review workflow. "
@@ -481,7 +506,7 @@ def reopen(analysis_id: int, result, image, image_note: str = "", case_id: int |
         "result": result,
         "image": image,
         "key": ("db", analysis_id),
-        "clf": load_models()[1] if result.node_ids else None,
+        "clf": field_classifier(result),
         "name": result.name,
         "meta": {},
         "pending": [],

@@ -387,6 +387,8 @@ def cell_review_ui(
                width=160)  # fmt: skip
     if key == "slide" and left.button("Explain this cell", icon=":material/visibility:"):
         st.session_state["explain_crop"] = crop
+        st.session_state["explain_model"] = clf.spec.name  # the model that analysed the field, not the sidebar's
+        st.session_state["explain_label"] = now
         try:
             st.switch_page("app_pages/explain.py")
         except StreamlitAPIException:

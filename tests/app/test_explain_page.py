@@ -165,3 +165,30 @@ def test_low_probability_node_is_warned_and_captions_are_plain_words():
     captions = " ".join(c.value for c in at.caption)
     assert "than hiding random areas" in captions or "no faster than random areas" in captions
     assert all("(" not in o.split(" — ")[0] for o in at.selectbox[0].options)  # display names, no ids in brackets
+
+
+def test_a_cell_from_the_slide_is_explained_with_the_model_that_analysed_its_field(monkeypatch):
+    import cellkit.classify
+    from cellkit.classify import build_tiny_classifier
+
+    asked = []
+
+    def named(name=None):
+        asked.append(name)
+        clf = build_tiny_classifier()
+        clf.spec.name = name or "tiny"
+        return clf
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", named)
+    import streamlit as st
+
+    st.cache_resource.clear()
+    at = _page()
+    at.session_state["explain_crop"] = make_crop(1, 64, 0)
+    at.session_state["explain_model"] = "field_model"
+    at.session_state["explain_label"] = "Lymphocyte"
+    at.run()
+    assert not at.exception
+    assert any("Explained with field_model, the model that analysed this cell's field" in visible(i.value)
+               for i in at.info)  # fmt: skip
+    assert "field_model" in asked

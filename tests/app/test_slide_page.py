@@ -449,8 +449,9 @@ def test_saved_analyses_come_back_after_a_reload():
     saved = first.session_state["slide"]["id"]
     again = _page().run()  # a reload: a new session
     assert not again.exception
-    past = next(d.value for d in again.dataframe if "file_name" in d.value.columns)
-    assert saved in list(past["id"])
+    past = next(d.value for d in again.dataframe if "File" in d.value.columns)
+    assert saved in list(past["Analysis"])
+    assert not any("_" in c for c in past.columns)  # column names a person reads
 
 
 def test_a_box_is_rejected_in_review_and_leaves_the_differential():
@@ -517,3 +518,28 @@ def test_the_reclassify_box_starts_at_the_selected_cells_own_label():
     assert _reclassify_box(at).value == result.labels()[second]
     _submit(at, "slide_reclassify").click().run()  # saving unchanged changes nothing to another label
     assert at.session_state["slide"]["result"].labels()[second] == result.detections.data["label"][second]
+
+
+def test_a_field_keeps_the_model_that_analysed_it_when_the_sidebar_changes(monkeypatch):
+    """Review, added cells and "Explain this cell" use the field's own model, and the page says so."""
+    import cellkit.classify
+    from _fakes import tiny_classifier_for
+
+    def named(name=None):  # tiny stand-ins that carry the name they were asked for
+        clf = tiny_classifier_for(name)
+        if name and "rbc" not in (clf.spec.applies_to or []):
+            clf.spec.name = name
+        return clf
+
+    monkeypatch.setattr(cellkit.classify, "load_classifier", named)
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+    first = at.session_state["slide"]["clf"].spec.name
+    assert at.session_state["slide"]["result"].models["classifier"]["name"] == first
+    assert not any("This field was analysed with" in c.value for c in at.caption)
+    at.session_state["classifier_name"] = "classifier_lite0" if first != "classifier_lite0" else "other"
+    at.run()
+    assert not at.exception
+    assert any("This field was analysed with" in c.value and "new uploads" in c.value for c in at.caption)
+    assert at.session_state["slide"]["clf"].spec.name == first
+    next(b for b in at.button if b.label == "Explain this cell").click().run()
+    assert at.session_state["explain_model"] == first  # the Explain page explains the call the slide shows
