@@ -522,8 +522,9 @@ def test_the_reclassify_box_starts_at_the_selected_cells_own_label():
 
 def test_a_field_keeps_the_model_that_analysed_it_when_the_sidebar_changes(monkeypatch):
     """Review, added cells and "Explain this cell" use the field's own model, and the page says so."""
-    import cellkit.classify
     from _fakes import tiny_classifier_for
+
+    import cellkit.classify
 
     def named(name=None):  # tiny stand-ins that carry the name they were asked for
         clf = tiny_classifier_for(name)
