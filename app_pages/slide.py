@@ -347,7 +347,9 @@ if slide:
             display = result.display_name
             case_ui.summary_ui(summary, display)
             try:
-                case_ui.report_ui(db, owner, case, summary, results, lambda r: db.load_image(r.image_sha256), display)
+                unsaved = len(slide.get("pending") or []) if slide else 0
+                case_ui.report_ui(db, owner, case, summary, results, lambda r: db.load_image(r.image_sha256), display,
+                                  unsaved=unsaved)  # fmt: skip
             except CellkitError as exc:
                 st.error(widgets.plain(exc), icon=":material/database:")
         else:

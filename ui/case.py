@@ -122,8 +122,23 @@ def summary_ui(summary: dict, display) -> None:
                    "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip
 
 
-def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image_of, display) -> None:
-    """The PDF, sign-off (locks the case), amendment (a new, logged version) and the audit trail."""
+def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
+    """What a reviewer should know before signing: fewer cells than the target, cells still left for review."""
+    out = []
+    if unsaved:
+        out.append(f"{unsaved} correction(s) are not saved to the database yet")
+    if not summary.get("target_reached"):
+        out.append(
+            f"only {summary['white_cells_counted']} of the target {summary['target_wbc']} white cells are counted"
+        )
+    if summary.get("unidentified_review"):
+        out.append(f"{summary['unidentified_review']} white cell(s) are still Unidentified — review")
+    return out
+
+
+def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image_of, display, unsaved: int = 0) -> None:
+    """The PDF, sign-off (locks the case; asks for a confirmation when cells are short, left for review or not yet
+    saved), amendment (a new, logged version) and the audit trail."""
     history = history_lines(case["events"])
 
     def pdf() -> bytes:  # built when the button is pressed (on its own thread), not on every rerun
@@ -147,11 +162,20 @@ def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image
     else:
         with st.form("case_sign"):
             reviewer = st.text_input("Reviewer", value=widgets.app_user(), key="case_reviewer")
-            flagged = summary["unidentified_review"]
-            st.caption(f"{summary['white_cells_counted']} of {summary['target_wbc']} white cells counted"
-                       + (f"; {flagged} still Unidentified — review" if flagged else "") + ".")  # fmt: skip
+            concerns = sign_off_concerns(summary, unsaved)
+            st.caption(f"{summary['white_cells_counted']} of {summary['target_wbc']} white cells counted.")
+            anyway = False
+            if concerns:
+                st.warning("Before signing: " + "; ".join(concerns) + ".", icon=":material/warning:")
+                anyway = st.checkbox("I have checked these and sign anyway", key="case_sign_anyway",
+                                     disabled=bool(unsaved))  # fmt: skip
             if st.form_submit_button("Sign off", icon=":material/verified:", disabled=not summary["fields"]):
-                _try(lambda: store.sign_off(case["id"], owner, reviewer, summary))
+                if unsaved:
+                    st.error("Save the corrections first (Retry save at the top of the page), then sign.")
+                elif concerns and not anyway:
+                    st.error("Tick the box to sign with the points above open, or finish the review first.")
+                else:
+                    _try(lambda: store.sign_off(case["id"], owner, reviewer, summary))
     if history:
         st.caption("  \n".join(widgets.plain(h) for h in history))
     with st.expander("Audit trail", icon=":material/history_edu:"):

@@ -79,7 +79,13 @@ def test_sign_off_locks_the_case_and_an_amendment_opens_version_2():
     cid = at.session_state["case_id"]
     assert {b.proto.label for b in at.get("download_button")} >= {"Case report (PDF)"}
     at.text_input(key="case_reviewer").set_value("Dr Ada")
-    next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_sign").click().run()
+    sign = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_sign")  # noqa: E731
+    assert any("Before signing: only" in w.value and "of the target 100 white cells" in w.value for w in at.warning)
+    sign().click().run()  # two small fields are far from 100 cells: not signed without the reviewer's tick
+    assert len(at.error) == 1 and "Tick the box" in at.error[0].value
+    assert _store().case(cid, owner)["status"] == "open"
+    at.checkbox(key="case_sign_anyway").check()
+    sign().click().run()
     assert not at.exception and not at.error
     case = _store().case(cid, owner)
     assert case["status"] == "signed" and case["signed_by"] == "Dr Ada"
@@ -140,3 +146,15 @@ def test_a_past_analysis_reopens_within_its_case_with_its_stored_image():
     slide = at.session_state["slide"]
     assert slide["id"] == first_field and at.session_state["case_id"] == first_case
     assert slide["image"] is not None  # from the image store: this session never had the pixels
+
+
+def test_sign_off_names_what_is_open_and_refuses_unsaved_corrections():
+    from ui.case import sign_off_concerns
+
+    summary = {"target_reached": False, "white_cells_counted": 45, "target_wbc": 200, "unidentified_review": 42}
+    assert sign_off_concerns(summary) == [
+        "only 45 of the target 200 white cells are counted",
+        "42 white cell(s) are still Unidentified — review",
+    ]
+    assert sign_off_concerns(summary, unsaved=2)[0] == "2 correction(s) are not saved to the database yet"
+    assert sign_off_concerns({**summary, "target_reached": True, "unidentified_review": 0}) == []
