@@ -315,6 +315,8 @@ def test_review_flow_of_a_case_from_upload_to_signed_pdf(app_url, page, tmp_path
 
     page.get_by_role("tab", name="Case & report").click()
     page.get_by_label("Reviewer").fill("Dr Ada Lovelace")
+    page.get_by_text("Before signing:").wait_for()  # one small field is far from the target count
+    page.get_by_text("I have checked these and sign anyway").click()
     page.get_by_role("button", name="Sign off").click()
     page.get_by_text("Signed off by").first.wait_for()
     _wait_idle(page)
