@@ -237,10 +237,14 @@ if case and results:
     if current is None and (slide is None or (slide.get("case_id") != case["id"] and not slide.get("standalone"))):
         current = ids[-1]  # a case opened: its newest field
     if current is not None:
-        chosen = st.selectbox(
-            "Field", ids, index=ids.index(current), key=f"case_field_{case['id']}",
-            format_func=lambda a: f"{ids.index(a) + 1}. {results[a].name} · {results[a].counts['wbc']} WBC",
+        key = f"case_field_{case['id']}"
+        shown = state.get(f"{key}_shown")  # the field the picker showed last time
+        if state.get(key) not in ids or (state[key] == shown and current != shown):
+            state[key] = current  # the page moved to another field (a new upload, a reopened one): the picker follows
+        chosen = st.selectbox(  # its text never changes (a count in it went stale in the browser, streamlit#13788)
+            "Field", ids, key=key, format_func=lambda a: f"{ids.index(a) + 1}. {results[a].name}",
         )  # fmt: skip
+        state[f"{key}_shown"] = chosen
         if slide is None or slide["id"] != chosen:
             again = results[chosen]
             image = state.get("slide_images", {}).get(again.image_sha256)

@@ -45,8 +45,10 @@ def case_picker_ui(store, owner: str) -> dict | None:
         state["case_id"] = ids[0] if ids else None
     pick_col, new_col = st.columns([3, 1], vertical_alignment="bottom")
     if cases:
-        names = {c["id"]: f"{c['name']} · {c['fields']} field(s)" + (" · signed" if c["status"] == "signed" else "")
-                 for c in cases}  # fmt: skip
+        # name and start time only: they never change, so the picker's text is never stale (the browser keeps a
+        # selectbox's old text when only format_func's output changes, streamlit#13788); counts and status are
+        # shown below it, drawn after this run's uploads
+        names = {c["id"]: f"{c['name']} · started {str(c['created'])[:16].replace('T', ' ')}" for c in cases}
         chosen = pick_col.selectbox("Case", ids, index=ids.index(state["case_id"]), format_func=names.get,
                                     key="case_pick")  # fmt: skip
         if chosen != state["case_id"]:

@@ -158,3 +158,22 @@ def test_sign_off_names_what_is_open_and_refuses_unsaved_corrections():
     ]
     assert sign_off_concerns(summary, unsaved=2)[0] == "2 correction(s) are not saved to the database yet"
     assert sign_off_concerns({**summary, "target_reached": True, "unidentified_review": 0}) == []
+
+
+def test_a_field_uploaded_while_another_is_open_is_the_one_shown():
+    at = _fields(_page().run(), n=2)
+    (case,) = _store().list_cases(at.session_state["owner"])
+    fields = [a for a, _ in _store().case_fields(case["id"], at.session_state["owner"])]
+    picker = lambda: at.selectbox(key=f"case_field_{case['id']}")  # noqa: E731
+    assert picker().value == fields[-1]
+    picker().set_value(fields[0]).run()  # the reviewer goes back to field 1 ...
+    assert at.session_state["slide"]["id"] == fields[0]
+    img, *_ = make_smear(640, 480, n_wbc=3, n_rbc=12, n_platelet=2, seed=77)
+    at.file_uploader(key="slide_upload").upload("field3.png", encode_png(img), "image/png")
+    at.run()  # ... and uploads a third: it is analysed and shown, and the picker says so
+    assert not at.exception
+    new = at.session_state["slide"]["id"]
+    assert new not in fields and at.session_state["slide"]["result"].name == "field3.png"
+    assert picker().value == new and len(picker().options) == 3
+    assert picker().format_func(new) == "3. field3.png"
+    assert any("over 3 field(s)" in p.proto.text for p in at.get("progress"))
