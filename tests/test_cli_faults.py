@@ -341,6 +341,9 @@ def test_a_bug_is_one_line_with_a_crash_log_and_ctrl_c_says_interrupted(setup, m
         (["train", "classifier", "--zoom", "2", "1"], "--zoom: expected 0 < min <= max"),
         (["train", "classifier", "--ood-method", "bogus"], "--ood-method: expected one of"),
         (["train", "detector", "--name", "../evild"], "--name: expected letters"),
+        (["train", "classifier", "--max-minutes", "inf"], "--max-minutes: expected a finite number, got inf"),
+        (["train", "detector", "--hours", "inf"], "--hours: expected a finite number, got inf"),
+        (["train", "classifier", "--dataset", "nosuch"], "--dataset: expected one of"),
         (["evaluate", "--part", "bogus"], "--part: expected train, val or test"),
     ],
 )
@@ -357,6 +360,17 @@ OUT_OF_RANGE = [
     ["train", "classifier", "--lr", "-1"],
     ["train", "detector", "--imgsz", "0"],
     ["train", "detector", "--fraction", "0"],
+    ["train", "classifier", "--seed", "-1"],
+    ["train", "classifier", "--samples-per-epoch", "-5"],
+    ["train", "classifier", "--patience", "-1"],
+    ["train", "classifier", "--limit-per-class", "-1"],
+    ["train", "classifier", "--freeze-blocks", "-1"],
+    ["train", "classifier", "--max-minutes", "-1"],
+    ["train", "classifier", "--threads", "100000"],
+    ["train", "detector", "--hours", "0"],
+    ["train", "detector", "--seed", "-1"],
+    ["train", "detector", "--hours", "nan"],
+    ["train", "classifier", "--max-minutes", "nan"],
 ]
 
 
@@ -387,3 +401,23 @@ def test_adapt_says_why_nothing_could_be_read(setup, monkeypatch, capsys):
     assert code == 2 and "--unlabelled: none of the 1 file(s) could be read" in _one_error_line(err)
     code, _, err = run_cli(monkeypatch, capsys, "adapt", "--labelled", tmp / "nozip.zip", "--name", "x2")
     assert code == 2 and "not a readable zip archive" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("command", ["classifier", "detector"])
+def test_training_never_overwrites_a_model_unless_asked(setup, monkeypatch, capsys, tmp_path, command):
+    out = tmp_path / "weights_out"
+    out.mkdir()
+    (out / "mine.json").write_text("{}")
+    (out / "mine.safetensors").write_bytes(b"weights")
+    code, _, err = run_cli(monkeypatch, capsys, "train", command, "--name", "mine", "--out", out)
+    assert code == 2 and "a model named 'mine' already exists" in _one_error_line(err) and "--replace" in err
+    assert (out / "mine.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize(
+    "args", [["classify", "x.png", "--threads", "100000"], ["adapt", "--name", "x", "--seed", "-1"],
+             ["explain", "x.png", "--threads", "100000"]]
+)  # fmt: skip
+def test_absurd_threads_and_negative_seeds_are_usage_errors(setup, monkeypatch, capsys, args):
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "Invalid value" in _one_error_line(err)

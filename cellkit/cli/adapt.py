@@ -25,8 +25,8 @@ def adapt_command(
     ),
     base: str = typer.Option(None, "--base", help="model to start from (default: the default classifier)"),
     folds: int = typer.Option(5, min=2, max=10, help="cross-validation folds for the before/after figures"),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(0, min=0, help="torch threads (0 = torch's default)"),
+    seed: int = typer.Option(0, min=0),
+    threads: int = typer.Option(0, min=0, max=256, help="torch threads (0 = torch's default)"),
     replace: bool = typer.Option(False, "--replace", help="replace a model of this name made here before"),
 ) -> None:
     """Adapt a classifier to your lab; prints cross-validated before/after figures and saves the model."""

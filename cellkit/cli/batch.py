@@ -23,7 +23,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Job folder: per-image results, summary.csv, cells.parquet."),
         engine: str = typer.Option("local", help="local (process pool) or ray (Ray Data; optional extra)."),
         workers: int = typer.Option(1, help="Worker processes (local) or actors (ray)."),
-        threads: int = typer.Option(None, help="Torch threads per worker (default: cores / workers)."),
+        threads: int = typer.Option(None, min=1, max=256, help="Torch threads per worker (default: cores / workers)."),
         address: str = typer.Option(
             None, help="Ray cluster, e.g. ray://host:10001 (default: RAY_ADDRESS, else local)."
         ),

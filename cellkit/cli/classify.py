@@ -23,7 +23,7 @@ def classify_command(
     out: Path = typer.Option(None, "--out", "-o", help="CSV to write (default: print the CSV to stdout)"),
     model: str = typer.Option(None, "--model", help="classifier name in weights/ (default: the default model)"),
     batch_size: int = typer.Option(64, min=1, help="crops per forward pass"),
-    threads: int = typer.Option(0, min=0, help="torch threads (0 = torch's default)"),
+    threads: int = typer.Option(0, min=0, max=256, help="torch threads (0 = torch's default)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
 ) -> None:
     """Classify white-cell crops framed any way: each is re-framed around its central cell first."""

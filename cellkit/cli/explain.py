@@ -25,7 +25,9 @@ def explain_command(
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="overlay opacity"),
     cmap: str = typer.Option("jet", help="matplotlib colour map"),
     faithfulness: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="deletion/insertion AUCs"),
-    threads: int = typer.Option(1, min=0, help="torch threads (0 = torch's default); 1 was fastest on a shared CPU"),
+    threads: int = typer.Option(
+        1, min=0, max=256, help="torch threads (0 = torch's default); 1 was fastest on a shared CPU"
+    ),
 ) -> None:
     """Explain why the classifier gives a crop the probability it does for one node of the tree."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spinning threads stall a busy CPU

@@ -21,17 +21,17 @@ def train_classifier_command(
     ),
     input_size: int = typer.Option(112, min=16, max=1024, help="network input size in pixels"),
     epochs: int = typer.Option(10, min=0, help="0 with --init-from: re-finalise that model under new settings"),
-    samples_per_epoch: int = typer.Option(0, help="images drawn per epoch (0 = size of the training split)"),
+    samples_per_epoch: int = typer.Option(0, min=0, help="images drawn per epoch (0 = size of the training split)"),
     batch_size: int = typer.Option(32, min=1),
     lr: float = typer.Option(1e-3, min=1e-7, max=1.0, help="peak learning rate"),
     label_smoothing: float = typer.Option(0.1, min=0.0, max=0.5),
-    freeze_blocks: int = typer.Option(2, help="pretrained EfficientNet: freeze stem + first N stages"),
-    patience: int = typer.Option(4, help="early stopping: epochs without a better val macro-F1"),
-    seed: int = typer.Option(0),
-    threads: int = typer.Option(1, min=1, help="torch threads (keep 1 when sharing the CPU)"),
-    limit_per_class: int = typer.Option(0, help="subsample the training split per class (0 = all)"),
+    freeze_blocks: int = typer.Option(2, min=0, help="pretrained EfficientNet: freeze stem + first N stages"),
+    patience: int = typer.Option(4, min=0, help="early stopping: epochs without a better val macro-F1"),
+    seed: int = typer.Option(0, min=0),
+    threads: int = typer.Option(1, min=1, max=256, help="torch threads (keep 1 when sharing the CPU)"),
+    limit_per_class: int = typer.Option(0, min=0, help="subsample the training split per class (0 = all)"),
     split_file: Path = typer.Option(None, help="reuse a saved split JSON (file lists) instead of making one"),
-    max_minutes: float = typer.Option(0.0, help="stop after this much training time (0 = no limit)"),
+    max_minutes: float = typer.Option(0.0, min=0.0, help="stop after this much training time (0 = no limit)"),
     workdir: Path = typer.Option(None, help="checkpoint folder (default ~/.cache/cellkit/train/<name>)"),
     out: Path = typer.Option(None, help="weights folder (default: the project's weights/)"),
     crop_scale: float = typer.Option(
@@ -66,16 +66,23 @@ def train_classifier_command(
     distill_temperature: float = typer.Option(2.0, min=0.5, max=10.0, help="softening of both distributions"),
     default: bool = typer.Option(False, "--default", help="mark this model as the default classifier"),
     resume: bool = typer.Option(False, "--resume", help="continue from <workdir>/last.pt"),
+    replace: bool = typer.Option(False, "--replace", help="replace a model of this name in the weights folder"),
 ) -> None:
     """Train the hierarchical classifier (seeded, resumable, with progress bars) and write its model card."""
     from cellkit import config
     from cellkit.errors import CellkitError
     from cellkit.models import check_model_name
+    from cellkit.taxonomy import load_taxonomy
     from cellkit.train.classifier import TrainConfig, train_classifier
     from cellkit.unknown import METHODS
     from cellkit.writes import check_out_dir
 
     check_model_name(name, "--name")
+    check_finite(max_minutes, "--max-minutes")
+    check_new_model(name, out, replace)
+    known = load_taxonomy(taxonomy).datasets
+    if known and dataset not in known:
+        raise CellkitError(f"--dataset: expected one of {', '.join(sorted(known))} (the taxonomy's), got {dataset!r}")
     for teacher in [init_from, average_with, *(distill_from or [])]:
         if teacher:
             check_model_name(teacher, "model name")
@@ -173,15 +180,16 @@ def train_detector_command(
     arch: str = typer.Option("yolov8n.yaml", help="ultralytics model yaml (never a downloaded .pt)."),
     imgsz: int = typer.Option(320, min=32, max=4096, help="Network input size in pixels."),
     epochs: int = typer.Option(30, min=1, help="Epochs (an estimate when --hours is given)."),
-    hours: float = typer.Option(None, help="Train for this many hours (ultralytics fits the epochs to it)."),
+    hours: float = typer.Option(None, min=0.001, help="Train for this many hours (ultralytics fits the epochs to it)."),
     batch: int = typer.Option(16, min=1, help="Batch size."),
-    seed: int = typer.Option(0, help="Random seed."),
-    threads: int = typer.Option(1, min=1, help="torch threads (keep 1 when sharing the CPU)."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+    threads: int = typer.Option(1, min=1, max=256, help="torch threads (keep 1 when sharing the CPU)."),
     workers: int = typer.Option(0, min=0, help="Data-loader worker processes."),
     fraction: float = typer.Option(
         1.0, min=0.001, max=1.0, help="Fraction of the training images to use (for quick runs)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of this --name."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a model of this name in the weights folder."),
     out: Path = typer.Option(None, help="Folder for weights + card (default: the project's weights/)."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the test-split evaluation."),
 ) -> None:
@@ -192,8 +200,11 @@ def train_detector_command(
     from cellkit.writes import check_out_dir
 
     check_model_name(name, "--name")
+    if hours is not None:
+        check_finite(hours, "--hours")
     if out is not None:
         check_out_dir(out)
+    check_new_model(name, out, replace)
     root = config.data_dir()
     if cbc is None and not no_cbc and root is not None and (root / "cbc").is_dir():
         cbc = root / "cbc"
@@ -219,6 +230,28 @@ def train_detector_command(
     )
     m = spec.card.get("metrics", {})
     typer.echo(f"saved {spec.name}: test mAP50 {m.get('mAP50', 'n/a')}, mAP50-95 {m.get('mAP50_95', 'n/a')}")
+
+
+def check_finite(value: float, option: str) -> None:
+    """NaN and infinity pass a range check; refuse them with the option's name."""
+    import math
+
+    from cellkit.errors import CellkitError
+
+    if not math.isfinite(value):
+        raise CellkitError(f"{option}: expected a finite number, got {value}")
+
+
+def check_new_model(name: str, out: Path | None, replace: bool) -> None:
+    """Training never overwrites a model (a bundled one included) unless asked: refused before any work."""
+    from cellkit import config
+    from cellkit.errors import CellkitError
+
+    folder = Path(out) if out is not None else config.weights_dir()
+    if not replace and (folder / f"{name}.json").exists():
+        raise CellkitError(
+            f"a model named {name!r} already exists in {folder}; choose another --name, or pass --replace to replace it"
+        )
 
 
 def _command_line(ctx: typer.Context, prefix: str) -> str:
