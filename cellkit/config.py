@@ -137,9 +137,19 @@ def user_models_dir() -> Path:
 
 
 def db_url() -> str:
-    """SQLAlchemy URL of the analyses database (``CELLKIT_DB_URL``, default a SQLite file)."""
+    """SQLAlchemy URL of the analyses database (``CELLKIT_DB_URL``, default a SQLite file). An in-memory SQLite
+    URL is refused: every analysis "saved" there would be gone when the process ends."""
     url = os.environ.get("CELLKIT_DB_URL")
     if url:
+        bare = url.strip().lower()
+        if bare.startswith("sqlite") and (bare.rstrip("/") in ("sqlite:", "sqlite+pysqlite:")
+                                          or ":memory:" in bare or "mode=memory" in bare):  # fmt: skip
+            from cellkit.errors import CellkitError
+
+            raise CellkitError(
+                f"CELLKIT_DB_URL={url} is an in-memory database: nothing saved there outlives this process; give a "
+                "file (sqlite:////path/to/cellkit.db) or a database server"
+            )
         return url
     path = home() / "cellkit.db"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,7 @@ def test_cli_batch_bad_options_are_one_line(tmp_path, monkeypatch, capsys):
     for args, expected in [
         (["--engine", "spark"], "--engine: expected one of local, ray"),
         (["--workers", "0"], "--workers: expected 1 or more"),
-        (["--threads", "-1"], "--threads: expected 1 or more"),
+        (["--threads", "-1"], "Invalid value for '--threads'"),
         (["--tile", "10"], "--tile: expected 64 to 8192"),
     ]:
         code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "in", "--out", tmp_path / "o", *args)
@@ -225,7 +225,8 @@ def test_import_into_postgresql(postgres, fakes, tmp_path):
     out = tmp_path / "job"
     run_batch(find_tasks(_smears(tmp_path / "in", 3)), out, SETTINGS)
     store = Store(postgres.url)
-    jid, added, total = import_job(out, store, "pat", chunk=2)
+    jid, added, total, unreadable = import_job(out, store, "pat", chunk=2)
+    assert unreadable == []
     assert (added, total) == (3, 3)
     assert import_job(out, store, "pat")[1] == 0  # idempotent
     (job,) = [j for j in store.list_batch_jobs("pat") if j["id"] == jid]
@@ -315,8 +316,9 @@ def test_a_record_of_the_wrong_shape_is_done_again_and_never_imported(fakes, tmp
     record_path(out, tasks[0].key).write_text("[]")
     record_path(out, tasks[1].key).write_text('{"status": "ok", "result": "x", "source": {}}')
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    _job, added, seen = import_job(out, store, "tester")
+    _job, added, seen, unreadable = import_job(out, store, "tester")
     assert (added, seen) == (0, 2)  # neither is a record: nothing half-imported
+    assert sorted(unreadable) == sorted(str(record_path(out, t.key).relative_to(out)) for t in tasks)
     report = run_batch(find_tasks(smears), out, SETTINGS)
     assert report.analysed == 2  # both analysed again (the second's stamp is missing)
 
@@ -333,3 +335,56 @@ def test_an_unreachable_ray_cluster_is_one_error_at_once_not_minutes_of_retries(
     assert _unreachable("auto") is None and _unreachable("local") is None
     with pytest.raises(CellkitError, match=rf"cannot reach the Ray cluster at ray://127.0.0.1:{port}: .*refused"):
         ray_init(f"ray://127.0.0.1:{port}", 1, 1)
+
+
+def test_import_names_an_unreadable_record_and_exits_non_zero(fakes, tmp_path, monkeypatch, capsys):
+    _smears(tmp_path / "in", 3)
+    tasks = find_tasks([tmp_path / "in"])
+    out = tmp_path / "job"
+    run_batch(tasks, out, SETTINGS)
+    broken = record_path(out, tasks[1].key)
+    broken.write_bytes(broken.read_bytes()[:200])  # a truncated result file
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    code, _o, err = run_cli(monkeypatch, capsys, "import", out)
+    assert code == 1 and "2 image(s) stored now, 3 in the job" in err
+    assert "1 result file(s) could not be read and were not stored" in err and broken.name in err
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc ("Z" for a zombie), or "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_worker_exits_when_its_batch_process_is_killed(tmp_path):
+    """kill -9 of `cellkit batch --workers N` left its workers running (1 GB each) as orphans."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = (
+        "import os, time\n"
+        "from cellkit.batch.engines import watch_parent\n"
+        "watch_parent(os.getppid(), poll=0.1)\n"
+        "time.sleep(60)\n"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    batch = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    worker = int(batch.stdout.readline())
+    time.sleep(1.0)
+    assert _state(worker) not in ("", "Z")  # alive while its parent is
+    batch.send_signal(signal.SIGKILL)
+    batch.wait()
+    deadline = time.monotonic() + 10
+    while _state(worker) not in ("", "Z") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _state(worker) in ("", "Z")

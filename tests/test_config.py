@@ -101,3 +101,19 @@ def test_a_cache_folder_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch)
     monkeypatch.setenv("CELLKIT_CACHE_DIR", str(tmp_path / "afile"))
     with pytest.raises(CellkitError, match="is a file, not a folder; set CELLKIT_CACHE_DIR"):
         config.cache_dir()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"])
+def test_an_in_memory_database_setting_is_refused(monkeypatch, url):
+    """It would report analyses as saved and keep none of them."""
+    from cellkit import config
+    from cellkit.errors import CellkitError
+    from cellkit.store import Store
+
+    monkeypatch.setenv("CELLKIT_DB_URL", url)
+    with pytest.raises(CellkitError, match="is an in-memory database: nothing saved there outlives this process"):
+        config.db_url()
+    with pytest.raises(CellkitError, match="in-memory"):
+        Store()
+    monkeypatch.setenv("CELLKIT_DB_URL", "sqlite:////tmp/x.db")
+    assert config.db_url() == "sqlite:////tmp/x.db"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -34,8 +36,23 @@ def default_threads(workers: int) -> int:
 _WORKER: Worker | None = None
 
 
-def _init_local(out: str, settings: dict[str, Any], threads: int) -> None:
+def watch_parent(parent: int, poll: float = 1.0) -> threading.Thread:
+    """Exit this process when ``parent`` is gone (killed with -9 or -TERM): a worker of a killed batch must not live
+    on, holding a model's gigabyte, as an orphan. Polls ``os.getppid()`` from a daemon thread."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(0)  # the parent is gone: its results go nowhere, and the next run redoes these images
+
+    thread = threading.Thread(target=watch, name="cellkit-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _init_local(out: str, settings: dict[str, Any], threads: int, parent: int) -> None:
     global _WORKER
+    watch_parent(parent)
     _WORKER = Worker(out, settings, threads)
 
 
@@ -59,7 +76,7 @@ def run_local(
     pending = [t.to_dict() for t in reversed(tasks)]
     ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_local, initargs=(out, settings, threads)
+        workers, mp_context=ctx, initializer=_init_local, initargs=(out, settings, threads, os.getpid())
     ) as pool:
         running = set()
         while pending or running:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cellkit.batch.job import read_job
 from cellkit.errors import CellkitError
@@ -16,10 +16,20 @@ def _records(out: Path) -> list[Path]:
     return sorted((out / "results").glob("*/*.json"))
 
 
+class Imported(NamedTuple):
+    """What an import did: the job's id in the database, images added now, records in the job, and the records
+    that could not be read (``results/...json`` paths; the next ``cellkit batch`` run of the job redoes them)."""
+
+    job_id: int
+    added: int
+    total: int
+    unreadable: list[str]
+
+
 def import_job(
     out: str | Path, store: Any, owner: str, *, chunk: int = CHUNK, progress: Callable[[int, int], None] | None = None
-) -> tuple[int, int, int]:
-    """Import every record of the job folder ``out``; returns (job id, images added now, images in the job).
+) -> Imported:
+    """Import every record of the job folder ``out`` (see :class:`Imported`).
 
     Run it again after more images finished (or after a failure): images already stored are skipped.
     """
@@ -33,7 +43,7 @@ def import_job(
         raise CellkitError(f"{out}: not a batch job folder (no job.json); run `cellkit batch ... --out {out}` first")
     job = {**job, "folder": str(out.resolve())}
     files = _records(out)
-    job_id, added = 0, 0
+    job_id, added, unreadable = 0, 0, []
     for start in range(0, len(files), chunk):
         items: list[dict[str, Any]] = []
         for path in files[start : start + chunk]:
@@ -42,8 +52,9 @@ def import_job(
                 ok = isinstance(rec, dict) and isinstance(rec.get("source", {}), dict)
                 result = SlideResult.from_dict(rec["result"]) if ok and rec.get("status") == "ok" else None
             except (OSError, ValueError, KeyError, TypeError, AttributeError, CellkitError):
-                continue  # unreadable or not a record: the image is analysed again by the next run of the job
-            if not ok:
+                ok = False
+            if not ok:  # unreadable or not a record: said, and analysed again by the next run of the job
+                unreadable.append(str(path.relative_to(out)))
                 continue
             source = rec.get("source", {})
             items.append(
@@ -60,4 +71,4 @@ def import_job(
             progress(min(start + chunk, len(files)), len(files))
     if not files:
         job_id, _ = store.save_batch_items(job, owner, [])
-    return job_id, added, len(files)
+    return Imported(job_id, added, len(files), unreadable)
