@@ -14,7 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def weights_dir() -> Path:
     """Bundled model weights and cards (``CELLKIT_WEIGHTS_DIR`` overrides)."""
-    return Path(os.environ.get("CELLKIT_WEIGHTS_DIR", PROJECT_ROOT / "weights"))
+    return Path(os.environ.get("CELLKIT_WEIGHTS_DIR") or PROJECT_ROOT / "weights")  # set but empty: the default
 
 
 def data_dir() -> Path | None:
@@ -115,7 +115,7 @@ def may_follow(path: str | os.PathLike) -> bool:
 
 def cache_dir() -> Path:
     """Disk cache for dataset indexes etc. (``CELLKIT_CACHE_DIR``, default ``~/.cache/cellkit``)."""
-    path = Path(os.environ.get("CELLKIT_CACHE_DIR", Path.home() / ".cache" / "cellkit"))
+    path = Path(os.environ.get("CELLKIT_CACHE_DIR") or Path.home() / ".cache" / "cellkit")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -128,7 +128,7 @@ def cache_dir() -> Path:
 
 def home() -> Path:
     """The user's cellkit folder (``CELLKIT_HOME``, default ``~/.cellkit``): database, adapted models."""
-    return Path(os.environ.get("CELLKIT_HOME", Path.home() / ".cellkit")).expanduser()
+    return Path(os.environ.get("CELLKIT_HOME") or Path.home() / ".cellkit").expanduser()  # empty: the default
 
 
 def user_models_dir() -> Path:
@@ -230,6 +230,7 @@ def image_store() -> str:
 
 
 def check() -> None:
-    """Read every numeric setting once, so a bad value is one CellkitError at start, not one per image."""
-    for read in (max_pixels, max_request_pixels, max_heavy_jobs, heavy_job_timeout_s):
+    """Read every setting that has a rule once, so a bad value is one CellkitError at start, not one per image (or,
+    for the image store, after the analyses were already saved)."""
+    for read in (max_pixels, max_request_pixels, max_heavy_jobs, heavy_job_timeout_s, image_store):
         read()

@@ -421,3 +421,26 @@ def test_training_never_overwrites_a_model_unless_asked(setup, monkeypatch, caps
 def test_absurd_threads_and_negative_seeds_are_usage_errors(setup, monkeypatch, capsys, args):
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and "Invalid value" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("args", [["batch", "", "-o", "jw"], ["classify", ""], ["stats", " "], ["detect", "x.png", ""]])
+def test_an_empty_input_is_refused_not_read_as_the_current_folder(setup, monkeypatch, capsys, args):
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "is empty (an unset shell variable?)" in _one_error_line(err)
+
+
+def test_an_empty_cellkit_home_is_the_default_not_the_working_folder(monkeypatch, tmp_path):
+    from cellkit import config
+
+    monkeypatch.setenv("CELLKIT_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert config.home() == tmp_path / ".cellkit"
+
+
+def test_a_bad_image_store_setting_stops_before_any_analysis(setup, monkeypatch, capsys):
+    """It was found only after the analyses were stored, and said they were not (a re-run then made duplicates)."""
+    tmp, loads = setup
+    monkeypatch.setenv("CELLKIT_IMAGE_STORE", "bogus")
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", tmp / "in" / "smear.png", "-o", tmp / "r.json", "--save")
+    assert code == 2 and "CELLKIT_IMAGE_STORE: expected one of files" in _one_error_line(err) and loads == []

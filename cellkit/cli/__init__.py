@@ -64,10 +64,21 @@ def _crash_log(exc: BaseException) -> str:
     return ""
 
 
+def check_no_empty_input(args: list[str]) -> None:
+    """An empty argument that is no option's value (``cellkit batch "$DIR"`` with DIR unset) would be the current
+    folder, scanned whole; refused instead."""
+    for i, arg in enumerate(args):
+        if arg.strip() == "" and (i == 0 or not args[i - 1].startswith("-")):
+            raise CellkitError(
+                f"argument {i + 1} is empty (an unset shell variable?); name the files or folders to read"
+            )
+
+
 def main() -> None:
     """Console entry point: every way a command can end is one line on stderr at most."""
     try:
         config.check()  # a bad setting is one line now, not one per image later
+        check_no_empty_input(sys.argv[1:])
         code = app(standalone_mode=False)  # --help and typer.Exit return their exit code
     except CellkitError as exc:
         typer.echo(f"error: {one_line(exc)}", err=True)
