@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from cellkit import config
 from cellkit.data import Dataset, boxes_to_pixels, load_dataset, none_for_missing
 from cellkit.errors import CellkitError
-from cellkit.io import pil_to_rgb
+from cellkit.io import check_pixels, pil_to_rgb
 from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
 
 INDEX_VERSION = 3  # 3: pixels read by cellkit.io.pil_to_rgb (16-bit grayscale, EXIF orientation)
@@ -87,12 +87,16 @@ def image_record(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             rec.update(width=img.size[0], height=img.size[1], mode=img.mode, format=img.format)
+            check_pixels(Path(path).name, img.size[0], img.size[1], config.max_pixels(), None)  # read_image's rule
             if img.format == "JPEG":
                 img.draft("RGB", (THUMB, THUMB))
             factor = max(1, min(img.size) // THUMB) if max(img.size) > 2 * THUMB else 1
             rgb = Image.fromarray(pil_to_rgb(img, reduce=factor))  # the same pixels read_image gives
     except UnidentifiedImageError:
         rec["error"] = "not a readable image"
+        return rec
+    except CellkitError as exc:  # over the pixel limit: said as read_image says it, never decoded
+        rec["error"] = str(exc)
         return rec
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         rec["error"] = f"corrupt or truncated image ({exc})"

@@ -68,7 +68,8 @@ class PixelBudget:
         self.used += pixels
 
 
-def _check_pixels(label: str, w: int, h: int, limit: int, budget: PixelBudget | None) -> None:
+def check_pixels(label: str, w: int, h: int, limit: int, budget: PixelBudget | None) -> None:
+    """Refuse an image of zero size or over ``limit`` pixels (read from its header), and charge ``budget``."""
     if w == 0 or h == 0:
         raise CellkitError(f"{label}: image has zero size")
     if w * h > limit:
@@ -151,7 +152,7 @@ def pil_to_rgb(img: Image.Image, *, reduce: int = 1) -> np.ndarray:
     """
     img = ImageOps.exif_transpose(img)
     img.load()
-    if reduce > 1 and img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if reduce > 1 and img.mode in ("RGB", "RGBA", "L", "LA", "CMYK", "YCbCr"):  # modes Image.reduce takes
         return np.ascontiguousarray(_to_rgb_uint8(img.reduce(reduce)))
     rgb = _to_rgb_uint8(img)
     if reduce > 1:
@@ -300,7 +301,7 @@ def read_image(
     _pil_guard(limit)
     try:
         with _open(io.BytesIO(data) if data is not None else path) as img:
-            _check_pixels(label, *img.size, limit, budget)
+            check_pixels(label, *img.size, limit, budget)
             if img.format not in ("PNG", "JPEG", "BMP", "TIFF", "MPO", "GIF", "WEBP"):
                 raise CellkitError(f"{label}: format {img.format} not supported; use PNG, JPEG, BMP or TIFF")
             if img.format == "TIFF" and _planar_deep(img):
@@ -327,7 +328,7 @@ def read_image(
         if label.lower().endswith((".tif", ".tiff")):
             size = _tiff_size(data, path)
             if size is not None:
-                _check_pixels(label, *size, limit, budget)
+                check_pixels(label, *size, limit, budget)
                 arr = _tiff_16bit(data, path)
                 if arr is not None:
                     return arr

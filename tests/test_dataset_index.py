@@ -83,3 +83,26 @@ def test_interrupted_index_keeps_what_was_done(tmp_path, monkeypatch):
             dataset_index.index_dataset(root, workers=1)
     assert dataset_index.pending_images(root) == 10  # the five finished images were cached
     assert dataset_index.index_dataset(root).n_computed == 10
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "LA", "I;16", "RGBA"])
+def test_every_mode_read_image_takes_is_indexed_at_any_size(tmp_path, mode):
+    """1-bit and palette PNGs were "corrupt or truncated (image has wrong mode)" once big enough to be reduced."""
+    from PIL import Image
+
+    rgb = (np.random.default_rng(0).random((700, 900, 3)) * 255).astype(np.uint8)
+    img = Image.fromarray(rgb)
+    img = img.convert("I;16") if mode == "I;16" else img.convert(mode)
+    path = tmp_path / f"big_{mode.replace(';', '')}.png"
+    img.save(path)
+    rec = dataset_index.image_record(path)
+    assert rec["error"] is None and (rec["width"], rec["height"]) == (900, 700), rec["error"]
+
+
+def test_stats_keeps_the_pixel_limit_read_image_keeps(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("CELLKIT_MAX_PIXELS", "1000000")
+    Image.new("RGB", (2000, 2000), (200, 150, 180)).save(tmp_path / "huge.png")
+    rec = dataset_index.image_record(tmp_path / "huge.png")
+    assert "over the 1 MP limit per image (CELLKIT_MAX_PIXELS)" in rec["error"] and rec["phash"] is None
