@@ -161,7 +161,10 @@ def evaluate_classifier(
     if split_file:
         idx = load_split(split_file, paths)[part]
         if len(idx) == 0:
-            raise CellkitError(f"no image of split part {part!r} of {split_file} found under {data}")
+            raise CellkitError(
+                f"no image of split part {part!r} of {split_file} found under {data}; to score every image of your "
+                "own labelled folder, add --all"
+            )
     chunks = []
     for start in range(0, len(idx), 256):
         images = [read_image(Path(data) / paths[i]) for i in idx[start : start + 256]]

@@ -91,3 +91,26 @@ def test_evaluate_on_labelled_folder(tmp_path, weights, monkeypatch, capsys):
     assert code == 0, err
     assert "leaf  macro-F1" in out and "pbc8  macro-F1" in out and "n=9" in out and "ECE" in out
     assert (tmp_path / "r.json").is_file()
+
+
+def test_evaluate_scores_a_labs_own_folder_with_all(tmp_path, weights, monkeypatch, capsys):
+    """The card's split file names another dataset's images: --all scores every image of the lab's folder."""
+    import json
+
+    root = tmp_path / "my_lab"
+    for folder, kind in (("lymphocyte", 0), ("neutrophil", 1)):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(make_crop(kind, 40, i)).save(root / folder / f"cell_{i}.png")
+    (weights / "split.json").write_text(json.dumps({"train": [], "val": [], "test": ["pbc/x/y.jpg"]}))
+    card = weights / "tiny.json"
+    raw = json.loads(card.read_text())
+    raw["card"]["data"] = {"split_file": "split.json"}
+    card.write_text(json.dumps(raw))
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--data", root)
+    assert code == 2 and "add --all" in err and err.count("\n") == 1
+    code, out, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all")
+    assert code == 0, err
+    assert "(all images, n=6)" in out
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all", "--split-file", weights / "split.json")
+    assert code == 2 and "not both" in err

@@ -126,6 +126,7 @@ def evaluate_command(
     data: Path = typer.Option(None, "--data", help="labelled folder <class>/<image> (default ../shared/data/pbc)"),
     split_file: Path = typer.Option(None, help="split JSON; default: the one named in the model card, if present"),
     part: str = typer.Option("test", help="split part to evaluate: train, val or test"),
+    every: bool = typer.Option(False, "--all", help="every image under --data, no split (e.g. your lab's own folder)"),
     out: Path = typer.Option(None, "--out", help="write the full report as JSON here"),
 ) -> None:
     """Evaluate a classifier: macro-F1 at leaves / PBC-8 / tree levels, ECE; prints a summary."""
@@ -143,7 +144,9 @@ def evaluate_command(
     root = data or (config.data_dir() / DEFAULT_DATASET if config.data_dir() else None)
     if root is None:
         raise CellkitError("no evaluation data: pass --data <folder with class sub-folders>")
-    if split_file is None:
+    if every and split_file is not None:
+        raise CellkitError("--all scores every image: give --split-file or --all, not both")
+    if split_file is None and not every:
         named = clf.spec.card.get("data", {}).get("split_file")
         candidate = config.weights_dir() / named if named else None
         split_file = candidate if candidate and candidate.is_file() else None
