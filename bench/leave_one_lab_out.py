@@ -87,6 +87,7 @@ def main() -> None:
             "--threads", str(args.threads), "--split-file", str(config.weights_dir() / "pbc_split.json"),
             "--input-size", "128", "--ood-flag-share", "0.08", "--extra", str(extra),
             "--extra-share", str(args.extra_share), "--out", str(work / "out"), "--workdir", str(work / "run"),
+            "--replace",  # a re-run in the same --work folder
         ],
         check=True,
     )  # fmt: skip
