@@ -184,7 +184,8 @@ def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image
         trail = store.case_audit(case["id"], owner)
         st.dataframe(
             [{"When": t["created"], "Version": t["version"], "What": t["what"].capitalize(), "Who": t["who"],
-              "Field": t["field"], "Cell": t["cell"], "From": display(t["from_label"]) if t["from_label"] else "",
+              "Field": t["field"], "Cell": "" if t["cell"] is None else f"#{t['cell']}",
+              "From": display(t["from_label"]) if t["from_label"] else "",
               "To": display(t["label"]) if t["label"] else "", "Note": t["note"]} for t in trail],
             hide_index=True,
         )  # fmt: skip

@@ -49,7 +49,7 @@ def current_classifier():
     return classifier(name)
 
 
-@st.cache_resource(show_spinner="Loading the detector…")
+@st.cache_resource(show_spinner="Loading the red-cell model…")
 def red_cell_classifier():
     """The bundled red-cell morphology model, or None when there is none (red cells are then only counted)."""
     from cellkit.pipeline import default_red_cell_spec
@@ -58,6 +58,7 @@ def red_cell_classifier():
     return classifier(spec.name) if spec is not None else None
 
 
+@st.cache_resource(show_spinner="Loading the detector…")
 def detector(name: str | None = None):
     from cellkit.detect import load_detector
 

@@ -140,3 +140,23 @@ def test_single_user_mode_needs_no_sign_in(monkeypatch):
     monkeypatch.chdir(ROOT)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception and not any(b.label == "Sign in" for b in at.button)
+
+
+def test_every_model_is_loaded_once_per_server(monkeypatch):
+    """The detector lost its cache once (a function inserted between it and its decorator): reloaded every rerun."""
+    import streamlit as st
+
+    import cellkit.classify
+    import cellkit.detect
+    from ui import resources
+
+    loads = []
+    monkeypatch.setattr(cellkit.detect, "load_detector", lambda name=None: loads.append(("det", name)) or object())
+    monkeypatch.setattr(cellkit.classify, "load_classifier", lambda name=None: loads.append(("clf", name)) or object())
+    st.cache_resource.clear()
+    try:
+        assert resources.detector() is resources.detector()
+        assert resources.classifier("x") is resources.classifier("x")
+    finally:
+        st.cache_resource.clear()
+    assert loads == [("det", None), ("clf", "x")]
