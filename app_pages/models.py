@@ -69,16 +69,14 @@ def adapt_evidence_ui() -> None:
         st.markdown(
             f"**Measured on three real other labs** (white cells we labelled): *{base}* ({seen}), "
             f"adapted with up to {run['per_class']} labelled cells per cell type, scored on the lab's other images "
-            f"(mean of {run['seeds']} draws)"
+            f"(mean of {run['seeds']} draws; before and after: balanced accuracy)"
         )
         rows = [
-            {"lab": lab, "labelled cells given": sum(r["labelled_counts"].values()), "cells scored": r["eval_cells"],
-             "balanced accuracy before": r["before"]["balanced_accuracy"],
-             "after, labelled": r["after_labelled"]["balanced_accuracy"],
-             "after, unlabelled only": r["after_unlabelled"]["balanced_accuracy"],
+            {"lab": lab, "cells given": sum(r["labelled_counts"].values()), "cells scored": r["eval_cells"],
+             "before": r["before"]["balanced_accuracy"], "after, labelled": r["after_labelled"]["balanced_accuracy"],
+             "after, unlabelled": r["after_unlabelled"]["balanced_accuracy"],
              "flagged before": r["before"]["flagged"], "flagged after": r["after_labelled"]["flagged"],
-             "wrong and not flagged after": r["after_labelled"]["wrong_unflagged"],
-             "seconds": r["adapt_seconds"]}
+             "wrong, unflagged after": r["after_labelled"]["wrong_unflagged"], "seconds": r["adapt_seconds"]}
             for lab, r in run["rows"].items()
         ]  # fmt: skip
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"models_adapt_evidence_{run['base_model']}")
