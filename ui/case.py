@@ -48,7 +48,9 @@ def case_picker_ui(store, owner: str) -> dict | None:
         # name and start time only: they never change, so the picker's text is never stale (the browser keeps a
         # selectbox's old text when only format_func's output changes, streamlit#13788); counts and status are
         # shown below it, drawn after this run's uploads
-        names = {c["id"]: f"{c['name']} · started {str(c['created'])[:16].replace('T', ' ')}" for c in cases}
+        started = {c["id"]: str(c["created"])[:16].replace("T", " ") for c in cases}
+        names = {c["id"]: c["name"] if started[c["id"]] in c["name"] else f"{c['name']} · started {started[c['id']]}"
+                 for c in cases}  # fmt: skip
         chosen = pick_col.selectbox("Case", ids, index=ids.index(state["case_id"]), format_func=names.get,
                                     key="case_pick")  # fmt: skip
         if chosen != state["case_id"]:
@@ -165,9 +167,10 @@ def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image
         with st.form("case_sign"):
             reviewer = st.text_input("Reviewer", value=widgets.app_user(), key="case_reviewer")
             concerns = sign_off_concerns(summary, unsaved)
-            st.caption(f"{summary['white_cells_counted']} of {summary['target_wbc']} white cells counted.")
             anyway = False
-            if concerns:
+            if not concerns:
+                st.caption(f"{summary['white_cells_counted']} of {summary['target_wbc']} white cells counted.")
+            else:
                 st.warning("Before signing: " + "; ".join(concerns) + ".", icon=":material/warning:")
                 anyway = st.checkbox("I have checked these and sign anyway", key="case_sign_anyway",
                                      disabled=bool(unsaved))  # fmt: skip
