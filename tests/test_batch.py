@@ -107,6 +107,7 @@ def test_job_writes_records_summary_and_cells(fakes, inputs, tmp_path):
     bad = summary[summary.status == "error"]
     assert set(bad.path.map(lambda p: Path(p).name)) == {"broken.jpg", "missing.png"}
     assert bad.error.str.contains("not a readable image").any() and bad.wbc.isna().all()
+    assert all(Path(p).name in e for p, e in zip(bad.path, bad.error, strict=True))  # every error names its file
     ok = summary[summary.status == "ok"]
     assert (ok.wbc >= 1).all() and (ok.rbc >= 5).all()
     assert any(c.startswith("wbc_") and c.endswith("_pct") for c in summary.columns)  # the differential
@@ -388,3 +389,14 @@ def test_a_worker_exits_when_its_batch_process_is_killed(tmp_path):
     while _state(worker) not in ("", "Z") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _state(worker) in ("", "Z")
+
+
+def test_an_image_too_small_to_be_a_field_is_an_error_row_that_names_it(fakes, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (1, 1)).save(tmp_path / "in" / "dot.png")
+    out = tmp_path / "job"
+    run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert row.status == "error" and "dot.png" in row.error and "too small" in row.error

@@ -90,8 +90,9 @@ class Worker:
                 by_class=m.by_class,
             )
             del image
-        except CellkitError as exc:
-            record["error"] = str(exc)
+        except CellkitError as exc:  # the file's name first, as in every other error row
+            name = Path(task.ref).name
+            record["error"] = str(exc) if name in str(exc) else f"{task.ref}: {exc}"
         except MemoryError:
             record["error"] = f"{task.ref}: out of memory while analysing it; try fewer --workers"
         except Exception as exc:  # one image's failure is its row; the job goes on
