@@ -205,8 +205,10 @@ def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, 
     for i in range(40):  # a lab whose slides are bluer than PBC's
         crop = make_crop(i % 3, 64, 100 + i).astype(float) * [0.85, 0.95, 1.1]
         (folder / f"c{i}.png").write_bytes(encode_png(np.clip(crop, 0, 255).astype(np.uint8)))
+    (folder / "broken.png").write_bytes(b"not an image")
     code, _, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_u", "--base", "tiny_bg")
     assert code == 0, err
+    assert "--unlabelled: 1 of 41 file(s) skipped, e.g. " in err and "broken.png: not a readable image" in err
     card = json.loads((home / "models" / "lab_u.json").read_text())
     assert card["card"]["adapted_from"]["name"] == "tiny_bg" and card["card"]["adaptation"]["n_unlabelled"] == 40
     assert len(card["source_background"]) == 3  # the lab's own background, balanced to the model's

@@ -50,6 +50,9 @@ def adapt_command(
         bad = next((named(it.name, it.error) for it in found if it.error), "no images found")
         raise CellkitError(f"--unlabelled: none of the {len(found)} file(s) could be read ({bad})")
     say = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    bad = [named(it.name, it.error) for it in found if it.error]
+    if plain and bad:  # said, never dropped silently (as --labelled lists its skipped crops)
+        say(f"--unlabelled: {len(bad)} of {len(found)} file(s) skipped, e.g. {bad[0]}")
     result = adapt(clf, name, crops, plain, folds=folds, seed=seed, progress=say, batchnorm=batchnorm)
     path = save_adapted(result, replace=replace)
     report = result.report
