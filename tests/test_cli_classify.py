@@ -114,3 +114,13 @@ def test_evaluate_scores_a_labs_own_folder_with_all(tmp_path, weights, monkeypat
     assert "(all images, n=6)" in out
     code, _, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all", "--split-file", weights / "split.json")
     assert code == 2 and "not both" in err
+
+
+def test_a_red_cell_model_is_refused_for_white_cell_crops(tmp_path, monkeypatch, capsys):
+    clf = build_tiny_classifier("rbc12")
+    clf.spec.name, clf.spec.weights, clf.spec.applies_to = "tiny_rbc", "tiny_rbc.safetensors", ["rbc"]
+    save_classifier(clf.model, clf.spec, tmp_path / "w")
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "w"))
+    Image.fromarray(make_crop(0, 32, 0)).save(tmp_path / "a.png")
+    code, _, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "--model", "tiny_rbc")
+    assert code == 2 and "it classifies rbc boxes, not white-cell crops" in err and err.count("\n") == 1

@@ -31,7 +31,7 @@ def classify_command(
     from tqdm import tqdm
 
     from cellkit.classify import load_classifier
-    from cellkit.errors import named
+    from cellkit.errors import CellkitError, named
     from cellkit.io import atomic_write_bytes, check_out, iter_images
     from cellkit.results_table import classify_items, result_columns
 
@@ -42,6 +42,11 @@ def classify_command(
     items = iter_images(inputs)  # raises CellkitError (exit 2) for a missing path before reading
     first = next(items, None)
     clf = load_classifier(model)
+    if "wbc" not in (clf.spec.applies_to or ["wbc"]):  # a red-cell model's framing and classes are not white cells
+        raise CellkitError(
+            f"--model {clf.spec.name}: it classifies {', '.join(clf.spec.applies_to)} boxes, not white-cell crops; "
+            "give a white-cell model (`cellkit analyze` classifies red cells on whole smears)"
+        )
     bar = tqdm(desc="classifying", unit="img", file=sys.stderr, disable=not progress)
     rows = classify_items(clf, _chain(first, items), batch_size=batch_size, progress=bar.update)
     bar.close()
