@@ -39,7 +39,7 @@ files = st.file_uploader(
     key="classify_upload",
     max_upload_size=widgets.upload_limit_mb(),
 )
-files = widgets.refuse_oversized(files or [])
+files = widgets.kept_uploads(widgets.refuse_oversized(files or []), "classify_kept")
 if not files:
     st.info("Upload one or more crops to classify them.", icon=":material/upload:")
     st.stop()

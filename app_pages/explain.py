@@ -56,7 +56,7 @@ elif source == "Upload a crop":
         key="explain_upload",
         max_upload_size=widgets.upload_limit_mb(),
     )
-    upload = (widgets.refuse_oversized([upload]) or [None])[0]
+    upload = (widgets.kept_uploads(widgets.refuse_oversized([upload]), "explain_kept") or [None])[0]
     if upload is not None:
         with resources.user_errors():
             crop = read_image(upload.getvalue(), name=upload.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from dataclasses import dataclass
 
 # --- user-supplied text (every page) --------------------------------------------------------------
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~$^&:])")
@@ -72,6 +73,47 @@ def refuse_oversized(files) -> list:
             icon=":material/error:",
         )
     return [f for f in files if f is not None and all(f is not b for b in big)]
+
+
+@dataclass(frozen=True)
+class KeptUpload:
+    """An uploaded file kept in the session (name and bytes), read like Streamlit's UploadedFile."""
+
+    name: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+KEPT_UPLOAD_BYTES = 50 * 2**20  # a session keeps at most this much of a page's last upload
+
+
+def kept_uploads(files: list, key: str) -> list:
+    """The files of this upload, kept in the session so that the page shows them again after a visit to another
+    page (Streamlit forgets an uploader's files when its page is left); the last kept ones while the uploader is
+    empty, with a button to forget them. Uploads over :data:`KEPT_UPLOAD_BYTES` together are not kept."""
+    import streamlit as st
+
+    state = st.session_state
+    if files:
+        if sum(f.size for f in files) <= KEPT_UPLOAD_BYTES:
+            state[key] = [KeptUpload(f.name, f.getvalue()) for f in files]
+        else:
+            state.pop(key, None)
+        return files
+    kept = state.get(key) or []
+    if kept:
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.caption(f"Your last upload ({len(kept)} file(s)), kept while you visited other pages.")
+        if right.button("Clear", key=f"{key}_clear", icon=":material/close:"):
+            state.pop(key, None)
+            st.rerun()
+    return list(kept)
 
 
 # --- Home page helpers (app-shell owner) ---------------------------------------------------------

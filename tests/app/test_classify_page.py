@@ -161,3 +161,17 @@ def test_a_zip_with_no_image_is_named_in_its_message():
     at = _run_with([("lab.zip", buf.getvalue(), "application/zip")])
     assert not at.exception
     assert any("lab.zip" in e.value and "no image in the zip" in e.value for e in at.error)
+
+
+def test_the_last_upload_is_shown_again_after_a_visit_to_another_page():
+    """Streamlit forgets an uploader's files when its page is left; the page keeps the last upload."""
+    files = [("cell0.png", encode_png(make_crop(0, 80, 1)), "image/png")]
+    at = _run_with(files)
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"
+    at.file_uploader(key="classify_upload").set_value([])  # the page was left: the uploader comes back empty
+    at.run()
+    assert not at.exception
+    assert any("Your last upload (1 file(s))" in c.value for c in at.caption)
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"
+    at.button(key="classify_kept_clear").click().run()
+    assert not at.metric and any("Upload one or more crops" in i.value for i in at.info)
