@@ -47,11 +47,15 @@ def case_summary(
     wbc = rbc = platelets = 0
     flagged = 0
     rejected: dict[str, int] = {}
+    subtypes: dict[str, dict[str, int]] = {}
     for result in fields:
         for k, v in result.rejected().items():
             rejected[k] = rejected.get(k, 0) + v
         for group, v in result.differential().items():
             counts[group] = counts.get(group, 0) + int(v["count"])
+        for group, v in result.subtypes().items():
+            for node, k in v.items():
+                subtypes.setdefault(group, {})[node] = subtypes.get(group, {}).get(node, 0) + k
         nrbc += int(result.nrbc().get("count", 0))
         wbc += int(result.counts.get("wbc", 0))
         rbc += int(result.counts.get("rbc", 0))
@@ -72,6 +76,7 @@ def case_summary(
         "differential": {g: {"count": counts[g], "percent": round(100.0 * counts[g] / white, 2)} for g in ranked}
         if white
         else {},
+        "subtypes": {g: dict(sorted(v.items())) for g, v in subtypes.items() if g in counts},
         "unidentified_review": counts.get(UNKNOWN, 0),
         "nrbc": {"count": nrbc, "per_100_wbc": round(100.0 * nrbc / white, 1) if white else None},
         "detected": {"wbc": wbc, "rbc": rbc, "platelet": platelets},

@@ -87,11 +87,18 @@ def case_pdf(
         pdf.cell(w, 6, text, border=1)
     pdf.ln()
     pdf.set_font("DejaVu", "", 10)
+    subtypes = summary.get("subtypes", {})
     for group, v in summary["differential"].items():
         name = display(group) + ("  (flagged: a person decides)" if group == UNKNOWN else "")
         for text, w in zip((name, str(v["count"]), f"{v['percent']:.1f}"), cols, strict=True):
             pdf.cell(w, 6, text, border=1)
         pdf.ln()
+        for node, k in subtypes.get(group, {}).items():  # e.g. band and segmented neutrophils, indented
+            sub = "not subtyped" if node == group else display(node)
+            pct = 100.0 * k / summary["white_cells_counted"] if summary["white_cells_counted"] else 0.0
+            for text, w in zip((f"    {sub}", str(k), f"{pct:.1f}"), cols, strict=True):
+                pdf.cell(w, 5, text, border=1)
+            pdf.ln()
     if summary["unidentified_review"]:
         line(f"{summary['unidentified_review']} cell(s) are Unidentified — review and are not yet in any class.")
     if summary.get("rejected"):

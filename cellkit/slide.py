@@ -284,6 +284,21 @@ class SlideResult:
         ranked = sorted(counts.items(), key=lambda kv: (kv[0] == UNKNOWN, order.get(kv[0], len(order)), -kv[1], kv[0]))
         return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ranked}
 
+    def subtypes(self) -> dict[str, dict[str, int]]:
+        """Within each differential group, the white cells by their finer final label (band and segmented
+        neutrophils, the immature granulocytes' stages): {group: {node: n}}; a cell labelled with the group itself
+        (the model unsure between its subtypes) counts under the group's own id. Only groups with subtypes."""
+        wbc = self.detections.class_id == DETECTION_CLASSES.index("wbc")
+        if "label" not in self.detections.data:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for lab, is_wbc in zip(self.labels(), wbc, strict=True):
+            group = self.groups.get(lab, lab)
+            if is_wbc and lab not in REJECTIONS and lab != UNKNOWN:
+                out.setdefault(group, {})
+                out[group][lab] = out[group].get(lab, 0) + 1
+        return {g: dict(sorted(v.items())) for g, v in out.items() if set(v) != {g}}
+
     def nrbc(self) -> dict[str, float | None]:
         """Nucleated red cells among the white-cell boxes: {"count": n, "per_100_wbc": n per 100 white cells}
         (the white cells of :meth:`differential`); empty when nothing was classified."""

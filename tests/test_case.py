@@ -54,3 +54,15 @@ def test_thumbnails_say_what_each_cell_is_reported_as_and_what_the_model_said():
     captions = [c for _, c in thumbs]
     assert captions == ["field_07 #0\nBasophil\nmodel: Lymphocyte", "field_07 #1\nUnidentified — review"]
     assert all(t.shape == (96, 96, 3) for t, _ in thumbs)
+
+
+def test_the_differential_keeps_band_and_segmented_neutrophils_apart_under_their_group():
+    a = field(["segmented_neutrophil", "band_neutrophil", "neutrophil", "lymphocyte", "myelocyte", "unknown"],
+              None, "f1.png")  # fmt: skip
+    b = field(["segmented_neutrophil", "reject_artefact"], None, "f2.png")
+    s = case_summary("P-1", [a, b])
+    assert s["differential"]["neutrophil"]["count"] == 4
+    assert s["subtypes"] == {
+        "neutrophil": {"band_neutrophil": 1, "neutrophil": 1, "segmented_neutrophil": 2},  # "neutrophil": unsure
+        "myeloid_immature": {"myelocyte": 1},
+    }  # a group whose cells carry only its own name (lymphocyte) has no sub-rows

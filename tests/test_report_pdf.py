@@ -15,7 +15,8 @@ from cellkit.report_pdf import case_pdf
 
 @pytest.fixture
 def report(tmp_path):
-    a = field(["segmented_neutrophil", "unknown", "erythroblast", ""], ["wbc", "wbc", "wbc", "rbc"], "field_01.png")
+    a = field(["segmented_neutrophil", "band_neutrophil", "unknown", "erythroblast", ""],
+              ["wbc", "wbc", "wbc", "wbc", "rbc"], "field_01.png")  # fmt: skip
     summary = case_summary("Ward 3 / bed 12", [a])
     crop = np.full((96, 96, 3), (200, 120, 180), np.uint8)
     path = tmp_path / "case.pdf"
@@ -31,7 +32,8 @@ def test_report_text_names_everything_a_reviewer_signs(report):
     for expected in ("Ward 3 / bed 12", "field_01.png", "Neutrophil", "Unidentified — review",
                      "NRBC: 1", "per 100 WBC", "Platelets per 1,000 red cells", "Not signed", "sha256", "ab",
                      "target 100: NOT reached", "not a medical device", "White cells (x) (classifier_x)",
-                     "Platelets per 1,000 red cells: n/a", "model: Basophil"):  # fmt: skip
+                     "Platelets per 1,000 red cells: n/a", "model: Basophil", "Band neutrophil",
+                     "Segmented neutrophil"):  # fmt: skip
         assert expected in text, expected
     assert "segmented_neutrophil" not in text and "unknown" not in text and "None" not in text  # display names only
 

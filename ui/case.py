@@ -102,7 +102,9 @@ def summary_ui(summary: dict, display) -> None:
         return
     diff = summary["differential"]
     if diff:
-        st.dataframe([{"White cell": display(g), "Count": v["count"], "%": v["percent"]} for g, v in diff.items()],
+        subtypes = summary.get("subtypes", {})
+        st.dataframe([{"White cell": display(g), "Count": v["count"], "%": v["percent"],
+                       "Of which": subtype_words(subtypes.get(g, {}), g, display)} for g, v in diff.items()],
                      hide_index=True)  # fmt: skip
     nrbc = summary["nrbc"]
     per100 = f"{nrbc['per_100_wbc']:g} per 100 WBC" if nrbc["per_100_wbc"] is not None else "no white cells yet"
@@ -124,6 +126,11 @@ def summary_ui(summary: dict, display) -> None:
     if summary["unidentified_review"]:
         st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them in *Cells & "
                    "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip
+
+
+def subtype_words(counts: dict[str, int], group: str, display) -> str:
+    """ "Band neutrophil 3, Segmented neutrophil 40" ("not subtyped" for cells labelled with the group itself)."""
+    return ", ".join(f"{'not subtyped' if n == group else display(n)} {k}" for n, k in counts.items())
 
 
 def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:

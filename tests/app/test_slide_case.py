@@ -177,3 +177,12 @@ def test_a_field_uploaded_while_another_is_open_is_the_one_shown():
     assert picker().value == new and len(picker().options) == 3
     assert picker().format_func(new) == "3. field3.png"
     assert any("over 3 field(s)" in p.proto.text for p in at.get("progress"))
+
+
+def test_subtype_words_read_as_a_person_says_them():
+    from cellkit.taxonomy import load_taxonomy
+    from ui.case import subtype_words
+
+    tax = load_taxonomy("pbc")
+    words = subtype_words({"band_neutrophil": 1, "neutrophil": 2, "segmented_neutrophil": 9}, "neutrophil", tax.display)
+    assert words == "Band neutrophil 1, not subtyped 2, Segmented neutrophil 9"
