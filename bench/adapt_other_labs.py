@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from other_labs_labelled import SOURCES, labelled_crops, score
+from other_labs_labelled import SOURCES, labelled_crops, score, txl_root
 
 CANNOT_SHOW = (
     "Labels by engineers, not a hematologist; 3 labs; BCCD and BCDD have 2-3 classes and 25-32 eval cells "
@@ -104,10 +104,7 @@ def main() -> None:
     from cellkit.classify import load_classifier
 
     torch.set_num_threads(args.threads)
-    data = config.data_dir()
-    if data is None or not (data / "txl_pbc").is_dir():
-        raise SystemExit("no ../shared/data/txl_pbc: set CELLKIT_DATA_DIR")
-    root = data / "txl_pbc"
+    root = txl_root()
     report: dict[str, dict] = {}
     for model in args.models:
         base = load_classifier(model)

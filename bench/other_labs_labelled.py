@@ -35,6 +35,16 @@ LABELS = Path(__file__).parent / "data" / "txl_pbc_wbc_labels.csv"
 SOURCES = ("Raabin-WBC", "BCCD", "BCDD")
 
 
+def txl_root() -> Path:
+    """TXL-PBC under the data folder (``../shared/data`` or ``CELLKIT_DATA_DIR``); stops the bench when absent."""
+    from cellkit import config
+
+    data = config.data_dir()
+    if data is None or not (data / "txl_pbc").is_dir():
+        raise SystemExit("no ../shared/data/txl_pbc: set CELLKIT_DATA_DIR")
+    return data / "txl_pbc"
+
+
 def labelled_crops(root: Path, part: str, scale: float) -> dict[str, list[tuple[str, np.ndarray, str]]]:
     """{source: [(image#box, crop, label), ...]} for one part of the label file."""
     from cellkit.crops import crop_box
@@ -137,10 +147,7 @@ def main() -> None:
     from cellkit.classify import load_classifier
 
     torch.set_num_threads(args.threads)
-    data = config.data_dir()
-    if data is None or not (data / "txl_pbc").is_dir():
-        raise SystemExit("no ../shared/data/txl_pbc: set CELLKIT_DATA_DIR")
-    root = data / "txl_pbc"
+    root = txl_root()
     if args.export_train:
         export(root, args.export_train, 2.5)
         return
