@@ -134,7 +134,7 @@ if path:
         a.plotly_chart(plots.colour_box(ok, by, metric), width="stretch")
         b.plotly_chart(plots.colour_scatter(ok, by), width="stretch")
         st.plotly_chart(plots.size_scatter(stats.size_counts(images)), width="stretch")
-        st.dataframe(stats.colour_table(images, by).round(3), hide_index=True)
+        st.dataframe(stats.colour_table(images, by, readable=True).round(3), hide_index=True)
 
     with tabs["Duplicates & errors"]:
         question = "Near-duplicate if perceptual hashes differ in at most (bits of 64)"

@@ -24,25 +24,40 @@ def model_data_table(specs: list) -> pd.DataFrame:
     """
     rows: list[dict[str, Any]] = []
 
+    def add(spec: Any, path: list[str], ints: dict[str, int]) -> None:
+        for k, v in ints.items():
+            if not any(word in str(k).lower() for word in NOT_COUNTS):  # a hash distance is no count of images
+                shown = (spec.card or {}).get("display_name") or spec.name
+                rows.append({"model": spec.name, "shown": shown, "task": spec.task, "table": ".".join(path),
+                             "key": str(k), "count": v})  # fmt: skip
+
     def walk(node: Any, path: list[str], spec: Any, depth: int = 0) -> None:
         if not isinstance(node, dict) or depth > 4 or not node:
             return
         ints = {k: v for k, v in node.items() if isinstance(v, int) and not isinstance(v, bool)}
         if ints and len(ints) == len(node):
-            for k, v in ints.items():
-                rows.append({"model": spec.name, "task": spec.task, "table": ".".join(path), "key": str(k), "count": v})
+            add(spec, path, ints)
             return
         for k, v in node.items():
             walk(v, [*path, str(k)], spec, depth + 1)
         if ints and len(ints) < len(node):
-            for k, v in ints.items():
-                rows.append({"model": spec.name, "task": spec.task, "table": ".".join(path), "key": str(k), "count": v})
+            add(spec, path, ints)
 
     for spec in specs:
         card = spec.card or {}
         for top in ("data", "split"):
             walk(card.get(top), [top], spec)
-    return pd.DataFrame(rows, columns=["model", "task", "table", "key", "count"])
+    return pd.DataFrame(rows, columns=["model", "shown", "task", "table", "key", "count"])
+
+
+NOT_COUNTS = ("distance", "threshold", "seed", "epoch", "px", "pixels", "version")  # integers that count no images
+
+
+def words(key: str) -> str:
+    """A card key as words: "n_images" -> "images", "data.split_sizes" -> "split sizes"."""
+    last = key.rsplit(".", 1)[-1]
+    text = last.removeprefix("n_").replace("_", " ").strip()
+    return text[:1].upper() + text[1:] if text else key
 
 
 def model_data_notes(spec: Any) -> dict[str, str]:

@@ -149,7 +149,14 @@ def mosaic_figure(grid: np.ndarray, labels: list[str], title: str = "Sample imag
 
 def model_data_bar(table: pd.DataFrame, title: str = "Training data of the bundled models") -> go.Figure:
     """Counts found in the model cards (from :func:`cellkit.model_data.model_data_table`), one panel per model."""
-    fig = px.bar(table, x="key", y="count", color="table", facet_col="model", text_auto=True)
+    from cellkit.model_data import words
+
+    shown = table.assign(
+        key=table["key"].map(words), table=table["table"].map(words),
+        model=table["shown"] if "shown" in table else table["model"],
+    )  # fmt: skip
+    fig = px.bar(shown, x="key", y="count", color="table", facet_col="model", text_auto=True,
+                 labels={"key": "", "count": "images", "table": "table"})  # fmt: skip
     fig.update_xaxes(matches=None, title=None)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
     return _fig(fig, title)

@@ -75,15 +75,27 @@ def size_counts(images: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("count", ascending=False, ignore_index=True)
 
 
-def colour_table(images: pd.DataFrame, by: str = "class") -> pd.DataFrame:
-    """Mean and standard deviation of the colour / stain statistics per ``by`` (class, source, split)."""
+COLOUR_WORDS = {  # what each colour statistic is called on screen
+    "mean_r": "Red", "mean_g": "Green", "mean_b": "Blue", "hue": "Hue (°)", "sat": "Saturation", "val": "Brightness",
+    "od_r": "Optical density, red", "od_g": "Optical density, green", "od_b": "Optical density, blue",
+    "od_stain": "Optical density of stain", "stained": "Stained share",
+}  # fmt: skip
+
+
+def colour_table(images: pd.DataFrame, by: str = "class", readable: bool = False) -> pd.DataFrame:
+    """Mean and standard deviation of the colour / stain statistics per ``by`` (class, source, split); with
+    ``readable``, columns in words ("Red, mean", "Hue (°), sd") for the screen."""
     df = _ok(images).dropna(subset=["mean_r"])
     if df.empty or df[by].isna().all():
         return pd.DataFrame()
     agg = df.groupby(by)[COLOUR_COLUMNS].agg(["mean", "std"])
-    agg.columns = [f"{c}_{s}" for c, s in agg.columns]
-    agg.insert(0, "n", df.groupby(by).size())
-    return agg.reset_index()
+    if readable:
+        agg.columns = [f"{COLOUR_WORDS.get(c, c)}, {'mean' if s == 'mean' else 'sd'}" for c, s in agg.columns]
+    else:
+        agg.columns = [f"{c}_{s}" for c, s in agg.columns]
+    agg.insert(0, "images" if readable else "n", df.groupby(by).size())
+    out = agg.reset_index()
+    return out.rename(columns={by: by.capitalize()}) if readable else out
 
 
 def errors_table(images: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,20 @@ def test_model_data_table_reads_card_counts():
         "train": 6, "val": 2, "test": 2,
     }  # fmt: skip
     assert model_data.model_data_notes(spec) == {"dataset": "PBC"}
-    assert len(plots.model_data_bar(table).data) > 0
+    fig = plots.model_data_bar(table)
+    assert len(fig.data) > 0
+    assert {t.name for t in fig.data} == {"Data", "Split sizes"}  # words on screen, not card keys
+    assert not any("_" in str(x) for t in fig.data for x in t.x)
+
+
+def test_integers_that_count_no_images_are_left_out():
+    spec = ModelSpec(
+        name="m", task="detector", arch="a", weights="m.safetensors", input_size=8, labels=["x"],
+        card={"display_name": "Cells (v2)", "data": {"max_hash_distance": 8, "train_images_used": 700}},
+    )  # fmt: skip
+    table = model_data.model_data_table([spec])
+    assert table["key"].tolist() == ["train_images_used"] and table["shown"].tolist() == ["Cells (v2)"]
+    assert model_data.words("data.cbc_dropped_same_bccd_name") == "Cbc dropped same bccd name"
 
 
 def test_model_split_table_from_split_file(tmp_path):

@@ -30,6 +30,9 @@ def test_counts_per_class_level_split(cls_index):
     }  # fmt: skip
     assert stats.size_counts(cls_index.images).to_dict("records") == [{"width": 48, "height": 48, "count": 15}]
     assert stats.colour_table(cls_index.images, "class")["n"].sum() == 15
+    shown = stats.colour_table(cls_index.images, "class", readable=True)
+    assert shown["images"].sum() == 15 and "Red, mean" in shown and "Hue (°), sd" in shown
+    assert not any("_" in c for c in shown.columns)
 
 
 def test_exact_and_near_duplicates_across_splits(tmp_path):
