@@ -24,6 +24,13 @@ from cellkit import (
 from ui import resources
 from ui.widgets import plain, thumbnail
 
+
+def named_nodes(table, tax):
+    """The table with its ``node`` ids as a "cell type" column of display names (a folder outside the tree: blank)."""
+    names = {n: tax.display(n) for n in tax.ids}  # "(not in taxonomy)" and other placeholders stay as they are
+    return table.assign(**{"cell type": [names.get(n, n if isinstance(n, str) else "") for n in table["node"]]})
+
+
 st.title("Dataset", anchor=False)
 st.caption(
     "Any image folder: class folders, YOLO or Pascal VOC detection sets, or a folder holding several datasets. "
@@ -93,7 +100,8 @@ if path:
             a.plotly_chart(plots.taxonomy_sunburst(stats.level_counts(images, tax), tax), width="stretch")
             title = "Images per folder class (colour: finest node)"
             b.plotly_chart(
-                plots.counts_bar(stats.class_counts(images), "class", color="node", title=title), width="stretch"
+                plots.counts_bar(named_nodes(stats.class_counts(images), tax), "class", color="cell type", title=title),
+                width="stretch",
             )
             unmapped = sorted(ok.loc[ok["node"].isna(), "class"].dropna().unique())
             if unmapped:

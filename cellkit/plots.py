@@ -23,7 +23,7 @@ def _fig(fig: go.Figure, title: str, **layout) -> go.Figure:
 def taxonomy_sunburst(levels: pd.DataFrame, taxonomy: Taxonomy, title: str = "Images per taxonomy node") -> go.Figure:
     """Sunburst over the tree from :func:`cellkit.stats.level_counts` (totals include descendants)."""
     df = levels[levels["count"] > 0]
-    labels = [f"{taxonomy.node(n).abbr}" for n in df["node"]]
+    labels = [taxonomy.node(n).name for n in df["node"]]  # names, as on every other page (hover: with counts)
     fig = go.Figure(
         go.Sunburst(
             ids=df["node"],
