@@ -48,6 +48,11 @@ def test_default_root_shows_charts_and_detection_tabs(data_root):
     assert not at.exception and not errors(at)
     assert at.text_input[0].value == str(data_root)
     assert len(at.get("plotly_chart")) >= 5  # sunburst, classes, balancing, colour x2, sizes, mosaic...
+    import json
+
+    traces = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
+    shown = [str(t.get("name") or "") for t in traces] + [str(x) for t in traces for x in t.get("labels") or []]
+    assert "Segmented neutrophil" in shown and not [x for x in shown if "_" in x]  # legends and wedges: names
     assert any("could not be read" in w.value for w in at.warning)  # the corrupt JPEG
     assert any("No bundled models" in i.value for i in at.info)
     metrics = {m.label: m.value for m in at.metric}
