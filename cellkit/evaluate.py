@@ -165,14 +165,24 @@ def evaluate_classifier(
                 f"no image of split part {part!r} of {split_file} found under {data}; to score every image of your "
                 "own labelled folder, add --all"
             )
-    chunks = []
+    chunks, read, unreadable = [], [], []
     for start in range(0, len(idx), 256):
-        images = [read_image(Path(data) / paths[i]) for i in idx[start : start + 256]]
-        chunks.append(clf.predict_arrays(images, batch_size=128))
+        images = []
+        for i in idx[start : start + 256]:
+            try:
+                images.append(read_image(Path(data) / paths[i]))
+                read.append(i)
+            except CellkitError as exc:  # one corrupt file is skipped and named, not the end of the evaluation
+                unreadable.append(str(exc))
+        if images:
+            chunks.append(clf.predict_arrays(images, batch_size=128))
+    if not chunks:
+        raise CellkitError(f"none of the {len(idx)} images under {data} could be read; first: {unreadable[0]}")
     out = {k: np.concatenate([c[k] for c in chunks]) for k in ("node_probs", "ood_score")}
     leaf_rows = [clf.taxonomy.ids.index(lf) for lf in clf.taxonomy.leaves]
     leaf_probs = out["node_probs"][:, leaf_rows]
-    report = classification_report([nodes[i] for i in idx], leaf_probs, clf.taxonomy)
+    report = classification_report([nodes[i] for i in read], leaf_probs, clf.taxonomy)
+    report["unreadable"] = {"count": len(unreadable), "first": unreadable[:20]}
     report["ood_score"] = {
         "median": round(float(np.median(out["ood_score"])), 4),
         "flagged_fraction": round(float(np.mean(out["ood_score"] > clf.spec.ood.get("flag_above", 1.0))), 4),

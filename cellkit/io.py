@@ -29,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cellkit import config
 from cellkit.errors import CellkitError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 DEFAULT_MAX_PIXELS = 400_000_000  # a 20000 x 20000 montage (CELLKIT_MAX_PIXELS overrides)
 LARGE_PIXELS = 16_000_000  # from here on, decode straight into one uint8 array (_decode_large)
 BAND_ROWS = 256  # rows converted at a time on the large path
@@ -303,7 +303,7 @@ def read_image(
         with _open(io.BytesIO(data) if data is not None else path) as img:
             check_pixels(label, *img.size, limit, budget)
             if img.format not in ("PNG", "JPEG", "BMP", "TIFF", "MPO", "GIF", "WEBP"):
-                raise CellkitError(f"{label}: format {img.format} not supported; use PNG, JPEG, BMP or TIFF")
+                raise CellkitError(f"{label}: format {img.format} not supported; use PNG, JPEG, BMP, TIFF, WebP or GIF")
             if img.format == "TIFF" and _planar_deep(img):
                 raise CellkitError(
                     f"{label}: a TIFF with separate colour planes at more than 8 bits is not read correctly here; "
@@ -332,7 +332,7 @@ def read_image(
                 arr = _tiff_16bit(data, path)
                 if arr is not None:
                     return arr
-        raise CellkitError(f"{label}: not a readable image; expected PNG, JPEG, BMP or TIFF") from None
+        raise CellkitError(f"{label}: not a readable image; expected PNG, JPEG, BMP, TIFF, WebP or GIF") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise CellkitError(f"{label}: image is corrupt or truncated ({exc}); re-export the file") from None
 

@@ -60,6 +60,22 @@ def test_classify_writes_contract_csv(tmp_path, weights, monkeypatch, capsys):
     assert roots == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_zip_of_many_broken_files_prints_a_count_not_a_line_each(tmp_path, weights, monkeypatch, capsys):
+    from cellkit.cli._file_errors import MAX_FILE_ERRORS
+
+    with zipfile.ZipFile(tmp_path / "broken.zip", "w") as zf:
+        for i in range(MAX_FILE_ERRORS + 15):
+            zf.writestr(f"cell_{i:03d}.png", b"not a png")
+    out = tmp_path / "preds.csv"
+    code, _, err = run(monkeypatch, capsys, "classify", tmp_path / "broken.zip", "--out", out)
+    assert code == 1
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert sum("cell_" in x for x in lines) == MAX_FILE_ERRORS
+    assert f"15 more file(s) failed ({MAX_FILE_ERRORS + 15} in all)" in err and str(out) in err
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == MAX_FILE_ERRORS + 15 and all(r["error"] for r in rows)  # every file is still a row
+
+
 def test_exit_codes(tmp_path, weights, monkeypatch, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
@@ -91,6 +107,27 @@ def test_evaluate_on_labelled_folder(tmp_path, weights, monkeypatch, capsys):
     assert code == 0, err
     assert "leaf  macro-F1" in out and "pbc8  macro-F1" in out and "n=9" in out and "ECE" in out
     assert (tmp_path / "r.json").is_file()
+
+
+def test_evaluate_skips_and_names_a_corrupt_image(tmp_path, weights, monkeypatch, capsys):
+    import json
+
+    root = tmp_path / "lab"
+    for folder, kind in (("lymphocyte", 0), ("neutrophil", 1)):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(make_crop(kind, 40, i)).save(root / folder / f"cell_{i}.png")
+    (root / "neutrophil" / "cell_0.png").write_bytes(b"truncated")
+    code, out, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all", "--out", tmp_path / "r.json")
+    assert code == 1 and "n=5" in out  # scored over the five it could read
+    assert "1 unreadable image(s) left out" in err and "cell_0.png" in err
+    assert json.loads((tmp_path / "r.json").read_text())["unreadable"]["count"] == 1
+    for p in (root / "lymphocyte").iterdir():
+        p.write_bytes(b"x")
+    (root / "neutrophil" / "cell_1.png").write_bytes(b"x")
+    (root / "neutrophil" / "cell_2.png").write_bytes(b"x")
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all")
+    assert code == 2 and "none of the 6 images" in err
 
 
 def test_evaluate_scores_a_labs_own_folder_with_all(tmp_path, weights, monkeypatch, capsys):

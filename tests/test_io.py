@@ -19,9 +19,10 @@ def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
     return buf.getvalue()
 
 
-def test_reads_rgb_png_jpeg_bmp_tiff(tmp_path):
+def test_reads_rgb_png_jpeg_bmp_tiff_webp_gif(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    for fmt, ext in [("PNG", "png"), ("JPEG", "jpg"), ("BMP", "bmp"), ("TIFF", "tif")]:
+    formats = [("PNG", "png"), ("JPEG", "jpg"), ("JPEG", "jfif"), ("BMP", "bmp"), ("TIFF", "tif")]
+    for fmt, ext in [*formats, ("WEBP", "webp"), ("GIF", "gif")]:
         path = tmp_path / f"a.{ext}"
         Image.fromarray(rgb).save(path, format=fmt)
         out = read_image(path)
@@ -94,13 +95,15 @@ def test_iter_images_mixes_good_bad_and_zip(tmp_path):
     (tmp_path / "d" / "ok.png").write_bytes(_png(np.zeros((5, 5, 3), np.uint8)))
     (tmp_path / "d" / "sub" / "bad.jpg").write_bytes(b"garbage")
     (tmp_path / "d" / "notes.txt").write_text("ignored")
+    Image.new("RGB", (6, 6), (200, 100, 50)).save(tmp_path / "d" / "sub" / "phone.webp")  # read, not skipped
     zpath = tmp_path / "d" / "crops.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
         zf.writestr("a/one.png", _png(np.ones((4, 4, 3), np.uint8)))
     items = list(iter_images([tmp_path / "d"]))
     names = [i.name for i in items]
-    assert len(items) == 3
+    assert len(items) == 4
     assert any(n.endswith("crops.zip/a/one.png") for n in names)
+    assert any(n.endswith("phone.webp") for n in names)
     bad = [i for i in items if i.error]
     assert len(bad) == 1 and "bad.jpg" in bad[0].name
     with pytest.raises(CellkitError, match="no such file"):

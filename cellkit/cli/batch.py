@@ -13,6 +13,8 @@ from typing import Any
 
 import typer
 
+from cellkit.cli._file_errors import FileErrors
+
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add ``batch`` and ``import`` to the cellkit app."""
@@ -57,9 +59,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 typer.echo(f"{skipped} of {len(tasks)} image(s) already done in {out}; skipping them", err=True)
             bar["bar"] = tqdm(total=todo, desc="images", unit="img", leave=False)
 
+        errors = FileErrors(f"{out}/summary.csv")
+
         def done(row: dict[str, Any]) -> None:
             if row["status"] == "error":
-                tqdm.write(f"error: {row['error']}", file=sys.stderr)
+                errors(row["path"], row["error"])
             bar["bar"].update()
 
         try:
@@ -70,6 +74,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         finally:
             if "bar" in bar:
                 bar["bar"].close()
+            errors.close()
         rate = f" ({report.images_per_s:.2f} img/s)" if report.analysed else ""
         typer.echo(
             f"{report.analysed} analysed now{rate}, {report.skipped} skipped, {report.failed} with errors; "

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import typer
 
+from cellkit.cli._file_errors import FileErrors
+
 
 def classify_command(
     inputs: list[Path] = typer.Argument(..., help="image files, folders (searched recursively) or .zip archives"),
@@ -31,7 +33,7 @@ def classify_command(
     from tqdm import tqdm
 
     from cellkit.classify import load_classifier
-    from cellkit.errors import CellkitError, named
+    from cellkit.errors import CellkitError
     from cellkit.io import atomic_write_bytes, check_out, iter_images
     from cellkit.results_table import classify_items, result_columns
 
@@ -60,8 +62,10 @@ def classify_command(
     else:
         sys.stdout.write(buf.getvalue())
     errors = [r for r in rows if r["error"]]
+    report = FileErrors(str(out) if out else "the CSV's error column")
     for r in errors:
-        typer.echo(f"error: {named(r['path'], r['error'])}", err=True)
+        report(r["path"], r["error"])
+    report.close()
     done = len(rows) - len(errors)
     if out:
         typer.echo(f"classified {done} of {len(rows)} images -> {out}", err=True)

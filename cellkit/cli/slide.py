@@ -18,7 +18,8 @@ from typing import Any
 
 import typer
 
-from cellkit.errors import CellkitError, named
+from cellkit.cli._file_errors import FileErrors
+from cellkit.errors import CellkitError
 
 BOX_COLUMNS = ["path", "x1", "y1", "x2", "y2", "class", "confidence"]
 TILE_RANGE = (64, 8192)  # pixels: below, cells no longer fit a tile; above, one tile's memory is too large
@@ -74,13 +75,13 @@ def _check_tiling(tile: int | None, overlap: int | None) -> None:
         raise CellkitError(f"--overlap: expected {limit} pixels, got {overlap}")
 
 
-def _readable(items: Iterator[Any], *sinks: list[dict[str, Any]]) -> Iterator[Any]:
-    """Readable images among ``items`` (with a progress bar); each unreadable one goes to stderr and every sink."""
+def _readable(items: Iterator[Any], errors: FileErrors, *sinks: list[dict[str, Any]]) -> Iterator[Any]:
+    """Readable images among ``items`` (with a progress bar); each unreadable one goes to ``errors`` and every sink."""
     from tqdm import tqdm
 
     for item in tqdm(items, desc="images", unit="img", leave=False):
         if item.error:
-            _report_error(item.name, item.error)
+            errors(item.name, item.error)
             for sink in sinks:
                 sink.append({"path": item.name, "error": item.error})
             continue
@@ -106,14 +107,6 @@ def _dump_json(obj: Any, fh: Any) -> None:
     json.dump(obj, text, indent=2)
     text.write("\n")
     text.detach()  # leave the file open: atomic_write closes it
-
-
-def _report_error(name: str, error: str) -> None:
-    import sys
-
-    from tqdm import tqdm
-
-    tqdm.write(f"error: {named(name, error)}", file=sys.stderr)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -149,7 +142,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         items = _check_inputs(inputs)
         det, clf, by_class = _models(classify, detector, classifier, rbc_model)
         rows: list[dict[str, Any]] = []
-        for item in _readable(items, rows):
+        errors = FileErrors(str(out))
+        for item in _readable(items, errors, rows):
             image = item.take()
             if clf is None:
                 dets = detect_tiled(image, det, tile, overlap)
@@ -167,6 +161,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 frame_rows = frame.to_dict(orient="records")
             rows.extend({"path": item.name, **r} for r in frame_rows or [{}])  # no box: one row, path only
         _write_csv(rows, out, BOX_COLUMNS + (["leaf", "label"] if clf is not None else []))
+        errors.close()
         failed = sum(1 for r in rows if "error" in r)
         n_boxes = sum(1 for r in rows if "x1" in r)
         typer.echo(f"{n_boxes} boxes written to {out}" + (f" ({failed} file(s) failed)" if failed else ""), err=True)
@@ -229,7 +224,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         case_id = None
         if store is not None and case:  # the case in the database too: it opens on the Slide page
             case_id = store.create_case(owner, case, target_wbc)
-        for item in _readable(items, reports, rows):
+        errors = FileErrors(str(out))
+        for item in _readable(items, errors, reports, rows):
             image = item.take()
             result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
             if case:
@@ -274,6 +270,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             atomic_write(out, lambda fh: _dump_json(reports, fh))
         else:
             _write_csv(rows, out, BOX_COLUMNS)
+        errors.close()
         failed = sum(1 for r in reports if "error" in r)
         done = len(reports) - failed
         if db_errors:

@@ -162,6 +162,12 @@ def evaluate_command(
     if out:
         atomic_write_bytes(out, (json.dumps(report, indent=1) + "\n").encode())
         typer.echo(f"  report written to {out}")
+    bad = report["unreadable"]
+    if bad["count"]:  # scored without them: said, and the exit code says the figures are not over every image
+        typer.echo(
+            f"error: {bad['count']} unreadable image(s) left out of these figures; first: {bad['first'][0]}", err=True
+        )
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
