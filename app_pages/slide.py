@@ -15,6 +15,7 @@ from cellkit import (
     case_summary,
     check_field,
     config,
+    field_scale_warning,
     heavy_job,
     image_sha256,
     make_demo_smear,
@@ -230,7 +231,9 @@ if case and results:
         red_spec = getattr(resources.red_cell_classifier(), "spec", None)  # withholds forms at the wrong scale
     except CellkitError:
         red_spec = None
-    summary = case_summary(case["name"], list(results.values()), case["target_wbc"], case.get("details"), red_spec)
+    det_spec = resources.detector().spec  # names the fields whose counts are unreliable at their scale
+    summary = case_summary(case["name"], list(results.values()), case["target_wbc"], case.get("details"), red_spec,
+                           det_spec)  # fmt: skip
     case_ui.progress_ui(case, summary)
     ids = list(results)
     current = slide["id"] if slide and slide["id"] in results else None
@@ -344,6 +347,9 @@ if slide:
     cols[3].metric("Time (s)", f"{result.timings.get('total_s', 0):.2f}")
     if not len(result.detections):
         st.info("No cells found in this image. Is it a stained blood smear at a usual magnification?")
+    off_scale = field_scale_warning(result, resources.detector().spec)
+    if off_scale:
+        st.warning(off_scale, icon=":material/straighten:")
     tabs = st.tabs(["Cells & review", "Case & report", "Image", "WBC differential", "Red cells", "Export"])
     tab_cells, tab_case, tab_img, tab_diff, tab_red, tab_export = tabs
     with tab_case:

@@ -59,6 +59,7 @@ _LAZY = {
     "check_field": "cellkit.slide",
     "red_cell_findings": "cellkit.rbc_grading",
     "scale_warning": "cellkit.rbc_grading",
+    "field_scale_warning": "cellkit.scale",
     # explanations
     "explain": "cellkit.explain",
     "EXPLAINERS": "cellkit.explain",

@@ -23,17 +23,27 @@ PLATELET_CAVEAT = (
 )
 
 
+OFF_SCALE_WORDS = (
+    "{n} field(s) have red cells of a size the detector was never trained on ({names}): an upscaled or downscaled "
+    "image, or another magnification. Their counts and differential are unreliable; analyse them at original size."
+)
+
+
 def case_summary(
     name: str,
     fields: Sequence[SlideResult],
     target_wbc: int = DEFAULT_TARGET_WBC,
     details: dict[str, Any] | None = None,
     red_cell_spec: Any = None,
+    detector_spec: Any = None,
 ) -> dict[str, Any]:
     """The case's totals over its ``fields`` (see the module docstring); every figure from the final labels.
     ``details``: the specimen's details as entered (printed on the report); ``red_cell_spec``: the red-cell model's
-    card, to withhold the schistocyte finding when a field's scale is off for it (``rbc_grading.scale_warning``)."""
+    card, to withhold the schistocyte finding when a field's scale is off for it (``rbc_grading.scale_warning``);
+    ``detector_spec``: the detector's card, to name the fields whose counts are unreliable at their scale
+    (``scale.field_scale_warning``)."""
     from cellkit.rbc_grading import red_cell_findings, scale_warning
+    from cellkit.scale import field_scale_warning
 
     red: dict[str, dict[str, float]] = {}
     withheld = ""
@@ -46,6 +56,7 @@ def case_summary(
     nrbc = 0
     wbc = rbc = platelets = 0
     flagged = 0
+    off_scale = [r.name for r in fields if detector_spec is not None and field_scale_warning(r, detector_spec)]
     rejected: dict[str, int] = {}
     subtypes: dict[str, dict[str, int]] = {}
     for result in fields:
@@ -86,6 +97,8 @@ def case_summary(
         "platelet_caveat": PLATELET_CAVEAT,
         "red_cells": [f.to_dict() for f in red_cell_findings(red, withheld=withheld)],
         "red_cells_withheld": withheld,
+        "off_scale_fields": off_scale,
+        "off_scale_warning": OFF_SCALE_WORDS.format(n=len(off_scale), names=", ".join(off_scale)) if off_scale else "",
         "flagged_cells": flagged,
         "rejected": rejected,
         "models": _models(fields),

@@ -47,13 +47,12 @@ def scale_warning(result: Any, spec: Any) -> str:
     to the smear's own cells, but another magnification or camera changes what a cell looks like, and the
     model has only seen one (tested: on TXL-PBC smears, red cells 2.2x larger, it calls most cells spherocytes
     or burr cells)."""
-    import numpy as np
+    from cellkit.scale import red_cell_side
 
     ref = (getattr(spec, "card", None) or {}).get("reference_cell_px", {}).get("median")
-    boxes = result.detections.xyxy[result.detections.class_name == "rbc"]
-    if not ref or len(boxes) < 5:
+    side = red_cell_side(result)
+    if not ref or side is None:
         return ""
-    side = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
     ratio = side / float(ref)
     if SCALE_RANGE[0] <= ratio <= SCALE_RANGE[1]:
         return ""

@@ -99,6 +99,8 @@ def case_pdf(
             for text, w in zip((f"    {sub}", str(k), f"{pct:.1f}"), cols, strict=True):
                 pdf.cell(w, 5, text, border=1)
             pdf.ln()
+    if summary.get("off_scale_warning"):
+        line(summary["off_scale_warning"])
     if summary["unidentified_review"]:
         line(f"{summary['unidentified_review']} cell(s) are Unidentified — review and are not yet in any class.")
     if summary.get("rejected"):

@@ -102,3 +102,15 @@ def labelled_result(labels: list[str], classes: list[str] | None = None, name: s
     return SlideResult(dets, (40, 20 * n + 20), node_ids=("x",), name=name, taxonomies=("pbc",),
                        groups=load_taxonomy("pbc").primary_grouping(),
                        models={"detector": {"name": "d", "sha256": "ab"}})  # fmt: skip
+
+
+def result_with_red_cells(side: float, n: int = 20):
+    """A field of ``n`` red-cell boxes of ``side`` px, no other cell."""
+    import numpy as np
+
+    from cellkit.slide import SlideResult
+    from cellkit.types import DETECTION_CLASSES, Detections
+
+    xy = np.array([[10 * i, 0, 10 * i + side, side] for i in range(n)], np.float32)
+    dets = Detections(xy, np.ones(n, np.float32), np.full(n, DETECTION_CLASSES.index("rbc")), DETECTION_CLASSES)
+    return SlideResult(dets, (500, 500))

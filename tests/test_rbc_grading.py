@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from _fakes import result_with_red_cells
 
 from cellkit.rbc_grading import MIN_RED_CELLS, red_cell_findings
 
@@ -38,28 +39,17 @@ def test_no_red_cells_no_findings():
     assert red_cell_findings({}) == []
 
 
-def _result_with_red_cells(side: float, n: int = 20):
-    import numpy as np
-
-    from cellkit.slide import SlideResult
-    from cellkit.types import DETECTION_CLASSES, Detections
-
-    xy = np.array([[10 * i, 0, 10 * i + side, side] for i in range(n)], np.float32)
-    dets = Detections(xy, np.ones(n, np.float32), np.full(n, DETECTION_CLASSES.index("rbc")), DETECTION_CLASSES)
-    return SlideResult(dets, (500, 500))
-
-
 def test_red_cells_at_another_magnification_withhold_the_schistocyte_finding():
     from types import SimpleNamespace
 
     from cellkit.rbc_grading import scale_warning
 
     spec = SimpleNamespace(card={"reference_cell_px": {"median": 40.0}})
-    assert scale_warning(_result_with_red_cells(44), spec) == ""  # within 2/3-3/2
-    text = scale_warning(_result_with_red_cells(88), spec)
+    assert scale_warning(result_with_red_cells(44), spec) == ""  # within 2/3-3/2
+    text = scale_warning(result_with_red_cells(88), spec)
     assert "2.2x the size" in text and "withheld" in text
-    assert scale_warning(_result_with_red_cells(20), spec) != ""  # smaller too
-    assert scale_warning(_result_with_red_cells(88), SimpleNamespace(card={})) == ""  # no reference: no claim
+    assert scale_warning(result_with_red_cells(20), spec) != ""  # smaller too
+    assert scale_warning(result_with_red_cells(88), SimpleNamespace(card={})) == ""  # no reference: no claim
     s = _row(red_cell_findings(_comp(normal=900, schistocyte=100), withheld=text), "schistocyte")
     assert s.finding.startswith("withheld") and "suspicious" not in s.finding
 

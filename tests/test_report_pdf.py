@@ -74,3 +74,19 @@ def test_a_signed_and_amended_case_prints_its_specimen_and_history(tmp_path):
     for expected in ("Specimen: EDTA blood, MGG", "Reviewed and signed by Dr B", "opening version 2: a blast missed"):
         assert expected in text, expected
     assert "Ward:" not in text  # empty details are left out
+
+
+def test_an_off_scale_field_is_named_on_the_report(tmp_path):
+    from types import SimpleNamespace
+
+    from _fakes import result_with_red_cells
+
+    pypdf = pytest.importorskip("pypdf")
+    big = result_with_red_cells(240)
+    big.name = "upscaled.png"
+    detector = SimpleNamespace(card={"reference_cell_px": {"range_5_95": [33.0, 177.0]}})
+    summary = case_summary("S-1", [big, field(["lymphocyte"], ["wbc"], "f.png")], detector_spec=detector)
+    path = tmp_path / "scale.pdf"
+    path.write_bytes(case_pdf(summary, big.display_name))
+    text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(path).pages)
+    assert "1 field(s) have red cells of a size the detector was never trained on (upscaled.png)" in text

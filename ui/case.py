@@ -100,6 +100,8 @@ def summary_ui(summary: dict, display) -> None:
     if not summary["fields"]:
         st.info("No fields in this case yet: upload one or more images above.")
         return
+    if summary.get("off_scale_warning"):
+        st.warning(summary["off_scale_warning"], icon=":material/straighten:")
     diff = summary["differential"]
     if diff:
         subtypes = summary.get("subtypes", {})

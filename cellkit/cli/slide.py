@@ -255,7 +255,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             from cellkit.case import case_summary
 
             red_model = (by_class or {}).get("rbc")
-            summary = case_summary(case, fields, target_wbc, red_cell_spec=red_model.spec if red_model else None)
+            summary = case_summary(case, fields, target_wbc, red_cell_spec=red_model.spec if red_model else None,
+                                   detector_spec=det.spec)  # fmt: skip
             atomic_write(out, lambda fh: _dump_json({"case": summary, "fields": reports}, fh))
             if pdf is not None:
                 from cellkit.report_pdf import case_pdf

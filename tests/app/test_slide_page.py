@@ -544,3 +544,20 @@ def test_a_field_keeps_the_model_that_analysed_it_when_the_sidebar_changes(monke
     assert at.session_state["slide"]["clf"].spec.name == first
     next(b for b in at.button if b.label == "Explain this cell").click().run()
     assert at.session_state["explain_model"] == first  # the Explain page explains the call the slide shows
+
+
+def test_a_field_at_a_scale_the_detector_never_saw_is_warned(monkeypatch):
+    from _fakes import ColourDetector
+
+    import cellkit.detect
+
+    det = ColourDetector()
+    det.spec.card["reference_cell_px"] = {"range_5_95": [150.0, 200.0]}  # the drawn cells are far smaller
+    monkeypatch.setattr(cellkit.detect, "load_detector", lambda name=None: det)
+    st.cache_resource.clear()
+    img, *_ = make_smear(640, 480, n_wbc=2, n_rbc=20, n_platelet=2, seed=5)
+    at = _upload(_page().run(), encode_png(img), "tiny.png")
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("smaller than on any smear the detector was trained on" in w for w in warnings)
+    assert any("tiny.png" in w and "never trained on" in w for w in warnings)  # the case tab names the field
