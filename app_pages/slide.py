@@ -145,6 +145,8 @@ def run(image, name: str, key, meta: dict) -> None:
 db = case_store()
 case = None
 if "case_switch" in state:  # a past analysis reopened within its case
+    if state["case_switch"] != state.get("case_id"):
+        case_ui.new_uploader()
     state["case_id"] = state["case_pick"] = state.pop("case_switch")
     state.pop("case_fields", None)
 if db is not None:
@@ -170,7 +172,7 @@ up_col, demo_col = st.columns([3, 1], vertical_alignment="bottom")
 uploads = up_col.file_uploader(
     "Smear images: one or more fields of this case",
     type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
-    key="slide_upload",
+    key=case_ui.upload_key(),
     accept_multiple_files=True,
     max_upload_size=widgets.upload_limit_mb(),
     disabled=locked,

@@ -33,6 +33,20 @@ def _start_case(store, owner: str) -> None:
         return
     state["case_pick"] = cid
     state.pop("slide", None)
+    state["case_new_open"] = False  # the popover closes on Start
+    new_uploader()
+
+
+def new_uploader() -> None:
+    """Give the Slide page's uploader a new key: a new or other case starts with an empty file list (the previous
+    case's files were analysed into it and are listed there)."""
+    st.session_state["slide_upload_gen"] = st.session_state.get("slide_upload_gen", 0) + 1
+
+
+def upload_key() -> str:
+    """The Slide page uploader's current key (see :func:`new_uploader`)."""
+    gen = st.session_state.get("slide_upload_gen", 0)
+    return "slide_upload" if gen == 0 else f"slide_upload_{gen}"
 
 
 def case_picker_ui(store, owner: str) -> dict | None:
@@ -57,7 +71,9 @@ def case_picker_ui(store, owner: str) -> dict | None:
             state["case_id"] = chosen
             state.pop("case_fields", None)
             state.pop("slide", None)
-    with new_col.popover("New case", icon=":material/add:", width="stretch"), st.form("case_new", clear_on_submit=True):
+            new_uploader()
+    new = new_col.popover("New case", icon=":material/add:", width="stretch", key="case_new_open", on_change="rerun")
+    with new, st.form("case_new", clear_on_submit=True):
         st.text_input("Case name (specimen or accession number)", key="case_new_name")
         st.radio("Target white-cell count", [100, 200], horizontal=True, key="case_new_target")
         st.text_input("Specimen details (optional)", key="case_new_specimen",

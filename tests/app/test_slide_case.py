@@ -115,6 +115,8 @@ def test_new_case_form_and_the_picker_switch_cases():
     assert (case["name"], case["target_wbc"], case["details"]) == ("S-26-0042", 200, {"specimen": "EDTA blood, MGG"})
     assert "slide" not in at.session_state  # an empty case shows no field
     assert any("0 of 200 white cells counted" in p.proto.text for p in at.get("progress"))
+    assert at.session_state["case_new_open"] is False  # the popover closed on Start
+    assert len(at.file_uploader) == 1 and not at.file_uploader(key="slide_upload_1").value  # an empty list
     at.selectbox(key="case_pick").set_value(first).run()
     assert not at.exception and at.session_state["slide"]["case_id"] == first
 
