@@ -117,6 +117,8 @@ class DetectionRow(Base):
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     probs: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     added_by: Mapped[str] = mapped_column(String(128), default="", server_default="")  # a reviewer's added cell
+    added_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # when (0005)
+    added_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the case's version then (0005)
     analysis: Mapped[Analysis] = relationship(back_populates="detections")
     corrections: Mapped[list[Correction]] = relationship(
         back_populates="detection", cascade="all, delete-orphan", order_by="Correction.id"
@@ -891,13 +893,15 @@ class Store:
 
         def work(session: Session) -> int:
             a = self._get(session, analysis_id, owner)
-            if a.case_id is not None:
-                _open_case(session.get(Case, a.case_id), "add cells to it")
+            case = session.get(Case, a.case_id) if a.case_id is not None else None
+            if case is not None:
+                _open_case(case, "add cells to it")
             have = session.scalar(select(func.count()).where(DetectionRow.analysis_id == a.id))
             if int(have) != index:
                 raise CellkitError(f"add a cell: the analysis has {have} boxes, expected the new one as #{have}, "
                                    f"got #{index}; reopen the analysis and add the cell again")  # fmt: skip
-            session.execute(insert(DetectionRow), [{**rows[index], "analysis_id": a.id}])
+            when = {"added_at": _now(), "added_version": case.version if case is not None else None}
+            session.execute(insert(DetectionRow), [{**rows[index], "analysis_id": a.id, **when}])
             return index
 
         return self._run("add the cell", work, write=True)
@@ -1067,7 +1071,19 @@ class Store:
                      "from_label": corr.from_label, "label": corr.label,
                      "note": corr.note + (" (cell added by the reviewer)" if added_by else "")}
                 )  # fmt: skip
-            out.sort(key=lambda r: (_aware(r["at"]), r["what"] != "correction"))  # to the microsecond
+            added = session.execute(
+                select(Analysis.file_name, DetectionRow)
+                .join(DetectionRow, DetectionRow.analysis_id == Analysis.id)
+                .where(Analysis.case_id == c.id, DetectionRow.added_by != "")
+            ).all()
+            for file_name, d in added:  # a cell added before 0005 has no time: listed first, its time unknown
+                out.append(
+                    {"at": d.added_at, "created": _iso(d.added_at) if d.added_at else "unknown",
+                     "version": d.added_version, "what": "added", "who": d.added_by, "field": file_name,
+                     "cell": int(d.idx), "from_label": "", "label": d.label, "note": "a cell the detector missed"}
+                )  # fmt: skip
+            order = {"added": 1, "correction": 2}  # an event first, then an addition, then its correction
+            out.sort(key=lambda r: (_aware(r["at"]), order.get(r["what"], 0)))  # to the microsecond
             return [{k: v for k, v in r.items() if k != "at"} for r in out]
 
         return self._run("read the audit trail", work)

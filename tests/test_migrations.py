@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from cellkit.store import MIGRATIONS, Base, Store
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _alembic(url: str, target: str) -> None:
@@ -112,7 +112,7 @@ def test_a_database_at_head_is_left_alone(tmp_path):
     engine.dispose()
 
 
-@pytest.mark.parametrize("target", ["0001", "0002"])
+@pytest.mark.parametrize("target", ["0001", "0002", "0003", "0004"])
 def test_every_revision_upgrades_to_head(tmp_path, target):
     url = f"sqlite:///{tmp_path / 'db.db'}"
     _alembic(url, target)
@@ -156,3 +156,26 @@ def test_a_database_from_a_newer_cellkit_is_one_clear_error(tmp_path):
     engine.dispose()
     with pytest.raises(CellkitError, match="written by a newer version"):
         Store(url).check()
+
+
+def test_a_cell_added_before_0005_stays_in_the_audit_trail_with_its_time_unknown(tmp_path):
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    _alembic(url, "0004")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO cases (owner, name, created, version, status) VALUES "
+                             "('ann', 'S-1', '2026-12-01 09:00:00', 1, 'open')"))  # fmt: skip
+        conn.execute(
+            sa.text(
+                "INSERT INTO analyses (created, owner, image_sha256, file_name, width, height, meta, detector_name, "
+                "detector_sha256, classifier_name, classifier_sha256, node_ids, groups, timings, case_id) VALUES "
+                "('2026-12-01 09:01:00', 'ann', 'ab', 'f.png', 640, 480, '{}', 'd', 'x', 'c', 'y', '[]', '{}', "
+                "'{}', 1)"
+            )
+        )
+        row = "VALUES (1, 0, 1, 2, 30, 40, 'wbc', 0, 'lymphocyte', 'lymphocyte', 'dr.a')"
+        conn.execute(sa.text("INSERT INTO detections (analysis_id, idx, x1, y1, x2, y2, cls, confidence, leaf, label, "
+                             f"added_by) {row}"))  # fmt: skip
+    engine.dispose()
+    (added,) = [t for t in Store(url).case_audit(1, "ann") if t["what"] == "added"]
+    assert (added["who"], added["created"], added["version"], added["label"]) == ("dr.a", "unknown", None, "lymphocyte")

@@ -124,6 +124,22 @@ def test_a_cell_added_by_the_reviewer_is_stored_classified_and_reloaded(any_stor
     assert store.corrections(aid, "ann") == []
 
 
+def test_a_cell_added_to_a_case_is_in_its_audit_trail_with_who_when_and_version(any_store, smear):
+    store = any_store
+    img, clf, result = smear
+    cid = store.create_case("ann", "S-3")
+    aid = store.save_analysis(result, owner="ann", case_id=cid, file_name="f1.png")
+    more, idx = add_cell(img, result, 100.0, 80.0, clf, author="dr.a")
+    store.add_cell(aid, more, idx, owner="ann")
+    store.add_correction(aid, idx, "basophil", owner="ann", author="dr.a", note="granules")
+    trail = store.case_audit(cid, "ann")
+    assert [t["what"] for t in trail] == ["created", "added", "correction"]
+    added = trail[1]
+    assert (added["who"], added["field"], added["cell"], added["version"]) == ("dr.a", "f1.png", idx, 1)
+    assert added["label"] == more.detections.data["label"][idx] and added["created"] not in ("", "unknown")
+    assert "(cell added by the reviewer)" in trail[2]["note"]
+
+
 @pytest.mark.parametrize("mode", ["files", "database"])
 def test_images_are_stored_by_their_pixels_hash(store, smear, mode, monkeypatch, tmp_path):
     img = smear[0]
