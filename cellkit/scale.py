@@ -37,6 +37,6 @@ def field_scale_warning(result: Any, detector_spec: Any) -> str:
     way = "larger" if side > hi else "smaller"
     return (
         f"The red cells here are {side:.0f} px across, {way} than on any smear the detector was trained on "
-        f"({span[0]:.0f}-{span[1]:.0f} px): an upscaled or downscaled image, or another magnification. Its cell "
+        f"({span[0]:.0f}–{span[1]:.0f} px): an upscaled or downscaled image, or another magnification. Its cell "
         "counts and differential are unreliable; analyse the image at its original size."
     )

@@ -152,7 +152,8 @@ def subtype_words(counts: dict[str, int], group: str, display) -> str:
 
 
 def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
-    """What a reviewer should know before signing: fewer cells than the target, cells still left for review."""
+    """What a reviewer should know before signing: fewer cells than the target, cells still left for review, fields
+    whose counts are unreliable at their scale."""
     out = []
     if unsaved:
         out.append(f"{unsaved} correction(s) are not saved to the database yet")
@@ -162,6 +163,8 @@ def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
         )
     if summary.get("unidentified_review"):
         out.append(f"{summary['unidentified_review']} white cell(s) are still Unidentified — review")
+    if summary.get("off_scale_fields"):
+        out.append(f"{len(summary['off_scale_fields'])} field(s) are at a scale the detector was never trained on")
     return out
 
 

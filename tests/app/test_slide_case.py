@@ -160,6 +160,8 @@ def test_sign_off_names_what_is_open_and_refuses_unsaved_corrections():
     ]
     assert sign_off_concerns(summary, unsaved=2)[0] == "2 correction(s) are not saved to the database yet"
     assert sign_off_concerns({**summary, "target_reached": True, "unidentified_review": 0}) == []
+    off = {**summary, "target_reached": True, "unidentified_review": 0, "off_scale_fields": ["big.png"]}
+    assert sign_off_concerns(off) == ["1 field(s) are at a scale the detector was never trained on"]
 
 
 def test_a_field_uploaded_while_another_is_open_is_the_one_shown():
