@@ -91,6 +91,9 @@ def load_models():
     return det, clf, ({"rbc": red} if red is not None else {})
 
 
+DEMO_SPECIMEN = "a drawn demo smear, not a patient"  # the demo case's specimen: drawn cells never join a real case
+
+
 def save(slide: dict) -> None:
     """Save the analysis (when not yet saved) and the corrections made while the database was unreachable.
 
@@ -122,13 +125,31 @@ def save(slide: dict) -> None:
         slide["db_error"] = str(exc)
 
 
+def demo_case() -> bool:
+    """Whether the current case is a demo case (of drawn smears)."""
+    cid = state.get("case_id")
+    if cid is not None and cid in state.get("demo_cases", set()):
+        return True
+    return bool(case) and case["id"] == cid and (case.get("details") or {}).get("specimen") == DEMO_SPECIMEN
+
+
 def run(image, name: str, key, meta: dict) -> None:
     det, clf, by_class = load_models()
     with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner(f"Analysing {name}…"):
         result = analyze(image, det, clf, name=name, by_class=by_class)
-    if state.get("case_id") is None and (db := case_store()) is not None:
-        try:  # a first field without a case starts one, named after the time
-            case_ui.new_case(db, owner)
+    demo = meta.get("source") == "demo"
+    in_demo_case = demo_case()
+    if (state.get("case_id") is None or demo != in_demo_case) and (db := case_store()) is not None:
+        try:  # a first field starts a case; a drawn smear never joins a patient's case, nor a real one a demo's
+            if state.get("case_id") is not None:
+                case_ui.new_uploader()  # the other case's files stay listed there
+            if demo:
+                case_name = f"Demo {time.strftime('%Y-%m-%d %H:%M')}"
+                state.setdefault("demo_cases", set()).add(
+                    case_ui.new_case(db, owner, case_name, details={"specimen": DEMO_SPECIMEN})
+                )
+            else:
+                case_ui.new_case(db, owner)
         except CellkitError as exc:
             db_problem.append(str(exc))
     slide = {"id": None, "result": result, "image": image, "key": key, "clf": clf, "name": name, "meta": meta,
@@ -206,8 +227,9 @@ else:
                 else:
                     run(image, upload.name, ("upload", upload.file_id), {"source": "upload", "bytes": upload.size})
         done.add(upload.file_id)  # analysed once; reopen/delete never re-runs it
-if case is None and state.get("case_id") is not None and not db_problem:
-    st.rerun()  # the uploads started a case: draw the page with it
+if state.get("case_id") is not None and state["case_id"] != (case or {}).get("id") and not db_problem:
+    state["case_switch"] = state["case_id"]  # applied before the picker is drawn
+    st.rerun()  # the uploads or the demo started a case: draw the page with it
 for message in state.pop("slide_upload_errors", []):
     st.error(widgets.plain(message), icon=":material/error:")
 for message in state.pop("slide_upload_notes", []):
@@ -342,10 +364,14 @@ if slide:
             "nothing; upload a real smear to judge them.",
             icon=":material/draw:",
         )
-    counts = result.counts
+    counts, found = result.reviewed_counts(), result.counts  # after review; as the detector found them
     cols = st.columns(4)
     for col, cls in zip(cols, ("wbc", "rbc", "platelet"), strict=False):
-        col.metric(cls.upper() if cls != "platelet" else "Platelets", counts[cls])
+        moved = (
+            f"{found[cls]} found by the detector; rejected or relabelled boxes are counted where the review put them"
+        )
+        col.metric(cls.upper() if cls != "platelet" else "Platelets", counts[cls],
+                   help=moved if found[cls] != counts[cls] else None)  # fmt: skip
     cols[3].metric("Time (s)", f"{result.timings.get('total_s', 0):.2f}")
     if not len(result.detections):
         st.info("No cells found in this image. Is it a stained blood smear at a usual magnification?")
@@ -391,7 +417,7 @@ if slide:
                 f"{n_white} white cell(s), in the usual reporting order. "
                 + (f"**NRBC: {nrbc['count']}** ({nrbc['per_100_wbc']:g} per 100 WBC), not counted among the white "
                    "cells. " if nrbc.get("count") else "No nucleated red cells. ")
-                + f"Platelets: {result.counts['platelet']}, counted by the detector and never relabelled."
+                + f"Platelets: {counts['platelet']}, after review."
             )  # fmt: skip
             rejected = result.rejected()
             if rejected:

@@ -64,17 +64,17 @@ def case_summary(
             rejected[k] = rejected.get(k, 0) + v
         for group, v in result.differential().items():
             counts[group] = counts.get(group, 0) + int(v["count"])
-        for group, v in result.subtypes().items():
+        for group, v in result.subtypes(only_split=False).items():
             for node, k in v.items():
                 subtypes.setdefault(group, {})[node] = subtypes.get(group, {}).get(node, 0) + k
         nrbc += int(result.nrbc().get("count", 0))
-        wbc += int(result.counts.get("wbc", 0))
-        rbc += int(result.counts.get("rbc", 0))
-        platelets += int(result.counts.get("platelet", 0))
+        reviewed = result.reviewed_counts()  # rejected boxes out, boxes a reviewer moved counted where they went
+        wbc += reviewed["wbc"]
+        rbc += reviewed["rbc"]
+        platelets += reviewed["platelet"]
         flagged += sum(1 for lab in result.labels() if lab == UNKNOWN)
     white = sum(counts.values())
-    order = list(fields[0].differential()) if fields else []
-    ranked = sorted(counts, key=lambda g: (g == UNKNOWN, order.index(g) if g in order else len(order), g))
+    ranked = fields[0].rank(counts) if fields else []
     n = len(fields)
     return {
         "case": name,
@@ -87,10 +87,10 @@ def case_summary(
         "differential": {g: {"count": counts[g], "percent": round(100.0 * counts[g] / white, 2)} for g in ranked}
         if white
         else {},
-        "subtypes": {g: dict(sorted(v.items())) for g, v in subtypes.items() if g in counts},
+        "subtypes": {g: dict(sorted(v.items())) for g, v in subtypes.items() if g in counts and set(v) != {g}},
         "unidentified_review": counts.get(UNKNOWN, 0),
         "nrbc": {"count": nrbc, "per_100_wbc": round(100.0 * nrbc / white, 1) if white else None},
-        "detected": {"wbc": wbc, "rbc": rbc, "platelet": platelets},
+        "counted": {"wbc": wbc, "rbc": rbc, "platelet": platelets},  # after review: rejected boxes out
         "rbc_per_field": round(rbc / n, 1) if n else None,
         "platelets_per_field": round(platelets / n, 1) if n else None,
         "platelets_per_1000_rbc": round(1000.0 * platelets / rbc, 1) if rbc else None,

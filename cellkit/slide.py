@@ -207,8 +207,34 @@ class SlideResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Boxes per detector class (wbc, rbc, platelet)."""
+        """Boxes per detector class (wbc, rbc, platelet) as the detector found them; see :meth:`reviewed_counts`."""
         return self.detections.counts()
+
+    def final_classes(self) -> list[str | None]:
+        """Per box, the detector class it is counted as after review. A reviewer's label of another class moves a
+        box: a white-cell box relabelled Platelet is a platelet, a platelet box relabelled Lymphocyte a white
+        cell. A rejected box is None: counted nowhere. The model's own labels never move a box (a white-cell box
+        it calls a platelet stays a white cell, "Unidentified — review", until a person decides)."""
+        not_white = set(self._differential_rules().get("not_white", ()))
+        out: list[str | None] = []
+        for i, (lab, cls) in enumerate(zip(self.labels(), self.detections.class_name, strict=True)):
+            cls = str(cls)
+            if lab in REJECTIONS:
+                out.append(None)
+                continue
+            if cls in ("wbc", "platelet") and lab != UNKNOWN and i in self.corrections:  # a person decided
+                cls = "platelet" if self.groups.get(lab, lab) in not_white else "wbc"
+            out.append(cls)
+        return out
+
+    def reviewed_counts(self) -> dict[str, int]:
+        """Boxes per detector class after review (:meth:`final_classes`): rejected boxes are not counted, and boxes
+        a reviewer moved to another class are counted there."""
+        out = {c: 0 for c in DETECTION_CLASSES}
+        for cls in self.final_classes():
+            if cls is not None:
+                out[cls] = out.get(cls, 0) + 1
+        return out
 
     def is_corrected(self, index: int) -> bool:
         """Whether a reviewer changed box ``index``'s label (a correction back to the model's own label, as an
@@ -246,15 +272,14 @@ class SlideResult:
                 return rules
         return {}
 
-    def _wbc_groups(self) -> list[str]:
-        wbc = self.detections.class_id == DETECTION_CLASSES.index("wbc")
+    def _wbc_labels(self) -> list[str]:
+        """Final labels of the boxes counted as white cells after review (:meth:`final_classes`)."""
         if "label" not in self.detections.data:
             return []
-        return [
-            self.groups.get(lab, lab)
-            for lab, is_wbc in zip(self.labels(), wbc, strict=True)
-            if is_wbc and lab not in REJECTIONS
-        ]
+        return [lab for lab, cls in zip(self.labels(), self.final_classes(), strict=True) if cls == "wbc"]
+
+    def _wbc_groups(self) -> list[str]:
+        return [self.groups.get(lab, lab) for lab in self._wbc_labels()]
 
     def rejected(self) -> dict[str, int]:
         """Boxes a reviewer rejected (artefact, smudge cell, not a cell), by rejection: kept, never counted."""
@@ -280,24 +305,26 @@ class SlideResult:
             key = UNKNOWN if key in not_white else key
             counts[key] = counts.get(key, 0) + 1
         total = sum(counts.values())
-        order = {g: k for k, g in enumerate(rules.get("order", ()))}
-        ranked = sorted(counts.items(), key=lambda kv: (kv[0] == UNKNOWN, order.get(kv[0], len(order)), -kv[1], kv[0]))
-        return {k: {"count": v, "percent": round(100.0 * v / total, 2)} for k, v in ranked}
+        return {k: {"count": counts[k], "percent": round(100.0 * counts[k] / total, 2)} for k in self.rank(counts)}
 
-    def subtypes(self) -> dict[str, dict[str, int]]:
+    def rank(self, counts: Mapping[str, int]) -> list[str]:
+        """Differential groups in the taxonomy's clinical order (others after them by count), "Unidentified —
+        review" last: the one order of every differential, of a field or of a case."""
+        order = {g: k for k, g in enumerate(self._differential_rules().get("order", ()))}
+        return sorted(counts, key=lambda g: (g == UNKNOWN, order.get(g, len(order)), -counts[g], g))
+
+    def subtypes(self, only_split: bool = True) -> dict[str, dict[str, int]]:
         """Within each differential group, the white cells by their finer final label (band and segmented
         neutrophils, the immature granulocytes' stages): {group: {node: n}}; a cell labelled with the group itself
-        (the model unsure between its subtypes) counts under the group's own id. Only groups with subtypes."""
-        wbc = self.detections.class_id == DETECTION_CLASSES.index("wbc")
-        if "label" not in self.detections.data:
-            return {}
+        (the model unsure between its subtypes) counts under the group's own id ("not subtyped"). With
+        ``only_split`` only groups with a subtype; without, every group (to sum over the fields of a case)."""
         out: dict[str, dict[str, int]] = {}
-        for lab, is_wbc in zip(self.labels(), wbc, strict=True):
+        for lab in self._wbc_labels():
             group = self.groups.get(lab, lab)
-            if is_wbc and lab not in REJECTIONS and lab != UNKNOWN:
+            if lab != UNKNOWN:
                 out.setdefault(group, {})
                 out[group][lab] = out[group].get(lab, 0) + 1
-        return {g: dict(sorted(v.items())) for g, v in out.items() if set(v) != {g}}
+        return {g: dict(sorted(v.items())) for g, v in out.items() if not only_split or set(v) != {g}}
 
     def nrbc(self) -> dict[str, float | None]:
         """Nucleated red cells among the white-cell boxes: {"count": n, "per_100_wbc": n per 100 white cells}

@@ -179,12 +179,15 @@ class Taxonomy:
     def primary_grouping(self) -> dict[str, str]:
         """Every node id -> its group in the taxonomy's first named cut (the differential); leaves when none.
 
-        Inner nodes above a group map to themselves (a cell labelled only "myeloid" is counted as such).
+        An inner node above groups maps to the one group that holds all its leaves ("erythroid", whose only leaf
+        is the erythroblast, is an erythroblast); one spanning several groups maps to itself (a cell labelled only
+        "myeloid" is counted as such).
         """
         out = {nid: nid for nid in self.ids}
         for member in self.group_ids:
+            held = set(self.leaves_under(member))
             for nid in self.ids:
-                if member in self.path(nid):
+                if member in self.path(nid) or (not self.is_leaf(nid) and set(self.leaves_under(nid)) <= held):
                     out[nid] = member
         return out
 

@@ -66,3 +66,28 @@ def test_the_differential_keeps_band_and_segmented_neutrophils_apart_under_their
         "neutrophil": {"band_neutrophil": 1, "neutrophil": 1, "segmented_neutrophil": 2},  # "neutrophil": unsure
         "myeloid_immature": {"myelocyte": 1},
     }  # a group whose cells carry only its own name (lymphocyte) has no sub-rows
+
+
+def test_a_reviewers_label_of_another_class_moves_the_box_and_rejected_boxes_count_nowhere():
+    r = field(["lymphocyte", "lymphocyte", "platelet", "platelet", "", "", "monocyte"],
+              ["wbc", "wbc", "platelet", "wbc", "rbc", "rbc", "wbc"], "f.png")  # fmt: skip
+    assert r.differential()["unknown"]["count"] == 1  # the model's "platelet" for a white-cell box: a person decides
+    r.corrections.update({1: "platelet", 2: "lymphocyte", 3: "platelet", 4: "reject_artefact", 6: "erythroid"})
+    assert r.reviewed_counts() == {"wbc": 3, "rbc": 1, "platelet": 2}  # the detector found 4 / 2 / 1
+    assert r.counts == {"wbc": 4, "rbc": 2, "platelet": 1}
+    assert r.differential() == {"lymphocyte": {"count": 2, "percent": 100.0}}  # no "unknown" left to decide
+    assert r.nrbc() == {"count": 1, "per_100_wbc": 50.0}  # "Erythroid" is the erythroblast's parent: an NRBC
+    s = case_summary("C", [r])
+    assert s["counted"] == {"wbc": 3, "rbc": 1, "platelet": 2} and s["unidentified_review"] == 0
+    assert s["platelets_per_1000_rbc"] == 2000.0
+
+
+def test_case_subtypes_add_up_to_the_count_and_the_order_is_clinical_over_every_field():
+    a = field(["segmented_neutrophil"] * 5 + ["basophil"], ["wbc"] * 6, "a.png")
+    b = field(["neutrophil", "neutrophil", "monocyte", "lymphocyte"], ["wbc"] * 4, "b.png")
+    s = case_summary("C", [a, b])
+    assert list(s["differential"]) == ["neutrophil", "lymphocyte", "monocyte", "basophil"]
+    assert s["differential"]["neutrophil"]["count"] == 7
+    assert s["subtypes"]["neutrophil"] == {"neutrophil": 2, "segmented_neutrophil": 5}  # 2 "not subtyped"
+    only_group = case_summary("C", [b])
+    assert "neutrophil" not in only_group["subtypes"]  # no subtype at all: no sub-rows

@@ -182,7 +182,7 @@ def test_analyze_case_aggregates_fields_into_one_report_and_pdf(images, tmp_path
     case, fields = report["case"], report["fields"]
     assert case["case"] == "P-17" and case["fields"] == 2 == len(fields) and case["target_wbc"] == 200
     assert case["white_cells_counted"] == sum(sum(v["count"] for v in f["differential"].values()) for f in fields)
-    assert case["detected"]["rbc"] == sum(f["counts"]["rbc"] for f in fields)
+    assert case["counted"]["rbc"] == sum(f["counts"]["rbc"] for f in fields)  # no box rejected here
     assert f"case P-17: {case['white_cells_counted']} of 200 white cells" in result.stderr
     assert pdf.read_bytes().startswith(b"%PDF")
 

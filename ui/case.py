@@ -63,8 +63,9 @@ def case_picker_ui(store, owner: str) -> dict | None:
         # selectbox's old text when only format_func's output changes, streamlit#13788); counts and status are
         # shown below it, drawn after this run's uploads
         started = {c["id"]: str(c["created"])[:16].replace("T", " ") for c in cases}
-        names = {c["id"]: c["name"] if started[c["id"]] in c["name"] else f"{c['name']} · started {started[c['id']]}"
-                 for c in cases}  # fmt: skip
+        # the number keeps two cases of one name and minute apart: the browser returns the text of the choice
+        names = {c["id"]: (c["name"] if started[c["id"]] in c["name"] else f"{c['name']} · started {started[c['id']]}")
+                 + f" · no. {c['id']}" for c in cases}  # fmt: skip
         chosen = pick_col.selectbox("Case", ids, index=ids.index(state["case_id"]), format_func=names.get,
                                     key="case_pick")  # fmt: skip
         if chosen != state["case_id"]:

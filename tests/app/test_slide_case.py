@@ -190,3 +190,31 @@ def test_subtype_words_read_as_a_person_says_them():
     tax = load_taxonomy("pbc")
     words = subtype_words({"band_neutrophil": 1, "neutrophil": 2, "segmented_neutrophil": 9}, "neutrophil", tax.display)
     assert words == "Band neutrophil 1, not subtyped 2, Segmented neutrophil 9"
+
+
+def test_two_cases_of_one_name_and_minute_are_told_apart_in_the_picker():
+    at = _page().run()
+    for _ in range(2):
+        at.text_input(key="case_new_name").set_value("S-1")
+        next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_new").click().run()
+    first, second = sorted(c["id"] for c in _store().list_cases(at.session_state["owner"]))
+    assert at.session_state["case_id"] == second
+    picker = at.selectbox(key="case_pick")
+    assert len(set(picker.options)) == 2
+    picker.set_value(first).run()
+    assert not at.exception and at.session_state["case_id"] == first
+
+
+def test_a_demo_smear_never_joins_a_patients_case():
+    at = _fields(_page().run(), n=1)
+    patient = at.session_state["case_id"]
+    at.button(key="slide_demo").click().run()
+    assert not at.exception
+    demo = at.session_state["case_id"]
+    assert demo != patient
+    owner = at.session_state["owner"]
+    assert [r.name for _, r in _store().case_fields(patient, owner)] == ["field1.png"]
+    assert [r.name for _, r in _store().case_fields(demo, owner)] == ["demo_smear.png"]
+    assert _store().case(demo, owner)["details"]["specimen"].startswith("a drawn demo smear")
+    at.button(key="slide_demo").click().run()  # a second demo joins the demo case
+    assert at.session_state["case_id"] == demo and len(_store().case_fields(demo, owner)) == 2

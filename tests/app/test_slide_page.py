@@ -394,7 +394,7 @@ def test_flagged_cells_are_unidentified_in_the_differential_and_the_gallery(monk
     table = at.dataframe[0].value  # the differential's table
     assert list(table["White cell"]) == ["Unidentified — review"] and int(table["Count"].iloc[0]) == 3
     assert "unknown" not in " ".join(table["White cell"])  # never the id on screen
-    assert any("Platelets: 2, counted by the detector and never relabelled" in c.value for c in at.caption)
+    assert any("Platelets: 2, after review." in c.value for c in at.caption)
     picker = at.selectbox(key="slide_cell")  # the review picker names cells as on screen
     assert picker.options and all("Unidentified — review" in o for o in picker.options)
     assert any(md.value.startswith("**Unidentified — review** (") for md in at.markdown)  # the gallery
