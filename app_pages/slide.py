@@ -47,13 +47,19 @@ def case_store():
         return None
 
 
+def loaded(get):
+    """``get()`` (a cached model loader), or None when the model cannot load: the page says so where it loads the
+    models to analyse (:func:`load_models`); views of finished analyses go on without it."""
+    try:
+        return get()
+    except CellkitError:
+        return None
+
+
 def addable(clf) -> dict:
     """{detector class: model} of the cell types a reviewer can add ("Add a missed cell"): white cells and
     platelets with the white-cell model, red cells only when a red-cell model is installed and loads."""
-    try:
-        red = resources.red_cell_classifier()
-    except CellkitError:
-        red = None
+    red = loaded(resources.red_cell_classifier)
     return {k: m for k, m in {"wbc": clf, "platelet": clf, "rbc": red}.items() if m is not None}
 
 
@@ -115,6 +121,10 @@ def save(slide: dict) -> None:
             except CellkitError as exc:  # the analysis is saved; only reopening it with crops needs the image
                 slide["image_kept"] = None  # said below the uploader, once, after any rerun of the page
                 state.setdefault("slide_image_warnings", []).append(f"The image is not kept for reopening: {exc}")
+        adds = slide.setdefault("pending_adds", [])  # before the corrections: one may be of an added cell
+        while adds:
+            db.add_cell(slide["id"], slide["result"], adds[0], owner)
+            adds.pop(0)
         pending = slide.setdefault("pending", [])
         while pending:
             index, label, note = pending[0]
@@ -251,11 +261,8 @@ slide = state.get("slide")
 if slide and slide["id"] in results:
     results[slide["id"]] = slide["result"]  # the page's copy, with this session's review applied
 if case and results:
-    try:
-        red_spec = getattr(resources.red_cell_classifier(), "spec", None)  # withholds forms at the wrong scale
-    except CellkitError:
-        red_spec = None
-    det_spec = resources.detector().spec  # names the fields whose counts are unreliable at their scale
+    red_spec = getattr(loaded(resources.red_cell_classifier), "spec", None)  # withholds forms at the wrong scale
+    det_spec = getattr(loaded(resources.detector), "spec", None)  # names the fields unreliable at their scale
     summary = case_summary(case["name"], list(results.values()), case["target_wbc"], case.get("details"), red_spec,
                            det_spec)  # fmt: skip
     case_ui.progress_ui(case, summary)
@@ -319,7 +326,7 @@ def act(kind: str, value) -> None:
         aid, index, before = undo.pop()
         if aid == slide["id"]:
             relabel(slide, index, undo_label(result, index, before), "undo")
-            state["slide_cell"] = index
+            state["rbc_cell" if result.detections.class_name[index] == "rbc" else "slide_cell"] = index
     elif kind == "add":
         cls, x, y = value
         models = addable(slide.get("clf") or load_models()[1])  # the field's own model, never another one
@@ -328,16 +335,23 @@ def act(kind: str, value) -> None:
         except CellkitError as exc:  # the user's request (no model for that cell type...), not the database
             state.setdefault("slide_upload_errors", []).append(str(exc))
             return
-        try:
-            if slide["id"] is not None:
-                resources.store().add_cell(slide["id"], more, index, owner)
-        except CellkitError as exc:
-            slide["db_error"] = str(exc)
-            return
-        slide["result"] = more
+        slide["result"] = more  # kept in this session whatever the database says; saved now or by "Retry save"
+        if slide["id"] is not None:
+            slide.setdefault("pending_adds", []).append(index)
+        save(slide)
         undo.append((slide["id"], index, ""))
         if cls != "rbc":
             state["slide_cell"] = index
+
+
+def reviewed_zip(slide: dict, clf) -> bytes:
+    """The field's reviewed crops as a labelled zip, built once per state of its review (not on every rerun)."""
+    result = slide["result"]
+    version = (len(result.detections), tuple(sorted(result.corrections.items())))
+    cached = slide.get("reviewed_zip")
+    if cached is None or cached[0] != version:
+        slide["reviewed_zip"] = cached = (version, review_zip(slide["image"], result, clf.spec.crop_scale))
+    return cached[1]
 
 
 def relabel(slide: dict, index: int, label: str, note: str) -> None:
@@ -375,7 +389,7 @@ if slide:
     cols[3].metric("Time (s)", f"{result.timings.get('total_s', 0):.2f}")
     if not len(result.detections):
         st.info("No cells found in this image. Is it a stained blood smear at a usual magnification?")
-    off_scale = field_scale_warning(result, resources.detector().spec)
+    off_scale = field_scale_warning(result, getattr(loaded(resources.detector), "spec", None))
     if off_scale:
         st.warning(off_scale, icon=":material/straighten:")
     tabs = st.tabs(["Cells & review", "Case & report", "Image", "WBC differential", "Red cells", "Export"])
@@ -385,7 +399,7 @@ if slide:
             display = result.display_name
             case_ui.summary_ui(summary, display)
             try:
-                unsaved = len(slide.get("pending") or []) if slide else 0
+                unsaved = len(slide.get("pending") or []) + len(slide.get("pending_adds") or []) if slide else 0
                 case_ui.report_ui(db, owner, case, summary, results, lambda r: db.load_image(r.image_sha256), display,
                                   unsaved=unsaved)  # fmt: skip
             except CellkitError as exc:
@@ -436,7 +450,7 @@ if slide:
     with tab_red:
         red = result.composition("rbc")
         if red:
-            red_clf = resources.red_cell_classifier()
+            red_clf = loaded(resources.red_cell_classifier)
             unreliable = scale_warning(result, red_clf.spec) if red_clf is not None else ""
             if unreliable:
                 st.warning(unreliable, icon=":material/warning:")
@@ -468,7 +482,8 @@ if slide:
                 st.caption("Click a cell to select it.")
                 review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16)
                 picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc", locked=locked)
-                if picked:  # a red-cell correction is kept and saved like a white-cell one
+                if picked:  # a red-cell correction is kept, saved and undone like a white-cell one
+                    state.setdefault("slide_undo", []).append((slide["id"], picked[0], result.labels()[picked[0]]))
                     result.corrections[picked[0]] = picked[1]
                     slide.setdefault("pending", []).append(picked)
                     save(slide)
@@ -517,8 +532,8 @@ if slide:
                     "Uses every classified cell of this analysis under its final label (your corrections included; "
                     "cells left as Unidentified — review are not used). Review all cells first."
                 )
-                if st.checkbox("I have reviewed every cell of this analysis", key="slide_adapt_ok"):
-                    adapt_ui("slide_adapt", labelled_zip=review_zip(image, result, clf.spec.crop_scale))
+                if st.checkbox("I have reviewed every cell of this analysis", key=f"slide_adapt_ok_{slide['id']}"):
+                    adapt_ui("slide_adapt", labelled_zip=reviewed_zip(slide, clf))
 
 
 def show_db_error(exc: CellkitError, what: str = "Past analyses") -> None:

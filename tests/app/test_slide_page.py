@@ -561,3 +561,66 @@ def test_a_field_at_a_scale_the_detector_never_saw_is_warned(monkeypatch):
     warnings = [w.value for w in at.warning]
     assert any("smaller than on any smear the detector was trained on" in w for w in warnings)
     assert any("tiny.png" in w and "never trained on" in w for w in warnings)  # the case tab names the field
+
+
+def test_a_cell_added_while_the_database_is_busy_is_kept_and_saved_on_retry(db_down, monkeypatch):
+    """The click on the field is a custom component AppTest cannot press: a button calls the same action."""
+    import ui.review
+
+    def add_here(image, result, key, locked, act, kinds=None):
+        st.button("add here", key="test_add", on_click=act, args=("add", ("wbc", 300.0, 200.0)))
+
+    monkeypatch.setattr(ui.review, "add_cell_ui", add_here)
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+    saved, n = at.session_state["slide"]["id"], len(at.session_state["slide"]["result"].detections)
+    db_down("add_cell")
+    at.button(key="test_add").click().run()
+    assert not at.exception and len(at.error) == 1 and "Not saved" in at.error[0].value
+    slide = at.session_state["slide"]
+    assert len(slide["result"].detections) == n + 1 and n in slide["result"].added  # kept in the session
+    assert slide["pending_adds"] == [n]
+    db_down.up()
+    at.button(key="slide_retry_save").click().run()
+    assert not at.exception and not at.error and at.session_state["slide"]["pending_adds"] == []
+    from cellkit.store import Store
+
+    assert n in Store().load_analysis(saved, at.session_state["owner"]).added  # in the database at last
+
+
+def test_undo_after_a_red_cell_correction_undoes_that_red_cell():
+    img, *_ = make_smear(640, 480, n_wbc=1, n_rbc=12, n_platelet=1, seed=6)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    cell = at.selectbox(key="rbc_cell").value
+    before = at.session_state["slide"]["result"].labels()[cell]
+    _reclassify_box(at, "rbc").set_value("schistocyte" if before != "schistocyte" else "normal")
+    _submit(at, "rbc_reclassify").click().run()
+    assert at.session_state["slide"]["result"].labels()[cell] != before
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception
+    assert at.session_state["slide"]["result"].labels()[cell] == before and at.session_state["rbc_cell"] == cell
+
+
+def test_a_detector_or_red_cell_model_that_no_longer_loads_never_breaks_a_finished_field(monkeypatch):
+    import cellkit.classify
+    import cellkit.detect
+    from cellkit.errors import CellkitError
+
+    img, *_ = make_smear(640, 480, n_wbc=1, n_rbc=12, n_platelet=1, seed=6)
+    first = _upload(_page().run(), encode_png(img), "smear.png")
+    assert not first.exception
+
+    def broken(name=None):
+        raise CellkitError("detector weights damaged.safetensors: sha256 does not match its card")
+
+    clf_loader = cellkit.classify.load_classifier
+
+    def classifier(name=None):
+        return broken() if name and name.startswith("rbc") else clf_loader(name)
+
+    monkeypatch.setattr(cellkit.detect, "load_detector", broken)
+    monkeypatch.setattr(cellkit.classify, "load_classifier", classifier)
+    st.cache_resource.clear()
+    again = _page().run()  # a reload: the case and its field come back from the database
+    assert not again.exception
+    assert again.session_state["slide"]["id"] == first.session_state["slide"]["id"]
+    assert {m.label for m in again.metric} >= {"WBC", "RBC", "Platelets"}
