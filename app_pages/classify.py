@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+
 import pandas as pd
 import streamlit as st
 
@@ -33,8 +36,8 @@ HELP = (
 st.title("Classify cell crops")
 st.caption(HELP)
 files = st.file_uploader(
-    "Cell crops (PNG, JPEG, TIFF, BMP) or a zip of crops",
-    type=["png", "jpg", "jpeg", "tif", "tiff", "bmp", "zip"],
+    "Cell crops (PNG, JPEG, TIFF, BMP, WebP, GIF) or a zip of crops",
+    type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
     accept_multiple_files=True,
     key="classify_upload",
     max_upload_size=widgets.upload_limit_mb(),
@@ -49,12 +52,26 @@ with resources.user_errors():
 tax = clf.taxonomy
 threshold = st.sidebar.slider("Confidence threshold for the label", 0.3, 0.95, float(clf.spec.threshold), 0.05)
 
+
+def request_key(files, clf, threshold: float) -> tuple:
+    """What the classification depends on: the files' bytes, the model and the threshold. A rerun for anything
+    else (a download, a click) reuses the last answer instead of decoding and classifying again."""
+    digest = hashlib.blake2b(digest_size=16)
+    for f in files:
+        digest.update(f.name.encode("utf-8", "replace") + b"\0" + f.getvalue())
+    return digest.hexdigest(), clf.spec.name, str(clf.spec.card.get("sha256", "")), float(threshold)
+
+
 items: list[ImageItem] = []
 budget = PixelBudget()  # all files of this upload together (CELLKIT_MAX_REQUEST_PIXELS), from headers
 preds = []
+key = request_key(files, clf, threshold)
+cached = st.session_state.get("classify_last")
+if cached is not None and cached[0] == key:
+    items, preds = cached[1], cached[2]
 # one server slot for the whole request: decoded images are held until they are classified
-with resources.user_errors(), heavy_job(waiting=st.spinner):
-    for f in files:
+with resources.user_errors(), heavy_job(waiting=st.spinner) if not items else contextlib.nullcontext():
+    for f in files if not items else []:
         data = f.getvalue()
         if f.name.lower().endswith(".zip"):
             try:
@@ -72,9 +89,10 @@ with resources.user_errors(), heavy_job(waiting=st.spinner):
             except CellkitError as exc:
                 items.append(ImageItem(f.name, error=str(exc)))
     good = [it for it in items if not it.error]
-    if good:
+    if good and not preds:
         with st.spinner(f"Classifying {len(good)} crop(s)…"):
             preds = clf.predict([it.image for it in good], threshold=threshold)
+    st.session_state["classify_last"] = (key, items, preds)  # one request kept: bounded like the upload
 
 for item in items:  # names may repeat (two uploads, zip members): nothing below is keyed by name
     if item.error:

@@ -22,7 +22,7 @@ from cellkit import (
     stats,
 )
 from ui import resources
-from ui.widgets import plain, thumbnail
+from ui.widgets import model_display_name, plain, thumbnail
 
 
 def named_nodes(table, tax):
@@ -132,7 +132,7 @@ if path:
                 "but never below the threshold. Images labelled only above a level are left out of it."
             )
             st.plotly_chart(plots.balance_bars(bal), width="stretch")
-            st.dataframe(bal, hide_index=True)
+            st.dataframe(bal.drop(columns=["node"]), hide_index=True)  # the display name, never the id
 
     with tabs["Colour & size"]:
         groups = [g for g in ("class", "source", "split") if ok[g].replace("", None).nunique() > 1] or ["dataset"]
@@ -202,15 +202,19 @@ else:
     st.plotly_chart(plots.model_data_bar(table), width="stretch")
 for spec in specs:
     notes, split = model_data_notes(spec), model_split_table(spec)
+    shown = plain(model_display_name(spec.name))
     if split is not None and len(split):
+        spec_tax = load_taxonomy(spec.taxonomy or DEFAULT_TAXONOMY)
+        names = {n: spec_tax.display(n) for n in spec_tax.ids}
+        named = split.assign(node=split["node"].replace(names)).rename(columns={"node": "cell type"})
         fig = plots.crosstab_bar(
-            stats.crosstab(split, "node", "split"), title=f"{spec.name}: images per node and split"
+            stats.crosstab(named, "cell type", "split"), title=f"{shown}: images per cell type and split"
         )
         st.plotly_chart(fig, width="stretch", key=f"split-{spec.name}")
         train = split[split["split"] == "train"]
-        bal = stats.balanced_counts(train, load_taxonomy(spec.taxonomy or DEFAULT_TAXONOMY), stats.DEFAULT_MIN_COUNT)
-        st.caption(plain(f"{spec.name}: per-level balanced counts of its train split (min {stats.DEFAULT_MIN_COUNT})"))
-        st.dataframe(bal, hide_index=True)
+        bal = stats.balanced_counts(train, spec_tax, stats.DEFAULT_MIN_COUNT)
+        st.caption(f"{shown}: per-level balanced counts of its train split (min {stats.DEFAULT_MIN_COUNT})")
+        st.dataframe(bal.drop(columns=["node"]), hide_index=True)
     if notes:
-        with st.expander(plain(f"{spec.name} ({spec.task}): data")):
+        with st.expander(f"{shown}: data"):
             st.markdown("\n".join(f"- **{plain(k)}**: {plain(v)}" for k, v in notes.items()))

@@ -12,6 +12,7 @@ from cellkit import (
     CellkitError,
     add_cell,
     analyze,
+    case_display,
     case_summary,
     check_field,
     config,
@@ -396,7 +397,7 @@ if slide:
     tab_cells, tab_case, tab_img, tab_diff, tab_red, tab_export = tabs
     with tab_case:
         if case and results:
-            display = result.display_name
+            display = case_display(list(results.values()))
             case_ui.summary_ui(summary, display)
             try:
                 unsaved = len(slide.get("pending") or []) + len(slide.get("pending_adds") or []) if slide else 0

@@ -79,6 +79,7 @@ _LAZY = {
     "heavy_job": "cellkit.limits",
     # cases and reports
     "case_summary": "cellkit.case",
+    "case_display": "cellkit.case",
     "case_thumbnails": "cellkit.case",
     "history_lines": "cellkit.case",
     "DEFAULT_TARGET_WBC": "cellkit.case",

@@ -306,7 +306,7 @@ def adapt(
                 "before": _summary(before, base.taxonomy),
                 "after": _summary(after, base.taxonomy),
             }
-            report["advice"] = advice(report["cross_validation"], base.spec.name)
+            report["advice"] = advice(report["cross_validation"], _called(base.spec))
         else:
             report["cross_validation"] = {"folds": 0, "why": "one crop per class: nothing to hold out"}
     else:
@@ -322,13 +322,20 @@ def adapt(
     clf.spec.folder = ""
     clf.spec.card = {
         "default": False,
-        "summary": f"{base.spec.name} adapted to a lab ({sum(report.get('labelled_counts', {}).values())} "
+        "summary": f"{_called(base.spec)} adapted to a lab ({sum(report.get('labelled_counts', {}).values())} "
         f"labelled, {len(unlabelled)} unlabelled crops)",
         "adapted_from": {"name": base.spec.name, "sha256": base.spec.card.get("sha256", "")},
         "adaptation": report,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Adapted(clf, report)
+
+
+def _called(spec: Any) -> str:
+    """A model as people read it: its display name, with its name when they differ ("White cells (v4)
+    (classifier_lite0_v4)"), so the page and the CLI both say which one."""
+    shown = (spec.card or {}).get("display_name") or spec.name
+    return shown if shown == spec.name else f"{shown} ({spec.name})"
 
 
 def advice(cv: dict[str, Any], base_name: str) -> str:

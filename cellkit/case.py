@@ -105,6 +105,15 @@ def case_summary(
     }
 
 
+def case_display(fields: Sequence[SlideResult]):
+    """The display name of any node of a case's fields (a case whose first field had no red-cell model still
+    names the red-cell forms of the others): one function for the case's page, PDF and CSV."""
+    names: dict[str, str] = {}
+    for r in fields:
+        names.update(r._display_names())
+    return lambda node: names.get(node, node)
+
+
 def _models(fields: Sequence[SlideResult]) -> dict[str, dict[str, str]]:
     """Every model that analysed a field of the case, by role (name and sha256)."""
     out: dict[str, dict[str, str]] = {}

@@ -91,3 +91,15 @@ def test_case_subtypes_add_up_to_the_count_and_the_order_is_clinical_over_every_
     assert s["subtypes"]["neutrophil"] == {"neutrophil": 2, "segmented_neutrophil": 5}  # 2 "not subtyped"
     only_group = case_summary("C", [b])
     assert "neutrophil" not in only_group["subtypes"]  # no subtype at all: no sub-rows
+
+
+def test_the_case_names_every_fields_nodes_whatever_the_first_field_had():
+    from cellkit.case import case_display
+
+    white_only = field(["lymphocyte"], ["wbc"], "a.png")
+    with_red = field(["lymphocyte", "schistocyte"], ["wbc", "rbc"], "b.png")
+    with_red.taxonomies = ("pbc", "rbc12")
+    white_only.taxonomies = ("pbc",)
+    display = case_display([white_only, with_red])
+    assert display("schistocyte") == "Schistocyte" and display("lymphocyte") == "Lymphocyte"
+    assert display("unknown") == "Unidentified — review"

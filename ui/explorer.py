@@ -97,6 +97,9 @@ def explorer_section(max_gallery: int = 12) -> None:
         root = config.resolve_data_path(args[0])  # nothing outside the data folders (no /etc, .., links out)
         df = resources.folder_predictions(str(root), args[1], clf.spec.name, args[2])
     bad = int(df["error"].notna().sum())
+    if bad == len(df):
+        st.warning(f"None of the {bad} images could be read: nothing to score." if bad else "No images found.")
+        return
     level = st.selectbox("Tree level", levels(tax), key="explorer_level", format_func=lambda v: level_name(v, tax))
     table = confusion(df, tax, level)
     st.metric(f"Accuracy, {level_name(level, tax).lower()}", f"{accuracy(df, tax, level):.1%}",
@@ -144,4 +147,4 @@ def explorer_section(max_gallery: int = 12) -> None:
         )
         p_pred, p_true = (sum(row[f"p_{lf}"] for lf in tax.leaves_under(n)) for n in (pred, true))
         cols[3].caption(plain(f"p({tax.display(pred)}) = {p_pred:.2f} · p({tax.display(true)}) = {p_true:.2f} · "
-                              f"folder {row['label']}"))  # fmt: skip
+                              f"the model's label: {tax.display(row['label'])}"))  # fmt: skip

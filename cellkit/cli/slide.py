@@ -259,9 +259,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                    detector_spec=det.spec)  # fmt: skip
             atomic_write(out, lambda fh: _dump_json({"case": summary, "fields": reports}, fh))
             if pdf is not None:
+                from cellkit.case import case_display
                 from cellkit.report_pdf import case_pdf
 
-                names = fields[0].display_name if fields else str
+                names = case_display(fields)
                 atomic_write(pdf, lambda fh: fh.write(case_pdf(summary, names, thumbs)))
             done_wbc = summary["white_cells_counted"]
             typer.echo(

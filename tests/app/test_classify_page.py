@@ -175,3 +175,25 @@ def test_the_last_upload_is_shown_again_after_a_visit_to_another_page():
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"
     at.button(key="classify_kept_clear").click().run()
     assert not at.metric and any("Upload one or more crops" in i.value for i in at.info)
+
+
+def test_a_rerun_reuses_the_answer_and_a_new_threshold_or_upload_classifies_again(monkeypatch):
+    from cellkit.classify import Classifier
+
+    calls = []
+    original = Classifier.predict
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "predict", counted)
+    at = _run_with([("cell0.png", encode_png(make_crop(0, 80, 1)), "image/png")])
+    assert len(calls) == 1
+    at.run()  # a rerun for something else (a click, a download)
+    assert not at.exception and len(calls) == 1
+    at.sidebar.slider[0].set_value(0.9).run()
+    assert not at.exception and len(calls) == 2
+    at.file_uploader(key="classify_upload").set_value([("cell1.png", encode_png(make_crop(3, 64, 2)), "image/png")])
+    at.run()
+    assert len(calls) == 3 and at.dataframe[0].value["File"].tolist() == ["cell1.png"]

@@ -162,6 +162,10 @@ def test_bundled_model_cards_section(tmp_path, monkeypatch):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception and len(at.get("plotly_chart")) == 2  # card counts + split per node
     assert any("balanced counts of its train split" in c.value for c in at.caption)
+    split_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
+    xs = {x for trace in split_chart["data"] for x in trace.get("x", [])}
+    assert "Band neutrophil" in xs and not any("_" in str(x) for x in xs)  # display names on the axis, never ids
+    assert all("node" not in d.value.columns for d in at.dataframe)
 
 
 def test_links_inside_a_data_folder_that_lead_out_of_it_are_not_followed(tmp_path, monkeypatch):
