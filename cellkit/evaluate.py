@@ -76,8 +76,8 @@ def _cut_report(
             keep.append(i)
             truth.append(hit[0])
     keep_arr = np.array(keep, dtype=np.int64)
-    if len(keep_arr) == 0:
-        return per_class_metrics([], [], classes), np.zeros(0), np.zeros(0)
+    if len(keep_arr) == 0:  # no image is labelled this deep (e.g. plain "neutrophil" folders at the leaf cut)
+        return {**per_class_metrics([], [], classes), "ece": None}, np.zeros(0), np.zeros(0)
     pred = [classes[j] for j in class_probs[keep_arr].argmax(1)]
     metrics = per_class_metrics(truth, pred, classes)
     conf = class_probs[keep_arr].max(1)
@@ -156,7 +156,8 @@ def evaluate_classifier(
     from cellkit.train.data import index_folder, load_split
 
     # the files themselves, through the classifier's own preprocessing: exactly what inference sees
-    paths, nodes = index_folder(data, clf.taxonomy)
+    unlabelled: list[str] = []
+    paths, nodes = index_folder(data, clf.taxonomy, unlabelled=unlabelled)
     idx = np.arange(len(paths))
     if split_file:
         idx = load_split(split_file, paths)[part]
@@ -183,6 +184,7 @@ def evaluate_classifier(
     leaf_probs = out["node_probs"][:, leaf_rows]
     report = classification_report([nodes[i] for i in read], leaf_probs, clf.taxonomy)
     report["unreadable"] = {"count": len(unreadable), "first": unreadable[:20]}
+    report["unlabelled"] = {"count": len(unlabelled), "first": unlabelled[:20]}  # in no folder that names a node
     report["ood_score"] = {
         "median": round(float(np.median(out["ood_score"])), 4),
         "flagged_fraction": round(float(np.mean(out["ood_score"] > clf.spec.ood.get("flag_above", 1.0))), 4),

@@ -12,13 +12,14 @@ W x H image costs about 3 W H bytes instead of the 4-5 copies a PIL decode + con
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -528,11 +529,10 @@ def iter_images(
     budget = PixelBudget(max_request_pixels) if max_request_pixels is not None else None
     for p in paths:
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if (f.is_file() or _dangling(f)) and not f.name.startswith("."))
-            for f in files:
+            for f in walk_files(p):
                 if _dangling(f):
                     if f.suffix.lower() == ".zip" or is_image_name(f.name):
-                        yield ImageItem(str(f), error=f"{f}: broken symbolic link ({os.readlink(f)} is gone)")
+                        yield ImageItem(str(f), error=link_problem(f))
                 elif f.suffix.lower() == ".zip":
                     yield from _iter_zip_safe(f, max_pixels, budget)
                 elif is_image_name(f.name):
@@ -545,6 +545,48 @@ def iter_images(
 
 def _dangling(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
+
+
+def link_problem(path: Path) -> str:
+    """Why a symbolic link cannot be read: a loop, or a target that is gone."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path}: a loop of symbolic links; point the link at a real file"
+    return f"{path}: broken symbolic link ({os.readlink(path)} is gone)"
+
+
+def walk_files(folder: Path, follow: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Every file under ``folder`` (hidden names skipped, broken links included), sorted. Links to folders are
+    followed (each real folder once, so a link loop ends) when ``follow`` allows them (default: all); the one
+    walk of folder inputs for every command, so none of them skips a linked folder another one reads."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    stack = [Path(folder)]
+    while stack:
+        here = stack.pop()
+        real = os.path.realpath(here)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name.startswith(".") or (entry.is_symlink() and follow is not None and not follow(path)):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(path)
+            else:
+                out.append(path)
+    return sorted(out)
 
 
 def _nested_zip(member: str) -> bool:

@@ -84,8 +84,14 @@ def check_out(path: str | os.PathLike, option: str = "--out", inputs: Sequence[s
     FIFO or socket, lies in a folder that cannot be created or written, or would replace one of the
     ``inputs`` (an input file itself, or an existing image inside an input folder).
     """
-    target = Path(os.path.realpath(Path(path).expanduser()))
-    why = _problem(target) or folder_problem(target.parent) or _input_problem(target, inputs)
+    given = Path(path).expanduser()
+    target = Path(os.path.realpath(given))
+    dangling = given.is_symlink() and not target.parent.is_dir()  # never create folders where a link points
+    why = (
+        f"it is a symbolic link to {target}, whose folder does not exist"
+        if dangling
+        else _problem(target) or folder_problem(target.parent) or _input_problem(target, inputs)
+    )
     if why:
         raise CellkitError(f"{option} {path}: {why}; choose a writable file path")
     return target

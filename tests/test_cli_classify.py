@@ -161,3 +161,43 @@ def test_a_red_cell_model_is_refused_for_white_cell_crops(tmp_path, monkeypatch,
     Image.fromarray(make_crop(0, 32, 0)).save(tmp_path / "a.png")
     code, _, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "--model", "tiny_rbc")
     assert code == 2 and "it classifies rbc boxes, not white-cell crops" in err and err.count("\n") == 1
+
+
+def test_evaluate_a_folder_of_plain_neutrophils_names_what_it_left_out(tmp_path, weights, monkeypatch, capsys):
+    root = tmp_path / "lab"
+    for folder in ("neutrophil", "granulocyte"):
+        (root / folder).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(make_crop(1, 40, i)).save(root / folder / f"cell_{i}.png")
+    code, out, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all")
+    assert code == 0, err
+    assert "leaf  no image is labelled this finely (n=0)" in out and "ECE (leaf) n/a" in out and "n=2" in out
+    assert "2 image(s) are in no folder that names a cell type" in err and "granulocyte/cell_0.png" in err
+
+
+def test_evaluate_and_stats_never_write_over_an_input_image(tmp_path, weights, monkeypatch, capsys):
+    root = tmp_path / "lab"
+    (root / "neutrophil").mkdir(parents=True)
+    image = root / "neutrophil" / "cell_0.png"
+    Image.fromarray(make_crop(1, 40, 0)).save(image)
+    before = image.read_bytes()
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all", "--out", image)
+    assert code == 2 and "input image" in err
+    code, _, err = run(monkeypatch, capsys, "stats", root, "--json", image)
+    assert code == 2 and "input image" in err
+    assert image.read_bytes() == before
+
+
+def test_symlinked_class_folders_are_read_by_evaluate_like_stats(tmp_path, weights, monkeypatch, capsys):
+    source = tmp_path / "elsewhere" / "lymphocyte"
+    source.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(make_crop(0, 40, i)).save(source / f"LY_{i}.png")
+    root = tmp_path / "lab"
+    (root / "neutrophil").mkdir(parents=True)
+    Image.fromarray(make_crop(1, 40, 0)).save(root / "neutrophil" / "cell_0.png")
+    (root / "lymphocyte").symlink_to(source, target_is_directory=True)
+    (root / "neutrophil" / "loop").symlink_to(root, target_is_directory=True)  # a loop ends
+    code, out, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all")
+    assert code == 0, err
+    assert "n=3" in out

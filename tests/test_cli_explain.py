@@ -77,3 +77,20 @@ def test_unreadable_image_and_missing_model(crop_file, tmp_path, monkeypatch, ca
     monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "empty"))
     assert run(monkeypatch, crop_file, "--out", tmp_path / "m.png") == 2
     assert "cellkit train classifier" in capsys.readouterr().err
+
+
+def test_npy_and_out_the_same_file_is_refused(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from cellkit.classify import build_tiny_classifier, save_classifier
+    from cellkit.synth import make_crop
+    from tests._cli import run_cli
+
+    clf = build_tiny_classifier()
+    clf.spec.card = {"default": True}
+    save_classifier(clf.model, clf.spec, tmp_path / "w")
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "w"))
+    Image.fromarray(make_crop(0, 64, 0)).save(tmp_path / "cell.png")
+    out = tmp_path / "same.png"
+    code, _, err = run_cli(monkeypatch, capsys, "explain", tmp_path / "cell.png", "--out", out, "--npy", out)
+    assert code == 2 and "its own file" in err and not out.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -366,3 +367,21 @@ def test_an_unreadable_zip_member_is_its_own_error_and_the_others_are_read(kind,
     assert [i.name for i in items] == ["lab.zip/a.png", "lab.zip/b.png"]
     assert items[0].image is not None and items[0].error is None
     assert items[1].image is None and items[1].error.startswith("lab.zip/b.png: ")
+
+
+def test_folder_links_are_followed_once_and_a_link_loop_is_named(tmp_path):
+    from cellkit.io import walk_files
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.png").write_bytes(_png(np.zeros((5, 5, 3), np.uint8)))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.png").write_bytes(_png(np.zeros((5, 5, 3), np.uint8)))
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "again").symlink_to(root, target_is_directory=True)  # a loop: walked once
+    (root / "loop.png").symlink_to(root / "loop.png")
+    assert [p.relative_to(root).as_posix() for p in walk_files(root)] == ["a.png", "linked/b.png", "loop.png"]
+    assert walk_files(root, follow=lambda p: False) == [root / "a.png"]
+    items = {Path(i.name).name: i for i in iter_images([root])}
+    assert items["b.png"].error is None and "a loop of symbolic links" in items["loop.png"].error

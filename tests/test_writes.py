@@ -129,3 +129,16 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     expected = (np.random.random(3), torch.rand(3))
     _set_rng_state(torch.load(tmp_path / "c.pt", weights_only=True)["rng"])
     assert np.array_equal(np.random.random(3), expected[0]) and torch.equal(torch.rand(3), expected[1])
+
+
+def test_an_out_that_links_into_a_folder_that_does_not_exist_is_refused_and_creates_nothing(tmp_path):
+    from cellkit.errors import CellkitError
+
+    link = tmp_path / "report.pdf"
+    link.symlink_to(tmp_path / "nowhere" / "deeper" / "x.pdf")
+    with pytest.raises(CellkitError, match="whose folder does not exist"):
+        writes.check_out(link, "--pdf")
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "deeper").mkdir()
+    assert writes.check_out(link, "--pdf") == tmp_path / "nowhere" / "deeper" / "x.pdf"  # written through, as before

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cellkit.errors import CellkitError
-from cellkit.io import IMAGE_SUFFIXES, is_image_name, printable, zip_image_names
+from cellkit.io import IMAGE_SUFFIXES, is_image_name, link_problem, printable, walk_files, zip_image_names
 
 LIST_SUFFIXES = (".txt", ".lst")  # an INPUT with one of these suffixes is a list of paths, one per line
 
@@ -82,12 +82,11 @@ def find_tasks(inputs: Iterable[str | os.PathLike]) -> list[Task]:
 def _expand(paths: list[Path], from_list: bool) -> Iterator[Task]:
     for p in paths:
         if p.is_symlink() and not p.exists():
-            yield Task(str(p), os.path.abspath(p), error=f"{p}: broken symbolic link ({os.readlink(p)} is gone)")
+            yield Task(str(p), os.path.abspath(p), error=link_problem(p))
         elif not p.exists():
             yield Task(str(p), os.path.abspath(p), error=f"{p}: listed but not found")
         elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if not f.name.startswith(".") and not f.is_dir())
-            for f in files:
+            for f in walk_files(p):
                 if f.suffix.lower() == ".zip" or is_image_name(f.name):
                     yield from _expand([f], from_list=True)
         elif p.suffix.lower() in LIST_SUFFIXES and not from_list:

@@ -47,9 +47,9 @@ def explain_command(
         raise CellkitError(f"unknown colour map {cmap!r}; expected one of: {', '.join(COLORMAPS)}")
     if out.suffix.lower() != ".png":
         raise CellkitError(f"--out must end in .png, got {out.name!r}")
-    check_out(out, inputs=[image])
-    if npy is not None:
-        check_out(npy, "--npy", inputs=[image])
+    target = check_out(out, inputs=[image])
+    if npy is not None and check_out(npy, "--npy", inputs=[image]) == target:
+        raise CellkitError(f"--npy {npy}: it is the --out file too; give the heat map its own file")
     crop = read_image(image)
     clf = load_classifier(model)
     if node is not None and node not in clf.taxonomy:

@@ -79,7 +79,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from cellkit.writes import check_out
 
         if json_out:
-            check_out(json_out, "--json")
+            check_out(json_out, "--json", inputs=[path])
         if dataset is None:
             found = list_datasets(path)
             if len(found) > 1:

@@ -139,7 +139,7 @@ def evaluate_command(
     if part not in ("train", "val", "test"):
         raise CellkitError(f"--part: expected train, val or test, got {part!r}")
     if out:
-        check_out(out)
+        check_out(out, inputs=[data] if data else [])
     clf = load_classifier(model)
     root = data or (config.data_dir() / DEFAULT_DATASET if config.data_dir() else None)
     if root is None:
@@ -155,10 +155,19 @@ def evaluate_command(
     for key in ("leaf", "pbc8"):
         if key in report:
             r = report[key]
+            if not r["n"]:
+                typer.echo(f"  {key:5s} no image is labelled this finely (n=0)")
+                continue
             typer.echo(f"  {key:5s} macro-F1 {r['macro_f1']:.4f}  accuracy {r['accuracy']:.4f}  n={r['n']}")
     for depth, r in report["levels"].items():
-        typer.echo(f"  level {depth} macro-F1 {r['macro_f1']:.4f}  accuracy {r['accuracy']:.4f}")
-    typer.echo(f"  ECE (leaf) {report['calibration']['ece_leaf']:.4f}  NLL {report['calibration']['nll']:.4f}")
+        if r["n"]:
+            typer.echo(f"  level {depth} macro-F1 {r['macro_f1']:.4f}  accuracy {r['accuracy']:.4f}")
+    ece = report["calibration"]["ece_leaf"]
+    typer.echo(f"  ECE (leaf) {'n/a' if ece is None else f'{ece:.4f}'}  NLL {report['calibration']['nll']:.4f}")
+    skipped = report["unlabelled"]
+    if skipped["count"]:
+        typer.echo(f"note: {skipped['count']} image(s) are in no folder that names a cell type of {clf.spec.name} "
+                   f"and were left out; first: {skipped['first'][0]}", err=True)  # fmt: skip
     if out:
         atomic_write_bytes(out, (json.dumps(report, indent=1) + "\n").encode())
         typer.echo(f"  report written to {out}")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from cellkit import config
 from cellkit.errors import CellkitError
-from cellkit.io import IMAGE_SUFFIXES
+from cellkit.io import IMAGE_SUFFIXES, walk_files
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_DATASET, Taxonomy
 
@@ -53,23 +53,26 @@ def label_for(rel_path: str, taxonomy: Taxonomy, dataset: str = DEFAULT_DATASET)
     return refine_by_prefix(taxonomy, node, parts[-1], prefixes) if node is not None else None
 
 
-def index_folder(root: str | Path, taxonomy: Taxonomy, dataset: str = DEFAULT_DATASET) -> tuple[list[str], list[str]]:
-    """Relative paths and target nodes of every labelled image under ``root/<class>/``."""
+def index_folder(
+    root: str | Path, taxonomy: Taxonomy, dataset: str = DEFAULT_DATASET, unlabelled: list[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Relative paths and target nodes of every labelled image under ``root/<class>/`` (linked folders
+    followed where the data folders allow); images no folder names a node of go to ``unlabelled`` when given."""
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "not found"
         raise CellkitError(f"data folder {root} {what}; pass --data <folder with class sub-folders>")
     paths, nodes = [], []
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or p.parent == root:
-            continue
-        if p.is_symlink() and not config.may_follow(p):  # a link out of the app's data folders
+    for p in walk_files(root, follow=config.may_follow):  # never a link out of the app's data folders
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         rel = p.relative_to(root).as_posix()
-        node = label_for(rel, taxonomy, dataset)
+        node = label_for(rel, taxonomy, dataset) if p.parent != root else None
         if node is not None:
             paths.append(rel)
             nodes.append(node)
+        elif unlabelled is not None:
+            unlabelled.append(rel)
     if not paths:
         raise CellkitError(
             f"no labelled images under {root}; expected <class>/<image> folders named like the taxonomy's "
