@@ -442,7 +442,7 @@ def iter_zip(
     label = name or (Path(source).name if not isinstance(source, bytes) else "upload.zip")
     try:
         zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a member name flagged UTF-8 that is not
         raise CellkitError(f"{label}: not a readable zip archive ({exc})") from None
     with zf:
         members = safe_zip_members(zf, label=label)
@@ -479,7 +479,7 @@ def zip_image_names(path: str | os.PathLike) -> list[str]:
     label = str(path)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a member name flagged UTF-8 that is not
         raise CellkitError(f"{label}: not a readable zip archive ({exc})") from None
     with zf:
         members = safe_zip_members(zf, label=label)
@@ -493,7 +493,7 @@ def read_zip_member(path: str | os.PathLike, member: str, *, max_pixels: int | N
     item_name = f"{path}/{member}"
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a member name flagged UTF-8 that is not
         return ImageItem(item_name, error=f"{path}: not a readable zip archive ({exc})")
     with zf:
         try:

@@ -400,3 +400,51 @@ def test_an_image_too_small_to_be_a_field_is_an_error_row_that_names_it(fakes, t
     run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)
     row = pd.read_csv(out / "summary.csv").iloc[0]
     assert row.status == "error" and "dot.png" in row.error and "too small" in row.error
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda r: r.pop("path"),
+        lambda r: r.update(result=None),
+        lambda r: r["result"].update(counts="x"),
+        lambda r: r["result"]["counts"].update(wbc="many"),
+        lambda r: r.update(timings="x"),
+        lambda r: r.update(rbc_forms=["a"]),
+        lambda r: r["result"].update(cells="abc"),
+        lambda r: r.update(status="weird"),
+        lambda r: r.update(error=["a", "list"]),
+    ],
+    ids=["no path", "no result", "counts", "count", "timings", "forms", "cells", "status", "error"],
+)
+def test_a_hand_edited_record_with_a_valid_stamp_is_done_again_not_a_crash(fakes, tmp_path, tamper):
+    import json
+
+    smears = _smears(tmp_path / "in", 2)
+    tasks = find_tasks([tmp_path / "in"])
+    out = tmp_path / "job"
+    run_batch(tasks, out, SETTINGS)
+    path = record_path(out, tasks[0].key)
+    rec = json.loads(path.read_text())
+    tamper(rec)
+    path.write_text(json.dumps(rec))
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    _job, added, seen, unreadable = import_job(out, store, "tester")
+    assert (added, seen, len(unreadable)) == (1, 2, 1)  # the good one stored, the edited one named
+    report = run_batch(find_tasks(smears), out, SETTINGS)
+    assert report.analysed == 1 and report.skipped == 1  # the edited one analysed again, the other kept
+
+
+def test_a_record_copied_under_another_name_is_imported_once(fakes, tmp_path):
+    import shutil
+
+    _smears(tmp_path / "in", 2)
+    tasks = find_tasks([tmp_path / "in"])
+    out = tmp_path / "job"
+    run_batch(tasks, out, SETTINGS)
+    copy = out / "results" / "zz" / "zzzz.json"
+    copy.parent.mkdir()
+    shutil.copy(record_path(out, tasks[0].key), copy)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    _job, added, _seen, unreadable = import_job(out, store, "tester")
+    assert added == 2 and unreadable == ["results/zz/zzzz.json"]

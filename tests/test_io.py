@@ -385,3 +385,18 @@ def test_folder_links_are_followed_once_and_a_link_loop_is_named(tmp_path):
     assert walk_files(root, follow=lambda p: False) == [root / "a.png"]
     items = {Path(i.name).name: i for i in iter_images([root])}
     assert items["b.png"].error is None and "a loop of symbolic links" in items["loop.png"].error
+
+
+def test_a_zip_whose_member_name_is_marked_utf8_but_is_not_is_one_error(tmp_path):
+    from cellkit.io import read_zip_member, zip_image_names
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("Ã.png", _png(np.zeros((4, 4, 3), np.uint8)))  # non-ASCII: written with the UTF-8 flag
+    path = tmp_path / "bad_names.zip"
+    path.write_bytes(buf.getvalue().replace("Ã".encode(), b"\xff\xfe"))
+    items = list(iter_images([path]))
+    assert len(items) == 1 and "not a readable zip archive" in items[0].error
+    with pytest.raises(CellkitError, match="not a readable zip archive"):
+        zip_image_names(path)
+    assert "not a readable zip archive" in read_zip_member(path, "x.png").error

@@ -42,20 +42,24 @@ def import_job(
     if job is None:
         raise CellkitError(f"{out}: not a batch job folder (no job.json); run `cellkit batch ... --out {out}` first")
     job = {**job, "folder": str(out.resolve())}
+    from cellkit.batch.outputs import valid_record
+
     files = _records(out)
     job_id, added, unreadable = 0, 0, []
+    seen: set[str] = set()
     for start in range(0, len(files), chunk):
         items: list[dict[str, Any]] = []
         for path in files[start : start + chunk]:
             try:
                 rec = json.loads(path.read_text(encoding="utf-8"))
-                ok = isinstance(rec, dict) and isinstance(rec.get("source", {}), dict)
+                ok = valid_record(rec, path.stem) and rec["key"] not in seen  # a copy under another name: once
                 result = SlideResult.from_dict(rec["result"]) if ok and rec.get("status") == "ok" else None
             except (OSError, ValueError, KeyError, TypeError, AttributeError, CellkitError):
                 ok = False
             if not ok:  # unreadable or not a record: said, and analysed again by the next run of the job
                 unreadable.append(str(path.relative_to(out)))
                 continue
+            seen.add(rec["key"])
             source = rec.get("source", {})
             items.append(
                 {

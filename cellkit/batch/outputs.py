@@ -42,9 +42,35 @@ def read_record(out: Path, key: str) -> dict[str, Any] | None:
         rec = json.loads(record_path(out, key).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(rec, dict) or not isinstance(rec.get("source", {}), dict):
-        return None  # not a record this version wrote: the image is done again
-    return rec
+    return rec if valid_record(rec, key) else None  # not a record this version wrote: the image is done again
+
+
+def valid_record(rec: Any, key: str | None = None) -> bool:
+    """Whether ``rec`` has the shape this version writes and reads back (summary row, cells table, database),
+    for ``key`` when given. A hand-edited or damaged record is treated as missing: its image is analysed again."""
+    from cellkit.slide import SlideResult
+
+    try:
+        if not isinstance(rec, dict) or not isinstance(rec.get("source", {}), dict):
+            return False
+        if not isinstance(rec["key"], str) or (key is not None and rec["key"] != key):
+            return False
+        if not isinstance(rec["path"], str) or not isinstance(rec.get("error", ""), str):
+            return False
+        if rec.get("status") not in ("ok", "error") or not isinstance(rec.get("timings", {}), dict):
+            return False
+        if rec["status"] == "ok":
+            result = rec["result"]
+            SlideResult.from_dict(result)
+            counts = result.get("counts", {})
+            if not all(isinstance(v, int) for v in counts.values()) or not isinstance(result.get("cells", []), list):
+                return False
+            if not all(isinstance(c, dict) for c in result.get("cells", [])):
+                return False
+        summary_row(rec)  # every field the summary reads
+        return True
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, CellkitError):
+        return False
 
 
 def is_done(out: Path, task: Task, retry_errors: bool = False) -> bool:
