@@ -515,7 +515,8 @@ def iter_images(
 ) -> Iterator[ImageItem]:
     """Yield every image among files, folders (recursive, sorted) and zips, one decoded at a time.
 
-    Unreadable images come back as items with ``error`` set, so one bad file never stops a batch.
+    Unreadable images come back as items with ``error`` set, so one bad file never stops a batch. A file given
+    twice (by two paths, or in a folder given too) is read once.
     A path that does not exist raises CellkitError before anything is read. With
     ``max_request_pixels``, all images together may hold at most that many pixels (checked from
     headers: an image or a whole zip that would go over comes back as an error item, undecoded).
@@ -527,9 +528,20 @@ def iter_images(
         if not p.exists():
             raise CellkitError(f"{p}: no such file or folder")
     budget = PixelBudget(max_request_pixels) if max_request_pixels is not None else None
+    seen: set[str] = set()  # a file given twice (x.jpg ./x.jpg, a folder and a file in it) is read once
+
+    def first_time(path: Path) -> bool:
+        real = os.path.realpath(path)
+        if real in seen:
+            return False
+        seen.add(real)
+        return True
+
     for p in paths:
         if p.is_dir():
             for f in walk_files(p):
+                if not first_time(f):
+                    continue
                 if _dangling(f):
                     if f.suffix.lower() == ".zip" or is_image_name(f.name):
                         yield ImageItem(str(f), error=link_problem(f))
@@ -537,6 +549,8 @@ def iter_images(
                     yield from _iter_zip_safe(f, max_pixels, budget)
                 elif is_image_name(f.name):
                     yield _read_item(f, max_pixels, budget)
+        elif not first_time(p):
+            continue
         elif p.suffix.lower() == ".zip":
             yield from _iter_zip_safe(p, max_pixels, budget)
         else:

@@ -76,6 +76,16 @@ def test_a_zip_of_many_broken_files_prints_a_count_not_a_line_each(tmp_path, wei
     assert len(rows) == MAX_FILE_ERRORS + 15 and all(r["error"] for r in rows)  # every file is still a row
 
 
+def test_a_file_name_with_a_newline_stays_on_one_error_line(tmp_path, weights, monkeypatch, capsys):
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    (folder / "bad\nerror: fake.png").write_bytes(b"not a png")
+    code, _, err = run(monkeypatch, capsys, "classify", folder, "--out", tmp_path / "p.csv")
+    assert code == 1
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 2 and "bad\\nerror: fake.png" in lines[0]  # the file's, and "no image could be classified"
+
+
 def test_exit_codes(tmp_path, weights, monkeypatch, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")

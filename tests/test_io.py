@@ -400,3 +400,10 @@ def test_a_zip_whose_member_name_is_marked_utf8_but_is_not_is_one_error(tmp_path
     with pytest.raises(CellkitError, match="not a readable zip archive"):
         zip_image_names(path)
     assert "not a readable zip archive" in read_zip_member(path, "x.png").error
+
+
+def test_a_file_given_twice_is_read_once(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.png").write_bytes(_png(np.zeros((5, 5, 3), np.uint8)))
+    same = [tmp_path / "d" / "x.png", tmp_path / "d" / "." / "x.png", tmp_path / "d"]
+    assert len(list(iter_images(same))) == 1

@@ -7,6 +7,7 @@ import sys
 from cellkit.errors import named
 
 MAX_FILE_ERRORS = 20  # lines printed; every failed file is still a row of the command's output
+CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}  # shown escaped
 
 
 class FileErrors:
@@ -19,8 +20,9 @@ class FileErrors:
         from tqdm import tqdm
 
         self.count += 1
-        if self.count <= self.limit:
-            tqdm.write(f"error: {named(name, error)}", file=sys.stderr)
+        if self.count <= self.limit:  # one line each: a newline in a file name never starts a fake line
+            text = named(name, error).translate(CONTROL)
+            tqdm.write(f"error: {text}", file=sys.stderr)
 
     def close(self) -> None:
         if self.count > self.limit:
