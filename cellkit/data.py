@@ -18,6 +18,7 @@ statistics and hashes live in :mod:`cellkit.stats`, which caches them on disk.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -367,12 +368,21 @@ def _yolo_names(root: Path) -> list[str]:
                 raise CellkitError(f"{p}: not valid YAML ({exc}); fix or remove it") from None
             names = raw.get("names") if isinstance(raw, dict) else None
             if isinstance(names, dict):
-                return [str(names[k]) for k in sorted(names, key=int)]
+                try:  # YOLO's {0: wbc, 1: rbc}
+                    return [str(names[k]) for k in sorted(names, key=int)]
+                except (TypeError, ValueError):
+                    raise CellkitError(
+                        f"{p}: names must map class ids to names ({{0: wbc, 1: rbc}}), got {names!r:.80}"
+                    ) from None
             if isinstance(names, list):
                 return [str(n) for n in names]
     classes = root / "classes.txt"
     if classes.is_file():
-        return [line.strip() for line in classes.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = classes.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CellkitError(f"{classes}: unreadable ({exc}); expected UTF-8 text, one class name per line") from None
+        return [line.strip() for line in text.splitlines() if line.strip()]
     return []
 
 
@@ -420,9 +430,9 @@ def _parse_yolo_labels(path: Path, n_names: int) -> tuple[list[tuple[int, float,
         try:
             cid = int(float(parts[0]))
             cx, cy, w, h = (float(v) for v in parts[1:5])
-            if len(parts) < 5:
+            if len(parts) < 5 or cid < 0 or not all(math.isfinite(v) for v in (cx, cy, w, h)):
                 raise ValueError
-        except ValueError:
+        except (ValueError, OverflowError):  # "inf", "nan", a negative class id
             return boxes, f"label line {i} malformed: {line.strip()[:40]!r}"
         if n_names and not 0 <= cid < n_names:
             return boxes, f"label line {i}: class id {cid} not in data.yaml names (0..{n_names - 1})"
@@ -557,7 +567,11 @@ def _voc_imagesets(part: Path) -> dict[str, str]:
     for split in ("train", "val", "test"):
         f = main / f"{split}.txt"
         if f.is_file():
-            for line in f.read_text(encoding="utf-8").split():
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CellkitError(f"{f}: unreadable ({exc}); expected UTF-8 text, one image id per line") from None
+            for line in text.split():
                 out[line.strip()] = split
     return out
 

@@ -186,6 +186,40 @@ def test_malformed_yolo_labels_are_reported_per_image(tmp_path):
     assert df["error"].isna().all()
 
 
+@pytest.mark.parametrize("line", ["-1 0.5 0.5 0.1 0.1", "inf 0.5 0.5 0.1 0.1", "0 nan 0.5 0.1 0.1"])
+def test_hostile_yolo_label_lines_are_a_label_error_not_a_crash(tmp_path, line):
+    root, _ = make_yolo(tmp_path / "yolo")
+    (root / "data.yaml").unlink()  # no names either: class ids are not checked against a list
+    (root / "labels" / "train" / "img1.txt").write_text(line + "\n")
+    df = read_dataset(root).set_index("file")
+    assert "line 1 malformed" in df.loc["images/train/img1.png", "label_error"]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("data.yaml", "names: {wbc: 0}\n", "names must map class ids"),
+        ("classes.txt", b"\xff\xfe wbc\n", "expected UTF-8 text"),
+    ],
+)
+def test_a_yolo_names_file_of_the_wrong_shape_is_one_error(tmp_path, name, content, message):
+    root, _ = make_yolo(tmp_path / "yolo")
+    (root / "data.yaml").unlink()
+    target = root / name
+    target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+    with pytest.raises(CellkitError, match=message):
+        read_dataset(root)
+
+
+def test_a_voc_image_set_that_is_not_utf8_is_one_error(tmp_path):
+    root = make_voc(tmp_path / "voc")
+    main = root / "Training" / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "train.txt").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(CellkitError, match="expected UTF-8 text"):
+        read_dataset(root)
+
+
 def test_named_sub_dataset_without_images_is_an_error(tmp_path):
     make_classification(tmp_path / "root" / "cells", corrupt=False)
     (tmp_path / "root" / "empty_yolo" / "images").mkdir(parents=True)
