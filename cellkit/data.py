@@ -147,7 +147,8 @@ def detect_kind(path: str | os.PathLike) -> str | None:
     subs = _subdirs(path)
     if any(d.name.lower() in SPLIT_NAMES and (d / "images").is_dir() and (d / "labels").is_dir() for d in subs):
         return "yolo"
-    if _voc_parts(path):
+    parts = _voc_parts(path)
+    if parts and ((path / "Annotations").is_dir() or len(parts) == len(subs)):  # splits only; else a root of many
         return "voc"
     if any(_has_images(d) for d in subs):
         return "classification"

@@ -235,3 +235,14 @@ def test_a_symlink_loop_in_a_dataset_is_skipped_not_fatal(tmp_path):
     (tmp_path / "neutrophil" / "a.png").write_bytes(b"x")
     (tmp_path / "neutrophil" / "loop.png").symlink_to(tmp_path / "neutrophil" / "loop.png")  # points at itself
     assert [p.name for p in _images_in(tmp_path, recursive=True)] == ["a.png"]
+
+
+def test_a_root_holding_a_voc_dataset_beside_others_lists_them_all(tmp_path):
+    from cellkit.data import list_datasets
+
+    make_voc(tmp_path / "root" / "cbc")
+    make_classification(tmp_path / "root" / "cells", corrupt=False)
+    make_yolo(tmp_path / "root" / "txl")
+    found = {d.name: d.kind for d in list_datasets(tmp_path / "root")}
+    assert found == {"cbc": "voc", "cells": "classification", "txl": "yolo"}
+    assert [d.kind for d in list_datasets(tmp_path / "root" / "cbc")] == ["voc"]  # Training/ is its split
