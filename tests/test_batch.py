@@ -85,6 +85,14 @@ def test_tasks_refuse_missing_input_and_no_images(tmp_path):
         find_tasks([tmp_path / "empty"])
 
 
+def test_a_list_line_with_an_overlong_name_is_that_lines_error_not_the_jobs_end(tmp_path):
+    _smears(tmp_path / "in", 1)
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{tmp_path / 'in'}\n{tmp_path / ('a' * 300 + '.png')}\n")
+    tasks = find_tasks([listed])
+    assert len(tasks) == 2 and not tasks[0].error and "file name too long" in tasks[1].error
+
+
 def test_hostile_zip_is_one_error_task(tmp_path):
     bad = tmp_path / "evil.zip"
     with zipfile.ZipFile(bad, "w") as zf:

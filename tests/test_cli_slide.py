@@ -192,7 +192,9 @@ def test_analyze_case_aggregates_fields_into_one_report_and_pdf(images, tmp_path
     [
         (["--pdf", "x.pdf"], "need --case"),
         (["--case", "A", "--out-csv"], None),
-        (["--case", "A", "--target-wbc", "0"], "--target-wbc: expected 1 or more"),
+        (["--case", "A", "--target-wbc", "0"], "--target-wbc: expected 1 to 10,000"),
+        (["--case", "A", "--target-wbc", "100000"], "--target-wbc: expected 1 to 10,000"),
+        (["--case", "  ", "--pdf", "x.pdf"], "--case: expected a case name"),
         (["--case", "A", "--pdf", "x.txt"], "expected a .pdf"),
     ],
 )

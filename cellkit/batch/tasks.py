@@ -6,6 +6,7 @@ Tasks are path-based (a file, or a member of a zip file), so any worker that see
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -81,6 +82,12 @@ def find_tasks(inputs: Iterable[str | os.PathLike]) -> list[Task]:
 
 def _expand(paths: list[Path], from_list: bool) -> Iterator[Task]:
     for p in paths:
+        try:
+            p.lstat()
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # one bad line of a list is that line's error, not the job's end
+                yield Task(f"{str(p)[:120]}…", os.path.abspath(p), error=f"{str(p)[:80]}…: file name too long")
+                continue
         if p.is_symlink() and not p.exists():
             yield Task(str(p), os.path.abspath(p), error=link_problem(p))
         elif not p.exists():

@@ -196,12 +196,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         fmt = _out_format(out, ("json", "csv"))
         _check_tiling(tile, overlap)
         check_out(out, inputs=inputs)
+        if case is not None and not case.strip():
+            raise CellkitError("--case: expected a case name (a specimen or accession number), got an empty one")
         if (pdf is not None or target_wbc != 100) and not case:
             raise CellkitError("--pdf and --target-wbc need --case NAME (the images counted as one case)")
         if case and fmt != "json":
             raise CellkitError(f"--case: the case report is JSON; expected --out {out.with_suffix('.json')}")
-        if target_wbc < 1:
-            raise CellkitError(f"--target-wbc: expected 1 or more white cells, got {target_wbc}")
+        if not 1 <= target_wbc <= 10_000:  # the store's limit of a case's target
+            raise CellkitError(f"--target-wbc: expected 1 to 10,000 white cells (usually 100 or 200), got {target_wbc}")
         if pdf is not None:
             _out_format(pdf, ("pdf",), "--pdf")
             check_out(pdf, "--pdf", inputs=inputs)
