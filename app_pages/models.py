@@ -109,12 +109,17 @@ def robustness_ui(card: dict, tax) -> None:
         st.markdown("**Cells never taught**: leave-one-class-out on PBC (the class held out must be flagged)")
         honest = unk.get("loco_honest")
         if honest:
+            shipped = honest.get("shipped_rule")
             st.markdown(
                 f"A backbone trained without *{honest['held_out_name']}*: AUROC {honest['auroc']:.3f}; "
                 f"{honest['flagged_at_5pct_known']:.0%} of them flagged when 5 % of known cells are, "
                 f"{honest['flagged_at_10pct_budget']:.0%} at the 10 % budget "
                 f"({honest['known_flagged_at_10pct_budget']:.0%} of known flagged)."
-            )
+                + (f" With the review rule as shipped: {shipped['held_out_flagged']:.0%} of them go to review, and "
+                   f"{shipped['known_flagged']:.0%} of known cells." if shipped else "")
+            )  # fmt: skip
+            if honest.get("recipe"):
+                st.caption(f"How: {honest['recipe']}. Immature granulocytes stand in for blasts (PBC has none).")
             st.caption(
                 "Below, the shipped backbone (which saw every class) with only the head and the detector "
                 "refitted: optimistic."

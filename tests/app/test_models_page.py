@@ -299,3 +299,35 @@ def test_a_broken_adapted_model_says_what_to_do_in_display_names(folders, broken
         assert not any(leaf in text for leaf in ("band_neutrophil", "segmented_neutrophil", "promyelocyte"))
     else:
         assert "the weights" in text and "of the adapted model 'lab_two' are missing" in text
+
+
+def test_models_page_shows_the_honest_leave_one_class_out_figure_with_the_shipped_rule(tmp_path, monkeypatch):
+    import streamlit as st
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    clf = build_tiny_classifier(seed=3)
+    honest = {"held_out_name": "Immature granulocyte", "auroc": 0.954, "flagged_at_5pct_known": 0.749,
+              "flagged_at_10pct_budget": 0.876, "known_flagged_at_10pct_budget": 0.099,
+              "shipped_rule": {"held_out_flagged": 0.847, "known_flagged": 0.079},
+              "recipe": "from ImageNet"}  # fmt: skip
+    import numpy as np
+
+    from cellkit.evaluate import classification_report
+
+    leaves = list(clf.taxonomy.leaves)
+    probs = np.eye(len(leaves))[np.arange(40) % len(leaves)] * 0.9 + 0.1 / len(leaves)
+    test = classification_report([leaves[i % len(leaves)] for i in range(40)], probs, clf.taxonomy)
+    clf.spec.card = {"default": True, "metrics_test": test,
+                     "unknown_bench": {"loco": {}, "method": "knn", "loco_honest": honest}}  # fmt: skip
+    save_classifier(clf.model, clf.spec, weights)
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "AUROC 0.954" in text and "With the review rule as shipped: 85% of them go to review" in text
+    assert any("stand in for blasts" in c.value for c in at.caption)
+    st.cache_resource.clear()
