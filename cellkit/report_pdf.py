@@ -7,6 +7,7 @@ corrected cells, the models with their sha256, and the reviewer and sign-off (or
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -34,6 +35,22 @@ def _font_path() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
+@functools.cache
+def _printable_chars() -> frozenset[int]:
+    """The code points the report's font can draw."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(str(_font_path()), lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
+def pdf_text(text: str) -> str:
+    """``text`` as the report can print it: a character its font cannot draw (a Thai or Chinese case name) is
+    written as its code, ``<U+0E01>``, never left blank, so a specimen is always identifiable on what is signed."""
+    ok = _printable_chars()
+    return "".join(c if ord(c) in ok or c in "\n\r\t" else f"<U+{ord(c):04X}>" for c in text)
+
+
 def case_pdf(
     summary: dict[str, Any],
     display: Callable[[str], str],
@@ -48,7 +65,11 @@ def case_pdf(
     from fpdf import FPDF
     from PIL import Image
 
-    pdf = FPDF(format="A4", unit="mm")
+    class Report(FPDF):
+        def normalize_text(self, text: str) -> str:  # every string drawn passes here
+            return super().normalize_text(pdf_text(text))
+
+    pdf = Report(format="A4", unit="mm")
     pdf.set_auto_page_break(auto=True, margin=15)
     font = _font_path()
     pdf.add_font("DejaVu", "", str(font))

@@ -90,3 +90,14 @@ def test_an_off_scale_field_is_named_on_the_report(tmp_path):
     path.write_bytes(case_pdf(summary, big.display_name))
     text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(path).pages)
     assert "1 field(s) have red cells of a size the detector was never trained on (upscaled.png)" in text
+
+
+def test_a_case_name_the_font_cannot_draw_is_printed_as_its_codes_never_blank(tmp_path, recwarn):
+    pypdf = pytest.importorskip("pypdf")
+    a = field(["lymphocyte"], ["wbc"], "f.png")
+    summary = case_summary("ผู้ป่วย 7 / 病例", [a])
+    path = tmp_path / "thai.pdf"
+    path.write_bytes(case_pdf(summary, a.display_name))
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
+    assert "<U+0E1C>" in text and "<U+75C5><U+4F8B>" in text and " 7 / " in text
+    assert not [w for w in recwarn if "missing glyphs" in str(w.message)]
