@@ -456,3 +456,11 @@ def test_a_record_copied_under_another_name_is_imported_once(fakes, tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     _job, added, _seen, unreadable = import_job(out, store, "tester")
     assert added == 2 and unreadable == ["results/zz/zzzz.json"]
+
+
+def test_a_lock_file_that_is_a_folder_is_one_clear_error(fakes, tmp_path):
+    _smears(tmp_path / "in", 1)
+    out = tmp_path / "job"
+    (out / ".lock").mkdir(parents=True)
+    with pytest.raises(CellkitError, match=r"cannot use its lock file \.lock"):
+        run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)

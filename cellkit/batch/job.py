@@ -88,7 +88,10 @@ def _check_same(old: dict[str, Any], settings: dict[str, Any], out: Path) -> Non
 
 @contextlib.contextmanager
 def _locked(out: Path) -> Iterator[None]:
-    fh = open(out / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fh = open(out / ".lock", "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:  # a folder or an unwritable file where the lock goes
+        raise CellkitError(f"--out {out}: cannot use its lock file .lock ({exc.strerror}); remove it") from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
