@@ -384,6 +384,7 @@ class SlideResult:
             "image_sha256": self.image_sha256,
             "image_shape": list(self.image_shape),
             "counts": self.counts,
+            "counts_reviewed": self.reviewed_counts(),  # rejected boxes out, moved boxes where the review put them
             "differential": self.differential(),
             "nrbc": self.nrbc(),
             "rejected": self.rejected(),

@@ -158,6 +158,7 @@ def test_json_round_trip_and_frame():
     res.corrections[0] = "monocyte"
     raw = json.loads(res.to_json())
     assert raw["counts"] == res.counts and len(raw["cells"]) == len(res.detections)
+    assert raw["counts_reviewed"] == res.reviewed_counts()
     back = SlideResult.from_dict(raw)
     assert (
         back.counts == res.counts and back.corrections == {0: "monocyte"} and back.differential() == res.differential()
