@@ -25,6 +25,15 @@ def weights(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+def lab_folder(root: Path, n: int = 3) -> Path:
+    """A lab's own labelled folder: ``lymphocyte/`` and ``neutrophil/`` with ``n`` drawn crops each."""
+    for folder, kind in (("lymphocyte", 0), ("neutrophil", 1)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(make_crop(kind, 40, i)).save(root / folder / f"cell_{i}.png")
+    return root
+
+
 def crops_folder(root: Path) -> Path:
     (root / "sub").mkdir(parents=True)
     Image.fromarray(make_crop(0, 64, 0)).save(root / "a.png")
@@ -123,10 +132,7 @@ def test_evaluate_skips_and_names_a_corrupt_image(tmp_path, weights, monkeypatch
     import json
 
     root = tmp_path / "lab"
-    for folder, kind in (("lymphocyte", 0), ("neutrophil", 1)):
-        (root / folder).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(make_crop(kind, 40, i)).save(root / folder / f"cell_{i}.png")
+    lab_folder(root)
     (root / "neutrophil" / "cell_0.png").write_bytes(b"truncated")
     code, out, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all", "--out", tmp_path / "r.json")
     assert code == 1 and "n=5" in out  # scored over the five it could read
@@ -145,10 +151,7 @@ def test_evaluate_scores_a_labs_own_folder_with_all(tmp_path, weights, monkeypat
     import json
 
     root = tmp_path / "my_lab"
-    for folder, kind in (("lymphocyte", 0), ("neutrophil", 1)):
-        (root / folder).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(make_crop(kind, 40, i)).save(root / folder / f"cell_{i}.png")
+    lab_folder(root)
     (weights / "split.json").write_text(json.dumps({"train": [], "val": [], "test": ["pbc/x/y.jpg"]}))
     card = weights / "tiny.json"
     raw = json.loads(card.read_text())

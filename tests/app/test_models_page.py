@@ -115,12 +115,20 @@ def test_adapt_zip_over_the_upload_limit_is_refused(folders, monkeypatch):
     assert at.button(key="models_adapt_go").disabled
 
 
-def test_models_page_shows_the_robustness_bench_of_the_card(tmp_path, monkeypatch):
-    """A card with test metrics and bench figures: the metrics, the imitated-labs table and the TXL-PBC shares."""
+def perfect_test_metrics(clf) -> dict:
+    """Test metrics of a model right on 40 crops (the card block the Models page needs to show a model)."""
     import numpy as np
-    import streamlit as st
 
     from cellkit.evaluate import classification_report
+
+    leaves = list(clf.taxonomy.leaves)
+    probs = np.eye(len(leaves))[np.arange(40) % len(leaves)] * 0.9 + 0.1 / len(leaves)
+    return classification_report([leaves[i % len(leaves)] for i in range(40)], probs, clf.taxonomy)
+
+
+def test_models_page_shows_the_robustness_bench_of_the_card(tmp_path, monkeypatch):
+    """A card with test metrics and bench figures: the metrics, the imitated-labs table and the TXL-PBC shares."""
+    import streamlit as st
 
     monkeypatch.chdir(ROOT)
     monkeypatch.syspath_prepend(str(ROOT))
@@ -128,11 +136,9 @@ def test_models_page_shows_the_robustness_bench_of_the_card(tmp_path, monkeypatc
     monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
     monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
     clf = build_tiny_classifier(seed=3)
-    leaves = list(clf.taxonomy.leaves)
-    probs = np.eye(len(leaves))[np.arange(40) % len(leaves)] * 0.9 + 0.1 / len(leaves)
     clf.spec.card = {
         "default": True,
-        "metrics_test": classification_report([leaves[i % len(leaves)] for i in range(40)], probs, clf.taxonomy),
+        "metrics_test": perfect_test_metrics(clf),
         "robustness": {
             "conditions": {
                 "clean": {"pbc8_accuracy": 0.985, "mature5_accuracy": 0.984, "flagged": 0.07},
@@ -314,14 +320,7 @@ def test_models_page_shows_the_honest_leave_one_class_out_figure_with_the_shippe
               "flagged_at_10pct_budget": 0.876, "known_flagged_at_10pct_budget": 0.099,
               "shipped_rule": {"held_out_flagged": 0.847, "known_flagged": 0.079},
               "recipe": "from ImageNet"}  # fmt: skip
-    import numpy as np
-
-    from cellkit.evaluate import classification_report
-
-    leaves = list(clf.taxonomy.leaves)
-    probs = np.eye(len(leaves))[np.arange(40) % len(leaves)] * 0.9 + 0.1 / len(leaves)
-    test = classification_report([leaves[i % len(leaves)] for i in range(40)], probs, clf.taxonomy)
-    clf.spec.card = {"default": True, "metrics_test": test,
+    clf.spec.card = {"default": True, "metrics_test": perfect_test_metrics(clf),
                      "unknown_bench": {"loco": {}, "method": "knn", "loco_honest": honest}}  # fmt: skip
     save_classifier(clf.model, clf.spec, weights)
     st.cache_resource.clear()
