@@ -115,6 +115,15 @@ def test_adapt_zip_over_the_upload_limit_is_refused(folders, monkeypatch):
     assert at.button(key="models_adapt_go").disabled
 
 
+def _page_folders(tmp_path, monkeypatch):
+    """The page run from the repository with its own weights folder and home; returns the weights folder."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    return tmp_path / "weights"
+
+
 def perfect_test_metrics(clf) -> dict:
     """Test metrics of a model right on 40 crops (the card block the Models page needs to show a model)."""
     import numpy as np
@@ -130,11 +139,7 @@ def test_models_page_shows_the_robustness_bench_of_the_card(tmp_path, monkeypatc
     """A card with test metrics and bench figures: the metrics, the imitated-labs table and the TXL-PBC shares."""
     import streamlit as st
 
-    monkeypatch.chdir(ROOT)
-    monkeypatch.syspath_prepend(str(ROOT))
-    weights = tmp_path / "weights"
-    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
-    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    weights = _page_folders(tmp_path, monkeypatch)
     clf = build_tiny_classifier(seed=3)
     clf.spec.card = {
         "default": True,
@@ -310,11 +315,7 @@ def test_a_broken_adapted_model_says_what_to_do_in_display_names(folders, broken
 def test_models_page_shows_the_honest_leave_one_class_out_figure_with_the_shipped_rule(tmp_path, monkeypatch):
     import streamlit as st
 
-    monkeypatch.chdir(ROOT)
-    monkeypatch.syspath_prepend(str(ROOT))
-    weights = tmp_path / "weights"
-    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(weights))
-    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    weights = _page_folders(tmp_path, monkeypatch)
     clf = build_tiny_classifier(seed=3)
     honest = {"held_out_name": "Immature granulocyte", "auroc": 0.954, "flagged_at_5pct_known": 0.749,
               "flagged_at_10pct_budget": 0.876, "known_flagged_at_10pct_budget": 0.099,
