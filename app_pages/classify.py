@@ -76,8 +76,8 @@ with resources.user_errors(), heavy_job(waiting=st.spinner) if not items else co
         if f.name.lower().endswith(".zip"):
             try:
                 members = list(iter_zip(data, name=f.name, budget=budget))
-            except CellkitError as exc:
-                st.error(widgets.plain(exc), icon=":material/error:")
+            except CellkitError as exc:  # an item, so the answer kept for reruns still shows it
+                items.append(ImageItem(f.name, error=str(exc)))
             else:
                 items.extend(members)
                 if not members:  # empty, or only files that are no images (.txt, .gif...)

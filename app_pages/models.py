@@ -207,7 +207,8 @@ else:
             n_groups = len(tax.groupings[grouping])
             c[0].metric(f"macro-F1, {n_groups} classes", f"{test.get(grouping, {}).get('macro_f1', float('nan')):.3f}")
         c[1].metric(f"macro-F1, {len(tax.leaves)} leaves", f"{test['leaf']['macro_f1']:.3f}")
-        c[2].metric("ECE (leaf, calibrated)", f"{test['calibration']['ece_leaf']:.3f}")
+        ece = test["calibration"].get("ece_leaf")
+        c[2].metric("ECE (leaf, calibrated)", "n/a" if ece is None else f"{ece:.3f}")
         c[3].metric("ms per crop", card.get("speed", {}).get("single_crop_ms_median", "—"))
         levels = {**({grouping: f"{len(tax.groupings[grouping])} classes"} if grouping else {}), "leaf": "Leaves"}
         level = st.radio("Level", list(levels), format_func=levels.get, horizontal=True, key="models_level")

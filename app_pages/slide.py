@@ -10,6 +10,7 @@ import streamlit as st
 from cellkit import (
     IMAGE_SUFFIXES,
     CellkitError,
+    StoreError,
     add_cell,
     analyze,
     case_display,
@@ -110,7 +111,7 @@ def save(slide: dict) -> None:
     try:
         db = resources.store()
         if slide["id"] is None:  # pending corrections are added below, with their notes
-            if slide.get("case_id") is None and state.get("case_id") is not None:
+            if slide.get("case_id") is None and state.get("case_id") is not None and not slide.get("no_case"):
                 slide["case_id"] = state["case_id"]
             bare = dataclasses.replace(slide["result"], corrections={})
             slide["id"] = db.save_analysis(bare, owner=owner, file_name=slide["name"], metadata=slide["meta"],
@@ -124,7 +125,14 @@ def save(slide: dict) -> None:
                 state.setdefault("slide_image_warnings", []).append(f"The image is not kept for reopening: {exc}")
         adds = slide.setdefault("pending_adds", [])  # before the corrections: one may be of an added cell
         while adds:
-            db.add_cell(slide["id"], slide["result"], adds[0], owner)
+            try:
+                db.add_cell(slide["id"], slide["result"], adds[0], owner)
+            except StoreError as exc:
+                if exc.retryable:
+                    raise  # busy or gone: kept for "Retry save"
+                state.setdefault("slide_upload_errors", []).append(f"The added cell was not saved: {exc}")
+            except CellkitError as exc:  # refused (the case was signed meanwhile...): said once, never retried
+                state.setdefault("slide_upload_errors", []).append(f"The added cell was not saved: {exc}")
             adds.pop(0)
         pending = slide.setdefault("pending", [])
         while pending:
@@ -149,8 +157,8 @@ def run(image, name: str, key, meta: dict) -> None:
     with resources.user_errors(), heavy_job(waiting=st.spinner), st.spinner(f"Analysing {name}…"):
         result = analyze(image, det, clf, name=name, by_class=by_class)
     demo = meta.get("source") == "demo"
-    in_demo_case = demo_case()
-    if (state.get("case_id") is None or demo != in_demo_case) and (db := case_store()) is not None:
+    wrong_case = state.get("case_id") is not None and demo != demo_case()  # drawn into a patient's, or the reverse
+    if (state.get("case_id") is None or wrong_case) and (db := case_store()) is not None:
         try:  # a first field starts a case; a drawn smear never joins a patient's case, nor a real one a demo's
             if state.get("case_id") is not None:
                 case_ui.new_uploader()  # the other case's files stay listed there
@@ -163,9 +171,10 @@ def run(image, name: str, key, meta: dict) -> None:
                 case_ui.new_case(db, owner)
         except CellkitError as exc:
             db_problem.append(str(exc))
+    no_case = wrong_case and demo != demo_case()  # no case of its own could be started: never the other one
     slide = {"id": None, "result": result, "image": image, "key": key, "clf": clf, "name": name, "meta": meta,
-             "case_id": state.get("case_id")}  # fmt: skip
-    slide.update(pending=[], db_error=None)
+             "case_id": None if no_case else state.get("case_id")}  # fmt: skip
+    slide.update(pending=[], db_error=None, no_case=no_case, standalone=no_case)
     state["slide"] = slide  # kept whatever happens to the save
     save(slide)
     images = state.setdefault("slide_images", {})  # this session's last images, to reopen with crops
@@ -606,12 +615,13 @@ with st.expander("Your past analyses", icon=":material/history:"):
     else:
         st.dataframe(
             [{"Analysis": p["id"], "Saved": p["created"].replace("T", " "), "File": p["file_name"],
-              "Size (px)": f"{p['width']} × {p['height']}", "White cells": p.get("wbc", 0),
-              "Red cells": p.get("rbc", 0), "Platelets": p.get("platelet", 0),
+              "Size (px)": f"{p['width']} × {p['height']}", "White cells found": p.get("wbc", 0),
+              "Red cells found": p.get("rbc", 0), "Platelets found": p.get("platelet", 0),
               "White-cell model": widgets.model_display_name(p["classifier"]), "Case": p["case_id"],
               "Image fingerprint": (p["image_sha256"] or "")[:12]} for p in past],
             hide_index=True,
         )  # fmt: skip
+        st.caption("Counts as the detector found them; open an analysis for its counts after review.")
         chosen = st.selectbox(
             "Analysis",
             [p["id"] for p in past],

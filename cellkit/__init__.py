@@ -76,6 +76,7 @@ _LAZY = {
     "model_data_notes": "cellkit.model_data",
     "model_split_table": "cellkit.model_data",
     "Store": "cellkit.store",
+    "StoreError": "cellkit.store",
     "heavy_job": "cellkit.limits",
     # cases and reports
     "case_summary": "cellkit.case",

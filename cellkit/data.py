@@ -148,7 +148,8 @@ def detect_kind(path: str | os.PathLike) -> str | None:
     if any(d.name.lower() in SPLIT_NAMES and (d / "images").is_dir() and (d / "labels").is_dir() for d in subs):
         return "yolo"
     parts = _voc_parts(path)
-    if parts and ((path / "Annotations").is_dir() or len(parts) == len(subs)):  # splits only; else a root of many
+    others = [d for d in subs if d not in parts and (_has_images(d) or _subdirs(d))]  # an empty notes/ is no dataset
+    if parts and ((path / "Annotations").is_dir() or not others):  # VOC splits only; else a root of many datasets
         return "voc"
     if any(_has_images(d) for d in subs):
         return "classification"

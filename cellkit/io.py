@@ -571,10 +571,15 @@ def link_problem(path: Path) -> str:
     return f"{path}: broken symbolic link ({os.readlink(path)} is gone)"
 
 
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def walk_files(folder: Path, follow: Callable[[Path], bool] | None = None) -> list[Path]:
     """Every file under ``folder`` (hidden names skipped, broken links included), sorted. Links to folders are
     followed (each real folder once, so a link loop ends) when ``follow`` allows them (default: all); the one
     walk of folder inputs for every command, so none of them skips a linked folder another one reads."""
+    top = os.path.realpath(folder)
     seen: set[str] = set()
     out: list[Path] = []
     stack = [Path(folder)]
@@ -585,13 +590,15 @@ def walk_files(folder: Path, follow: Callable[[Path], bool] | None = None) -> li
             continue
         seen.add(real)
         try:
-            entries = list(os.scandir(here))
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
         except OSError:
             continue
         for entry in entries:
             path = Path(entry.path)
             if entry.name.startswith(".") or (entry.is_symlink() and follow is not None and not follow(path)):
                 continue
+            if entry.is_symlink() and _inside(os.path.realpath(path), top) and os.path.isdir(path):
+                continue  # a link to a folder of this tree: read where it really is, under its own name
             try:
                 is_dir = entry.is_dir()
             except OSError:

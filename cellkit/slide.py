@@ -180,6 +180,17 @@ class SlideResult:
     taxonomies: tuple[str, ...] = ()  # the classifiers' taxonomies, in node_ids order (display names in exports)
     added: dict[int, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """The grouping rule of today's taxonomies, whatever was stored with an older analysis: one case never
+        mixes two meanings of a label (e.g. "Erythroid", counted as an NRBC since 2026-12-02)."""
+        from cellkit.taxonomy import load_taxonomy
+
+        for name in self.taxonomies:
+            try:
+                self.groups = {**self.groups, **load_taxonomy(name).primary_grouping()}
+            except CellkitError:
+                continue  # a taxonomy no longer installed: its stored grouping stands
+
     def _display_names(self) -> dict[str, str]:
         """Display name of every node id of ``node_ids`` (from its taxonomies; for a result that does not name
         them, every bundled taxonomy, the default one last so that its names win)."""
@@ -319,12 +330,27 @@ class SlideResult:
         (the model unsure between its subtypes) counts under the group's own id ("not subtyped"). With
         ``only_split`` only groups with a subtype; without, every group (to sum over the fields of a case)."""
         out: dict[str, dict[str, int]] = {}
+        above = self._above_their_group()
         for lab in self._wbc_labels():
             group = self.groups.get(lab, lab)
             if lab != UNKNOWN:
+                key = group if lab in above else lab  # "Lymphoid" is a lymphocyte not subtyped, not a subtype
                 out.setdefault(group, {})
-                out[group][lab] = out[group].get(lab, 0) + 1
+                out[group][key] = out[group].get(key, 0) + 1
         return {g: dict(sorted(v.items())) for g, v in out.items() if not only_split or set(v) != {g}}
+
+    def _above_their_group(self) -> set[str]:
+        """Nodes counted as a group that lies below them ("lymphoid" as a lymphocyte)."""
+        from cellkit.taxonomy import load_taxonomy
+
+        out: set[str] = set()
+        for name in self.taxonomies:
+            try:
+                tax = load_taxonomy(name)
+            except CellkitError:
+                continue
+            out |= {n for n in tax.ids if (g := self.groups.get(n, n)) != n and g in tax and n in tax.path(g)}
+        return out
 
     def nrbc(self) -> dict[str, float | None]:
         """Nucleated red cells among the white-cell boxes: {"count": n, "per_100_wbc": n per 100 white cells}

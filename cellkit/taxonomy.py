@@ -177,6 +177,11 @@ class Taxonomy:
         return PALETTE[self.ids.index(self._check(node_id)) % len(PALETTE)]
 
     def primary_grouping(self) -> dict[str, str]:
+        """See :attr:`_grouping` (a copy: callers may change it)."""
+        return dict(self._grouping)
+
+    @cached_property
+    def _grouping(self) -> dict[str, str]:
         """Every node id -> its group in the taxonomy's first named cut (the differential); leaves when none.
 
         An inner node above groups maps to the one group that holds all its leaves ("erythroid", whose only leaf

@@ -103,3 +103,21 @@ def test_the_case_names_every_fields_nodes_whatever_the_first_field_had():
     display = case_display([white_only, with_red])
     assert display("schistocyte") == "Schistocyte" and display("lymphocyte") == "Lymphocyte"
     assert display("unknown") == "Unidentified — review"
+
+
+def test_an_analysis_stored_with_an_older_grouping_counts_by_todays_rule():
+    from cellkit.slide import SlideResult
+
+    r = field(["lymphocyte", "monocyte"], ["wbc", "wbc"], "old.png")
+    raw = r.to_dict()
+    raw["groups"] = {**raw["groups"], "erythroid": "erythroid"}  # as saved before 2026-12-02
+    old = SlideResult.from_dict(raw)
+    old.corrections[1] = "erythroid"
+    assert old.nrbc() == {"count": 1, "per_100_wbc": 100.0} and "erythroid" not in old.differential()
+
+
+def test_a_cell_labelled_with_a_node_above_its_group_is_not_a_subtype():
+    r = field(["lymphocyte", "lymphoid", "segmented_neutrophil", "neutrophil"], ["wbc"] * 4, "f.png")
+    subtypes = r.subtypes(only_split=False)
+    assert subtypes["lymphocyte"] == {"lymphocyte": 2}  # "Lymphoid" is not subtyped, not a subtype
+    assert r.subtypes() == {"neutrophil": {"neutrophil": 1, "segmented_neutrophil": 1}}

@@ -246,3 +246,5 @@ def test_a_root_holding_a_voc_dataset_beside_others_lists_them_all(tmp_path):
     found = {d.name: d.kind for d in list_datasets(tmp_path / "root")}
     assert found == {"cbc": "voc", "cells": "classification", "txl": "yolo"}
     assert [d.kind for d in list_datasets(tmp_path / "root" / "cbc")] == ["voc"]  # Training/ is its split
+    (tmp_path / "root" / "cbc" / "notes").mkdir()  # an empty folder beside the splits changes nothing
+    assert [d.kind for d in list_datasets(tmp_path / "root" / "cbc")] == ["voc"]

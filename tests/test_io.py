@@ -381,8 +381,12 @@ def test_folder_links_are_followed_once_and_a_link_loop_is_named(tmp_path):
     (root / "linked").symlink_to(outside, target_is_directory=True)
     (root / "again").symlink_to(root, target_is_directory=True)  # a loop: walked once
     (root / "loop.png").symlink_to(root / "loop.png")
-    assert [p.relative_to(root).as_posix() for p in walk_files(root)] == ["a.png", "linked/b.png", "loop.png"]
-    assert walk_files(root, follow=lambda p: False) == [root / "a.png"]
+    (root / "sub").mkdir()
+    (root / "sub" / "c.png").write_bytes(_png(np.zeros((5, 5, 3), np.uint8)))
+    (root / "a_link_to_sub").symlink_to(root / "sub", target_is_directory=True)  # read as sub/, never twice
+    walked = [p.relative_to(root).as_posix() for p in walk_files(root)]
+    assert walked == ["a.png", "linked/b.png", "loop.png", "sub/c.png"]
+    assert walk_files(root, follow=lambda p: False) == [root / "a.png", root / "sub" / "c.png"]
     items = {Path(i.name).name: i for i in iter_images([root])}
     assert items["b.png"].error is None and "a loop of symbolic links" in items["loop.png"].error
 

@@ -105,8 +105,8 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("rbc_forms"):
         from cellkit.rbc_grading import red_cell_findings
 
-        schisto = next(f for f in red_cell_findings(record["rbc_forms"]) if f.form == "schistocyte")
-        row["rbc_schistocyte_pct"] = schisto.percent
+        schisto = next((f for f in red_cell_findings(record["rbc_forms"]) if f.form == "schistocyte"), None)
+        row["rbc_schistocyte_pct"] = schisto.percent if schisto is not None else None
     row["seconds"] = record.get("timings", {}).get("total_s")
     return row
 

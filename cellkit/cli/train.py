@@ -115,9 +115,10 @@ def train_classifier_command(
     path = train_classifier(cfg, resume=resume)
     card = json.loads(path.with_name(f"{name}.json").read_text())["card"]
     test = card["metrics_test"]
+    ece = test["calibration"].get("ece_leaf")
     typer.echo(
         f"saved {path} — test macro-F1 leaf {test['leaf']['macro_f1']:.4f}, "
-        f"pbc8 {test.get('pbc8', {}).get('macro_f1', float('nan')):.4f}, ECE {test['calibration']['ece_leaf']:.4f}"
+        f"pbc8 {test.get('pbc8', {}).get('macro_f1', float('nan')):.4f}, ECE {'n/a' if ece is None else f'{ece:.4f}'}"
     )
 
 

@@ -206,9 +206,8 @@ BUSY = "cannot save the analysis: the database /x/[db](http://evil).db is busy; 
 
 @pytest.fixture
 def db_down(monkeypatch):
-    """``db_down(method)`` makes that Store method raise CellkitError until ``db_down.up()``."""
-    from cellkit.errors import CellkitError
-    from cellkit.store import Store
+    """``db_down(method)`` makes that Store method raise a busy database's StoreError until ``db_down.up()``."""
+    from cellkit.store import Store, StoreError
 
     down: set[str] = set()
 
@@ -217,7 +216,7 @@ def db_down(monkeypatch):
 
         def maybe_fail(self, *args, **kwargs):
             if method in down:
-                raise CellkitError(BUSY)
+                raise StoreError(BUSY, kind="busy")
             return original(self, *args, **kwargs)
 
         down.add(method)
@@ -624,3 +623,38 @@ def test_a_detector_or_red_cell_model_that_no_longer_loads_never_breaks_a_finish
     assert not again.exception
     assert again.session_state["slide"]["id"] == first.session_state["slide"]["id"]
     assert {m.label for m in again.metric} >= {"WBC", "RBC", "Platelets"}
+
+
+def test_a_demo_smear_stays_out_of_the_patients_case_when_no_demo_case_can_be_started(db_down):
+    from cellkit.store import Store
+
+    at = _upload(_page().run(), _smear_png(), "patient.png")
+    patient = at.session_state["case_id"]
+    db_down("create_case")
+    at.button(key="slide_demo").click().run()
+    assert not at.exception
+    owner = at.session_state["owner"]
+    assert [r.name for _, r in Store().case_fields(patient, owner)] == ["patient.png"]
+    slide = at.session_state["slide"]
+    assert slide["case_id"] is None and slide["name"] == "demo_smear.png"  # shown on its own
+
+
+def test_a_cell_the_store_refuses_is_said_once_and_never_blocks_later_saves(monkeypatch):
+    """A refusal (the case signed in another tab) is no busy database: the add is not retried for ever."""
+    import ui.review
+    from cellkit.errors import CellkitError
+    from cellkit.store import Store
+
+    def add_here(image, result, key, locked, act, kinds=None):
+        st.button("add here", key="test_add", on_click=act, args=("add", ("wbc", 300.0, 200.0)))
+
+    monkeypatch.setattr(ui.review, "add_cell_ui", add_here)
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+
+    def refuse(self, *args, **kwargs):
+        raise CellkitError("the case is signed off (version 1); amend it to add cells to it")
+
+    monkeypatch.setattr(Store, "add_cell", refuse)
+    at.button(key="test_add").click().run()
+    assert not at.exception and any("The added cell was not saved" in e.value for e in at.error)
+    assert at.session_state["slide"]["pending_adds"] == [] and not at.session_state["slide"]["db_error"]
