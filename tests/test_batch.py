@@ -464,3 +464,11 @@ def test_a_lock_file_that_is_a_folder_is_one_clear_error(fakes, tmp_path):
     (out / ".lock").mkdir(parents=True)
     with pytest.raises(CellkitError, match=r"cannot use its lock file \.lock"):
         run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)
+
+
+def test_a_summary_row_of_red_cell_forms_that_count_nothing_has_no_schistocyte_share():
+    from cellkit.batch.outputs import summary_row
+
+    rec = {"key": "k", "path": "a.png", "status": "ok", "result": {"counts": {"rbc": 0}},
+           "rbc_forms": {"normal": {"count": 0, "percent": 0.0}}}  # fmt: skip
+    assert summary_row(rec)["rbc_schistocyte_pct"] in (None, 0.0)
