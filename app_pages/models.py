@@ -118,6 +118,13 @@ def robustness_ui(card: dict, tax) -> None:
                 + (f" With the review rule as shipped: {shipped['held_out_flagged']:.0%} of them go to review, and "
                    f"{shipped['known_flagged']:.0%} of known cells." if shipped else "")
             )  # fmt: skip
+            for more in honest.get("also", []):
+                rule = more["shipped_rule"]
+                st.markdown(
+                    f"Trained without *{more['held_out_name']}* instead: AUROC {more['auroc']:.3f}; "
+                    f"{more['flagged_at_10pct_budget']:.0%} flagged at the 10 % budget; with the rule as shipped "
+                    f"{rule['held_out_flagged']:.0%} to review, {rule['known_flagged']:.0%} of known cells."
+                )
             if honest.get("recipe"):
                 st.caption(f"How: {honest['recipe']}. Immature granulocytes stand in for blasts (PBC has none).")
             st.caption(
