@@ -139,7 +139,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--write-card", action="store_true", help="store the figures in each model's card")
+    parser.add_argument(
+        "--cut", type=float, default=None, help="cut cells at this x their box (default: model crop_scale; 5: loose)"
+    )
     args = parser.parse_args()
+    if args.write_card and args.cut is not None:
+        raise SystemExit("--write-card stores the figures of the model's own framing: leave out --cut")
 
     import torch
 
@@ -154,7 +159,7 @@ def main() -> None:
     report: dict[str, dict[str, object]] = {}
     for name in args.models:
         clf = load_classifier(name)
-        crops = labelled_crops(root, "eval", clf.spec.crop_scale)
+        crops = labelled_crops(root, "eval", args.cut or clf.spec.crop_scale)
         rows = {src: score(clf, crops[src]) for src in SOURCES if src in crops}
         every = [it for src in SOURCES for it in crops.get(src, [])]
         rows["all three"] = score(clf, every)

@@ -143,3 +143,28 @@ def test_a_dark_speck_near_a_round_nucleus_is_not_taken_for_one_of_its_lobes():
     x1, y1, x2, y2 = loc.nucleus_xyxy
     assert loc.found and loc.n_cells == 1
     assert 30 <= x2 - x1 <= 50 and 30 <= y2 - y1 <= 50  # the nucleus alone, not nucleus + gap + speck (68 px)
+
+
+def _red_cell_pairs(img: np.ndarray, centres: list[tuple[float, float]], r: float = 16) -> None:
+    """Overlapping pairs of dense red cells, drawn by transmission (the overlap absorbs twice), as in BCDD smears."""
+    transmission = np.array([0.85, 0.38, 0.45])  # haemoglobin: passes red, absorbs green and blue
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    out = img.astype(np.float64)
+    for cx, cy in centres:
+        for dx in (-0.45 * r, 0.45 * r):
+            out[(xx - cx - dx) ** 2 + (yy - cy) ** 2 <= r * r] *= transmission
+    img[:] = np.clip(out, 0, 255).astype(np.uint8)
+
+
+def test_overlapping_red_cells_beside_the_nucleus_are_not_taken_for_lobes():
+    """In loose crops the darker overlaps of red cells passed the threshold and were joined to the nucleus,
+    so the cell came out up to twice its size (Raabin-WBC and BCDD loose crops, bench/framing_bench.py)."""
+    r = 24
+    img = field([(300, 300, r)], size=(600, 600), seed=3)
+    _red_cell_pairs(img, [(300 + 2.1 * r, 300), (300, 300 - 2.1 * r), (300 - 2.2 * r, 300 + 1.2 * r)])
+    crop = img[150:450, 150:450]  # loose: about 6x the cell
+    loc = locate_cell(crop)
+    assert loc.found and loc.n_cells == 1
+    assert np.hypot(*(centre_of(loc) - [150, 150])) < 0.35 * r
+    found_side = loc.xyxy[2] - loc.xyxy[0]
+    assert 0.6 * 2 * r < found_side < 1.6 * 2 * r, f"side {found_side:.0f} for a cell of {2 * r}"
