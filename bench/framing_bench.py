@@ -7,7 +7,7 @@ edge) - and ``cellkit.framing.locate_cell`` must find the cell. Reported per sou
 IoU of the found cell box with the drawn box, the share with IoU >= 0.5, and the median ratio of
 drawn cell side / found nucleus side (the constant ``CELL_PER_NUCLEUS``), plus ms per crop.
 
-    python bench/framing_bench.py [--data ../shared/data/txl_pbc] [--per-source 150]
+    python bench/framing_bench.py [--data ../shared/data/txl_pbc] [--per-source 150] [--seed 0]
 
 What it cannot show: framing of cell types none of these sources has (blasts, smudge cells), and
 boxes drawn by other annotators.
@@ -65,8 +65,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="../shared/data/txl_pbc")
     ap.add_argument("--per-source", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=0, help="which smears are drawn (BCCD and BCDD have about 100 only)")
     args = ap.parse_args()
-    data = boxes_by_source(Path(args.data), args.per_source)
+    data = boxes_by_source(Path(args.data), args.per_source, args.seed)
     rng = np.random.default_rng(1)
     print(f"{'source':<11} {'framing':<11} {'n':>4} {'IoU med':>8} {'IoU>=.5':>8} {'cell/nuc':>9} {'ms':>6}")
     for src, items in sorted(data.items()):
