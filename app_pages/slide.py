@@ -410,8 +410,13 @@ if slide:
             case_ui.summary_ui(summary, display)
             try:
                 unsaved = len(slide.get("pending") or []) + len(slide.get("pending_adds") or []) if slide else 0
+
+                def recount(fields: list) -> dict:
+                    return case_summary(case["name"], fields, case["target_wbc"], case.get("details"), red_spec,
+                                        det_spec)  # fmt: skip
+
                 case_ui.report_ui(db, owner, case, summary, results, lambda r: db.load_image(r.image_sha256), display,
-                                  unsaved=unsaved)  # fmt: skip
+                                  recount, unsaved=unsaved)  # fmt: skip
             except CellkitError as exc:
                 st.error(widgets.plain(exc), icon=":material/database:")
         else:

@@ -53,6 +53,11 @@ def add_cell(
                            f"{result.image_shape[0]} px; open the image that was analysed")  # fmt: skip
     if not (0 <= x < w and 0 <= y < h):
         raise CellkitError(f"add a cell: expected a point inside the {w}x{h} px image, got ({x:.0f}, {y:.0f})")
+    if len(result.detections) and "label" not in result.detections.data:
+        raise CellkitError(
+            "add a cell: this analysis counted its cells without classifying them (no white-cell model was used); "
+            "analyse the image again with a white-cell model, then add the cell"
+        )
     chosen = cell_models(models) if not isinstance(models, Mapping) else dict(models)
     if cls not in chosen:
         names = {"wbc": "white cells", "rbc": "red cells", "platelet": "platelets"}
@@ -93,7 +98,10 @@ def _appended(result: SlideResult, one: Detections, ids: tuple[str, ...], author
         d.class_names,
         data,
     )
-    return dataclasses.replace(result, detections=boxes, node_ids=node_ids, added={**result.added, n: author})
+    return dataclasses.replace(  # its own dicts: a review of the new result never changes the old one
+        result, detections=boxes, node_ids=node_ids, added={**result.added, n: author},
+        corrections=dict(result.corrections),
+    )  # fmt: skip
 
 
 def undo_label(result: SlideResult, index: int, before: str) -> str:

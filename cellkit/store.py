@@ -660,9 +660,10 @@ class Store:
         meta = json.loads(json.dumps(metadata or {}, default=str))
 
         def work(session: Session) -> int:
-            if case_id is not None:
-                _open_case(self._case(session, case_id, owner), "add a field to it")
-            return _insert_analysis(session, result, owner, file_name, meta, case_id)
+            case = self._case(session, case_id, owner, lock=True) if case_id is not None else None
+            if case is not None:
+                _open_case(case, "add a field to it")
+            return _insert_analysis(session, result, owner, file_name, meta, case_id, case.version if case else None)
 
         return self._run("save the analysis", work, write=True)
 
@@ -823,9 +824,11 @@ class Store:
 
         return self._run("list the images of the batch job", work)
 
-    def _get(self, session: Session, analysis_id: int, owner: str, full: bool = False) -> Analysis:
+    def _get(self, session: Session, analysis_id: int, owner: str, full: bool = False, lock: bool = False) -> Analysis:
+        """The owner's analysis; ``lock``: its row is locked for this write (FOR UPDATE on PostgreSQL; SQLite's
+        writers are serialised by BEGIN IMMEDIATE)."""
         options = [selectinload(Analysis.detections).selectinload(DetectionRow.corrections)] if full else []
-        a = session.get(Analysis, int(analysis_id), options=options)
+        a = session.get(Analysis, int(analysis_id), options=options, with_for_update=lock)
         if a is None or a.owner != _owner(owner):
             raise CellkitError(f"analysis {analysis_id} not found; pick one from the list of your analyses")
         return a
@@ -839,9 +842,9 @@ class Store:
         signed-off case."""
 
         def work(session: Session) -> None:
-            a = self._get(session, analysis_id, owner)
+            a = self._get(session, analysis_id, owner, lock=True)
             if a.case_id is not None:
-                _open_case(session.get(Case, a.case_id), "delete its fields")
+                _open_case(session.get(Case, a.case_id, with_for_update=True), "delete its fields")
             aid = a.id
             boxes = select(DetectionRow.id).where(DetectionRow.analysis_id == aid)
             session.execute(delete(Correction).where(Correction.detection_id.in_(boxes)))
@@ -860,8 +863,8 @@ class Store:
         from cellkit.taxonomy import REJECTIONS, UNKNOWN
 
         def work(session: Session) -> int:
-            a = self._get(session, analysis_id, owner)
-            case = session.get(Case, a.case_id) if a.case_id is not None else None
+            a = self._get(session, analysis_id, owner, lock=True)
+            case = session.get(Case, a.case_id, with_for_update=True) if a.case_id is not None else None
             if case is not None:
                 _open_case(case, "change its cells")
             if a.node_ids and label not in a.node_ids and label not in REJECTIONS and label != UNKNOWN:
@@ -892,8 +895,8 @@ class Store:
             raise CellkitError(f"add a cell: box #{index} is not a cell added by a reviewer")
 
         def work(session: Session) -> int:
-            a = self._get(session, analysis_id, owner)
-            case = session.get(Case, a.case_id) if a.case_id is not None else None
+            a = self._get(session, analysis_id, owner, lock=True)
+            case = session.get(Case, a.case_id, with_for_update=True) if a.case_id is not None else None
             if case is not None:
                 _open_case(case, "add cells to it")
             have = session.scalar(select(func.count()).where(DetectionRow.analysis_id == a.id))
@@ -902,6 +905,8 @@ class Store:
                                    f"got #{index}; reopen the analysis and add the cell again")  # fmt: skip
             when = {"added_at": _now(), "added_version": case.version if case is not None else None}
             session.execute(insert(DetectionRow), [{**rows[index], "analysis_id": a.id, **when}])
+            if not a.node_ids and result.node_ids:  # the first classified box of an analysis without any
+                a.node_ids = list(result.node_ids)
             return index
 
         return self._run("add the cell", work, write=True)
@@ -928,8 +933,10 @@ class Store:
         return self._run("read the corrections", work)
 
     # ---- cases -------------------------------------------------------------------------------------
-    def _case(self, session: Session, case_id: int, owner: str) -> Case:
-        case = session.get(Case, int(case_id))
+    def _case(self, session: Session, case_id: int, owner: str, lock: bool = False) -> Case:
+        """The owner's case; ``lock``: its row is locked for this write, so a sign-off, an amendment and a change of
+        its cells never interleave (PostgreSQL's default isolation would let them)."""
+        case = session.get(Case, int(case_id), with_for_update=lock)
         if case is None or case.owner != _owner(owner):
             raise CellkitError(f"case {case_id} not found; pick one from the list of your cases")
         return case
@@ -1001,6 +1008,22 @@ class Store:
 
         return self._run("read the fields of the case", work)
 
+    def case_snapshot(self, case_id: int, owner: str) -> tuple[str, list[tuple[int, SlideResult]]]:
+        """The case's state (a fingerprint of its version, fields, boxes and corrections) and its fields, read in one
+        transaction: sign with ``sign_off(..., expected_state=state)`` what was computed from these fields."""
+
+        def work(session: Session) -> tuple[str, list[tuple[int, SlideResult]]]:
+            c = self._case(session, case_id, owner)
+            rows = session.scalars(
+                select(Analysis)
+                .where(Analysis.case_id == c.id)
+                .options(selectinload(Analysis.detections).selectinload(DetectionRow.corrections))
+                .order_by(Analysis.id)
+            ).all()
+            return _case_state(session, c), [(int(a.id), _result(a)) for a in rows]
+
+        return self._run("read the fields of the case", work)
+
     def find_field(self, case_id: int, owner: str, image_sha256: str) -> int | None:
         """The id of the case's field of this image (by the sha256 of its pixels), or None: an image is one field."""
 
@@ -1012,17 +1035,33 @@ class Store:
 
         return self._run("read the case", work)
 
-    def sign_off(self, case_id: int, owner: str, reviewer: str, summary: dict[str, Any], note: str = "") -> int:
+    def sign_off(
+        self,
+        case_id: int,
+        owner: str,
+        reviewer: str,
+        summary: dict[str, Any],
+        note: str = "",
+        expected_state: str | None = None,
+    ) -> int:
         """Sign the case's current version as ``reviewer`` (with the summary signed, kept as it was): the case is
-        locked until amended. Returns the version signed."""
+        locked until amended. Returns the version signed.
+
+        ``expected_state``: the :meth:`case_snapshot` state the summary was computed from; when the case changed
+        since (a cell corrected or a field added in another tab, an amendment), nothing is signed."""
         reviewer = " ".join(str(reviewer or "").split())
         if not reviewer:
             raise CellkitError("sign-off needs the reviewer's name")
         frozen = json.loads(json.dumps(summary, default=str))
 
         def work(session: Session) -> int:
-            c = self._case(session, case_id, owner)
+            c = self._case(session, case_id, owner, lock=True)
             _open_case(c, "sign it again")
+            if expected_state is not None and _case_state(session, c) != expected_state:
+                raise CellkitError(
+                    f"case {c.name!r} changed since its counts were read (a cell or field changed in another tab or "
+                    "by another reviewer): nothing was signed; check the counts again and sign"
+                )
             c.status = "signed"
             c.events.append(CaseEvent(version=c.version, kind="signed", who=reviewer, note=note, summary=frozen))
             return int(c.version)
@@ -1037,7 +1076,7 @@ class Store:
             raise CellkitError("an amendment needs its reason (it goes into the audit trail and the report)")
 
         def work(session: Session) -> int:
-            c = self._case(session, case_id, owner)
+            c = self._case(session, case_id, owner, lock=True)
             if c.status != "signed":
                 raise CellkitError(f"case {c.name!r} is not signed off; change it directly, no amendment needed")
             c.version += 1
@@ -1156,9 +1195,18 @@ class Store:
 
 
 def _insert_analysis(
-    session: Session, result: SlideResult, owner: str, file_name: str, meta: dict[str, Any], case_id: int | None = None
+    session: Session,
+    result: SlideResult,
+    owner: str,
+    file_name: str,
+    meta: dict[str, Any],
+    case_id: int | None = None,
+    case_version: int | None = None,
 ) -> int:
-    """Add one analysis with its boxes (and corrections made before saving) in ``session``; its new id."""
+    """Add one analysis with its boxes (and corrections made before saving) in ``session``; its new id.
+
+    Cells a reviewer added and corrections made before the save (the database was busy) get the audit trail's
+    who, when and case version as if they had been saved one by one."""
     models = result.models
     # every model by role and the taxonomies (display names); the columns keep the detector and white-cell model
     meta = {**meta, "models": models, "taxonomies": list(result.taxonomies)}
@@ -1183,6 +1231,9 @@ def _insert_analysis(
     session.add(analysis)
     session.flush()  # the write transaction (and, on SQLite, the write lock) starts here
     aid = int(analysis.id)
+    now = _now()
+    for row in rows:  # every row has the same keys (one executemany)
+        row["added_at"], row["added_version"] = (now, case_version) if row["added_by"] else (None, None)
     if rows:
         session.execute(insert(DetectionRow), [{**row, "analysis_id": aid} for row in rows])
     if corrections:
@@ -1196,12 +1247,41 @@ def _insert_analysis(
         session.execute(
             insert(Correction),
             [
-                {"detection_id": ids[i], "label": label, "note": "reviewed before saving", "created": _now()}
+                {
+                    "detection_id": ids[i],
+                    "label": label,
+                    "note": "reviewed before saving",
+                    "created": now,
+                    "author": owner,
+                    "from_label": rows[i]["label"] or rows[i]["cls"],
+                    "case_version": case_version,
+                }
                 for i, label in corrections.items()
                 if i in ids
             ],
         )
     return aid
+
+
+def _case_state(session: Session, case: Case) -> str:
+    """A fingerprint of what a case's counts depend on: version, status, fields, their boxes and corrections."""
+    import hashlib
+
+    boxes = session.execute(
+        select(Analysis.id, func.count(DetectionRow.id))
+        .outerjoin(DetectionRow, DetectionRow.analysis_id == Analysis.id)
+        .where(Analysis.case_id == case.id)
+        .group_by(Analysis.id)
+        .order_by(Analysis.id)
+    ).all()
+    corrections = session.execute(
+        select(func.count(Correction.id), func.max(Correction.id))
+        .join(DetectionRow, Correction.detection_id == DetectionRow.id)
+        .join(Analysis, DetectionRow.analysis_id == Analysis.id)
+        .where(Analysis.case_id == case.id)
+    ).one()
+    key = [case.version, case.status, [list(b) for b in boxes], list(corrections)]
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
 
 
 def _result(a: Analysis) -> SlideResult:

@@ -140,6 +140,44 @@ def test_a_cell_added_to_a_case_is_in_its_audit_trail_with_who_when_and_version(
     assert "(cell added by the reviewer)" in trail[2]["note"]
 
 
+def test_cells_added_and_corrected_before_the_first_save_keep_who_when_and_version(any_store, smear):
+    """The app saves such a field later ("Retry save" after the database was busy): its audit is as complete."""
+    store = any_store
+    img, clf, result = smear
+    cid = store.create_case("ann", "S-4")
+    more, _ = add_cell(img, result, 100.0, 80.0, clf, author="dr.a")
+    more.corrections[0] = "basophil"  # as the page keeps a review made while the database was busy
+    store.save_analysis(more, owner="ann", case_id=cid, file_name="f1.png")
+    trail = store.case_audit(cid, "ann")
+    added = next(t for t in trail if t["what"] == "added")
+    assert added["created"] not in ("", "unknown") and added["version"] == 1
+    fix = next(t for t in trail if t["what"] == "correction")
+    assert (fix["who"], fix["from_label"], fix["label"], fix["version"]) == (
+        "ann", result.detections.data["label"][0] or result.detections.class_name[0], "basophil", 1)  # fmt: skip
+    assert [t["created"] for t in trail] == sorted(t["created"] for t in trail)  # none before the case was made
+
+
+def test_a_sign_off_of_counts_read_before_another_change_is_refused(any_store, smear):
+    store = any_store
+    _, _, result = smear
+    cid = store.create_case("ann", "S-5")
+    aid = store.save_analysis(result, owner="ann", case_id=cid)
+    state, fields = store.case_snapshot(cid, "ann")
+    assert [a for a, _ in fields] == [aid] and store.case_snapshot(cid, "ann")[0] == state  # reading changes nothing
+    store.add_correction(aid, 0, "reject_artefact", owner="ann", author="other tab")
+    summary = case_summary("S-5", [r for _, r in fields], 100)
+    with pytest.raises(CellkitError, match="changed since its counts were read"):
+        store.sign_off(cid, "ann", "Dr A", summary, expected_state=state)
+    assert store.case(cid, "ann")["status"] == "open"
+    state, fields = store.case_snapshot(cid, "ann")
+    fresh = case_summary("S-5", [r for _, r in fields], 100)
+    assert store.sign_off(cid, "ann", "Dr A", fresh, expected_state=state) == 1
+    amended = store.amend_case(cid, "ann", "Dr A", "recount")
+    with pytest.raises(CellkitError, match="changed since"):  # an amendment is a change too
+        store.sign_off(cid, "ann", "Dr A", summary, expected_state=state)
+    assert amended == 2
+
+
 @pytest.mark.parametrize("mode", ["files", "database"])
 def test_images_are_stored_by_their_pixels_hash(store, smear, mode, monkeypatch, tmp_path):
     img = smear[0]
@@ -175,3 +213,40 @@ def test_adding_a_cell_no_model_can_classify_says_so_in_words(smear):
     with pytest.raises(CellkitError, match=r"cannot add one of the red cells: no model here classifies them") as err:
         add_cell(img, result, 100.0, 80.0, {"wbc": clf, "platelet": clf}, author="dr.a", cls="rbc")
     assert "it can add: platelets, white cells" in str(err.value) and "rbc" not in str(err.value)
+
+
+def test_on_postgresql_a_correction_waits_for_a_sign_off_in_progress_and_is_then_refused(request, tmp_path, smear):
+    """PostgreSQL's default isolation let a correction land after the signature: the case row is now locked
+    (SQLite serialises its writers with BEGIN IMMEDIATE)."""
+    import threading
+
+    import sqlalchemy as sa
+
+    server = request.getfixturevalue("postgres")
+    url = server.url.replace("postgresql://", "postgresql+psycopg://")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    store = Store(url)
+    cid = store.create_case("ann", "S-6")
+    aid = store.save_analysis(smear[2], owner="ann", case_id=cid)
+    outcome: list[object] = []
+
+    def correct() -> None:
+        try:
+            outcome.append(store.add_correction(aid, 0, "basophil", owner="ann"))
+        except CellkitError as exc:
+            outcome.append(exc)
+
+    with engine.connect() as signer:
+        tx = signer.begin()
+        signer.execute(sa.text("SELECT id FROM cases WHERE id = :i FOR UPDATE"), {"i": cid})  # a sign-off under way
+        worker = threading.Thread(target=correct)
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive()  # the correction waits for the case row ...
+        signer.execute(sa.text("UPDATE cases SET status = 'signed' WHERE id = :i"), {"i": cid})
+        tx.commit()
+    worker.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], CellkitError) and "signed off" in str(outcome[0])  # ... refused
+    assert store.corrections(aid, "ann") == []

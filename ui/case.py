@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import streamlit as st
@@ -169,9 +170,12 @@ def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
     return out
 
 
-def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image_of, display, unsaved: int = 0) -> None:
+def report_ui(
+    store, owner: str, case: dict, summary: dict, results: dict, image_of, display, recount, unsaved: int = 0
+) -> None:
     """The PDF, sign-off (locks the case; asks for a confirmation when cells are short, left for review or not yet
-    saved), amendment (a new, logged version) and the audit trail."""
+    saved), amendment (a new, logged version) and the audit trail. ``recount``: the case's summary of a list of
+    fields (the page's rules), used to sign what the database holds."""
     history = history_lines(case["events"])
 
     def pdf() -> bytes:  # built when the button is pressed (on its own thread), not on every rerun
@@ -193,6 +197,8 @@ def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image
             if st.form_submit_button("Amend", icon=":material/edit_note:"):
                 _try(lambda: store.amend_case(case["id"], owner, widgets.app_user(), reason))
     else:
+        for message in st.session_state.pop("case_sign_errors", []):
+            st.error(widgets.plain(message), icon=":material/sync_problem:")
         with st.form("case_sign"):
             reviewer = st.text_input("Reviewer", value=widgets.app_user(), key="case_reviewer")
             concerns = sign_off_concerns(summary, unsaved)
@@ -209,7 +215,7 @@ def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image
                 elif concerns and not anyway:
                     st.error("Tick the box to sign with the points above open, or finish the review first.")
                 else:
-                    _try(lambda: store.sign_off(case["id"], owner, reviewer, summary))
+                    _try(lambda: _sign(store, owner, case, reviewer, summary, recount))
     if history:
         st.caption("  \n".join(widgets.plain(h) for h in history))
     with st.expander("Audit trail", icon=":material/history_edu:"):
@@ -221,6 +227,21 @@ def report_ui(store, owner: str, case: dict, summary: dict, results: dict, image
               "To": display(t["label"]) if t["label"] else "", "Note": t["note"]} for t in trail],
             hide_index=True,
         )  # fmt: skip
+
+
+def _sign(store, owner: str, case: dict, reviewer: str, shown: dict, recount) -> None:
+    """Sign what the database holds now: its fields are read again, and signed only when their counts are the ones
+    on the page (another tab or reviewer may have changed cells since) and nothing changes until the signature."""
+    state, fields = store.case_snapshot(case["id"], owner)
+    fresh = recount([result for _, result in fields])
+    if json.dumps(fresh, sort_keys=True, default=str) != json.dumps(shown, sort_keys=True, default=str):
+        st.session_state.pop("case_fields", None)  # the page reads the case again
+        st.session_state.setdefault("case_sign_errors", []).append(
+            "Nothing was signed: the case changed since this page read it (in another tab or by another reviewer). "
+            "Its counts are shown again as the database holds them now: check them and sign."
+        )
+        st.rerun()
+    store.sign_off(case["id"], owner, reviewer, fresh, expected_state=state)
 
 
 def _try(step) -> None:

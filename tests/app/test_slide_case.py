@@ -218,3 +218,34 @@ def test_a_demo_smear_never_joins_a_patients_case():
     assert _store().case(demo, owner)["details"]["specimen"].startswith("a drawn demo smear")
     at.button(key="slide_demo").click().run()  # a second demo joins the demo case
     assert at.session_state["case_id"] == demo and len(_store().case_fields(demo, owner)) == 2
+
+
+def test_sign_off_signs_what_the_database_holds_and_refuses_counts_another_tab_changed():
+    from sqlalchemy import select
+
+    from cellkit import case_summary
+    from cellkit.store import CaseEvent
+
+    at = _fields(_page().run(), n=2)
+    owner, cid = at.session_state["owner"], at.session_state["case_id"]
+    at.button(key="slide_key_basophil").click().run()  # this session's own correction: signed as it is
+    at.text_input(key="case_reviewer").set_value("Dr Ada")
+    at.checkbox(key="case_sign_anyway").check()
+    store = _store()
+    aid = store.case_fields(cid, owner)[0][0]
+    store.add_correction(aid, 0, "reject_artefact", owner, author="other tab")  # a change this page never saw
+    sign = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_sign")  # noqa: E731
+    sign().click().run()
+    assert not at.exception
+    assert store.case(cid, owner)["status"] == "open"  # nothing signed
+    assert any("Nothing was signed" in e.value and "another tab" in e.value for e in at.error)
+    at.checkbox(key="case_sign_anyway").check()
+    sign().click().run()  # the page now shows the database's counts: they are signed
+    assert not at.exception and not at.error
+    assert store.case(cid, owner)["status"] == "signed"
+    with store._session() as session:
+        signed = select(CaseEvent.summary).where(CaseEvent.case_id == cid, CaseEvent.kind == "signed")
+        (frozen,) = session.scalars(signed)
+    truth = case_summary(frozen["case"], [r for _, r in store.case_fields(cid, owner)], 100)
+    assert frozen["white_cells_counted"] == truth["white_cells_counted"]
+    assert frozen["differential"] == truth["differential"]
