@@ -389,13 +389,18 @@ if slide:
             icon=":material/draw:",
         )
     counts, found = result.reviewed_counts(), result.counts  # after review; as the detector found them
+    nrbc_boxes = int(result.nrbc().get("count", 0))  # white-cell boxes that are NRBC: not white cells (differential)
     cols = st.columns(4)
     for col, cls in zip(cols, ("wbc", "rbc", "platelet"), strict=False):
-        moved = (
-            f"{found[cls]} found by the detector; rejected or relabelled boxes are counted where the review put them"
-        )
-        col.metric(cls.upper() if cls != "platelet" else "Platelets", counts[cls],
-                   help=moved if found[cls] != counts[cls] else None)  # fmt: skip
+        notes = []
+        if cls == "wbc" and nrbc_boxes:
+            notes.append(f"{nrbc_boxes} nucleated red cell(s) (NRBC) among the white-cell boxes are not counted as "
+                         "white cells, as in the differential")  # fmt: skip
+        if found[cls] != counts[cls]:
+            notes.append(f"{found[cls]} found by the detector; rejected or relabelled boxes are counted where the "
+                         "review put them")  # fmt: skip
+        shown = counts[cls] - (nrbc_boxes if cls == "wbc" else 0)
+        col.metric(cls.upper() if cls != "platelet" else "Platelets", shown, help="; ".join(notes) or None)
     cols[3].metric("Time (s)", f"{result.timings.get('total_s', 0):.2f}")
     if not len(result.detections):
         st.info("No cells found in this image. Is it a stained blood smear at a usual magnification?")
@@ -458,6 +463,13 @@ if slide:
                 st.warning(
                     f"{diff['unknown']['count']} white cell(s) are Unidentified — review: unlike the cells the model "
                     "was taught, or not placed with confidence. Check them in *Cells & review*.",
+                    icon=":material/flag:",
+                )
+            to_check = len(result.platelets_to_review())
+            if to_check:
+                st.warning(
+                    f"{to_check} platelet(s) were flagged or called a white cell by the model: check them in *Cells & "
+                    "review* (a missed white cell, a clump). Until then they count as platelets.",
                     icon=":material/flag:",
                 )
         else:

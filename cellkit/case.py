@@ -55,7 +55,7 @@ def case_summary(
     counts: dict[str, int] = {}
     nrbc = 0
     wbc = rbc = platelets = 0
-    flagged = 0
+    flagged = platelets_review = 0
     off_scale = [r.name for r in fields if detector_spec is not None and field_scale_warning(r, detector_spec)]
     rejected: dict[str, int] = {}
     subtypes: dict[str, dict[str, int]] = {}
@@ -73,6 +73,7 @@ def case_summary(
         rbc += reviewed["rbc"]
         platelets += reviewed["platelet"]
         flagged += sum(1 for lab in result.labels() if lab == UNKNOWN)
+        platelets_review += len(result.platelets_to_review())
     white = sum(counts.values())
     ranked = fields[0].rank(counts) if fields else []
     n = len(fields)
@@ -89,6 +90,7 @@ def case_summary(
         else {},
         "subtypes": {g: dict(sorted(v.items())) for g, v in subtypes.items() if g in counts and set(v) != {g}},
         "unidentified_review": counts.get(UNKNOWN, 0),
+        "platelets_review": platelets_review,  # platelet boxes the model flagged or called a white cell, undecided
         "nrbc": {"count": nrbc, "per_100_wbc": round(100.0 * nrbc / white, 1) if white else None},
         "counted": {"wbc": wbc, "rbc": rbc, "platelet": platelets},  # after review: rejected boxes out
         "rbc_per_field": round(rbc / n, 1) if n else None,

@@ -132,8 +132,12 @@ def case_pdf(
     line(f"NRBC: {nrbc['count']} ({per100} per 100 WBC), not counted among the white cells.")
 
     heading("Red cells and platelets")
-    line(f"Red cells per field: {summary['rbc_per_field']}.   Platelets per field: {summary['platelets_per_field']}.   "
+    line(f"Red cells per field: {_or_na(summary['rbc_per_field'])}.   "
+         f"Platelets per field: {_or_na(summary['platelets_per_field'])}.   "
          f"Platelets per 1,000 red cells: {_or_na(summary['platelets_per_1000_rbc'])}.")  # fmt: skip
+    if summary.get("platelets_review"):
+        line(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model and were "
+             "not checked by a reviewer; they are counted as platelets.")  # fmt: skip
     line(summary["platelet_caveat"])
     forms = summary.get("red_cells") or []
     if forms:

@@ -238,6 +238,23 @@ class SlideResult:
             out.append(cls)
         return out
 
+    def platelets_to_review(self) -> list[int]:
+        """Platelet boxes counted as platelets that a person should look at: the model flagged them ("Unidentified
+        — review") or called them a white cell, and no reviewer decided them yet. They count as platelets (the
+        detector's class) until then, so a missed white cell or a clump must be said, not only counted."""
+        base = self.detections.data.get("label")
+        if base is None:
+            return []
+        not_white = set(self._differential_rules().get("not_white", ()))
+        out = []
+        for i, cls in enumerate(self.detections.class_name):
+            lab = str(base[i])
+            if str(cls) != "platelet" or i in self.corrections or not lab:
+                continue
+            if lab == UNKNOWN or self.groups.get(lab, lab) not in not_white:
+                out.append(i)
+        return out
+
     def reviewed_counts(self) -> dict[str, int]:
         """Boxes per detector class after review (:meth:`final_classes`): rejected boxes are not counted, and boxes
         a reviewer moved to another class are counted there."""

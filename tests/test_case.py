@@ -121,3 +121,20 @@ def test_a_cell_labelled_with_a_node_above_its_group_is_not_a_subtype():
     subtypes = r.subtypes(only_split=False)
     assert subtypes["lymphocyte"] == {"lymphocyte": 2}  # "Lymphoid" is not subtyped, not a subtype
     assert r.subtypes() == {"neutrophil": {"neutrophil": 1, "segmented_neutrophil": 1}}
+
+
+def test_platelets_the_model_flagged_or_called_a_white_cell_are_said_until_a_person_decides():
+    labels = ["segmented_neutrophil", "platelet", "unknown", "lymphocyte"]
+    a = field(labels, ["wbc", "platelet", "platelet", "platelet"], "f1.png")
+    assert a.platelets_to_review() == [2, 3]
+    s = case_summary("P-1", [a])
+    assert s["platelets_review"] == 2 and s["counted"]["platelet"] == 3  # counted as the detector's class meanwhile
+    assert s["unidentified_review"] == 0  # a platelet box is not a white cell to review
+    from ui.case import sign_off_concerns
+
+    assert any("2 platelet(s) were flagged or called a white cell" in c for c in sign_off_concerns(s))
+    a.corrections[2] = "platelet"  # a reviewer checked one
+    a.corrections[3] = "lymphocyte"  # and moved the other into the differential
+    s = case_summary("P-1", [a])
+    assert a.platelets_to_review() == [] and s["platelets_review"] == 0
+    assert s["differential"]["lymphocyte"]["count"] == 1 and s["counted"]["platelet"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 
@@ -101,3 +102,14 @@ def test_a_case_name_the_font_cannot_draw_is_printed_as_its_codes_never_blank(tm
     text = " ".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
     assert "<U+0E1C>" in text and "<U+75C5><U+4F8B>" in text and " 7 / " in text
     assert not [w for w in recwarn if "missing glyphs" in str(w.message)]
+
+
+def test_an_empty_case_and_unchecked_platelets_read_plainly():
+    pypdf = pytest.importorskip("pypdf")
+    empty = case_summary("S-0", [])
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(case_pdf(empty, str))).pages)
+    assert "Red cells per field: n/a" in text and "Platelets per field: n/a" in text and "None" not in text
+    a = field(["segmented_neutrophil", "unknown"], ["wbc", "platelet"], "f1.png")
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(
+        case_pdf(case_summary("S-1", [a]), a.display_name))).pages)  # fmt: skip
+    assert "1 platelet(s) were flagged or called a white cell by the model" in text

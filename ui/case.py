@@ -146,6 +146,10 @@ def summary_ui(summary: dict, display) -> None:
     if summary["unidentified_review"]:
         st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them in *Cells & "
                    "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip
+    if summary.get("platelets_review"):
+        st.warning(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model: "
+                   "check them in *Cells & review* (a missed white cell, a clump); until then they count as "
+                   "platelets.", icon=":material/flag:")  # fmt: skip
 
 
 def subtype_words(counts: dict[str, int], group: str, display) -> str:
@@ -165,6 +169,9 @@ def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
         )
     if summary.get("unidentified_review"):
         out.append(f"{summary['unidentified_review']} white cell(s) are still Unidentified — review")
+    if summary.get("platelets_review"):
+        out.append(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model and "
+                   "are not yet checked")  # fmt: skip
     if summary.get("off_scale_fields"):
         out.append(f"{len(summary['off_scale_fields'])} field(s) are at a scale the detector was never trained on")
     return out

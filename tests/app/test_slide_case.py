@@ -249,3 +249,14 @@ def test_sign_off_signs_what_the_database_holds_and_refuses_counts_another_tab_c
     truth = case_summary(frozen["case"], [r for _, r in store.case_fields(cid, owner)], 100)
     assert frozen["white_cells_counted"] == truth["white_cells_counted"]
     assert frozen["differential"] == truth["differential"]
+
+
+def test_the_wbc_headline_leaves_out_nrbc_as_the_differential_does():
+    at = _fields(_page().run(), n=1)
+    before = int({m.label: m.value for m in at.metric}["WBC"])
+    at.button(key="slide_key_erythroblast").click().run()  # a reviewer calls one white-cell box an NRBC
+    assert not at.exception
+    wbc = next(m for m in at.metric if m.label == "WBC")
+    assert int(wbc.value) == before - 1 and "NRBC" in wbc.help
+    result = at.session_state["slide"]["result"]
+    assert int(wbc.value) == sum(v["count"] for v in result.differential().values())
