@@ -23,6 +23,8 @@ PLATELET_CAVEAT = (
 )
 
 
+MODEL_ROLES = {"detector": "Detector", "classifier": "White-cell model", "classifier_rbc": "Red-cell model"}
+
 OFF_SCALE_WORDS = (
     "{n} field(s) have red cells of a size the detector was never trained on ({names}): an upscaled or downscaled "
     "image, or another magnification. Their counts and differential are unreliable; analyse them at original size."
@@ -104,6 +106,8 @@ def case_summary(
         "flagged_cells": flagged,
         "rejected": rejected,
         "models": _models(fields),
+        "mixed_models": (mixed := _mixed(fields)),
+        "mixed_models_warning": _mixed_words(mixed),
     }
 
 
@@ -117,11 +121,38 @@ def case_display(fields: Sequence[SlideResult]):
 
 
 def _models(fields: Sequence[SlideResult]) -> dict[str, dict[str, str]]:
-    """Every model that analysed a field of the case, by role (name and sha256)."""
+    """The model of each role (name and sha256) that analysed the case's fields: the latest; see :func:`_mixed`."""
     out: dict[str, dict[str, str]] = {}
     for r in fields:
         out.update(r.models)
     return out
+
+
+def _mixed(fields: Sequence[SlideResult]) -> dict[str, list[dict[str, str]]]:
+    """{role: every model of that role, in field order} for the roles whose fields were analysed by more than one
+    model (told apart by sha256): such a case's counts come from two models, which the report must say."""
+    seen: dict[str, dict[str, dict[str, str]]] = {}
+    for r in fields:
+        for role, m in r.models.items():
+            seen.setdefault(role, {}).setdefault(str(m.get("sha256") or m.get("name", "")), dict(m))
+    return {role: list(ms.values()) for role, ms in seen.items() if len(ms) > 1}
+
+
+def _mixed_words(mixed: dict[str, list[dict[str, str]]]) -> str:
+    """The warning for a case whose fields several models of one role analysed ("" when none)."""
+    return " ".join(
+        MIXED_WORDS.format(
+            role=MODEL_ROLES.get(role, role.replace("_", " ")).lower(),
+            names=", ".join(m.get("display") or m.get("name", "") for m in ms),
+        )
+        for role, ms in mixed.items()
+    )
+
+
+MIXED_WORDS = (
+    "The fields of this case were analysed with more than one {role}: {names}. A differential should come from one "
+    "model; start a new case for the fields of the other model, or delete them from this one."
+)
 
 
 def case_thumbnails(image: np.ndarray, result: SlideResult, most: int = 40) -> list[tuple[np.ndarray, str]]:

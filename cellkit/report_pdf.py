@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from cellkit.case import MODEL_ROLES
 from cellkit.taxonomy import UNKNOWN
 
 MAX_THUMBNAILS = 40
-ROLES = {"detector": "Detector", "classifier": "White-cell model", "classifier_rbc": "Red-cell model"}
 CAPTION_LINES = 3  # a thumbnail's caption: file and cell, reported label, the model's label or who added it
 
 
@@ -171,11 +171,15 @@ def case_pdf(
         pdf.set_font("DejaVu", "", 10)
 
     heading("Models")
+    mixed = summary.get("mixed_models") or {}
     for role, m in summary["models"].items():
-        name = m.get("name", "")
-        shown = m.get("display") or name
-        label = f"{shown} ({name})" if shown != name else name
-        line(f"{ROLES.get(role, role.replace('_', ' '))}: {label}  sha256 {m.get('sha256', '')}")
+        for one in mixed.get(role, [m]):  # every model of a role whose fields two models analysed
+            name = one.get("name", "")
+            shown = one.get("display") or name
+            label = f"{shown} ({name})" if shown != name else name
+            line(f"{MODEL_ROLES.get(role, role.replace('_', ' '))}: {label}  sha256 {one.get('sha256', '')}")
+    if summary.get("mixed_models_warning"):
+        line(summary["mixed_models_warning"])
 
     heading("Review and sign-off")
     line(f"Reviewed and signed by {reviewer} at {signed_at}." if reviewer else "Not signed: no reviewer has signed.")

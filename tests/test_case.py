@@ -138,3 +138,20 @@ def test_platelets_the_model_flagged_or_called_a_white_cell_are_said_until_a_per
     s = case_summary("P-1", [a])
     assert a.platelets_to_review() == [] and s["platelets_review"] == 0
     assert s["differential"]["lymphocyte"]["count"] == 1 and s["counted"]["platelet"] == 2
+
+
+def test_a_case_whose_fields_two_white_cell_models_analysed_says_so_and_names_both():
+    a = field(["segmented_neutrophil"], ["wbc"], "f1.png")
+    b = field(["lymphocyte"], ["wbc"], "f2.png")
+    a.models["classifier"] = {"name": "classifier_lite0_v4", "display": "White cells, any lab (v4)", "sha256": "aa"}
+    b.models["classifier"] = {"name": "classifier_lite0", "display": "White cells, PBC framing (v1)", "sha256": "bb"}
+    s = case_summary("P-2", [a, b])
+    assert [m["name"] for m in s["mixed_models"]["classifier"]] == ["classifier_lite0_v4", "classifier_lite0"]
+    assert "more than one white-cell model: White cells, any lab (v4), White cells, PBC framing (v1)" in (
+        s["mixed_models_warning"])  # fmt: skip
+    assert "detector" not in s["mixed_models"]  # one detector (the same sha256) is not mixed
+    from ui.case import sign_off_concerns
+
+    assert "the fields were analysed with more than one white-cell model" in sign_off_concerns(s)
+    one = case_summary("P-3", [a])
+    assert one["mixed_models"] == {} and one["mixed_models_warning"] == ""

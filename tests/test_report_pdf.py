@@ -113,3 +113,14 @@ def test_an_empty_case_and_unchecked_platelets_read_plainly():
     text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(
         case_pdf(case_summary("S-1", [a]), a.display_name))).pages)  # fmt: skip
     assert "1 platelet(s) were flagged or called a white cell by the model" in text
+
+
+def test_the_report_names_every_model_of_a_case_two_models_analysed():
+    pypdf = pytest.importorskip("pypdf")
+    a = field(["segmented_neutrophil"], ["wbc"], "f1.png")
+    b = field(["lymphocyte"], ["wbc"], "f2.png")
+    a.models["classifier"] = {"name": "classifier_lite0_v4", "display": "White cells, any lab (v4)", "sha256": "aa"}
+    b.models["classifier"] = {"name": "classifier_lite0", "display": "White cells, PBC framing (v1)", "sha256": "bb"}
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(
+        case_pdf(case_summary("S-2", [a, b]), a.display_name))).pages)  # fmt: skip
+    assert "(classifier_lite0_v4)" in text and "(classifier_lite0)" in text and "more than one white-cell" in text

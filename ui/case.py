@@ -8,6 +8,7 @@ from datetime import datetime
 import streamlit as st
 
 from cellkit import DEFAULT_TARGET_WBC, CellkitError, case_pdf, case_thumbnails, history_lines
+from cellkit.case import MODEL_ROLES
 from ui import widgets
 
 NEW = -1  # the picker's "start a new case" entry
@@ -120,6 +121,8 @@ def summary_ui(summary: dict, display) -> None:
         return
     if summary.get("off_scale_warning"):
         st.warning(summary["off_scale_warning"], icon=":material/straighten:")
+    if summary.get("mixed_models_warning"):
+        st.warning(summary["mixed_models_warning"], icon=":material/compare_arrows:")
     diff = summary["differential"]
     if diff:
         subtypes = summary.get("subtypes", {})
@@ -174,6 +177,9 @@ def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
                    "are not yet checked")  # fmt: skip
     if summary.get("off_scale_fields"):
         out.append(f"{len(summary['off_scale_fields'])} field(s) are at a scale the detector was never trained on")
+    if summary.get("mixed_models"):
+        out.append("the fields were analysed with more than one " + " and ".join(
+            MODEL_ROLES.get(r, r).lower() for r in summary["mixed_models"]))  # fmt: skip
     return out
 
 
