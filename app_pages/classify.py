@@ -107,7 +107,8 @@ rows = [
     {"path": it.name, "error": it.error} if it.error else {"path": it.name, **prediction_row(next(found), tax)}
     for it in items
 ]
-table = pd.DataFrame(rows, columns=result_columns(tax)).fillna({"error": ""})
+table = pd.DataFrame(rows, columns=result_columns(tax))
+table["error"] = table["error"].astype(object).fillna("")  # an all-NaN float column takes no str fill in pandas 4
 
 n_review = sum(p.label == UNKNOWN for p in preds)
 c1, c2, c3 = st.columns(3)

@@ -208,7 +208,8 @@ for spec in specs:
         names = {n: spec_tax.display(n) for n in spec_tax.ids}
         named = split.assign(node=split["node"].replace(names)).rename(columns={"node": "cell type"})
         fig = plots.crosstab_bar(
-            stats.crosstab(named, "cell type", "split"), title=f"{shown}: images per cell type and split"
+            stats.crosstab(named, "cell type", "split"),
+            title=f"{model_display_name(spec.name)}: images per cell type and split",  # a chart title: no Markdown
         )
         st.plotly_chart(fig, width="stretch", key=f"split-{spec.name}")
         train = split[split["split"] == "train"]

@@ -243,9 +243,9 @@ with st.expander("Adapt a model to your lab", icon=":material/tune:", expanded=F
     adapt_evidence_ui()
     adapt_ui("models_adapt")
     for s in adapted:
-        st.markdown(
-            f"**{plain(s.name)}** — from {plain(s.card['adapted_from']['name'])}, {plain(s.card.get('created', ''))}"
-        )
+        made = str(s.card.get("created", ""))[:16].replace("T", " ")
+        base = widgets.model_display_name(s.card["adapted_from"]["name"])
+        st.markdown(f"**{plain(widgets.model_display_name(s.name))}** — adapted from {plain(base)}, {plain(made)}")
         show_report(s.card["adaptation"], load_taxonomy(s.taxonomy))
 
 # ---- misclassification explorer (owner: explainability; keep this section last) -------------

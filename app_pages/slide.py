@@ -560,7 +560,7 @@ if slide:
                     "cells left as Unidentified — review are not used). Review all cells first."
                 )
                 if st.checkbox("I have reviewed every cell of this analysis", key=f"slide_adapt_ok_{slide['id']}"):
-                    adapt_ui("slide_adapt", labelled_zip=reviewed_zip(slide, clf))
+                    adapt_ui("slide_adapt", labelled_zip=reviewed_zip(slide, clf), base=clf.spec.name)
 
 
 def show_db_error(exc: CellkitError, what: str = "Past analyses") -> None:

@@ -46,10 +46,16 @@ _ORIENTATION = 0x0112
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 
-def _mp(pixels: int) -> str:
-    """Pixels as megapixels for messages: ``361``, ``0.12``."""
+def _mp(pixels: int, limit: int | None = None) -> str:
+    """Pixels as megapixels for messages: ``361``, ``0.12``; with ``limit``, as many decimals as it takes for a
+    figure over the limit not to read as the limit (``400.2``, not ``400``)."""
     mp = pixels / 1e6
-    return f"{mp:.0f}" if mp >= 10 else f"{mp:.2g}"
+    text = f"{mp:.0f}" if mp >= 10 else f"{mp:.2g}"
+    for digits in range(1, 7):
+        if limit is None or pixels <= limit or float(text) > limit / 1e6:
+            break
+        text = f"{mp:.{digits}f}"
+    return text
 
 
 class PixelBudget:
@@ -63,7 +69,7 @@ class PixelBudget:
         """Count ``pixels`` against the budget, or raise CellkitError (and count nothing)."""
         if self.used + pixels > self.limit:
             raise CellkitError(
-                f"{label}: the request would hold {_mp(self.used + pixels)} MP of images, over the "
+                f"{label}: the request would hold {_mp(self.used + pixels, self.limit)} MP of images, over the "
                 f"{_mp(self.limit)} MP limit per request (CELLKIT_MAX_REQUEST_PIXELS); send fewer or smaller images"
             )
         self.used += pixels
@@ -75,7 +81,7 @@ def check_pixels(label: str, w: int, h: int, limit: int, budget: PixelBudget | N
         raise CellkitError(f"{label}: image has zero size")
     if w * h > limit:
         raise CellkitError(
-            f"{label}: image is {w}x{h} = {_mp(w * h)} MP, over the {_mp(limit)} MP limit per image "
+            f"{label}: image is {w}x{h} = {_mp(w * h, limit)} MP, over the {_mp(limit)} MP limit per image "
             "(CELLKIT_MAX_PIXELS); crop or downscale it first"
         )
     if budget is not None:

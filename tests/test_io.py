@@ -411,3 +411,11 @@ def test_a_file_given_twice_is_read_once(tmp_path):
     (tmp_path / "d" / "x.png").write_bytes(_png(np.zeros((5, 5, 3), np.uint8)))
     same = [tmp_path / "d" / "x.png", tmp_path / "d" / "." / "x.png", tmp_path / "d"]
     assert len(list(iter_images(same))) == 1
+
+
+def test_a_figure_over_a_limit_never_reads_as_the_limit():
+    from cellkit.io import _mp
+
+    assert _mp(400_000_000 + 640 * 480, 400_000_000) == "400.3"  # "400 MP, over the 400 MP limit" read as a bug
+    assert _mp(400_000_001, 400_000_000) == "400.000001"
+    assert _mp(361_000_000, 400_000_000) == "361" and _mp(120_000) == "0.12"

@@ -10,10 +10,13 @@ from ui import resources
 from ui.widgets import plain, refuse_oversized, upload_limit_mb
 
 
-def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
-    """Name, base model and (unless given) a labelled zip -> cross-validated before/after -> a saved model."""
+def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = None) -> None:
+    """Name, base model and (unless given) a labelled zip -> cross-validated before/after -> a saved model.
+    ``base``: the model offered first (the Slide page's: the one whose cells were reviewed); default the sidebar's
+    choice, else the default model."""
     from cellkit.adapt import adapt, check_name, read_labelled, save_adapted
-    from cellkit.models import list_specs
+    from cellkit.models import default_spec, list_specs
+    from ui.widgets import classifier_name
 
     specs = list_specs(task="classifier", cell_type="wbc")
     bases = [s.name for s in specs]
@@ -34,7 +37,8 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None) -> None:
         zip_name = upload.name if upload is not None else zip_name
     c1, c2 = st.columns(2)
     name = c1.text_input("Name of the new model", value="my_lab", key=f"{key}_name")
-    base = c2.selectbox("Start from", bases, format_func=shown.get, key=f"{key}_base")
+    first = next((b for b in (base, classifier_name(), _default_name(default_spec)) if b in bases), bases[0])
+    base = c2.selectbox("Start from", bases, index=bases.index(first), format_func=shown.get, key=f"{key}_base")
     replace = st.checkbox("Replace a model of this name made here before", key=f"{key}_replace")
     if not st.button("Adapt", icon=":material/tune:", key=f"{key}_go", disabled=labelled_zip is None):
         return
@@ -75,3 +79,13 @@ def show_report(report: dict, taxonomy) -> None:
     skipped = report.get("skipped") or []
     if skipped:
         st.text(f"{len(skipped)} file(s) skipped, e.g. {skipped[0]}")  # user file names: plain text
+
+
+def _default_name(default_spec) -> str | None:
+    """The default white-cell model's name (None when no model is bundled)."""
+    from cellkit import CellkitError
+
+    try:
+        return default_spec("classifier").name
+    except CellkitError:
+        return None

@@ -154,7 +154,8 @@ def test_bundled_model_cards_section(tmp_path, monkeypatch):
     monkeypatch.setattr("cellkit.config.data_dir", lambda: None)
     spec = ModelSpec(
         name="clf", task="classifier", arch="tiny", weights="clf.safetensors", input_size=8, labels=["a"],
-        card={"data": {"dataset": "PBC", "split_sizes": {"train": 3, "val": 1, "test": 1}, "split_file": "s.json"}},
+        card={"data": {"dataset": "PBC", "split_sizes": {"train": 3, "val": 1, "test": 1}, "split_file": "s.json"},
+              "display_name": "White cells (x)"},
     )  # fmt: skip
     spec.save(tmp_path / "weights")
     split = {"train": ["neutrophil/BNE_1.jpg", "neutrophil/SNE_2.jpg", "ig/MY_3.jpg"], "val": ["ig/PMY_4.jpg"]}
@@ -166,6 +167,8 @@ def test_bundled_model_cards_section(tmp_path, monkeypatch):
     xs = {x for trace in split_chart["data"] for x in trace.get("x", [])}
     assert "Band neutrophil" in xs and not any("_" in str(x) for x in xs)  # display names on the axis, never ids
     assert all("node" not in d.value.columns for d in at.dataframe)
+    title = split_chart["layout"]["title"]["text"]
+    assert title == "White cells (x): images per cell type and split"  # a chart title is no Markdown: no escapes
 
 
 def test_links_inside_a_data_folder_that_lead_out_of_it_are_not_followed(tmp_path, monkeypatch):

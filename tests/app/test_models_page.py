@@ -280,6 +280,10 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
     chosen.run()
     card = next(b for b in chosen.selectbox if b.label == "Classifier card")
     assert card.options[card.index] == "White cells 1"
+    start = next(b for b in chosen.selectbox if b.label == "Start from")
+    assert start.options[start.index] == "White cells 1"  # adapting starts from the model chosen, not the first
+    start = next(b for b in at.selectbox if b.label == "Start from")
+    assert start.options[start.index] == "White cells 2"  # no choice: the default model
 
 
 @pytest.mark.parametrize("broken", ["labels", "weights"])
@@ -334,3 +338,19 @@ def test_models_page_shows_the_honest_leave_one_class_out_figure_with_the_shippe
     assert any("stand in for blasts" in c.value for c in at.caption)
     assert "Trained without *Monocyte* instead: AUROC 0.940" in text and "73% to review" in text
     st.cache_resource.clear()
+
+
+def test_adapted_models_are_listed_by_display_name_with_a_readable_date(folders):
+    weights, home = folders
+    raw = json.loads((weights / "tiny.json").read_text())
+    raw["card"]["display_name"] = "White cells (home)"
+    (weights / "tiny.json").write_text(json.dumps(raw))
+    clf = build_tiny_classifier(seed=4)
+    clf.spec.name, clf.spec.weights = "lab_two", "lab_two.safetensors"
+    clf.spec.card = {"adapted_from": {"name": "tiny", "sha256": ""}, "adaptation": {"steps": ["head fine-tuned"]},
+                     "created": "2026-12-02T03:00:00+0000"}  # fmt: skip
+    save_classifier(clf.model, clf.spec, home / "models")
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
+    assert not at.exception
+    line = next(visible(m.value) for m in at.markdown if "adapted from" in m.value)
+    assert "adapted from White cells (home), 2026-12-02 03:00" in line and "+0000" not in line
