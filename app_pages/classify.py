@@ -35,6 +35,7 @@ HELP = (
 
 st.title("Classify cell crops")
 st.caption(HELP)
+opened = widgets.uploader_is_new("classify_upload")
 files = st.file_uploader(
     "Cell crops (PNG, JPEG, TIFF, BMP, WebP, GIF) or a zip of crops",
     type=[s.lstrip(".") for s in IMAGE_SUFFIXES] + ["zip"],
@@ -42,7 +43,7 @@ files = st.file_uploader(
     key="classify_upload",
     max_upload_size=widgets.upload_limit_mb(),
 )
-files = widgets.kept_uploads(widgets.refuse_oversized(files or []), "classify_kept")
+files = widgets.kept_uploads(widgets.refuse_oversized(files or []), "classify_kept", opened)
 if not files:
     st.info("Upload one or more crops to classify them.", icon=":material/upload:")
     st.stop()

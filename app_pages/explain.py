@@ -50,13 +50,14 @@ if source == "Cell from the slide analysis":
     if state.get("explain_label"):
         st.caption(f"Label on the slide: {widgets.plain(state['explain_label'])}")
 elif source == "Upload a crop":
+    opened = widgets.uploader_is_new("explain_upload")
     upload = st.file_uploader(
         "Single-cell crop",
         type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
         key="explain_upload",
         max_upload_size=widgets.upload_limit_mb(),
     )
-    upload = (widgets.kept_uploads(widgets.refuse_oversized([upload]), "explain_kept") or [None])[0]
+    upload = (widgets.kept_uploads(widgets.refuse_oversized([upload]), "explain_kept", opened) or [None])[0]
     if upload is not None:
         with resources.user_errors():
             crop = read_image(upload.getvalue(), name=upload.name)

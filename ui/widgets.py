@@ -93,19 +93,35 @@ class KeptUpload:
 KEPT_UPLOAD_BYTES = 50 * 2**20  # a session keeps at most this much of a page's last upload
 
 
-def kept_uploads(files: list, key: str) -> list:
+def uploader_is_new(uploader_key: str) -> bool:
+    """Call before drawing an uploader: True when it has no state yet, i.e. its page was just opened (Streamlit
+    drops a widget's state when a run does not draw it, as when the user visits another page)."""
+    import streamlit as st
+
+    return uploader_key not in st.session_state
+
+
+def kept_uploads(files: list, key: str, page_opened: bool = True) -> list:
     """The files of this upload, kept in the session so that the page shows them again after a visit to another
     page (Streamlit forgets an uploader's files when its page is left); the last kept ones while the uploader is
-    empty, with a button to forget them. Uploads over :data:`KEPT_UPLOAD_BYTES` together are not kept."""
+    empty, with a button to forget them. Uploads over :data:`KEPT_UPLOAD_BYTES` together are not kept.
+
+    ``page_opened`` (:func:`uploader_is_new` before the uploader was drawn): False when the page was already open,
+    so an uploader that had files in the previous run and has none now was emptied by the user: its kept files are
+    forgotten too, never shown again as if still uploaded."""
     import streamlit as st
 
     state = st.session_state
+    had, state[f"{key}_had"] = state.get(f"{key}_had", False), bool(files)
     if files:
         if sum(f.size for f in files) <= KEPT_UPLOAD_BYTES:
             state[key] = [KeptUpload(f.name, f.getvalue()) for f in files]
         else:
             state.pop(key, None)
         return files
+    if had and not page_opened:  # removed from the uploader, on this page: gone
+        state.pop(key, None)
+        return []
     kept = state.get(key) or []
     if kept:
         left, right = st.columns([4, 1], vertical_alignment="center")

@@ -166,14 +166,27 @@ def test_a_zip_with_no_image_is_named_in_its_message():
 def test_the_last_upload_is_shown_again_after_a_visit_to_another_page():
     """Streamlit forgets an uploader's files when its page is left; the page keeps the last upload."""
     files = [("cell0.png", encode_png(make_crop(0, 80, 1)), "image/png")]
-    at = _run_with(files)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page(str(ROOT / "app_pages/classify.py")).run()
+    at.file_uploader(key="classify_upload").set_value(files).run()
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"
-    at.file_uploader(key="classify_upload").set_value([])  # the page was left: the uploader comes back empty
-    at.run()
+    at.switch_page(str(ROOT / "app_pages/dataset.py")).run()  # another page: the uploader's state is dropped
+    at.switch_page(str(ROOT / "app_pages/classify.py")).run()
     assert not at.exception
     assert any("Your last upload (1 file(s))" in c.value for c in at.caption)
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"
     at.button(key="classify_kept_clear").click().run()
+    assert not at.metric and any("Upload one or more crops" in i.value for i in at.info)
+
+
+def test_files_removed_from_the_uploader_on_the_page_are_gone_not_kept():
+    """A crop removed by the user (the wrong patient's) must not stay on screen or in the CSV."""
+    at = _run_with([("cell0.png", encode_png(make_crop(0, 80, 1)), "image/png")])
+    assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"
+    at.file_uploader(key="classify_upload").set_value([]).run()  # removed in place
+    assert not at.exception and not at.metric
+    assert not any("Your last upload" in c.value for c in at.caption)
+    at.run()  # and it stays gone on the next rerun
     assert not at.metric and any("Upload one or more crops" in i.value for i in at.info)
 
 
