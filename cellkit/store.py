@@ -715,7 +715,9 @@ class Store:
 
         ``job`` is the folder's job.json (``job_id``, ``settings``, ``command``) plus ``folder``; each item has
         ``key``, ``path``, ``status``, ``error`` and, when analysed, ``result`` (a :class:`SlideResult`).
-        Idempotent: an image already stored for the job is skipped, unless it was an error and now is not.
+        Idempotent: an image already stored for the job is skipped, unless its record changed (``stamp``: the
+        image was analysed again, e.g. after its file changed) or it was an error and now is not; then the job's
+        row points at the new analysis (the old analysis is kept, with any review of it).
         """
         owner = _owner(owner)
 
@@ -732,22 +734,27 @@ class Store:
                 session.flush()
             jid = int(found.id)
             keys = [it["key"] for it in items]
-            have = dict(
-                session.execute(
-                    select(BatchItem.key, BatchItem.status).where(BatchItem.job_id == jid, BatchItem.key.in_(keys))
+            have = {
+                key: (status, (meta or {}).get("batch_stamp"))
+                for key, status, meta in session.execute(
+                    select(BatchItem.key, BatchItem.status, Analysis.meta)
+                    .outerjoin(Analysis, Analysis.id == BatchItem.analysis_id)
+                    .where(BatchItem.job_id == jid, BatchItem.key.in_(keys))
                 ).all()
-            )
+            }
             added = 0
             for it in items:
-                old = have.get(it["key"])
-                if old is not None and not (old == "error" and it["status"] == "ok"):
+                old, stamp = have.get(it["key"], (None, None))
+                changed = stamp is not None and it.get("stamp") is not None and stamp != it["stamp"]
+                if old is not None and not (old == "error" and it["status"] == "ok") and not changed:
                     continue
                 if old is not None:
                     session.execute(delete(BatchItem).where(BatchItem.job_id == jid, BatchItem.key == it["key"]))
                 result = it.get("result")
                 aid = None
                 if result is not None:
-                    aid = _insert_analysis(session, result, owner, it["path"], {"batch_job": job["job_id"]})
+                    meta = {"batch_job": job["job_id"], "batch_stamp": it.get("stamp")}
+                    aid = _insert_analysis(session, result, owner, it["path"], meta)
                 counts = result.counts if result is not None else {}
                 session.add(
                     BatchItem(
@@ -759,6 +766,24 @@ class Store:
                 )  # fmt: skip
                 added += 1
             return jid, added
+
+        return self._run("import the batch job", work, write=True)
+
+    def prune_batch_items(self, job: dict[str, Any], owner: str, keep: set[str]) -> int:
+        """Take out of a stored job the images its folder's last run no longer holds (``keep``: their keys), so its
+        totals are the folder's summary's; their analyses stay (with any review). Returns how many were taken out."""
+        owner = _owner(owner)
+
+        def work(session: Session) -> int:
+            found = session.scalars(select(BatchJob).where(BatchJob.job_uid == job["job_id"])).first()
+            if found is None or found.owner != owner:
+                return 0
+            stored = session.scalars(select(BatchItem.key).where(BatchItem.job_id == found.id))
+            gone = [k for k in stored if k not in keep]
+            for start in range(0, len(gone), 500):
+                chunk = gone[start : start + 500]
+                session.execute(delete(BatchItem).where(BatchItem.job_id == found.id, BatchItem.key.in_(chunk)))
+            return len(gone)
 
         return self._run("import the batch job", work, write=True)
 

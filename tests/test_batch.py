@@ -234,7 +234,7 @@ def test_import_into_postgresql(postgres, fakes, tmp_path):
     out = tmp_path / "job"
     run_batch(find_tasks(_smears(tmp_path / "in", 3)), out, SETTINGS)
     store = Store(postgres.url)
-    jid, added, total, unreadable = import_job(out, store, "pat", chunk=2)
+    jid, added, total, unreadable, _ = import_job(out, store, "pat", chunk=2)
     assert unreadable == []
     assert (added, total) == (3, 3)
     assert import_job(out, store, "pat")[1] == 0  # idempotent
@@ -304,7 +304,7 @@ def test_ray_engine_without_ray_installed_is_one_line(fakes, tmp_path, monkeypat
     assert code == 2 and err.count("\n") == 1 and "pip install -r requirements-cluster.txt" in err
 
 
-@pytest.mark.parametrize("content", ['{"job_id": "x"}', '{"settings": [1]}', "[1]"])
+@pytest.mark.parametrize("content", ['{"job_id": "x"}', '{"settings": [1]}', "[1]", '{"settings": {}}'])
 def test_a_job_file_of_the_wrong_shape_is_refused_by_batch_and_import(fakes, tmp_path, monkeypatch, capsys, content):
     smears = _smears(tmp_path / "in", 1)
     out = tmp_path / "job"
@@ -325,7 +325,7 @@ def test_a_record_of_the_wrong_shape_is_done_again_and_never_imported(fakes, tmp
     record_path(out, tasks[0].key).write_text("[]")
     record_path(out, tasks[1].key).write_text('{"status": "ok", "result": "x", "source": {}}')
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    _job, added, seen, unreadable = import_job(out, store, "tester")
+    _job, added, seen, unreadable, _ = import_job(out, store, "tester")
     assert (added, seen) == (0, 2)  # neither is a record: nothing half-imported
     assert sorted(unreadable) == sorted(str(record_path(out, t.key).relative_to(out)) for t in tasks)
     report = run_batch(find_tasks(smears), out, SETTINGS)
@@ -422,8 +422,10 @@ def test_an_image_too_small_to_be_a_field_is_an_error_row_that_names_it(fakes, t
         lambda r: r["result"].update(cells="abc"),
         lambda r: r.update(status="weird"),
         lambda r: r.update(error=["a", "list"]),
+        lambda r: r["result"].update(models={"detector": "yolo"}),
+        lambda r: r["result"].update(image_shape=["480", "x"]),
     ],
-    ids=["no path", "no result", "counts", "count", "timings", "forms", "cells", "status", "error"],
+    ids=["no path", "no result", "counts", "count", "timings", "forms", "cells", "status", "error", "models", "shape"],
 )
 def test_a_hand_edited_record_with_a_valid_stamp_is_done_again_not_a_crash(fakes, tmp_path, tamper):
     import json
@@ -437,7 +439,7 @@ def test_a_hand_edited_record_with_a_valid_stamp_is_done_again_not_a_crash(fakes
     tamper(rec)
     path.write_text(json.dumps(rec))
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    _job, added, seen, unreadable = import_job(out, store, "tester")
+    _job, added, seen, unreadable, _ = import_job(out, store, "tester")
     assert (added, seen, len(unreadable)) == (1, 2, 1)  # the good one stored, the edited one named
     report = run_batch(find_tasks(smears), out, SETTINGS)
     assert report.analysed == 1 and report.skipped == 1  # the edited one analysed again, the other kept
@@ -454,8 +456,11 @@ def test_a_record_copied_under_another_name_is_imported_once(fakes, tmp_path):
     copy.parent.mkdir()
     shutil.copy(record_path(out, tasks[0].key), copy)
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    _job, added, _seen, unreadable = import_job(out, store, "tester")
-    assert added == 2 and unreadable == ["results/zz/zzzz.json"]
+    _job, added, _seen, unreadable, _ = import_job(out, store, "tester")
+    assert added == 2 and unreadable == []  # not one of the job's images (tasks.txt): never read
+    (out / "tasks.txt").unlink()  # a job folder of an older version: every record is read, the copy said
+    _job, added, _seen, unreadable, _ = import_job(out, store, "tester")
+    assert added == 0 and unreadable == ["results/zz/zzzz.json"]
 
 
 def test_a_lock_file_that_is_a_folder_is_one_clear_error(fakes, tmp_path):
@@ -472,3 +477,49 @@ def test_a_summary_row_of_red_cell_forms_that_count_nothing_has_no_schistocyte_s
     rec = {"key": "k", "path": "a.png", "status": "ok", "result": {"counts": {"rbc": 0}},
            "rbc_forms": {"normal": {"count": 0, "percent": 0.0}}}  # fmt: skip
     assert summary_row(rec)["rbc_schistocyte_pct"] in (None, 0.0)
+
+
+def test_an_image_analysed_again_replaces_its_row_in_the_database_and_the_old_analysis_stays(fakes, tmp_path):
+    smears = _smears(tmp_path / "in", 2)
+    out = tmp_path / "job"
+    run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job, added, *_ = import_job(out, store, "tester")
+    before = {i["path"]: i for i in store.batch_items(job, "tester")}
+    blank = make_smear(320, 240, n_wbc=0, n_rbc=1, n_platelet=0, seed=9)[0]
+    smears[0].write_bytes(encode_png(blank))  # the file changed: the next run analyses it again
+    os.utime(smears[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS).analysed == 1
+    _job, added, *_ = import_job(out, store, "tester")
+    after = {i["path"]: i for i in store.batch_items(job, "tester")}
+    assert added == 1 and len(after) == 2
+    row = pd.read_csv(out / "summary.csv").set_index("path").loc[str(smears[0])]
+    assert after[str(smears[0])]["wbc"] == row.wbc != before[str(smears[0])]["wbc"]  # the database follows the file
+    assert after[str(smears[1])] == before[str(smears[1])]
+    old = before[str(smears[0])]["analysis_id"]
+    assert store.load_analysis(old, "tester") is not None  # kept, with any review made of it
+    assert import_job(out, store, "tester")[1] == 0  # and nothing more on a third import
+
+
+def test_a_renamed_input_folder_never_doubles_the_job_in_the_database(fakes, tmp_path, capsys, monkeypatch):
+    _smears(tmp_path / "scans_2026", 2)
+    out = tmp_path / "job"
+    run_batch(find_tasks([tmp_path / "scans_2026"]), out, SETTINGS)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job, *_ = import_job(out, store, "tester")
+    (tmp_path / "scans_2026").rename(tmp_path / "scans")  # a re-mount: the same smears under another path
+    run_batch(find_tasks([tmp_path / "scans"]), out, SETTINGS)
+    imported = import_job(out, store, "tester")
+    assert imported.added == 2 and imported.dropped == 2 and imported.total == 2
+    items = store.batch_items(job, "tester")
+    assert sorted(Path(i["path"]).parent.name for i in items) == ["scans", "scans"]  # the summary's two, no more
+    assert len(pd.read_csv(out / "summary.csv")) == 2
+
+
+def test_a_folder_given_also_through_a_link_is_read_once(tmp_path):
+    _smears(tmp_path / "in", 2)
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{tmp_path / 'in' / 's000.png'}\n")
+    tasks = find_tasks([tmp_path / "in", tmp_path / "link", listed])
+    assert sorted(Path(t.path).name for t in tasks) == ["s000.png", "s001.png"]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cellkit.batch.job import read_job
+from cellkit.batch.job import read_job, read_manifest
 from cellkit.errors import CellkitError
 
 CHUNK = 100  # images per transaction: a failure loses at most one chunk's transaction, never half of one
@@ -24,6 +24,7 @@ class Imported(NamedTuple):
     added: int
     total: int
     unreadable: list[str]
+    dropped: int = 0  # images stored by an earlier import that the job's last run no longer holds: taken out
 
 
 def import_job(
@@ -45,6 +46,9 @@ def import_job(
     from cellkit.batch.outputs import valid_record
 
     files = _records(out)
+    current = read_manifest(out)  # None: a folder of an older version, every record is the job's
+    if current is not None:  # records of images the last run no longer has (a renamed or narrowed input): not stored
+        files = [f for f in files if f.stem in current]
     job_id, added, unreadable = 0, 0, []
     seen: set[str] = set()
     for start in range(0, len(files), chunk):
@@ -67,6 +71,7 @@ def import_job(
                     "source": source.get("path", ""),
                     "member": source.get("member", ""),
                     "result": result,
+                    "stamp": json.dumps([source.get("stamp"), rec.get("finished")]),  # a re-analysed image differs
                 }
             )
         job_id, n = store.save_batch_items(job, owner, items)
@@ -75,4 +80,5 @@ def import_job(
             progress(min(start + chunk, len(files)), len(files))
     if not files:
         job_id, _ = store.save_batch_items(job, owner, [])
-    return Imported(job_id, added, len(files), unreadable)
+    dropped = store.prune_batch_items(job, owner, current) if current is not None else 0
+    return Imported(job_id, added, len(files), unreadable, dropped)

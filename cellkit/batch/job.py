@@ -27,6 +27,7 @@ from cellkit.pipeline import ModelChoice
 from cellkit.writes import atomic_write_text, check_out_dir
 
 JOB_FILE = "job.json"
+MANIFEST_FILE = "tasks.txt"  # the keys of the last run's images: what summary.csv lists and an import stores
 COMPARED = ("models", "tile", "overlap")  # what a re-run must share with the job in the folder
 
 
@@ -63,7 +64,20 @@ def read_job(out: Path) -> dict[str, Any] | None:
         raise CellkitError(f"{path}: unreadable job file ({exc}); use another --out folder") from None
     if not isinstance(job, dict) or not isinstance(job.get("settings"), dict):
         raise CellkitError(f"{path}: not a cellkit job file (no settings); use another --out folder")
+    if not isinstance(job.get("job_id"), str) or not job["job_id"].strip():
+        raise CellkitError(f"{path}: not a cellkit job file (no job_id); use another --out folder")
     return job
+
+
+def read_manifest(out: Path) -> set[str] | None:
+    """The keys of the images of the job's last run (``tasks.txt``), or None for a folder written before it."""
+    path = out / MANIFEST_FILE
+    try:
+        return {line for line in path.read_text(encoding="utf-8").splitlines() if line}
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CellkitError(f"{path}: unreadable list of the job's images ({exc}); run the batch again") from None
 
 
 def _describe(key: str, value: Any) -> str:
@@ -170,6 +184,7 @@ def run_batch(
                 run_ray(todo, str(out), settings, workers, threads, done, address=address)
         seconds = time.perf_counter() - t0
         records = _records(out, tasks)
+        atomic_write_text(out / MANIFEST_FILE, "".join(f"{t.key}\n" for t in tasks), fallback=False)
         write_summary(out, records())
         failed = sum(1 for r in records() if r["status"] == "error")
         n_cells = write_cells(out, records(), _node_ids(records()))

@@ -61,7 +61,8 @@ def valid_record(rec: Any, key: str | None = None) -> bool:
             return False
         if rec["status"] == "ok":
             result = rec["result"]
-            SlideResult.from_dict(result)
+            if not _storable(SlideResult.from_dict(result)):
+                return False
             counts = result.get("counts", {})
             if not all(isinstance(v, int) for v in counts.values()) or not isinstance(result.get("cells", []), list):
                 return False
@@ -71,6 +72,30 @@ def valid_record(rec: Any, key: str | None = None) -> bool:
         return True
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, CellkitError):
         return False
+
+
+def _storable(r: Any) -> bool:
+    """Whether a result's fields have the types the database and the outputs write (a hand-edited record's
+    ``"models": {"detector": "yolo"}`` or ``"image_shape": ["480", "x"]`` read back, then failed the import)."""
+
+    def strings(values: Iterable[Any]) -> bool:
+        return all(isinstance(v, str) for v in values)
+
+    return (
+        len(r.image_shape) >= 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in r.image_shape[:2])
+        and all(isinstance(m, dict) and strings(m.values()) for m in r.models.values())
+        and strings(r.models)
+        and isinstance(r.name, str)
+        and isinstance(r.image_sha256, str)
+        and strings(r.node_ids)
+        and strings(r.taxonomies)
+        and strings(r.groups)
+        and strings(r.groups.values())
+        and strings(r.corrections.values())
+        and strings(r.added.values())
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in r.timings.values())
+    )
 
 
 def is_done(out: Path, task: Task, retry_errors: bool = False) -> bool:

@@ -68,11 +68,12 @@ def find_tasks(inputs: Iterable[str | os.PathLike]) -> list[Task]:
     for p in paths:
         if not p.exists() and not p.is_symlink():
             raise CellkitError(f"{p}: no such file or folder")
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     tasks: list[Task] = []
-    for task in _expand(paths, from_list=False):
-        if task.key not in seen:
-            seen.add(task.key)
+    for task in _expand(paths, from_list=False):  # once per file on disk, whatever path or link led to it
+        real = (os.path.realpath(task.path) if not task.error else task.key, task.member)
+        if real not in seen:
+            seen.add(real)
             tasks.append(task)
     if not tasks:
         where = ", ".join(map(str, paths))

@@ -110,11 +110,12 @@ def _import(out: Path, store: Any, owner: str | None) -> None:
     from cellkit.store import StoreError
 
     try:
-        job_id, added, total, unreadable = import_job(out, store, owner or getpass.getuser())
+        job_id, added, total, unreadable, dropped = import_job(out, store, owner or getpass.getuser())
     except StoreError as exc:
         typer.echo(f"error: {exc}; the results stay in {out}: run `cellkit import {out}` again", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"batch job #{job_id}: {added} image(s) stored now, {total} in the job", err=True)
+    gone = f"; {dropped} no longer in the job's last run taken out of it" if dropped else ""
+    typer.echo(f"batch job #{job_id}: {added} image(s) stored now, {total} in the job{gone}", err=True)
     if unreadable:  # never a silent gap: the records are named, and the exit code says the import is incomplete
         shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
         typer.echo(
