@@ -329,12 +329,12 @@ def act(kind: str, value) -> None:
     if kind == "move":
         state["slide_cell"] = value
     elif kind == "label" and pick is not None:
-        undo.append((slide["id"], pick, result.labels()[pick]))
+        undo.append((slide["key"], pick, result.labels()[pick]))
         relabel(slide, pick, value, "")
         state["slide_cell"] = review.next_cell(cells, pick)
     elif kind == "undo" and undo:
-        aid, index, before = undo.pop()
-        if aid == slide["id"]:
+        field, index, before = undo.pop()
+        if field == slide["key"]:  # the field's session key: its database id may come later (a delayed save)
             relabel(slide, index, undo_label(result, index, before), "undo")
             state["rbc_cell" if result.detections.class_name[index] == "rbc" else "slide_cell"] = index
     elif kind == "add":
@@ -349,7 +349,7 @@ def act(kind: str, value) -> None:
         if slide["id"] is not None:
             slide.setdefault("pending_adds", []).append(index)
         save(slide)
-        undo.append((slide["id"], index, ""))
+        undo.append((slide["key"], index, ""))
         if cls != "rbc":
             state["slide_cell"] = index
 
@@ -510,7 +510,7 @@ if slide:
                 review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16)
                 picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc", locked=locked)
                 if picked:  # a red-cell correction is kept, saved and undone like a white-cell one
-                    state.setdefault("slide_undo", []).append((slide["id"], picked[0], result.labels()[picked[0]]))
+                    state.setdefault("slide_undo", []).append((slide["key"], picked[0], result.labels()[picked[0]]))
                     result.corrections[picked[0]] = picked[1]
                     slide.setdefault("pending", []).append(picked)
                     save(slide)
@@ -537,7 +537,7 @@ if slide:
             with st.expander("Add a missed cell", icon=":material/add_circle:"):
                 review.add_cell_ui(image, result, "slide", locked, act, kinds=list(addable(clf)))
             if picked:  # applied here at once; saved now, or with "Retry save" when the database is unreachable
-                state.setdefault("slide_undo", []).append((slide["id"], picked[0], result.labels()[picked[0]]))
+                state.setdefault("slide_undo", []).append((slide["key"], picked[0], result.labels()[picked[0]]))
                 result.corrections[picked[0]] = picked[1]
                 slide.setdefault("pending", []).append(picked)
                 save(slide)

@@ -280,7 +280,7 @@ def detection_records(result: SlideResult) -> list[dict[str, Any]]:
             "cls_confidence": None,
             "ood_score": None,
             "probs": None,
-            "added_by": str(result.added.get(i, "")),
+            "added_by": _tail(str(result.added.get(i, "")), NAME_CHARS),
         }
         if classified and data["label"][i]:
             row["leaf"], row["label"] = str(data["leaf"][i]), str(data["label"][i])
@@ -409,6 +409,9 @@ class Store:
                 url = config.db_url()
             except OSError:  # CELLKIT_HOME cannot be created: said clearly on first use
                 url = f"sqlite:///{config.home() / 'cellkit.db'}"
+        if "\x00" in url:  # a NUL reaches the file system or the driver as "embedded null byte"
+            raise StoreError("CELLKIT_DB_URL holds a NUL character; set it to a sqlite:/// or postgresql:// URL",
+                             "config")  # fmt: skip
         self.url = url
         self.timeout = default_timeout() if timeout is None else float(timeout)
         self.retries = max(0, int(retries))
@@ -727,7 +730,7 @@ class Store:
                 raise StoreError(f"batch job {job['job_id']} was imported by another owner; import it as that owner")
             if found is None:
                 found = BatchJob(
-                    job_uid=job["job_id"], owner=owner, folder=str(job.get("folder", "")),
+                    job_uid=job["job_id"], owner=owner, folder=_tail(str(job.get("folder", "")), 1024),
                     command=str(job.get("command", "")), settings=dict(job.get("settings", {})),
                 )  # fmt: skip
                 session.add(found)
@@ -758,8 +761,9 @@ class Store:
                 counts = result.counts if result is not None else {}
                 session.add(
                     BatchItem(
-                        job_id=jid, key=it["key"], path=it["path"], source=it.get("source", ""),
-                        member=it.get("member", ""), status=it["status"], error=it.get("error", ""),
+                        job_id=jid, key=it["key"], path=_tail(it["path"], 1024),
+                        source=_tail(it.get("source", ""), 1024), member=_tail(it.get("member", ""), 1024),
+                        status=it["status"], error=it.get("error", ""),
                         analysis_id=aid, wbc=counts.get("wbc", 0), rbc=counts.get("rbc", 0),
                         platelet=counts.get("platelet", 0),
                     )
@@ -886,6 +890,8 @@ class Store:
         from which label to which, and the note. The model's label and earlier corrections are never changed.
         Refused for a field of a signed-off case (amend the case first)."""
         from cellkit.taxonomy import REJECTIONS, UNKNOWN
+
+        author = _person(str(author or "").strip(), "the correction's author")
 
         def work(session: Session) -> int:
             a = self._get(session, analysis_id, owner, lock=True)
@@ -1077,6 +1083,7 @@ class Store:
         reviewer = " ".join(str(reviewer or "").split())
         if not reviewer:
             raise CellkitError("sign-off needs the reviewer's name")
+        reviewer = _person(reviewer, "the reviewer's name")
         frozen = json.loads(json.dumps(summary, default=str))
 
         def work(session: Session) -> int:
@@ -1099,6 +1106,7 @@ class Store:
         reason = str(reason or "").strip()
         if not reason:
             raise CellkitError("an amendment needs its reason (it goes into the audit trail and the report)")
+        who = _person(str(who or "").strip(), "the name of who amends")
 
         def work(session: Session) -> int:
             c = self._case(session, case_id, owner, lock=True)
@@ -1240,7 +1248,7 @@ def _insert_analysis(
     analysis = Analysis(
         owner=owner,
         image_sha256=result.image_sha256,
-        file_name=file_name or result.name,
+        file_name=_tail(file_name or result.name, 512),
         height=int(result.image_shape[0]),
         width=int(result.image_shape[1]),
         meta=meta,
@@ -1388,7 +1396,23 @@ def _owner(owner: str) -> str:
     owner = str(owner or "").strip()
     if not owner:
         raise CellkitError("an owner (session or user id) is required to store or read analyses")
-    return owner
+    return _person(owner, "an owner (session or user id)")
+
+
+NAME_CHARS = 128  # a person's name in the audit trail (the columns' size: PostgreSQL enforces it, SQLite not)
+
+
+def _person(name: str, what: str) -> str:
+    """A name for the audit trail, refused when longer than its column (PostgreSQL would refuse the write with a
+    message about the database's URL; SQLite would store it): the same rule on both."""
+    if len(name) > NAME_CHARS:
+        raise CellkitError(f"{what}: expected at most {NAME_CHARS} characters, got {len(name)}; use a shorter name")
+    return name
+
+
+def _tail(text: str, size: int) -> str:
+    """``text`` cut to a column of ``size`` characters, keeping its end (a path's file name): "…" + the end."""
+    return text if len(text) <= size else "…" + text[-(size - 1) :]
 
 
 def _backoff(attempt: int) -> None:

@@ -187,6 +187,21 @@ def test_analyze_case_aggregates_fields_into_one_report_and_pdf(images, tmp_path
     assert pdf.read_bytes().startswith(b"%PDF")
 
 
+def test_analyze_case_counts_a_copy_of_a_field_once(images, tmp_path):
+    import shutil
+
+    folder, _truth = images
+    copy = tmp_path / "s0_copy.png"
+    shutil.copy(folder / "s0.png", copy)  # the same smear under another name
+    out = tmp_path / "case.json"
+    args = ["analyze", str(folder / "s0.png"), str(copy), str(folder / "s1.png"), "--case", "P-18", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    case = json.loads(out.read_text())["case"]
+    assert case["fields"] == 2 and case["images"] == ["s0.png", "s1.png"]
+    assert "s0_copy.png is the same image as" in result.stderr and "counted once" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [

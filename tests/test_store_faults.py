@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from _postgres import PG_PASSWORD, closed_port
 
+from cellkit.errors import CellkitError
 from cellkit.slide import SlideResult
 from cellkit.store import Store, StoreError, engine_url
 from cellkit.types import Detections
@@ -396,3 +397,21 @@ def test_postgresql_concurrent_writers(postgres):
     for t in threads:
         t.join(timeout=120)
     assert not errors and stores[0].count_analyses("many") == 8
+
+
+def test_a_nul_in_the_database_url_is_one_config_error():
+    with pytest.raises(StoreError, match="NUL character") as err:
+        Store("sqlite:////tmp/a\x00b.db")
+    assert err.value.kind == "config"
+
+
+def test_names_longer_than_their_column_are_refused_alike_on_every_database(tmp_path):
+    from cellkit.store import NAME_CHARS
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    cid = store.create_case("ann", "S-1")
+    with pytest.raises(CellkitError, match=f"at most {NAME_CHARS} characters"):
+        store.sign_off(cid, "ann", "Dr " + "x" * NAME_CHARS, {})
+    with pytest.raises(CellkitError, match="at most"):
+        store.create_case("o" * (NAME_CHARS + 1), "S-2")
+    assert store.case(cid, "ann")["status"] == "open"

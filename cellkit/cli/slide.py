@@ -227,8 +227,18 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if store is not None and case:  # the case in the database too: it opens on the Slide page
             case_id = store.create_case(owner, case, target_wbc)
         errors = FileErrors(str(out))
+        first_of: dict[str, str] = {}  # with --case: pixels' hash -> the file first counted (an image is one field)
         for item in _readable(items, errors, reports, rows):
             image = item.take()
+            if case:
+                from cellkit.slide import image_sha256
+
+                digest = image_sha256(image)
+                if digest in first_of:  # a copy of a field under another name would count its cells twice
+                    typer.echo(f"note: {item.name} is the same image as {first_of[digest]}: counted once", err=True)
+                    del image
+                    continue
+                first_of[digest] = item.name
             result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
             if case:
                 fields.append(result)

@@ -257,6 +257,22 @@ def test_failed_save_keeps_the_analysis_and_retry_saves_it(db_down):
     assert len(Store().list_analyses(at.session_state["owner"])) == 1
 
 
+def test_undo_works_on_a_field_saved_only_after_its_first_review(db_down):
+    """The undo step was recorded under the field's database id, which a delayed save gives later: undo did nothing."""
+    db_down("save_analysis")
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    cell = at.selectbox(key="slide_cell").value
+    model_label = at.session_state["slide"]["result"].labels()[cell]
+    at.button(key="slide_key_basophil").click().run()  # reviewed while the database is busy
+    assert at.session_state["slide"]["result"].labels()[cell] == "basophil"
+    db_down.up()
+    at.button(key="slide_retry_save").click().run()
+    assert at.session_state["slide"]["id"] is not None
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception
+    assert at.session_state["slide"]["result"].labels()[cell] == model_label
+
+
 def test_database_under_a_regular_file_is_one_error_and_nothing_lost(monkeypatch, tmp_path):
     (tmp_path / "file.txt").write_text("not a folder")
     monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'file.txt' / 'cellkit.db'}")
