@@ -151,7 +151,7 @@ def _mixed_words(mixed: dict[str, list[dict[str, str]]]) -> str:
 
 MIXED_WORDS = (
     "The fields of this case were analysed with more than one {role}: {names}. A differential should come from one "
-    "model; start a new case for the fields of the other model, or delete them from this one."
+    "model; start a new case for the fields of the other model, or delete them from this one (Past analyses)."
 )
 
 
