@@ -1026,18 +1026,9 @@ class Store:
 
     def case_fields(self, case_id: int, owner: str) -> list[tuple[int, SlideResult]]:
         """(analysis id, result) of every field of a case, in the order they were added, in one read."""
-
-        def work(session: Session) -> list[tuple[int, SlideResult]]:
-            c = self._case(session, case_id, owner)
-            rows = session.scalars(
-                select(Analysis)
-                .where(Analysis.case_id == c.id)
-                .options(selectinload(Analysis.detections).selectinload(DetectionRow.corrections))
-                .order_by(Analysis.id)
-            ).all()
-            return [(int(a.id), _result(a)) for a in rows]
-
-        return self._run("read the fields of the case", work)
+        return self._run(
+            "read the fields of the case", lambda session: _fields(session, self._case(session, case_id, owner))
+        )
 
     def case_snapshot(self, case_id: int, owner: str) -> tuple[str, list[tuple[int, SlideResult]]]:
         """The case's state (a fingerprint of its version, fields, boxes and corrections) and its fields, read in one
@@ -1045,13 +1036,7 @@ class Store:
 
         def work(session: Session) -> tuple[str, list[tuple[int, SlideResult]]]:
             c = self._case(session, case_id, owner)
-            rows = session.scalars(
-                select(Analysis)
-                .where(Analysis.case_id == c.id)
-                .options(selectinload(Analysis.detections).selectinload(DetectionRow.corrections))
-                .order_by(Analysis.id)
-            ).all()
-            return _case_state(session, c), [(int(a.id), _result(a)) for a in rows]
+            return _case_state(session, c), _fields(session, c)
 
         return self._run("read the fields of the case", work)
 
@@ -1294,6 +1279,17 @@ def _insert_analysis(
             ],
         )
     return aid
+
+
+def _fields(session: Session, case: Case) -> list[tuple[int, SlideResult]]:
+    """(analysis id, result) of every field of a case, in the order they were added."""
+    rows = session.scalars(
+        select(Analysis)
+        .where(Analysis.case_id == case.id)
+        .options(selectinload(Analysis.detections).selectinload(DetectionRow.corrections))
+        .order_by(Analysis.id)
+    ).all()
+    return [(int(a.id), _result(a)) for a in rows]
 
 
 def _case_state(session: Session, case: Case) -> str:
