@@ -102,6 +102,18 @@ def load_models():
 DEMO_SPECIMEN = "a drawn demo smear, not a patient"  # the demo case's specimen: drawn cells never join a real case
 
 
+def _field_of(slide: dict) -> tuple:
+    """Who an undo step belongs to: the field's session key and its database id (None until it is saved)."""
+    return slide["key"], slide["id"]
+
+
+def _is_field(entry: tuple, slide: dict) -> bool:
+    """Whether undo step ``entry`` is of this field: the same session copy, or the same stored analysis (reopened
+    from the field picker it has another session key)."""
+    key, aid = entry[0], entry[1]
+    return key == slide["key"] or (aid is not None and aid == slide["id"])
+
+
 def save(slide: dict) -> None:
     """Save the analysis (when not yet saved) and the corrections made while the database was unreachable.
 
@@ -117,6 +129,8 @@ def save(slide: dict) -> None:
             slide["id"] = db.save_analysis(bare, owner=owner, file_name=slide["name"], metadata=slide["meta"],
                                            case_id=slide.get("case_id"))  # fmt: skip
             state.pop("case_fields", None)  # the case has a new field: read again
+            steps = state.setdefault("slide_undo", [])  # its steps now carry its id (in place: callers hold it)
+            steps[:] = [(k, slide["id"] if k == slide["key"] and a is None else a, *rest) for k, a, *rest in steps]
         if slide["image"] is not None and not slide.get("image_kept"):
             try:
                 slide["image_kept"] = db.save_image(slide["image"], slide["result"].image_sha256)
@@ -329,12 +343,13 @@ def act(kind: str, value) -> None:
     if kind == "move":
         state["slide_cell"] = value
     elif kind == "label" and pick is not None:
-        undo.append((slide["key"], pick, result.labels()[pick]))
+        undo.append((*_field_of(slide), pick, result.labels()[pick]))
         relabel(slide, pick, value, "")
         state["slide_cell"] = review.next_cell(cells, pick)
     elif kind == "undo" and undo:
-        field, index, before = undo.pop()
-        if field == slide["key"]:  # the field's session key: its database id may come later (a delayed save)
+        mine = [k for k, entry in enumerate(undo) if _is_field(entry, slide)]
+        if mine:  # this field's last step (the stack holds every field's steps of the session)
+            *_, index, before = undo.pop(mine[-1])
             relabel(slide, index, undo_label(result, index, before), "undo")
             state["rbc_cell" if result.detections.class_name[index] == "rbc" else "slide_cell"] = index
     elif kind == "add":
@@ -349,7 +364,7 @@ def act(kind: str, value) -> None:
         if slide["id"] is not None:
             slide.setdefault("pending_adds", []).append(index)
         save(slide)
-        undo.append((slide["key"], index, ""))
+        undo.append((*_field_of(slide), index, ""))
         if cls != "rbc":
             state["slide_cell"] = index
 
@@ -510,7 +525,8 @@ if slide:
                 review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16)
                 picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc", locked=locked)
                 if picked:  # a red-cell correction is kept, saved and undone like a white-cell one
-                    state.setdefault("slide_undo", []).append((slide["key"], picked[0], result.labels()[picked[0]]))
+                    step = (*_field_of(slide), picked[0], result.labels()[picked[0]])
+                    state.setdefault("slide_undo", []).append(step)
                     result.corrections[picked[0]] = picked[1]
                     slide.setdefault("pending", []).append(picked)
                     save(slide)
@@ -537,7 +553,7 @@ if slide:
             with st.expander("Add a missed cell", icon=":material/add_circle:"):
                 review.add_cell_ui(image, result, "slide", locked, act, kinds=list(addable(clf)))
             if picked:  # applied here at once; saved now, or with "Retry save" when the database is unreachable
-                state.setdefault("slide_undo", []).append((slide["key"], picked[0], result.labels()[picked[0]]))
+                state.setdefault("slide_undo", []).append((*_field_of(slide), picked[0], result.labels()[picked[0]]))
                 result.corrections[picked[0]] = picked[1]
                 slide.setdefault("pending", []).append(picked)
                 save(slide)

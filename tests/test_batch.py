@@ -523,3 +523,29 @@ def test_a_folder_given_also_through_a_link_is_read_once(tmp_path):
     listed.write_text(f"{tmp_path / 'in' / 's000.png'}\n")
     tasks = find_tasks([tmp_path / "in", tmp_path / "link", listed])
     assert sorted(Path(t.path).name for t in tasks) == ["s000.png", "s001.png"]
+
+
+def test_an_import_while_a_run_is_killed_knows_that_runs_images_and_an_empty_list_is_refused(fakes, tmp_path):
+    _smears(tmp_path / "a", 2)
+    out = tmp_path / "job"
+    run_batch(find_tasks([tmp_path / "a"]), out, SETTINGS)
+    _smears(tmp_path / "b", 2, seed=10)
+    import cellkit.batch.job as job_module
+
+    real = job_module.write_summary
+
+    def killed(*_a, **_k):  # the run dies after its images were analysed, before the summary
+        raise KeyboardInterrupt
+
+    job_module.write_summary = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(find_tasks([tmp_path / "a", tmp_path / "b"]), out, SETTINGS)
+    finally:
+        job_module.write_summary = real
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    imported = import_job(out, store, "tester")
+    assert imported.added == 4 and imported.total == 4 and imported.dropped == 0
+    (out / "tasks.txt").write_text("\r\n")
+    with pytest.raises(CellkitError, match="list of the job's images is empty"):
+        import_job(out, store, "tester")

@@ -249,6 +249,10 @@ def _sign(store, owner: str, case: dict, reviewer: str, shown: dict, recount) ->
     fresh = recount([result for _, result in fields])
     if json.dumps(fresh, sort_keys=True, default=str) != json.dumps(shown, sort_keys=True, default=str):
         st.session_state.pop("case_fields", None)  # the page reads the case again
+        slide = st.session_state.get("slide")
+        stored = dict(fields)
+        if slide and slide.get("id") in stored:  # the field on screen too: its session copy is what was stale
+            slide["result"] = stored[slide["id"]]
         st.session_state.setdefault("case_sign_errors", []).append(
             "Nothing was signed: the case changed since this page read it (in another tab or by another reviewer). "
             "Its counts are shown again as the database holds them now: check them and sign."

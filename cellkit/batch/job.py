@@ -73,11 +73,14 @@ def read_manifest(out: Path) -> set[str] | None:
     """The keys of the images of the job's last run (``tasks.txt``), or None for a folder written before it."""
     path = out / MANIFEST_FILE
     try:
-        return {line for line in path.read_text(encoding="utf-8").splitlines() if line}
+        keys = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise CellkitError(f"{path}: unreadable list of the job's images ({exc}); run the batch again") from None
+    if not keys:  # emptied by hand: never a reason to take every image out of the stored job
+        raise CellkitError(f"{path}: the list of the job's images is empty; run the batch again to rewrite it")
+    return keys
 
 
 def _describe(key: str, value: Any) -> str:
@@ -164,6 +167,8 @@ def run_batch(
         job.update(settings=settings, command=command or job.get("command", ""))
         atomic_write_text(out / JOB_FILE, json.dumps(job, indent=2), fallback=False)
         _clean_temp(out)
+        # before the work: an import during the run, or after it was killed, knows this run's images
+        atomic_write_text(out / MANIFEST_FILE, "".join(f"{t.key}\n" for t in tasks), fallback=False)
         todo = [t for t in tasks if not is_done(out, t, retry_errors)]
         skipped = len(tasks) - len(todo)
         if on_start:
@@ -184,7 +189,6 @@ def run_batch(
                 run_ray(todo, str(out), settings, workers, threads, done, address=address)
         seconds = time.perf_counter() - t0
         records = _records(out, tasks)
-        atomic_write_text(out / MANIFEST_FILE, "".join(f"{t.key}\n" for t in tasks), fallback=False)
         write_summary(out, records())
         failed = sum(1 for r in records() if r["status"] == "error")
         n_cells = write_cells(out, records(), _node_ids(records()))

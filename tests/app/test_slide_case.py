@@ -260,3 +260,37 @@ def test_the_wbc_headline_leaves_out_nrbc_as_the_differential_does():
     assert int(wbc.value) == before - 1 and "NRBC" in wbc.help
     result = at.session_state["slide"]["result"]
     assert int(wbc.value) == sum(v["count"] for v in result.differential().values())
+
+
+def test_a_change_another_tab_made_to_the_field_on_screen_is_shown_and_then_signed():
+    at = _fields(_page().run(), n=2)
+    owner, cid = at.session_state["owner"], at.session_state["case_id"]
+    store = _store()
+    shown = at.session_state["slide"]["id"]  # the newest field is on screen
+    store.add_correction(shown, 0, "reject_artefact", owner, author="other tab")
+    at.text_input(key="case_reviewer").set_value("Dr Ada")
+    sign = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_sign")  # noqa: E731
+    at.checkbox(key="case_sign_anyway").check()
+    sign().click().run()
+    assert store.case(cid, owner)["status"] == "open" and any("Nothing was signed" in e.value for e in at.error)
+    assert at.session_state["slide"]["result"].labels()[0] == "reject_artefact"  # the page now shows it
+    at.checkbox(key="case_sign_anyway").check()
+    sign().click().run()
+    assert not at.exception and store.case(cid, owner)["status"] == "signed"
+
+
+def test_undo_after_going_to_another_field_and_back_undoes_this_fields_step():
+    at = _fields(_page().run(), n=2)
+    cid = at.session_state["case_id"]
+    second = at.session_state["slide"]["id"]
+    cell = at.selectbox(key="slide_cell").value
+    model_label = at.session_state["slide"]["result"].labels()[cell]
+    at.button(key="slide_key_basophil").click().run()
+    picker = lambda: at.selectbox(key=f"case_field_{cid}")  # noqa: E731
+    first = next(a for a in picker().options if a != second)
+    picker().set_value(first).run()
+    picker().set_value(second).run()  # reopened from the database: another session key
+    assert at.session_state["slide"]["id"] == second
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception
+    assert at.session_state["slide"]["result"].labels()[cell] == model_label
