@@ -168,3 +168,55 @@ def test_overlapping_red_cells_beside_the_nucleus_are_not_taken_for_lobes():
     assert np.hypot(*(centre_of(loc) - [150, 150])) < 0.35 * r
     found_side = loc.xyxy[2] - loc.xyxy[0]
     assert 0.6 * 2 * r < found_side < 1.6 * 2 * r, f"side {found_side:.0f} for a cell of {2 * r}"
+
+
+def _disc_cv(img: np.ndarray, centre: tuple[int, int], r: int, colour: tuple[int, int, int]) -> None:
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    img[(xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= r * r] = colour
+
+
+@pytest.mark.parametrize("pale", [(100, 75, 175), (80, 58, 165)])
+def test_a_paler_central_nucleus_beside_a_denser_one_at_the_edge_is_the_cell_found(pale):
+    """A blast's pale chromatin beside a dense lymphocyte cut by the crop's edge: the central cell is framed and the
+    second is said, never the neighbour framed instead."""
+    img = np.full((200, 200, 3), (231, 226, 231), np.uint8)
+    _disc_cv(img, (168, 165), 24, (55, 35, 150))
+    _disc_cv(img, (100, 100), 30, pale)
+    loc = locate_cell(img)
+    assert loc.n_cells == 2 and np.hypot(*(centre_of(loc) - [100, 100])) < 5
+
+
+def test_a_paler_lobe_stays_part_of_its_nucleus():
+    img = np.full((200, 200, 3), (231, 226, 231), np.uint8)
+    _disc_cv(img, (100, 100), 40, (205, 185, 215))  # cytoplasm
+    for c, colour in [((80, 95), (55, 35, 150)), ((100, 110), (55, 35, 150)), ((122, 92), (95, 70, 172))]:
+        _disc_cv(img, c, 12, colour)
+    loc = locate_cell(img)
+    x1, _, x2, _ = loc.nucleus_xyxy
+    assert loc.n_cells == 1 and x2 - x1 > 60  # all three lobes (68 -> 134 px), not the two dark ones
+
+
+def test_the_blue_weight_alone_keeps_dense_red_cell_rims_out_of_the_nucleus(monkeypatch):
+    """Red cells absorb blue (haemoglobin's Soret band), nuclei pass it: without the seed rule too."""
+    import cellkit.framing as framing
+
+    monkeypatch.setattr(framing, "SEED", 0.0)
+    r = 24
+    img = field([(300, 300, r)], size=(600, 600), seed=3)
+    _red_cell_pairs(img, [(300 + 2.1 * r, 300), (300, 300 - 2.1 * r), (300 - 2.2 * r, 300 + 1.2 * r)])
+    loc = locate_cell(img[150:450, 150:450])
+    assert loc.n_cells == 1 and loc.xyxy[2] - loc.xyxy[0] < 1.6 * 2 * r
+
+
+@pytest.mark.parametrize("seed, joined", [(0.6, False), (0.0, True)])
+def test_a_paler_part_touching_a_nucleus_is_no_lobe_of_it(monkeypatch, seed, joined):
+    """A purple part about half as dark as the nucleus beside it (a red-cell rim, stain): above the threshold, but
+    joined only without the seed rule."""
+    import cellkit.framing as framing
+
+    monkeypatch.setattr(framing, "SEED", seed)
+    img = np.full((200, 200, 3), (231, 226, 231), np.uint8)
+    _disc_cv(img, (100, 100), 14, (55, 35, 150))
+    _disc_cv(img, (126, 100), 9, (100, 70, 170))
+    x1, _, x2, _ = locate_cell(img).nucleus_xyxy
+    assert (x2 - x1 > 40) == joined, x2 - x1
