@@ -521,7 +521,8 @@ def test_a_folder_given_also_through_a_link_is_read_once(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "in")
     listed = tmp_path / "list.txt"
     listed.write_text(f"{tmp_path / 'in' / 's000.png'}\n")
-    tasks = find_tasks([tmp_path / "in", tmp_path / "link", listed])
+    os.link(tmp_path / "in" / "s001.png", tmp_path / "hard.png")  # a hard link: the same file again
+    tasks = find_tasks([tmp_path / "in", tmp_path / "link", listed, tmp_path / "hard.png"])
     assert sorted(Path(t.path).name for t in tasks) == ["s000.png", "s001.png"]
 
 

@@ -68,10 +68,10 @@ def find_tasks(inputs: Iterable[str | os.PathLike]) -> list[Task]:
     for p in paths:
         if not p.exists() and not p.is_symlink():
             raise CellkitError(f"{p}: no such file or folder")
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[object, str]] = set()
     tasks: list[Task] = []
     for task in _expand(paths, from_list=False):  # once per file on disk, whatever path or link led to it
-        real = (os.path.realpath(task.path) if not task.error else task.key, task.member)
+        real = (_file_id(task.path) if not task.error else task.key, task.member)
         if real not in seen:
             seen.add(real)
             tasks.append(task)
@@ -79,6 +79,15 @@ def find_tasks(inputs: Iterable[str | os.PathLike]) -> list[Task]:
         where = ", ".join(map(str, paths))
         raise CellkitError(f"no images found in {where}; expected {', '.join(IMAGE_SUFFIXES)} files or .zip archives")
     return tasks
+
+
+def _file_id(path: str) -> object:
+    """The file itself: device and inode (one for every symbolic or hard link to it), else its real path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
 
 
 def _expand(paths: list[Path], from_list: bool) -> Iterator[Task]:
