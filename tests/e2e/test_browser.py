@@ -210,10 +210,16 @@ def test_slide_upload_shows_counts(app_url, page, tmp_path):
     wbc = page.locator('[data-testid="stMetric"]').filter(has_text="WBC").first
     wbc.wait_for()
     _wait_idle(page)
-    # the page shows what the bundled detector finds on this drawn smear (its accuracy on drawn smears is
-    # tests/test_detect.py's; on real smears, the model card's): the count is wired through, not invented
-    expected = load_detector().detect(smear).counts()["wbc"]
-    assert expected >= 2 and wbc.locator('[data-testid="stMetricValue"]').inner_text().strip() == str(expected)
+    # the page shows what the bundled models find on this drawn smear (the detector's accuracy on drawn smears is
+    # tests/test_detect.py's; on real smears, the model card's): the white-cell boxes, less those the classifier
+    # calls NRBC (not white cells, as in the differential): the count is wired through, not invented
+    from cellkit.classify import load_classifier
+    from cellkit.slide import analyze
+
+    result = analyze(smear, load_detector(), load_classifier())
+    expected = sum(v["count"] for v in result.differential().values())
+    assert result.counts["wbc"] >= 2 and expected == result.counts["wbc"] - result.nrbc().get("count", 0)
+    assert wbc.locator('[data-testid="stMetricValue"]').inner_text().strip() == str(expected)
     page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first.wait_for()  # the image with its boxes
     page.wait_for_timeout(500)  # let plotly paint before the screenshot
     _screenshot(page, tmp_path / "slide.png")
