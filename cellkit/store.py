@@ -738,17 +738,21 @@ class Store:
             jid = int(found.id)
             keys = [it["key"] for it in items]
             have = {
-                key: (status, (meta or {}).get("batch_stamp"))
-                for key, status, meta in session.execute(
-                    select(BatchItem.key, BatchItem.status, Analysis.meta)
+                key: (status, (meta or {}).get("batch_stamp"), pixels)
+                for key, status, meta, pixels in session.execute(
+                    select(BatchItem.key, BatchItem.status, Analysis.meta, Analysis.image_sha256)
                     .outerjoin(Analysis, Analysis.id == BatchItem.analysis_id)
                     .where(BatchItem.job_id == jid, BatchItem.key.in_(keys))
                 ).all()
             }
             added = 0
             for it in items:
-                old, stamp = have.get(it["key"], (None, None))
-                changed = stamp is not None and it.get("stamp") is not None and stamp != it["stamp"]
+                old, stamp, pixels = have.get(it["key"], (None, None, None))
+                if stamp is not None:  # the record the row was imported from, against today's
+                    changed = it.get("stamp") is not None and stamp != it["stamp"]
+                else:  # a row imported before records were stamped: its image's pixels
+                    result = it.get("result")
+                    changed = pixels is not None and result is not None and pixels != result.image_sha256
                 if old is not None and not (old == "error" and it["status"] == "ok") and not changed:
                     continue
                 if old is not None:

@@ -550,3 +550,25 @@ def test_an_import_while_a_run_is_killed_knows_that_runs_images_and_an_empty_lis
     (out / "tasks.txt").write_text("\r\n")
     with pytest.raises(CellkitError, match="list of the job's images is empty"):
         import_job(out, store, "tester")
+
+
+def test_a_row_imported_before_records_were_stamped_is_replaced_when_its_image_changed(fakes, tmp_path):
+    from sqlalchemy import select
+
+    from cellkit.store import Analysis
+
+    smears = _smears(tmp_path / "in", 1)
+    out = tmp_path / "job"
+    run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job, *_ = import_job(out, store, "tester")
+    with store._write_session.begin() as session:  # as an earlier version stored it: no stamp
+        for a in session.scalars(select(Analysis)):
+            a.meta = {k: v for k, v in a.meta.items() if k != "batch_stamp"}
+    assert import_job(out, store, "tester").added == 0  # the same image: kept
+    smears[0].write_bytes(encode_png(make_smear(320, 240, n_wbc=0, n_rbc=1, n_platelet=0, seed=9)[0]))
+    os.utime(smears[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    run_batch(find_tasks([tmp_path / "in"]), out, SETTINGS)
+    assert import_job(out, store, "tester").added == 1  # other pixels: the row follows the file
+    (item,) = store.batch_items(job, "tester")
+    assert item["wbc"] == int(pd.read_csv(out / "summary.csv").iloc[0].wbc)
