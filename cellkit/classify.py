@@ -32,6 +32,7 @@ from cellkit.unknown import METHODS, UNKNOWN, OodScorer, mahalanobis, sharpness
 
 OOD_PREFIX = "ood."
 TRAIN_HINT = "train one with `cellkit train classifier`"
+MIN_CROP_SIDE = 8  # crops with a shorter side go to review: a 1 x 1 px upload got a full set of probabilities
 
 
 def _fix_hint(spec: ModelSpec) -> str:
@@ -165,10 +166,12 @@ class Classifier:
 
         ``threshold`` overrides ``spec.threshold`` for the deepest confident node.
         """
-        out = self.predict_arrays(list(images), batch_size)
+        images = list(images)
+        out = self.predict_arrays(images, batch_size)
         return [
-            self.verdict(p, s, threshold, location=loc, sharpness=f, cell_fraction=c)
-            for p, s, loc, f, c in zip(
+            self.verdict(p, s, threshold, location=loc, sharpness=f, cell_fraction=c, crop_side=min(im.shape[:2]))
+            for im, p, s, loc, f, c in zip(
+                images,
                 out["node_probs"],
                 out["ood_score"],
                 out["locations"],
@@ -186,6 +189,7 @@ class Classifier:
         location: Any = None,
         sharpness: float | None = None,
         cell_fraction: float | None = None,
+        crop_side: int | None = None,
     ) -> Prediction:
         """The prediction for one crop's node probabilities: label, confidence and the review verdict.
 
@@ -194,7 +198,8 @@ class Classifier:
         group of the taxonomy reaches ``spec.ood["min_group_prob"]``, when no cell was found in it, or when
         its ``sharpness`` is below ``spec.ood["min_sharpness"]`` (out of focus), or when the predicted leaf's
         object fills more of the crop than that leaf ever did in training (``spec.ood["max_cell_fraction"]``, e.g.
-        a white cell framed like a white-cell crop and called platelet).
+        a white cell framed like a white-cell crop and called platelet), or when the crop's shorter side
+        ``crop_side`` is under :data:`MIN_CROP_SIDE` pixels (a 1 x 1 px upload was classified).
         """
         tax = self.taxonomy
         node_probs = np.clip(node_probs, 0.0, 1.0)
@@ -204,6 +209,8 @@ class Classifier:
         confidence = float(node_probs[tax.ids.index(label)])
         ood = self.has_ood and float(ood_score) > float(self.spec.ood.get("flag_above", 1.0))
         reasons = []
+        if crop_side is not None and crop_side < MIN_CROP_SIDE:
+            reasons.append(f"the crop is {crop_side} px a side: too small to show a cell (at least {MIN_CROP_SIDE} px)")
         if location is not None and not location.found:
             reasons.append("no cell found in the crop")
         min_sharp = float(self.spec.ood.get("min_sharpness", 0.0))

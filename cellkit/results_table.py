@@ -11,6 +11,7 @@ import numpy as np
 
 from cellkit.taxonomy import Taxonomy
 from cellkit.types import Prediction
+from cellkit.unknown import UNKNOWN
 
 
 def result_columns(taxonomy: Taxonomy) -> list[str]:
@@ -36,11 +37,19 @@ def readable_results(table: Any, taxonomy: Taxonomy) -> Any:
     def name(node: Any) -> str:
         return taxonomy.display(node) if isinstance(node, str) and node else ""
 
+    def p_of(row: Any, node: Any) -> float:
+        column = f"p_{node}"
+        return float(row[column]) if isinstance(node, str) and column in row.index else float("nan")
+
+    flagged = table["label"] == UNKNOWN
     out = pd.DataFrame({
         "File": table["path"],
         "Shown as": table["shown_as"].fillna(""),
+        # each probability sits beside the name it belongs to: "Confidence" beside the best guess read as the
+        # guess's own (a basophil guess of 0.32 was shown with the 0.55 of mature myeloid)
+        "Confidence": table["confidence"].where(~flagged),
         "Best guess": [name(n) for n in table["leaf"]],
-        "Confidence": table["confidence"],
+        "P(best guess)": [p_of(row, n) for (_, row), n in zip(table.iterrows(), table["leaf"], strict=True)],
         "Unusualness (flagged above 1)": table["ood_score"],
         "Why review": table["review"].fillna(""),
         "Framing": table["note"].fillna(""),

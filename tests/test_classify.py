@@ -241,3 +241,14 @@ def test_weights_that_do_not_match_the_cards_sha256_are_refused(tmp_path):
     card_path.write_text(json.dumps(raw))
     with pytest.raises(CellkitError, match="do not match the sha256"):
         load_classifier(clf.spec.name, tmp_path)
+
+
+def test_a_crop_too_small_to_show_a_cell_goes_to_review(tiny):
+    """A 1 x 1 px upload was classified with a full set of probabilities; now it is left for review, saying why."""
+    from cellkit.classify import MIN_CROP_SIDE
+
+    small = np.full((1, 1, 3), 120, np.uint8)
+    edge = np.full((MIN_CROP_SIDE, 40, 3), 120, np.uint8)
+    preds = tiny.predict([small, edge, make_crop(0, 48, 1)])
+    assert preds[0].label == "unknown" and "1 px a side: too small" in preds[0].review
+    assert "too small" not in preds[1].review and "too small" not in preds[2].review

@@ -458,7 +458,9 @@ def cell_review_ui(
         from cellkit.taxonomy import REJECTIONS
 
         choices = [*ids, *REJECTIONS]
-        start = choices.index(labels[pick]) if labels[pick] in choices else (ids.index(leaf) if leaf in ids else 0)
+        # a cell left for review starts with no choice: its best guess pre-selected became a reviewer's decision
+        # with one click on "Save correction"
+        start = choices.index(labels[pick]) if labels[pick] in choices else None
         # one widget per field, cell and current label: it always starts at this cell's label (a shared key kept the
         # previous cell's choice, and "Save correction" then relabelled this cell with it)
         cell_key = f"{result.image_sha256[:12]}_{pick}_{labels[pick]}"
@@ -468,10 +470,16 @@ def cell_review_ui(
             index=start,
             format_func=lambda n: REJECTIONS.get(n) or tax.display(n),
             key=f"{key}_reclassify_as_{cell_key}",
+            placeholder="Choose a cell type" + (f" (best guess: {tax.display(leaf)})" if leaf in ids else ""),
         )
         note = st.text_input("Note (optional)", key=f"{key}_note_{cell_key}")
         if st.form_submit_button("Save correction", disabled=locked):
-            return pick, new, note
+            if new is None:
+                st.warning("Choose a cell type, or reject the box, before saving: nothing was saved.")
+            elif new == labels[pick] and not note.strip():
+                st.info(f"No change: the cell is already {now}. Nothing was saved.")
+            else:
+                return pick, new, note
     return None
 
 

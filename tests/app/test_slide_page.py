@@ -674,3 +674,28 @@ def test_a_cell_the_store_refuses_is_said_once_and_never_blocks_later_saves(monk
     at.button(key="test_add").click().run()
     assert not at.exception and any("The added cell was not saved" in e.value for e in at.error)
     assert at.session_state["slide"]["pending_adds"] == [] and not at.session_state["slide"]["db_error"]
+
+
+def test_a_cell_left_for_review_starts_with_no_choice_and_an_empty_save_records_nothing():
+    """The best guess of an Unidentified cell is never pre-selected: one click on "Save correction" made it the
+    reviewer's decision. Saving with no choice, or with the label the cell already has, records nothing."""
+    from cellkit.store import Store
+
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+    slide = at.session_state["slide"]
+    cell = at.selectbox(key="slide_cell").value
+    slide["result"].corrections[cell] = "unknown"  # as the model leaves a flagged cell
+    at.run()
+    box = _reclassify_box(at)
+    assert box.value is None and "best guess" in box.proto.placeholder
+    _submit(at, "slide_reclassify").click().run()
+    assert not at.exception and any("nothing was saved" in w.value for w in at.warning)
+    assert at.session_state["slide"]["result"].labels()[cell] == "unknown"
+    assert Store().corrections(slide["id"], owner=at.session_state["owner"]) == []
+    _reclassify_box(at).set_value("basophil")
+    _submit(at, "slide_reclassify").click().run()
+    assert at.session_state["slide"]["result"].labels()[cell] == "basophil"
+    _submit(at, "slide_reclassify").click().run()  # the same label again: no second record
+    assert any("No change" in m.value for m in at.info)
+    saved = Store().corrections(slide["id"], owner=at.session_state["owner"])
+    assert [(c["index"], c["label"]) for c in saved] == [(cell, "basophil")]
