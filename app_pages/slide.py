@@ -497,19 +497,22 @@ if slide:
             if unreliable:
                 st.warning(unreliable, icon=":material/warning:")
             findings = red_cell_findings(red, withheld=unreliable)
-            st.dataframe(
-                [
-                    {
-                        "Form": result.display_name(f.form),
-                        "Count": f.count,
-                        "%": f.percent,
-                        "Finding": f.finding
-                        + (" (provisional: under 1,000 red cells)" if f.provisional and f.finding else ""),
-                    }
-                    for f in findings
-                ],
-                hide_index=True,
-            )
+            if unreliable:  # a percentage of forms the model cannot tell here reads as a finding: none is shown
+                st.caption("No form counts or percentages at this magnification; the cells stay reviewable below.")
+            else:
+                st.dataframe(
+                    [
+                        {
+                            "Form": result.display_name(f.form),
+                            "Count": f.count,
+                            "%": f.percent,
+                            "Finding": f.finding
+                            + (" (provisional: under 1,000 red cells)" if f.provisional and f.finding else ""),
+                        }
+                        for f in findings
+                    ],
+                    hide_index=True,
+                )
             n_red = sum(f.count for f in findings)
             st.caption(
                 f"Red-cell morphology of {n_red} red cells by the red-cell model (trained on one lab's smears at "

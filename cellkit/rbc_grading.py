@@ -58,8 +58,8 @@ def scale_warning(result: Any, spec: Any) -> str:
         return ""
     return (
         f"The red cells here are {ratio:.1f}x the size the red-cell model was trained on ({side:.0f} px against "
-        f"{ref:.0f} px): another magnification or camera. Its forms are unreliable here, and the schistocyte "
-        "finding is withheld."
+        f"{ref:.0f} px): another magnification or camera. Its forms are unreliable here and are withheld, the "
+        "schistocyte finding too."
     )
 
 

@@ -140,14 +140,15 @@ def case_pdf(
              "not checked by a reviewer; they are counted as platelets.")  # fmt: skip
     line(summary["platelet_caveat"])
     forms = summary.get("red_cells") or []
-    if forms:
+    if forms and summary.get("red_cells_withheld"):  # no percentages of forms the model cannot tell here
+        n_red = sum(f["count"] for f in forms)
+        line(f"Red-cell morphology of {n_red} classified red cells: not reported. {summary['red_cells_withheld']}")
+    elif forms:
         n_red = sum(f["count"] for f in forms)
         line(f"Red-cell morphology over {n_red} classified red cells: "
              + "; ".join(f"{display(f['form'])} {f['percent']:.1f} %" + (f" ({f['finding']}"
                          + (", provisional: under 1,000 red cells" if f["provisional"] else "") + ")"
                          if f["finding"] else "") for f in forms) + ".")  # fmt: skip
-        if summary.get("red_cells_withheld"):
-            line(summary["red_cells_withheld"])
 
     if thumbnails:
         heading(f"Flagged and corrected cells ({len(thumbnails)})")

@@ -124,3 +124,28 @@ def test_the_report_names_every_model_of_a_case_two_models_analysed():
     text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(
         case_pdf(case_summary("S-2", [a, b]), a.display_name))).pages)  # fmt: skip
     assert "(classifier_lite0_v4)" in text and "(classifier_lite0)" in text and "more than one white-cell" in text
+
+
+def test_red_cell_forms_the_model_cannot_tell_at_this_scale_get_no_percentages(tmp_path):
+    """A warning said the forms were unreliable while the report still printed "Burr cell 20.7 %" beside it."""
+    from types import SimpleNamespace
+
+    from _fakes import result_with_red_cells
+
+    pypdf = pytest.importorskip("pypdf")
+    big = result_with_red_cells(240)
+    big.name = "upscaled.png"
+    for i in range(20):
+        big.corrections[i] = "burr_cell" if i < 5 else "normal"
+    red_model = SimpleNamespace(card={"reference_cell_px": {"median": 80.0}})
+    summary = case_summary("S-2", [big], red_cell_spec=red_model)
+    assert "3.0x the size" in summary["red_cells_withheld"]
+    path = tmp_path / "forms.pdf"
+    path.write_bytes(case_pdf(summary, big.display_name))
+    text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(path).pages)
+    assert "Red-cell morphology of 20 classified red cells: not reported" in text and "withheld" in text
+    assert "25.0 %" not in text and "75.0 %" not in text
+    summary = case_summary("S-2", [big], red_cell_spec=SimpleNamespace(card={"reference_cell_px": {"median": 240.0}}))
+    path.write_bytes(case_pdf(summary, big.display_name))
+    text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(path).pages)
+    assert "25.0 %" in text and "not reported" not in text  # at the model's own scale the forms are printed

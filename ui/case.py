@@ -140,12 +140,13 @@ def summary_ui(summary: dict, display) -> None:
     st.caption(f"NRBC: {nrbc['count']} ({per100}), not counted among the white cells. {summary['platelet_caveat']}")
     if summary["red_cells"]:
         st.markdown("**Red-cell morphology of the case**")
-        if summary["red_cells_withheld"]:
+        if summary["red_cells_withheld"]:  # forms the model cannot tell here: no percentages that read as findings
             st.warning(summary["red_cells_withheld"], icon=":material/warning:")
-        st.dataframe([{"Form": display(f["form"]), "Count": f["count"], "%": f["percent"],
-                       "Finding": f["finding"] + (" (provisional: under 1,000 red cells)"
-                                                  if f["provisional"] and f["finding"] else "")}
-                      for f in summary["red_cells"]], hide_index=True)  # fmt: skip
+        else:
+            st.dataframe([{"Form": display(f["form"]), "Count": f["count"], "%": f["percent"],
+                           "Finding": f["finding"] + (" (provisional: under 1,000 red cells)"
+                                                      if f["provisional"] and f["finding"] else "")}
+                          for f in summary["red_cells"]], hide_index=True)  # fmt: skip
     if summary["unidentified_review"]:
         st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them in *Cells & "
                    "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip

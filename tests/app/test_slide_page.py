@@ -699,3 +699,20 @@ def test_a_cell_left_for_review_starts_with_no_choice_and_an_empty_save_records_
     assert any("No change" in m.value for m in at.info)
     saved = Store().corrections(slide["id"], owner=at.session_state["owner"])
     assert [(c["index"], c["label"]) for c in saved] == [(cell, "basophil")]
+
+
+def test_red_cell_forms_the_page_calls_unreliable_are_not_tabled(monkeypatch):
+    """The warning said the forms were unreliable while the table beside it gave their percentages."""
+    import cellkit
+    import cellkit.rbc_grading
+
+    def off(result, spec):
+        return "The red cells here are 3.0x the size the red-cell model was trained on: withheld."
+
+    monkeypatch.setattr(cellkit.rbc_grading, "scale_warning", off)
+    monkeypatch.setattr(cellkit, "scale_warning", off, raising=False)
+    img, *_ = make_smear(640, 480, n_wbc=1, n_rbc=12, n_platelet=1, seed=6)
+    at = _upload(_page().run(), encode_png(img), "smear.png")
+    assert not at.exception and any("3.0x the size" in w.value for w in at.warning)
+    assert not any("Form" in d.value.columns for d in at.dataframe)
+    assert any("No form counts or percentages" in c.value for c in at.caption)
