@@ -205,6 +205,17 @@ else:
         chosen = widgets.classifier_name()  # the sidebar's model (None: the default one)
         default = next((i for i, s in enumerate(classifiers) if s.name == chosen),
                        next((i for i, s in enumerate(classifiers) if s.card.get("default")), 0))  # fmt: skip
+        picked = next((s for s in specs if s.name == chosen), None)
+        if picked is not None and picked not in classifiers:  # an adapted model: no test split of its own
+            base = (picked.card.get("adapted_from") or {}).get("name", "")
+            base_shown = next((s.card.get("display_name") or s.name for s in specs if s.name == base), base)
+            st.info(
+                f"The sidebar's model, {picked.card.get('display_name') or picked.name}, has no test-split card: "
+                + (f"it was adapted from {base_shown}, and its own figures are the cross-validated ones of its "
+                   "adaptation, under *Adapt a model to your lab* below. " if base else "")
+                + "The card shown here is another model's.",
+                icon=":material/info:",
+            )  # fmt: skip
         spec = classifiers[st.selectbox("Classifier card", range(len(names)), default, format_func=names.__getitem__)]
         card, test = spec.card, spec.card["metrics_test"]
         tax = load_taxonomy(spec.taxonomy)

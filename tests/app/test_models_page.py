@@ -354,3 +354,32 @@ def test_adapted_models_are_listed_by_display_name_with_a_readable_date(folders)
     assert not at.exception
     line = next(visible(m.value) for m in at.markdown if "adapted from" in m.value)
     assert "adapted from White cells (home), 2026-12-02 03:00" in line and "+0000" not in line
+
+
+def test_an_adapted_model_picked_in_the_sidebar_is_told_apart_from_the_card_shown(folders):
+    """The card of another model stood under the sidebar's adapted model with no word that it was another's."""
+    import numpy as np
+
+    from cellkit.evaluate import classification_report
+
+    weights, home = folders
+    clf = build_tiny_classifier(seed=1)
+    leaves = list(clf.taxonomy.leaves)
+    probs = np.eye(len(leaves))[np.arange(22) % len(leaves)] * 0.9 + 0.1 / len(leaves)
+    clf.spec.name = "wbc_home"
+    clf.spec.card = {"display_name": "White cells 1",
+                     "metrics_test": classification_report([leaves[i % len(leaves)] for i in range(22)], probs,
+                                                           clf.taxonomy)}  # fmt: skip
+    save_classifier(clf.model, clf.spec, weights)
+    lab = build_tiny_classifier(seed=2)
+    lab.spec.name, lab.spec.weights = "lab_b", "lab_b.safetensors"
+    lab.spec.card = {"display_name": "Lab B", "adapted_from": {"name": "wbc_home"}, "adaptation": {"seconds": 1}}
+    save_classifier(lab.model, lab.spec, home / "models")
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60)
+    at.session_state["classifier_name"] = "lab_b"
+    at.run()
+    assert not at.exception
+    note = next(i.value for i in at.info if "has no test-split card" in i.value)
+    assert "Lab B" in note and "adapted from White cells 1" in note and "another model's" in note
+    plain = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
+    assert not any("has no test-split card" in i.value for i in plain.info)
