@@ -180,13 +180,27 @@ def case_thumbnails(image: np.ndarray, result: SlideResult, most: int = 40) -> l
     return out
 
 
+def readable_time(iso: str) -> str:
+    """A stored time as people read it, "2026-12-02 12:39 UTC" (the store keeps UTC; a time without a zone is
+    read as UTC), or the text unchanged when it is no time."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def history_lines(events: Sequence[dict[str, Any]]) -> list[str]:
     """The case's sign-offs and amendments (``Store.case(...)["events"]``), one sentence each, oldest first."""
     out = []
     for e in events:
         if e["kind"] == "signed":
             note = f" {e['note']}" if e["note"] else ""
-            out.append(f"Version {e['version']} signed by {e['who']} at {e['created']}.{note}")
+            out.append(f"Version {e['version']} signed by {e['who']} at {readable_time(e['created'])}.{note}")
         elif e["kind"] == "amended":
-            out.append(f"Amended by {e['who']} at {e['created']}, opening version {e['version']}: {e['note']}")
+            when = readable_time(e["created"])
+            out.append(f"Amended by {e['who']} at {when}, opening version {e['version']}: {e['note']}")
     return out

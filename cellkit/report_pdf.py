@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cellkit.case import MODEL_ROLES
+from cellkit.case import MODEL_ROLES, readable_time
 from cellkit.taxonomy import UNKNOWN
 
 MAX_THUMBNAILS = 40
@@ -183,7 +183,8 @@ def case_pdf(
         line(summary["mixed_models_warning"])
 
     heading("Review and sign-off")
-    line(f"Reviewed and signed by {reviewer} at {signed_at}." if reviewer else "Not signed: no reviewer has signed.")
+    signed = f"Reviewed and signed by {reviewer} at {readable_time(signed_at)}."
+    line(signed if reviewer else "Not signed: no reviewer has signed.")
     for text in history:
         line(text)
     return bytes(pdf.output())

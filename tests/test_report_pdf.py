@@ -63,18 +63,19 @@ def test_a_signed_and_amended_case_prints_its_specimen_and_history(tmp_path):
     ]
     history = history_lines(events)
     assert history == [
-        "Version 1 signed by Dr A at 2026-12-01T10:00:00+00:00.",
-        "Amended by Dr A at 2026-12-01T11:00:00, opening version 2: a blast missed",
-        "Version 2 signed by Dr B at 2026-12-01T12:00:00. second look",
+        "Version 1 signed by Dr A at 2026-12-01 10:00 UTC.",  # times as people read them, never raw ISO
+        "Amended by Dr A at 2026-12-01 11:00 UTC, opening version 2: a blast missed",
+        "Version 2 signed by Dr B at 2026-12-01 12:00 UTC. second look",
     ]
     path = tmp_path / "signed.pdf"
     path.write_bytes(
         case_pdf(summary, a.display_name, reviewer="Dr B", signed_at="2026-12-01T12:00:00", history=history)
     )
     text = " ".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
-    for expected in ("Specimen: EDTA blood, MGG", "Reviewed and signed by Dr B", "opening version 2: a blast missed"):
+    for expected in ("Specimen: EDTA blood, MGG", "Reviewed and signed by Dr B at 2026-12-01 12:00 UTC",
+                     "opening version 2: a blast missed"):  # fmt: skip
         assert expected in text, expected
-    assert "Ward:" not in text  # empty details are left out
+    assert "Ward:" not in text and "T12:00" not in text  # empty details are left out
 
 
 def test_an_off_scale_field_is_named_on_the_report(tmp_path):

@@ -8,7 +8,7 @@ from datetime import datetime
 import streamlit as st
 
 from cellkit import DEFAULT_TARGET_WBC, CellkitError, case_pdf, case_thumbnails, history_lines
-from cellkit.case import MODEL_ROLES
+from cellkit.case import MODEL_ROLES, readable_time
 from ui import widgets
 
 NEW = -1  # the picker's "start a new case" entry
@@ -104,7 +104,8 @@ def progress_ui(case: dict, summary: dict) -> None:
     """Status, progress towards the target count and the case's totals."""
     counted, target = summary["white_cells_counted"], summary["target_wbc"]
     status = (
-        f"Signed off by **{case['signed_by']}** at {case['signed_at']} (version {case['version']}): locked."
+        f"Signed off by **{case['signed_by']}** at {readable_time(case['signed_at'])} "
+        f"(version {case['version']}): locked."
         if case["status"] == "signed"
         else f"Open · version {case['version']}"
     )
@@ -235,7 +236,8 @@ def report_ui(
     with st.expander("Audit trail", icon=":material/history_edu:"):
         trail = store.case_audit(case["id"], owner)
         st.dataframe(
-            [{"When": t["created"], "Version": t["version"], "What": t["what"].capitalize(), "Who": t["who"],
+            [{"When": readable_time(t["created"]), "Version": t["version"], "What": t["what"].capitalize(),
+              "Who": t["who"],
               "Field": t["field"], "Cell": "" if t["cell"] is None else f"#{t['cell']}",
               "From": display(t["from_label"]) if t["from_label"] else "",
               "To": display(t["label"]) if t["label"] else "", "Note": t["note"]} for t in trail],
