@@ -21,6 +21,19 @@ from cellkit.taxonomy import DEFAULT_TAXONOMY
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a model's name is its file name: no paths
 
 
+def model_id(display: str) -> str:
+    """A model name (file-safe id) from what a person calls it: "Lab B May-Grünwald" -> ``lab_b_may-grunwald``."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKD", str(display or "")).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9_.-]+", "_", text.strip().lower()).strip("_.-")[:64].rstrip("_.-")
+    if not slug:
+        raise CellkitError(
+            f"model name: expected some Latin letters or digits (the file name is made of them), got {display!r}"
+        )
+    return slug
+
+
 def check_model_name(name: str, option: str = "model name") -> str:
     """``name`` if it can name a model's files (letters, digits, '_', '-', '.'; no folder, not hidden)."""
     if not NAME_RULE.match(name or ""):

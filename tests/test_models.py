@@ -121,3 +121,13 @@ def test_the_pipeline_refuses_a_model_for_the_wrong_cell_type(tmp_path, monkeypa
         resolve_models(classifier="red")
     with pytest.raises(CellkitError, match="--rbc-model white: it classifies"):
         resolve_models(classifier="white", rbc_model="white")
+
+
+def test_model_id_is_file_safe_and_keeps_what_it_can_of_the_name():
+    from cellkit.models import NAME_RULE, model_id
+
+    assert model_id("Lab B May-Grünwald") == "lab_b_may-grunwald"
+    assert model_id("my_lab") == "my_lab" and model_id(" ../Ward 3/..") == "ward_3"
+    assert NAME_RULE.match(model_id("x" * 200)) and len(model_id("x" * 200)) == 64
+    with pytest.raises(CellkitError, match="Latin letters"):
+        model_id("日本")

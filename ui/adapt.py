@@ -15,7 +15,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = Non
     ``base``: the model offered first (the Slide page's: the one whose cells were reviewed); default the sidebar's
     choice, else the default model."""
     from cellkit.adapt import adapt, check_name, read_labelled, save_adapted
-    from cellkit.models import default_spec, list_specs
+    from cellkit.models import default_spec, list_specs, model_id
     from ui.widgets import classifier_name
 
     specs = list_specs(task="classifier", cell_type="wbc")
@@ -36,7 +36,7 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = Non
         labelled_zip = upload.getvalue() if upload is not None else None
         zip_name = upload.name if upload is not None else zip_name
     c1, c2 = st.columns(2)
-    name = c1.text_input("Name of the new model", value="my_lab", key=f"{key}_name")
+    shown_name = c1.text_input("Name of the new model", value="My lab", key=f"{key}_name", max_chars=64)
     first = next((b for b in (base, classifier_name(), _default_name(default_spec)) if b in bases), bases[0])
     base = c2.selectbox("Start from", bases, index=bases.index(first), format_func=shown.get, key=f"{key}_base")
     replace = st.checkbox("Replace a model of this name made here before", key=f"{key}_replace")
@@ -44,14 +44,18 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = Non
         return
     spinner = st.spinner("Adapting (cross-validated; about a minute for 200 crops)…")
     with resources.user_errors(), heavy_job(waiting=st.spinner), spinner:  # one of the server's heavy-job slots
+        name = model_id(shown_name)  # people name models as they like; the files get a safe id
         clf = resources.classifier(base)
         crops = read_labelled([labelled_zip], clf.taxonomy, upload_name=zip_name)
         check_name(name, replace)  # before a minute of work, not after
         result = adapt(clf, name, crops)
+        if shown_name.strip() != name:
+            result.classifier.spec.card["display_name"] = shown_name.strip()
         path = save_adapted(result, replace=replace)
     resources.classifier.clear()  # the picker lists the new model; cached models reload on demand
     show_report(result.report, clf.taxonomy)
-    st.success(f"Saved as **{plain(name)}** ({plain(path.parent)}). Choose it in the sidebar's model picker.")
+    saved = shown_name.strip() if shown_name.strip() == name else f"{shown_name.strip()} (file name {name})"
+    st.success(f"Saved as **{plain(saved)}** in {plain(path.parent)}. Choose it in the sidebar's model picker.")
 
 
 def show_report(report: dict, taxonomy) -> None:

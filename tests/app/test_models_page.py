@@ -383,3 +383,22 @@ def test_an_adapted_model_picked_in_the_sidebar_is_told_apart_from_the_card_show
     assert "Lab B" in note and "adapted from White cells 1" in note and "another model's" in note
     plain = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60).run()
     assert not any("has no test-split card" in i.value for i in plain.info)
+
+
+def test_a_model_is_named_as_people_name_it_and_its_files_get_a_safe_id(folders):
+    """ "Lab B May-Grünwald" was refused with a rule on letters and underscores."""
+    _, home = folders
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=120).run()
+    at.file_uploader(key="models_adapt_zip").set_value([("lab.zip", labelled_zip(), "application/zip")])
+    at.run()
+    at.text_input(key="models_adapt_name").set_value("Lab B May-Grünwald")
+    at.button(key="models_adapt_go").click()
+    at.run()
+    assert not at.exception and not at.error
+    card = json.loads((home / "models" / "lab_b_may-grunwald.json").read_text(encoding="utf-8"))
+    assert card["card"]["display_name"] == "Lab B May-Grünwald"
+    assert any("Lab B May-Grünwald (file name lab_b_may-grunwald)" in visible(s.value) for s in at.success)
+    at.text_input(key="models_adapt_name").set_value("日本")
+    at.button(key="models_adapt_go").click()
+    at.run()
+    assert not at.exception and any("Latin letters or digits" in e.value for e in at.error)
