@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import streamlit as st
 
-from cellkit import REJECTIONS, crop_box
+from cellkit import REJECTIONS, UNKNOWN, crop_box
 
 TILE = 112  # gallery thumbnail side (px): large enough to see granules and nuclear lobes
 PER_ROW = 8
@@ -48,13 +48,24 @@ def gallery_ui(image, result, clf, cells: list[int], key: str, per_group: int = 
     cell picker's key), in a callback, so the page draws the new selection in the same run."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
-    labels = result.labels()
+    boxes = result.detections.class_name
+    # a flagged platelet box is not a white cell: it is grouped apart and says how it is counted (it stood among
+    # the unidentified white cells while the headline counted it as a platelet)
+    groups = [
+        (lab, "platelet" if lab == UNKNOWN and boxes[i] == "platelet" else "") for i, lab in enumerate(result.labels())
+    ]
     selected = st.session_state.get(f"{key}_cell")
-    for n, group in enumerate(sorted({labels[i] for i in cells}, key=result.display_name)):
-        members = [i for i in cells if labels[i] == group][:per_group]
-        total = sum(1 for i in cells if labels[i] == group)
+
+    def heading(group: tuple[str, str]) -> str:
+        return result.display_name(group[0]) + (
+            " · platelet boxes, counted as platelets until decided" if group[1] else ""
+        )
+
+    for n, group in enumerate(sorted({groups[i] for i in cells}, key=heading)):
+        members = [i for i in cells if groups[i] == group][:per_group]
+        total = sum(1 for i in cells if groups[i] == group)
         more = f", first {len(members)} shown" if total > len(members) else ""
-        st.markdown(f"**{result.display_name(group)}** ({total}{more})")
+        st.markdown(f"**{heading(group)}** ({total}{more})")
         sheet = _montage(image, result, members, clf.spec.crop_scale, selected)
         widget = f"{key}_gallery_{n}"
         pick = partial(_select, widget, f"{key}_cell", members, sheet.shape[1])

@@ -412,7 +412,10 @@ def test_flagged_cells_are_unidentified_in_the_differential_and_the_gallery(monk
     assert any("Platelets: 2, after review." in c.value for c in at.caption)
     picker = at.selectbox(key="slide_cell")  # the review picker names cells as on screen
     assert picker.options and all("Unidentified — review" in o for o in picker.options)
-    assert any(md.value.startswith("**Unidentified — review** (") for md in at.markdown)  # the gallery
+    assert any(md.value.startswith("**Unidentified — review** (3)") for md in at.markdown)  # the gallery
+    # flagged platelet boxes are grouped apart, saying how they are counted (they stood among the white cells)
+    assert any(md.value.startswith("**Unidentified — review · platelet boxes, counted as platelets until decided** (2)")
+               for md in at.markdown)  # fmt: skip
 
 
 @pytest.mark.parametrize("inside_data_folder", [True, False])
