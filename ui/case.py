@@ -215,7 +215,11 @@ def report_ui(
         for message in st.session_state.pop("case_sign_errors", []):
             st.error(widgets.plain(message), icon=":material/sync_problem:")
         with st.form("case_sign"):
-            reviewer = st.text_input("Reviewer", value=widgets.app_user(), key="case_reviewer")
+            # with login, the signed-in user; without it, the name the report should carry (the account running
+            # the dashboard, e.g. "root", is nobody's signature)
+            signed_in = widgets.app_user() if widgets.login_configured() else ""
+            reviewer = st.text_input("Reviewer", value=signed_in, key="case_reviewer",
+                                     placeholder="Your name, as the report should print it")  # fmt: skip
             concerns = sign_off_concerns(summary, unsaved)
             anyway = False
             if not concerns:

@@ -78,6 +78,7 @@ def test_sign_off_locks_the_case_and_an_amendment_opens_version_2():
     owner = at.session_state["owner"]
     cid = at.session_state["case_id"]
     assert {b.proto.label for b in at.get("download_button")} >= {"Case report (PDF)"}
+    assert at.text_input(key="case_reviewer").value == ""  # no login: never the server's account ("root")
     at.text_input(key="case_reviewer").set_value("Dr Ada")
     sign = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_sign")  # noqa: E731
     assert any("Before signing: only" in w.value and "of the target 100 white cells" in w.value for w in at.warning)
