@@ -217,9 +217,11 @@ def test_cli_batch_bad_options_are_one_line(tmp_path, monkeypatch, capsys):
         (["--workers", "0"], "--workers: expected 1 or more"),
         (["--threads", "-1"], "Invalid value for '--threads'"),
         (["--tile", "10"], "--tile: expected 64 to 8192"),
+        (["--overlap", "5000"], "--overlap: expected below half the tile (320)"),  # of the detector card's tile
     ]:
         code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "in", "--out", tmp_path / "o", *args)
         assert code == 2 and err.strip().count("\n") == 0 and expected in err, err
+    assert not (tmp_path / "o" / "job.json").exists()  # a refused option never sticks to the job folder
     code, _o, err = run_cli(monkeypatch, capsys, "batch", tmp_path / "nope", "--out", tmp_path / "o")
     assert code == 2 and "no such file or folder" in err
 

@@ -77,10 +77,11 @@ def _one_error_line(err: str) -> str:
         ("out/r.csv", ["--tile", "100000"], "got 100000"),
         ("out/r.csv", ["--overlap", "-5"], "--overlap: expected 0 or more pixels, got -5"),
         ("out/r.csv", ["--tile", "256", "--overlap", "128"], "below half the tile (128) pixels, got 128"),
+        ("out/r.csv", ["--overlap", "5000"], "below half the tile (320) pixels, got 5000"),  # the card's tile
         ("out/r.txt", [], "expected a .csv file name"),
     ],
     ids=["under-a-file", "deep-under-a-file", "folder", "fifo", "link-to-dev-null", "tile-0", "tile-huge", "overlap<0",
-         "overlap-half", "suffix"],
+         "overlap-half", "overlap-card-tile", "suffix"],
 )  # fmt: skip
 @pytest.mark.parametrize("command", ["detect", "analyze"])
 def test_bad_out_or_option_fails_before_any_work(setup, monkeypatch, capsys, command, out, extra, message):

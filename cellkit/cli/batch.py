@@ -48,7 +48,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from cellkit.cli.slide import _check_tiling
         from cellkit.pipeline import resolve_models
 
-        _check_tiling(tile, overlap)
+        _check_tiling(tile, overlap, detector)
         tasks = find_tasks(inputs or [])
         settings = job_settings(resolve_models(classify, detector, classifier, rbc_model), tile, overlap)
         store = _store(save)

@@ -65,14 +65,30 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield from rest
 
 
-def _check_tiling(tile: int | None, overlap: int | None) -> None:
-    """Refuse tile sizes that would miss cells or exhaust memory, and overlaps of half a tile or more."""
+def _check_tiling(tile: int | None, overlap: int | None, detector: str | None = None) -> None:
+    """Refuse tile sizes that would miss cells or exhaust memory, and overlaps of half a tile or more (of the
+    detector card's own tile when ``--tile`` is left out: a job run with a bad overlap kept its folder stuck)."""
     lo, hi = TILE_RANGE
     if tile is not None and not lo <= tile <= hi:
         raise CellkitError(f"--tile: expected {lo} to {hi} pixels (or leave it out for the model's own), got {tile}")
-    if overlap is not None and (overlap < 0 or (tile is not None and 2 * overlap >= tile)):
-        limit = f"below half the tile ({tile // 2})" if tile is not None else "0 or more"
-        raise CellkitError(f"--overlap: expected {limit} pixels, got {overlap}")
+    if overlap is None:
+        return
+    if overlap < 0:
+        raise CellkitError(f"--overlap: expected 0 or more pixels, got {overlap}")
+    side = tile if tile is not None else _card_tile(detector)
+    if side is not None and 2 * overlap >= side:
+        raise CellkitError(f"--overlap: expected below half the tile ({side // 2}) pixels, got {overlap}")
+
+
+def _card_tile(detector: str | None) -> int | None:
+    """The tile side of the detector's card (None when its card cannot be read: loading it says why later)."""
+    from cellkit.models import default_spec, load_spec
+
+    try:
+        spec = load_spec(detector) if detector else default_spec("detector")
+    except CellkitError:
+        return None
+    return int(spec.card.get("tile", 640))
 
 
 def _readable(items: Iterator[Any], errors: FileErrors, *sinks: list[dict[str, Any]]) -> Iterator[Any]:
@@ -137,7 +153,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from cellkit.slide import analyze, detect_tiled
 
         _out_format(out, ("csv",))
-        _check_tiling(tile, overlap)
+        _check_tiling(tile, overlap, detector)
         check_out(out, inputs=inputs)
         items = _check_inputs(inputs)
         det, clf, by_class = _models(classify, detector, classifier, rbc_model)
@@ -194,7 +210,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from cellkit.writes import atomic_write
 
         fmt = _out_format(out, ("json", "csv"))
-        _check_tiling(tile, overlap)
+        _check_tiling(tile, overlap, detector)
         check_out(out, inputs=inputs)
         if case is not None and not case.strip():
             raise CellkitError("--case: expected a case name (a specimen or accession number), got an empty one")
