@@ -103,8 +103,12 @@ def read_labelled(
         if node is None and folder == upload_name:  # a crop at the top of the zip, in no folder
             skipped.append(f"{item.name}: in no cell-type folder; expected <cell type>/<image>, e.g. neutrophil/1.png")
             continue
+        if node is None and folder == UNKNOWN:
+            skipped.append(f"{item.name}: a cell left for review (unknown/), not a cell type: not used")
+            continue
         if node is None:
-            skipped.append(f"{item.name}: folder {folder!r} is no cell type of taxonomy {taxonomy.name!r}")
+            skipped.append(f"{item.name}: folder {folder!r} is no cell type of taxonomy {taxonomy.name!r}"
+                           + _near(folder, taxonomy))  # fmt: skip
             continue
         images.append(item.image)
         nodes.append(node)
@@ -117,6 +121,16 @@ def read_labelled(
             f"(e.g. {', '.join(taxonomy.group_ids[:3])}) in a folder or zip"
         )
     return LabelledCrops(images, nodes, names, skipped)
+
+
+def _near(folder: str, taxonomy: Taxonomy) -> str:
+    """ "; did you mean neutrophil?" for a folder named nearly as a node ("Neutrophils", "lymphocyte "), else ""."""
+    import difflib
+
+    names = {n.lower(): n for n in taxonomy.ids}
+    names.update({taxonomy.display(n).lower(): n for n in taxonomy.ids})
+    close = difflib.get_close_matches(folder.strip().lower(), list(names), n=1, cutoff=0.75)
+    return f"; did you mean {names[close[0]]}?" if close else ""
 
 
 # ---- the steps -------------------------------------------------------------------------------

@@ -238,3 +238,20 @@ def test_a_zip_without_cell_type_folders_is_named_and_explained():
         zf.writestr("a.png", encode_png(make_crop(0, 64, 1)))
     with pytest.raises(CellkitError, match=r"my lab\.zip/a\.png: in no cell-type folder; expected <cell type>/<image>"):
         read_labelled([buf.getvalue()], load_taxonomy("pbc"), upload_name="my lab.zip")
+
+
+def test_skipped_folders_say_why_and_suggest_the_near_cell_type(tmp_path):
+    """ "Neutrophils/" was dropped with no hint, and "unknown/" (cells left for review) called no cell type."""
+    from cellkit.adapt import read_labelled
+    from cellkit.io import encode_png
+    from cellkit.synth import make_crop
+    from cellkit.taxonomy import load_taxonomy
+
+    for folder in ("Neutrophils", "unknown", "lymphocyte"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.png").write_bytes(encode_png(make_crop(1, 48, 0)))
+    crops = read_labelled([tmp_path], load_taxonomy("pbc"))
+    assert crops.counts() == {"lymphocyte": 1}
+    why = " | ".join(crops.skipped)
+    assert "'Neutrophils' is no cell type of taxonomy 'pbc'; did you mean neutrophil?" in why
+    assert "left for review (unknown/)" in why and "'unknown' is no cell type" not in why
