@@ -1095,6 +1095,8 @@ class Store:
         reason = str(reason or "").strip()
         if not reason:
             raise CellkitError("an amendment needs its reason (it goes into the audit trail and the report)")
+        if not " ".join(str(who or "").split()):
+            raise CellkitError("an amendment needs the name of who amends (it goes into the audit trail, the report)")
         who = _person(str(who or "").strip(), "the name of who amends")
 
         def work(session: Session) -> int:

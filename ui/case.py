@@ -208,9 +208,12 @@ def report_ui(
     if case["status"] == "signed":
         with st.form("case_amend"):
             st.caption("Signed cases are locked. An amendment opens a new version; the signed one stays on record.")
+            signed_in = widgets.app_user() if widgets.login_configured() else ""  # never the server's account
+            who = st.text_input("Your name", value=signed_in, key="case_amend_who",
+                                placeholder="As the report's history should print it")  # fmt: skip
             reason = st.text_input("Reason for the amendment", key="case_amend_reason")
             if st.form_submit_button("Amend", icon=":material/edit_note:"):
-                _try(lambda: store.amend_case(case["id"], owner, widgets.app_user(), reason))
+                _try(lambda: store.amend_case(case["id"], owner, who, reason))
     else:
         for message in st.session_state.pop("case_sign_errors", []):
             st.error(widgets.plain(message), icon=":material/sync_problem:")

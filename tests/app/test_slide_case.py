@@ -93,9 +93,16 @@ def test_sign_off_locks_the_case_and_an_amendment_opens_version_2():
     assert at.button(key="slide_key_basophil").disabled and at.file_uploader(key="slide_upload").disabled
     assert any("review is locked" in i.value for i in at.info)
     at.text_input(key="case_amend_reason").set_value("second look at cell 3")
-    next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_amend").click().run()
+    amend = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_amend")  # noqa: E731
+    assert at.text_input(key="case_amend_who").value == ""  # no login: never the server's account ("root")
+    amend().click().run()
+    assert any("needs the name of who amends" in e.value for e in at.error)
+    assert _store().case(cid, owner)["status"] == "signed"
+    at.text_input(key="case_amend_who").set_value("Dr Ada")
+    amend().click().run()
     assert not at.exception
     case = _store().case(cid, owner)
+    assert case["events"][-1]["who"] == "Dr Ada"
     assert case["status"] == "open" and case["version"] == 2
     assert [e["kind"] for e in case["events"]] == ["created", "signed", "amended"]
     assert not at.button(key="slide_key_basophil").disabled
