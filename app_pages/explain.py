@@ -111,10 +111,11 @@ alpha = c1.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05)
 cmap = c2.selectbox("Colour map", COLORMAPS)
 right.plotly_chart(widgets.probability_sunburst(tax, pred.node_probs), key="explain_tree")
 model_name = clf.spec.card.get("display_name") or clf.spec.name  # an adapted model's name is the user's own
-right.caption(
-    f"Model {widgets.plain(model_name)}: **{tax.display(pred.label)}** ({pred.confidence:.2f}), "
-    f"best leaf {tax.display(pred.leaf)}"
-)
+if pred.review:  # a flagged cell has no confidence of its own: the probability belongs to its best guess
+    verdict = f"**{tax.display(pred.label)}**, best guess {tax.display(pred.leaf)} (p = {pred.prob(pred.leaf):.2f})"
+else:
+    verdict = f"**{tax.display(pred.label)}** ({pred.confidence:.2f}), best leaf {tax.display(pred.leaf)}"
+right.caption(f"Model {widgets.plain(model_name)}: {verdict}")
 if pred.review:
     right.warning(
         f"{tax.display(pred.label)}: {pred.review}. Maps of such a cell explain a guess.", icon=":material/flag:"

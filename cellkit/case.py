@@ -44,16 +44,15 @@ def case_summary(
     card, to withhold the schistocyte finding when a field's scale is off for it (``rbc_grading.scale_warning``);
     ``detector_spec``: the detector's card, to name the fields whose counts are unreliable at their scale
     (``scale.field_scale_warning``)."""
-    from cellkit.rbc_grading import red_cell_findings, scale_warning
+    from cellkit.rbc_grading import case_scale_warnings, red_cell_findings
     from cellkit.scale import field_scale_warning
 
     red: dict[str, dict[str, float]] = {}
-    withheld = ""
-    for result in fields:
-        for form, v in result.composition("rbc").items():
-            red.setdefault(form, {"count": 0, "percent": 0.0})["count"] += int(v["count"])
-        if red_cell_spec is not None and not withheld:
-            withheld = scale_warning(result, red_cell_spec)
+    kept, withheld, left_out = case_scale_warnings(fields, red_cell_spec)
+    for result, keep in zip(fields, kept, strict=True):
+        if keep or withheld:  # all withheld: the count of classified red cells is still said
+            for form, v in result.composition("rbc").items():
+                red.setdefault(form, {"count": 0, "percent": 0.0})["count"] += int(v["count"])
     counts: dict[str, int] = {}
     nrbc = 0
     wbc = rbc = platelets = 0
@@ -101,6 +100,7 @@ def case_summary(
         "platelet_caveat": PLATELET_CAVEAT,
         "red_cells": [f.to_dict() for f in red_cell_findings(red, withheld=withheld)],
         "red_cells_withheld": withheld,
+        "red_cells_left_out": left_out,
         "off_scale_fields": off_scale,
         "off_scale_warning": OFF_SCALE_WORDS.format(n=len(off_scale), names=", ".join(off_scale)) if off_scale else "",
         "flagged_cells": flagged,

@@ -17,6 +17,7 @@ unverified grade on a report would be worse than none. Those forms are reported 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,25 +42,68 @@ class Finding:
                 "provisional": self.provisional}  # fmt: skip
 
 
+def scale_ratio(result: Any, spec: Any) -> float | None:
+    """The smear's median red-cell box side over the one the red-cell model's training smears had
+    (``card["reference_cell_px"]["median"]``), or None when either is unknown."""
+    from cellkit.scale import red_cell_side
+
+    ref = (getattr(spec, "card", None) or {}).get("reference_cell_px", {}).get("median")
+    side = red_cell_side(result)
+    return None if not ref or side is None else side / float(ref)
+
+
 def scale_warning(result: Any, spec: Any) -> str:
     """Why the red-cell forms of ``result`` should not be trusted, or "": the smear's median red-cell box side
     against the one the model's training smears had (``card["reference_cell_px"]``). The crops are cut relative
     to the smear's own cells, but another magnification or camera changes what a cell looks like, and the
     model has only seen one (tested: on TXL-PBC smears, red cells 2.2x larger, it calls most cells spherocytes
     or burr cells)."""
-    from cellkit.scale import red_cell_side
-
-    ref = (getattr(spec, "card", None) or {}).get("reference_cell_px", {}).get("median")
-    side = red_cell_side(result)
-    if not ref or side is None:
+    ratio = scale_ratio(result, spec)
+    if ratio is None or SCALE_RANGE[0] <= ratio <= SCALE_RANGE[1]:
         return ""
-    ratio = side / float(ref)
-    if SCALE_RANGE[0] <= ratio <= SCALE_RANGE[1]:
-        return ""
+    ref = float(spec.card["reference_cell_px"]["median"])
     return (
-        f"The red cells here are {ratio:.1f}x the size the red-cell model was trained on ({side:.0f} px against "
-        f"{ref:.0f} px): another magnification or camera. Its forms are unreliable here and are withheld, the "
-        "schistocyte finding too."
+        f"The red cells here are {ratio:.1f}x the size the red-cell model was trained on ({ratio * ref:.0f} px "
+        f"against {ref:.0f} px): another magnification or camera. Its forms are unreliable here and are withheld, "
+        "the schistocyte finding too."
+    )
+
+
+def case_scale_warnings(fields: Sequence[Any], spec: Any) -> tuple[list[bool], str, str]:
+    """Which fields of a case have red-cell forms to count, and what to say of the others.
+
+    Returns ``(kept, withheld, left_out)``: ``kept[i]`` is False for a field at a scale the model cannot tell
+    forms at (:func:`scale_warning`); ``withheld`` replaces the case's forms when no field with red cells is
+    kept; ``left_out`` names the fields left out of forms counted over the others. Ratios are each field's
+    own, never the first one's."""
+    off = {i: r for i, r in enumerate(fields) if spec is not None and scale_warning(r, spec)}
+    kept = [i not in off for i in range(len(fields))]
+    if not off:
+        return kept, "", ""
+    ratios = [scale_ratio(r, spec) or 0.0 for r in off.values()]
+    size = (
+        f"{min(ratios):.1f}x"
+        if len(off) == 1 or f"{min(ratios):.1f}" == f"{max(ratios):.1f}"
+        else (f"{min(ratios):.1f}x–{max(ratios):.1f}x")
+    )
+    names = ", ".join(getattr(r, "name", f"field {i + 1}") for i, r in off.items())
+    if not any(kept[i] and fields[i].composition("rbc") for i in range(len(fields))):
+        return (
+            kept,
+            (
+                f"The red cells of {len(off)} field(s) ({names}) are {size} the size the red-cell model was trained on: "
+                "another magnification or camera. Their forms are unreliable and are withheld, the schistocyte finding "
+                "too."
+            ),
+            "",
+        )
+    return (
+        kept,
+        "",
+        (
+            f"Red-cell forms of {len(off)} field(s) ({names}) are left out: their red cells are {size} the size the "
+            "red-cell model was trained on (another magnification or camera), so their forms are unreliable."
+        ),
     )
 
 

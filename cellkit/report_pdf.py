@@ -149,6 +149,8 @@ def case_pdf(
              + "; ".join(f"{display(f['form'])} {f['percent']:.1f} %" + (f" ({f['finding']}"
                          + (", provisional: under 1,000 red cells" if f["provisional"] else "") + ")"
                          if f["finding"] else "") for f in forms) + ".")  # fmt: skip
+        if summary.get("red_cells_left_out"):
+            line(summary["red_cells_left_out"])
 
     if thumbnails:
         heading(f"Flagged and corrected cells ({len(thumbnails)})")

@@ -155,3 +155,26 @@ def test_a_case_whose_fields_two_white_cell_models_analysed_says_so_and_names_bo
     assert "the fields were analysed with more than one white-cell model" in sign_off_concerns(s)
     one = case_summary("P-3", [a])
     assert one["mixed_models"] == {} and one["mixed_models_warning"] == ""
+
+
+def test_red_cell_forms_of_an_off_scale_field_are_left_out_and_each_field_has_its_own_ratio():
+    """The case withheld every field's forms and quoted only the first off-scale field's ratio."""
+    from types import SimpleNamespace
+
+    from _fakes import result_with_red_cells
+
+    red_model = SimpleNamespace(card={"reference_cell_px": {"median": 80.0}})
+    fields = []
+    for name, side in (("ok.png", 80), ("big.png", 240), ("bigger.png", 320)):
+        r = result_with_red_cells(side)
+        r.name = name
+        for i in range(20):
+            r.corrections[i] = "burr_cell" if i < 5 else "normal"
+        fields.append(r)
+    s = case_summary("S-3", fields, red_cell_spec=red_model)
+    assert not s["red_cells_withheld"]
+    assert "big.png, bigger.png" in s["red_cells_left_out"] and "3.0x–4.0x" in s["red_cells_left_out"]
+    assert sum(f["count"] for f in s["red_cells"]) == 20  # only the field at the model's scale
+    s = case_summary("S-3", fields[1:], red_cell_spec=red_model)
+    assert "3.0x–4.0x" in s["red_cells_withheld"] and "2 field(s)" in s["red_cells_withheld"]
+    assert not s["red_cells_left_out"] and sum(f["count"] for f in s["red_cells"]) == 40

@@ -150,3 +150,23 @@ def test_red_cell_forms_the_model_cannot_tell_at_this_scale_get_no_percentages(t
     path.write_bytes(case_pdf(summary, big.display_name))
     text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(path).pages)
     assert "25.0 %" in text and "not reported" not in text  # at the model's own scale the forms are printed
+
+
+def test_a_field_left_out_of_the_red_cell_forms_is_named_on_the_report():
+    from types import SimpleNamespace
+
+    from _fakes import result_with_red_cells
+
+    pypdf = pytest.importorskip("pypdf")
+    fields = []
+    for name, side in (("ok.png", 80), ("big.png", 240)):
+        r = result_with_red_cells(side)
+        r.name = name
+        for i in range(20):
+            r.corrections[i] = "burr_cell" if i < 5 else "normal"
+        fields.append(r)
+    summary = case_summary("S-4", fields, red_cell_spec=SimpleNamespace(card={"reference_cell_px": {"median": 80.0}}))
+    text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(
+        io.BytesIO(case_pdf(summary, fields[0].display_name))).pages)  # fmt: skip
+    assert "over 20 classified red cells" in text and "25.0 %" in text
+    assert "field(s) (big.png) are left out" in text

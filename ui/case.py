@@ -144,6 +144,8 @@ def summary_ui(summary: dict, display) -> None:
         if summary["red_cells_withheld"]:  # forms the model cannot tell here: no percentages that read as findings
             st.warning(summary["red_cells_withheld"], icon=":material/warning:")
         else:
+            if summary.get("red_cells_left_out"):
+                st.info(summary["red_cells_left_out"], icon=":material/straighten:")
             st.dataframe([{"Form": display(f["form"]), "Count": f["count"], "%": f["percent"],
                            "Finding": f["finding"] + (" (provisional: under 1,000 red cells)"
                                                       if f["provisional"] and f["finding"] else "")}

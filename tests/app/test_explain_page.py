@@ -152,6 +152,8 @@ def test_a_cell_flagged_for_review_can_still_be_explained(unsure_classifier):
     at.run()
     assert not at.exception
     assert any("Unidentified — review" in w.value for w in at.warning)
+    verdict = next(c.value for c in at.caption if c.value.startswith("Model "))
+    assert "best guess" in verdict and "Unidentified — review** (" not in verdict  # no class's p beside "Unidentified"
 
 
 def test_low_probability_node_is_warned_and_captions_are_plain_words():
