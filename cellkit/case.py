@@ -204,3 +204,26 @@ def history_lines(events: Sequence[dict[str, Any]]) -> list[str]:
             when = readable_time(e["created"])
             out.append(f"Amended by {e['who']} at {when}, opening version {e['version']}: {e['note']}")
     return out
+
+
+def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
+    """What a reviewer should know before signing: fewer cells than the target, cells still left for review, fields
+    whose counts are unreliable at their scale."""
+    out = []
+    if unsaved:
+        out.append(f"{unsaved} correction(s) are not saved to the database yet")
+    if not summary.get("target_reached"):
+        out.append(
+            f"only {summary['white_cells_counted']} of the target {summary['target_wbc']} white cells are counted"
+        )
+    if summary.get("unidentified_review"):
+        out.append(f"{summary['unidentified_review']} white cell(s) are still Unidentified — review")
+    if summary.get("platelets_review"):
+        out.append(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model and "
+                   "are not yet checked")  # fmt: skip
+    if summary.get("off_scale_fields"):
+        out.append(f"{len(summary['off_scale_fields'])} field(s) are at a scale the detector was never trained on")
+    if summary.get("mixed_models"):
+        out.append("the fields were analysed with more than one " + " and ".join(
+            MODEL_ROLES.get(r, r).lower() for r in summary["mixed_models"]))  # fmt: skip
+    return out

@@ -81,30 +81,14 @@ def case_scale_warnings(fields: Sequence[Any], spec: Any) -> tuple[list[bool], s
     if not off:
         return kept, "", ""
     ratios = [scale_ratio(r, spec) or 0.0 for r in off.values()]
-    size = (
-        f"{min(ratios):.1f}x"
-        if len(off) == 1 or f"{min(ratios):.1f}" == f"{max(ratios):.1f}"
-        else (f"{min(ratios):.1f}x–{max(ratios):.1f}x")
-    )
+    low, high = f"{min(ratios):.1f}x", f"{max(ratios):.1f}x"
+    size = low if low == high else f"{low}–{high}"
     names = ", ".join(getattr(r, "name", f"field {i + 1}") for i, r in off.items())
+    why = f"{size} the size the red-cell model was trained on: another magnification or camera"
     if not any(kept[i] and fields[i].composition("rbc") for i in range(len(fields))):
-        return (
-            kept,
-            (
-                f"The red cells of {len(off)} field(s) ({names}) are {size} the size the red-cell model was trained on: "
-                "another magnification or camera. Their forms are unreliable and are withheld, the schistocyte finding "
-                "too."
-            ),
-            "",
-        )
-    return (
-        kept,
-        "",
-        (
-            f"Red-cell forms of {len(off)} field(s) ({names}) are left out: their red cells are {size} the size the "
-            "red-cell model was trained on (another magnification or camera), so their forms are unreliable."
-        ),
-    )
+        withheld = f"The red cells of {len(off)} field(s) ({names}) are {why}. Their forms are unreliable and are "
+        return kept, withheld + "withheld, the schistocyte finding too.", ""
+    return kept, "", f"Red-cell forms of {len(off)} field(s) ({names}) are left out: their red cells are {why}."
 
 
 def red_cell_findings(composition: dict[str, dict[str, float]], withheld: str = "") -> list[Finding]:

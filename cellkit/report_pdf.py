@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cellkit.case import MODEL_ROLES, readable_time
+from cellkit.case import MODEL_ROLES, readable_time, sign_off_concerns
 from cellkit.taxonomy import UNKNOWN
 
 MAX_THUMBNAILS = 40
@@ -186,6 +186,8 @@ def case_pdf(
 
     heading("Review and sign-off")
     signed = f"Reviewed and signed by {reviewer} at {readable_time(signed_at)}."
+    if reviewer and (open_points := sign_off_concerns(summary)):  # signed anyway: the report says with what open
+        signed = signed[:-1] + ", with these points open: " + "; ".join(open_points) + "."
     line(signed if reviewer else "Not signed: no reviewer has signed.")
     for text in history:
         line(text)

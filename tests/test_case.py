@@ -130,7 +130,7 @@ def test_platelets_the_model_flagged_or_called_a_white_cell_are_said_until_a_per
     s = case_summary("P-1", [a])
     assert s["platelets_review"] == 2 and s["counted"]["platelet"] == 3  # counted as the detector's class meanwhile
     assert s["unidentified_review"] == 0  # a platelet box is not a white cell to review
-    from ui.case import sign_off_concerns
+    from cellkit.case import sign_off_concerns
 
     assert any("2 platelet(s) were flagged or called a white cell" in c for c in sign_off_concerns(s))
     a.corrections[2] = "platelet"  # a reviewer checked one
@@ -150,7 +150,7 @@ def test_a_case_whose_fields_two_white_cell_models_analysed_says_so_and_names_bo
     assert "more than one white-cell model: White cells, any lab (v4), White cells, PBC framing (v1)" in (
         s["mixed_models_warning"])  # fmt: skip
     assert "detector" not in s["mixed_models"]  # one detector (the same sha256) is not mixed
-    from ui.case import sign_off_concerns
+    from cellkit.case import sign_off_concerns
 
     assert "the fields were analysed with more than one white-cell model" in sign_off_concerns(s)
     one = case_summary("P-3", [a])

@@ -8,7 +8,7 @@ from datetime import datetime
 import streamlit as st
 
 from cellkit import DEFAULT_TARGET_WBC, CellkitError, case_pdf, case_thumbnails, history_lines
-from cellkit.case import MODEL_ROLES, readable_time
+from cellkit.case import readable_time, sign_off_concerns
 from ui import widgets
 
 NEW = -1  # the picker's "start a new case" entry
@@ -105,7 +105,7 @@ def progress_ui(case: dict, summary: dict) -> None:
     counted, target = summary["white_cells_counted"], summary["target_wbc"]
     status = (
         f"Signed off by **{case['signed_by']}** at {readable_time(case['signed_at'])} "
-        f"(version {case['version']}): locked."
+        f"(version {case['version']}): locked" + (", signed with points open." if sign_off_concerns(summary) else ".")
         if case["status"] == "signed"
         else f"Open · version {case['version']}"
     )
@@ -162,29 +162,6 @@ def summary_ui(summary: dict, display) -> None:
 def subtype_words(counts: dict[str, int], group: str, display) -> str:
     """ "Band neutrophil 3, Segmented neutrophil 40" ("not subtyped" for cells labelled with the group itself)."""
     return ", ".join(f"{'not subtyped' if n == group else display(n)} {k}" for n, k in counts.items())
-
-
-def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
-    """What a reviewer should know before signing: fewer cells than the target, cells still left for review, fields
-    whose counts are unreliable at their scale."""
-    out = []
-    if unsaved:
-        out.append(f"{unsaved} correction(s) are not saved to the database yet")
-    if not summary.get("target_reached"):
-        out.append(
-            f"only {summary['white_cells_counted']} of the target {summary['target_wbc']} white cells are counted"
-        )
-    if summary.get("unidentified_review"):
-        out.append(f"{summary['unidentified_review']} white cell(s) are still Unidentified — review")
-    if summary.get("platelets_review"):
-        out.append(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model and "
-                   "are not yet checked")  # fmt: skip
-    if summary.get("off_scale_fields"):
-        out.append(f"{len(summary['off_scale_fields'])} field(s) are at a scale the detector was never trained on")
-    if summary.get("mixed_models"):
-        out.append("the fields were analysed with more than one " + " and ".join(
-            MODEL_ROLES.get(r, r).lower() for r in summary["mixed_models"]))  # fmt: skip
-    return out
 
 
 def report_ui(

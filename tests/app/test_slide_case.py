@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from cellkit.io import encode_png
 from cellkit.synth import make_smear
+from tests.app._markdown import visible
 from tests.app.test_slide_page import ROOT, _fake_models  # noqa: F401  (the same test doubles)
 
 
@@ -92,6 +93,7 @@ def test_sign_off_locks_the_case_and_an_amendment_opens_version_2():
     assert case["status"] == "signed" and case["signed_by"] == "Dr Ada"
     assert at.button(key="slide_key_basophil").disabled and at.file_uploader(key="slide_upload").disabled
     assert any("review is locked" in i.value for i in at.info)
+    assert any("signed with points open" in visible(m.value) for m in at.markdown)  # ticked: said
     at.text_input(key="case_amend_reason").set_value("second look at cell 3")
     amend = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_amend")  # noqa: E731
     assert at.text_input(key="case_amend_who").value == ""  # no login: never the server's account ("root")
@@ -159,7 +161,7 @@ def test_a_past_analysis_reopens_within_its_case_with_its_stored_image():
 
 
 def test_sign_off_names_what_is_open_and_refuses_unsaved_corrections():
-    from ui.case import sign_off_concerns
+    from cellkit.case import sign_off_concerns
 
     summary = {"target_reached": False, "white_cells_counted": 45, "target_wbc": 200, "unidentified_review": 42}
     assert sign_off_concerns(summary) == [
