@@ -23,6 +23,20 @@ MAX_THUMBNAILS = 40
 CAPTION_LINES = 3  # a thumbnail's caption: file and cell, reported label, the model's label or who added it
 
 
+def _fit(pdf: Any, text: str, width: float, size: float = 5.0, smallest: float = 3.5) -> str:
+    """``text`` in a font size that fits ``width`` mm (set on ``pdf``), down to ``smallest``; cut with "…" only
+    when even that is too wide, so a caption is never cut mid-word silently."""
+    pdf.set_font("DejaVu", "", size)
+    while size > smallest and pdf.get_string_width(text) > width:
+        size -= 0.25
+        pdf.set_font("DejaVu", "", size)
+    if pdf.get_string_width(text) <= width:
+        return text
+    while len(text) > 1 and pdf.get_string_width(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
 def _or_na(value: object) -> str:
     """A figure, or "n/a" where it could not be computed (no red cells, no white cells)."""
     return "n/a" if value is None else f"{value}"
@@ -165,10 +179,9 @@ def case_pdf(
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(crop)).save(buf, format="PNG")
             pdf.image(buf, x=x, y=y, w=side, h=side)
-            pdf.set_font("DejaVu", "", 5)
             for j, text in enumerate(caption.split("\n")[:CAPTION_LINES]):
                 pdf.set_xy(x, y + side + 2.2 * j)
-                pdf.cell(side, 2.2, text[:22])
+                pdf.cell(side, 2.2, _fit(pdf, text, side))
             if k % per_row == per_row - 1 or k == min(len(thumbnails), MAX_THUMBNAILS) - 1:
                 pdf.set_xy(pdf.l_margin, y + side + 2.2 * CAPTION_LINES + 2)
         pdf.set_font("DejaVu", "", 10)

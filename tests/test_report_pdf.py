@@ -170,3 +170,18 @@ def test_a_field_left_out_of_the_red_cell_forms_is_named_on_the_report():
         io.BytesIO(case_pdf(summary, fields[0].display_name))).pages)  # fmt: skip
     assert "over 20 classified red cells" in text and "25.0 %" in text
     assert "field(s) (big.png) are left out" in text
+
+
+def test_a_long_thumbnail_caption_is_shrunk_to_fit_never_cut_mid_word():
+    """ "model: Unidentified — review" was cut to "model: Unidentified —" under a thumbnail."""
+    pypdf = pytest.importorskip("pypdf")
+    a = field(["lymphocyte"], ["wbc"], "field_01.png")
+    crop = np.full((96, 96, 3), 200, np.uint8)
+    captions = "field_01 #0\nSegmented neutrophil\nmodel: Unidentified — review"
+    text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(io.BytesIO(
+        case_pdf(case_summary("S-5", [a]), a.display_name, [(crop, captions)]))).pages)  # fmt: skip
+    assert "model: Unidentified — review" in text and "Segmented neutrophil" in text
+    far_too_long = "x" * 200
+    text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(
+        case_pdf(case_summary("S-5", [a]), a.display_name, [(crop, far_too_long)]))).pages)  # fmt: skip
+    assert "x…" in text and far_too_long not in text  # cut only past the smallest size, and visibly
