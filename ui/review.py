@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import streamlit as st
 
-from cellkit import REJECTIONS, UNKNOWN, crop_box
+from cellkit import REJECTIONS, crop_box
 
 TILE = 112  # gallery thumbnail side (px): large enough to see granules and nuclear lobes
 PER_ROW = 8
@@ -48,12 +48,10 @@ def gallery_ui(image, result, clf, cells: list[int], key: str, per_group: int = 
     cell picker's key), in a callback, so the page draws the new selection in the same run."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
-    boxes = result.detections.class_name
-    # a flagged platelet box is not a white cell: it is grouped apart and says how it is counted (it stood among
-    # the unidentified white cells while the headline counted it as a platelet)
-    groups = [
-        (lab, "platelet" if lab == UNKNOWN and boxes[i] == "platelet" else "") for i, lab in enumerate(result.labels())
-    ]
+    # a platelet box the model flagged or called a white cell, undecided, is counted as a platelet: it is grouped
+    # apart and says so (it stood among the white cells of its label while the headline counted it as a platelet)
+    undecided = set(result.platelets_to_review())
+    groups = [(lab, "platelet" if i in undecided else "") for i, lab in enumerate(result.labels())]
     selected = st.session_state.get(f"{key}_cell")
 
     def heading(group: tuple[str, str]) -> str:
