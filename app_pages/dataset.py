@@ -156,8 +156,11 @@ if path:
         c[3].metric("Different labels", summary["label_conflict_pairs"])
         if len(pairs):
             st.plotly_chart(plots.distance_hist(pairs), width="stretch")
-            st.dataframe(stats.leakage(pairs), hide_index=True)
-            st.dataframe(pairs, hide_index=True)
+            leaks = stats.leakage(pairs)
+            if len(leaks):
+                st.dataframe(leaks.rename(columns={"splits": "Splits", "exact": "Exact copies", "near": "Near"}),
+                             hide_index=True)  # fmt: skip
+            st.dataframe(stats.duplicates_table(pairs, tax), hide_index=True)
             with st.expander("Look at the closest pairs"):
                 paths = images.set_index("file")["path"]
                 for row in pairs.head(8).itertuples():
@@ -178,7 +181,8 @@ if path:
         ):
             if len(table):
                 st.subheader(title, anchor=False)
-                st.dataframe(table, hide_index=True)
+                st.dataframe(table.rename(columns={"file": "File", "error": "Why", "label_error": "Why"}),
+                             hide_index=True)  # fmt: skip
 
     with tabs["Mosaic"]:
         a, b = st.columns(2)

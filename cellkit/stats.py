@@ -123,8 +123,8 @@ def duplicates(
     Columns: file_a, file_b, split/class/source of each, distance (bits), exact, cross_split
     (leakage between train/val/test), label_conflict (same picture, different class).
     """
-    cols = ["file", "split", "class", "source", "phash", "sha1"]
-    df = _ok(images).dropna(subset=["phash"])[cols].reset_index(drop=True)
+    cols = ["file", "split", "class", "node", "source", "phash", "sha1"]
+    df = _ok(images).dropna(subset=["phash"]).reindex(columns=cols).reset_index(drop=True)
     pairs: list[tuple[int, int, int]] = []
     if len(df) > 1:
         h = _hash_ints(df["phash"])
@@ -155,6 +155,8 @@ def duplicates(
             "split_b": b["split"],
             "class_a": a["class"],
             "class_b": b["class"],
+            "node_a": a["node"],
+            "node_b": b["node"],
             "source_a": a["source"],
             "source_b": b["source"],
             "distance": pd.Series([p[2] for p in pairs], dtype="int64"),
@@ -177,6 +179,28 @@ def duplicate_summary(pairs: pd.DataFrame) -> dict[str, int]:
         "label_conflict_pairs": int(pairs["label_conflict"].sum()),
         "images_involved": int(pd.concat([pairs["file_a"], pairs["file_b"]]).nunique()),
     }
+
+
+def duplicates_table(pairs: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
+    """:func:`duplicates` for the screen: columns in words, each image's class by its display name (the
+    taxonomy node its file is labelled with, the folder's name when it has none)."""
+
+    def name(node: object, folder: object) -> str:
+        return taxonomy.display(node) if isinstance(node, str) and node in taxonomy else str(folder or "")
+
+    out = pd.DataFrame({"Image A": pairs["file_a"], "Image B": pairs["file_b"]})
+    for side in ("a", "b"):
+        nodes = pairs.get(f"node_{side}", pd.Series([None] * len(pairs)))
+        out[f"Class {side.upper()}"] = [name(n, c) for n, c in zip(nodes, pairs[f"class_{side}"], strict=True)]
+    for side in ("a", "b"):
+        out[f"Split {side.upper()}"] = pairs[f"split_{side}"].fillna("").astype(str)
+    for side in ("a", "b"):
+        out[f"Source {side.upper()}"] = pairs[f"source_{side}"].fillna("").astype(str)
+    out["Distance (bits)"] = pairs["distance"]
+    out["Exact copy"] = pairs["exact"]
+    out["Across splits"] = pairs["cross_split"]
+    out["Different labels"] = pairs["label_conflict"]
+    return out
 
 
 def leakage(pairs: pd.DataFrame) -> pd.DataFrame:

@@ -50,6 +50,11 @@ def test_exact_and_near_duplicates_across_splits(tmp_path):
     leak = stats.leakage(pairs).set_index("splits")
     assert leak.loc["test ~ train", "exact"] >= 1 and leak.loc["train ~ val", "near"] >= 1
     assert stats.duplicates(index.images, threshold=0)["distance"].max() == 0
+    shown = stats.duplicates_table(pairs, index.taxonomy)  # for the screen: words, display names, no ids
+    assert not any("_" in c for c in shown.columns) and "Different labels" in shown
+    row = shown[(shown["Image A"] == src) | (shown["Image B"] == src)].iloc[0]
+    assert "Lymphocyte" in (row["Class A"], row["Class B"])
+    assert "lymphocyte" not in set(shown["Class A"]) | set(shown["Class B"])
 
 
 def _nodes_frame(counts: dict[str, int]) -> pd.DataFrame:

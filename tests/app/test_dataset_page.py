@@ -58,6 +58,10 @@ def test_default_root_shows_charts_and_detection_tabs(data_root):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "17" and metrics["Unreadable"] == "1" and metrics["Exact pairs"] == "1"
     assert int(metrics["Different labels"]) >= 1 and len(at.get("image")) >= 2  # pairs are shown side by side
+    tables = [d.value for d in at.dataframe]
+    assert all("_" not in str(c) for t in tables for c in t.columns)  # headers in words, never snake_case ids
+    pairs = next(t for t in tables if "Image A" in t.columns)
+    assert "ig" not in set(pairs["Class A"]) | set(pairs["Class B"])  # a folder id is shown by its cell type
     sub = next(s for s in at.selectbox if s.label == "Sub-dataset")
     sub.set_value("smears").run()
     assert not at.exception and not errors(at)
