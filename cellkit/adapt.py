@@ -215,13 +215,15 @@ def _adapt_once(
     if spec.background:
         framed = [base.prep.frame(im)[0] for im in all_images]
         spec.source_background = lab_background(framed)
-        steps.append(f"slide colour: the lab's background {spec.source_background} is balanced to {spec.background}")
+        steps.append("slide colour: this lab's slide background is balanced to the training slides' before classifying")
     x_all = Preprocess.from_spec(spec)(all_images)
     if batchnorm and len(all_images) >= MIN_BN_IMAGES:
         n = recalibrate_batchnorm(model, x_all)
-        steps.append(f"normalisation statistics: {n} BatchNorm layers re-estimated on {len(all_images)} crops")
+        steps.append(
+            f"normalisation statistics: {n} BatchNorm layers re-estimated on the lab's {len(all_images)} crops"
+        )
     elif batchnorm:
-        steps.append(f"normalisation statistics kept: {len(all_images)} crops < {MIN_BN_IMAGES}")
+        steps.append(f"normalisation statistics kept: {len(all_images)} crops, fewer than the {MIN_BN_IMAGES} needed")
     model.eval()
     scorer = base.scorer
     if labelled is not None and len(labelled.images):
@@ -232,7 +234,10 @@ def _adapt_once(
         new_head = fit_head(head, feats, nodes, base.taxonomy)
         head.weight.data.copy_(new_head.weight.data)
         head.bias.data.copy_(new_head.bias.data)
-        steps.append(f"classifier head fine-tuned on {len(labelled.images)} labelled crops x {VIEWS} views")
+        steps.append(
+            f"cell types: the model's last layer is fitted to {len(labelled.images)} labelled crops, each seen "
+            f"in {VIEWS} views"
+        )
         if scorer is not None and "bank" in scorer.tensors:
             own = features(model, x_lab).half()
             tensors = dict(scorer.tensors)
@@ -240,7 +245,10 @@ def _adapt_once(
             leaf_idx = penultimate_and_logits(model, x_lab)[1].argmax(1)
             tensors["labels"] = torch.cat([tensors["labels"], leaf_idx.clamp_max(int(tensors["labels"].max()))])
             scorer = OodScorer(scorer.method, tensors, scorer.params)
-            steps.append(f"review verdict: {len(own)} of the lab's cells added to the OOD feature bank")
+            steps.append(
+                f"review verdict: {len(own)} of the lab's cells are known cells to it now, so cells like them "
+                "are not flagged as unfamiliar"
+            )
     return Classifier(model, spec, base.taxonomy, base.ood_stats, scorer=scorer), steps
 
 

@@ -85,6 +85,9 @@ def test_adaptation_improves_held_out_accuracy_and_keeps_the_base(lab):
     assert cv["after"]["balanced_accuracy"] >= 0.9
     assert cv["after"]["balanced_accuracy"] > cv["before"]["balanced_accuracy"] + 0.3
     assert result.report["advice"].startswith("adapting helped")
+    assert any(s.startswith("cell types: the model's last layer is fitted to 30 labelled crops")
+               for s in result.report["steps"])  # fmt: skip
+    assert not any("OOD" in s or "feature bank" in s or "head" in s for s in result.report["steps"])  # words
     # the base model is untouched; the adapted one answers the lab's classes
     for k, v in base.model.state_dict().items():
         assert torch.equal(v, before_weights[k]), k
@@ -127,10 +130,12 @@ def test_unlabelled_adaptation_needs_no_labels():
     assert "cross_validation" not in result.report
     assert result.report["advice"].startswith("no labelled crops: whether this helps your lab cannot be measured")
     assert not any("BatchNorm" in s for s in result.report["steps"])  # off unless asked: it hurt on real labs
+    assert any(s.startswith("slide colour: this lab's slide background") for s in result.report["steps"])
+    assert not any("255" in s or "[" in s for s in result.report["steps"])  # words for people, never RGB triples
     same = {k: v for k, v in base.model.state_dict().items() if "running" in k}
     assert all(torch.equal(v, result.classifier.model.state_dict()[k]) for k, v in same.items())
     asked = adapt(base, "unlabelled_lab", unlabelled=crops, batchnorm=True)
-    assert any("BatchNorm layers re-estimated on 40 crops" in s for s in asked.report["steps"])
+    assert any("BatchNorm layers re-estimated on the lab's 40 crops" in s for s in asked.report["steps"])
     moved = asked.classifier.model.state_dict()
     assert any(not torch.equal(v, moved[k]) for k, v in same.items())
     with pytest.raises(CellkitError, match="labelled crops, unlabelled crops"):
@@ -218,7 +223,7 @@ def test_cli_adapt_from_unlabelled_crops_with_a_named_base(tmp_path, installed, 
     )
     assert code == 0, err
     steps = json.loads((home / "models" / "lab_w.json").read_text())["card"]["adaptation"]["steps"]
-    assert any("BatchNorm layers re-estimated on 40 crops" in step for step in steps)
+    assert any("BatchNorm layers re-estimated on the lab's 40 crops" in step for step in steps)
     code, _, err = run(monkeypatch, capsys, "adapt", "--unlabelled", folder, "--name", "lab_v", "--base", "no_such")
     assert code == 2 and "not found" in err and err.count("\n") == 1
 

@@ -64,13 +64,14 @@ def show_report(report: dict, taxonomy) -> None:
     if cv.get("folds"):
         b, a = cv["before"], cv["after"]
         rows = [
-            {"": "Balanced accuracy", "before": b["balanced_accuracy"], "after": a["balanced_accuracy"]},
-            {"": "Flagged for review", "before": b["flagged_for_review"], "after": a["flagged_for_review"]},
+            {"Measure": "Balanced accuracy", "Before": b["balanced_accuracy"], "After": a["balanced_accuracy"]},
+            {"Measure": "Flagged for review", "Before": b["flagged_for_review"], "After": a["flagged_for_review"]},
         ]
         rows += [
-            {"": taxonomy.display(n), "before": b["per_class_recall"][n], "after": a["per_class_recall"][n]}
+            {"Measure": f"Recall, {taxonomy.display(n)}", "Before": b["per_class_recall"][n],
+             "After": a["per_class_recall"][n]}
             for n in b["per_class_recall"]
-        ]
+        ]  # fmt: skip
         st.caption(f"{cv['folds']}-fold cross-validation on your {b['n']} crops: each fold held out in turn")
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         advice = report.get("advice", "")
