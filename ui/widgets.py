@@ -303,13 +303,24 @@ def slide_figure(image, result, max_side: int = 1600, taxonomy=None):
     return fig
 
 
+SUNBURST_MIN_SHARE = 0.002  # wedges under 0.2 % of the circle are not drawn (under a degree of arc)
+
+
 def probability_sunburst(taxonomy, node_probs):
     """Sunburst of one cell's probabilities through the taxonomy (parents = sums of their leaves)."""
     import plotly.graph_objects as go
 
-    ids = list(taxonomy.ids)
-    probs = [max(0.0, float(p)) if p == p else 0.0 for p in node_probs]  # NaN (not this model's node): 0
+    every = list(taxonomy.ids)
+    probs_of = {i: max(0.0, float(p)) if p == p else 0.0 for i, p in zip(every, node_probs, strict=True)}  # NaN: 0
     leaves = set(taxonomy.leaves)
+    shown = {i: 0.0 for i in every}  # each node's share of the chart: the sum of its leaves
+    for leaf in leaves:
+        for node in taxonomy.path(leaf):
+            shown[node] += probs_of[leaf]
+    total = sum(probs_of[i] for i in leaves) or 1.0
+    # a wedge too thin to see is left out: plotly still drew its white border, a spike at 3 o'clock
+    ids = [i for i in every if shown[i] >= SUNBURST_MIN_SHARE * total]
+    probs = [probs_of[i] for i in ids]
     # sizes from the leaves only ("remainder": a parent is the sum of its children). With "total", a parent whose
     # float32 probability was a hair below its children's sum drew an empty chart.
     fig = go.Figure(

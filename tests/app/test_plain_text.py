@@ -85,6 +85,8 @@ def test_the_probability_sunburst_is_sized_by_its_leaves_so_rounding_never_blank
     trace = probability_sunburst(tax, probs).data[0]
     assert trace.branchvalues == "remainder"
     sizes = dict(zip(trace.ids, trace.values, strict=True))
-    assert all(sizes[n] == 0 for n in tax.ids if n not in tax.leaves)  # parents add up their children exactly
+    assert all(sizes[n] == 0 for n in trace.ids if n not in tax.leaves)  # parents add up their children exactly
+    # nodes of probability 0 are not drawn at all: their borders made a white spike at 3 o'clock
+    assert "lymphocyte" not in trace.ids and "eosinophil" in trace.ids and set(trace.parents) <= {"", *trace.ids}
     assert sizes["basophil"] == float(leaf[tax.leaves.index("basophil")])
     assert dict(zip(trace.ids, trace.customdata, strict=True))["myeloid"] == float(probs[tax.ids.index("myeloid")])
