@@ -98,7 +98,7 @@ with resources.user_errors(), heavy_job(waiting=st.spinner) if not items else co
 for item in items:  # names may repeat (two uploads, zip members): nothing below is keyed by name
     if item.error:
         message = item.error if item.name in item.error else f"{item.name}: {item.error}"
-        st.error(widgets.plain(message), icon=":material/error:")
+        widgets.error(message)
 if not good:
     st.warning("No readable crop to classify.")
     st.stop()

@@ -83,7 +83,7 @@ def case_picker_ui(store, owner: str) -> dict | None:
                       placeholder="e.g. EDTA peripheral blood, May-Grünwald-Giemsa")  # fmt: skip
         st.form_submit_button("Start case", on_click=_start_case, args=(store, owner))
     for message in state.pop("case_errors", []):
-        st.error(widgets.plain(message), icon=":material/error:")
+        widgets.error(message)
     if state.get("case_id") is None:
         st.info("Start a case with **New case**, or upload fields or try the demo: a case is started for them.")
         return None
@@ -195,7 +195,7 @@ def report_ui(
                 _try(lambda: store.amend_case(case["id"], owner, who, reason))
     else:
         for message in st.session_state.pop("case_sign_errors", []):
-            st.error(widgets.plain(message), icon=":material/sync_problem:")
+            widgets.error(message, icon=":material/sync_problem:")
         with st.form("case_sign"):
             # with login, the signed-in user; without it, the name the report should carry (the account running
             # the dashboard, e.g. "root", is nobody's signature)
@@ -254,6 +254,6 @@ def _try(step) -> None:
     try:
         step()
     except CellkitError as exc:
-        st.error(widgets.plain(exc), icon=":material/error:")
+        widgets.error(exc)
     else:
         st.rerun()

@@ -20,12 +20,12 @@ def user_errors():
 
     Messages often hold user-supplied names (files, zip members, folders, model names): shown as plain text.
     """
-    from ui.widgets import plain
+    from ui.widgets import error
 
     try:
         yield
     except CellkitError as exc:
-        st.error(plain(exc), icon=":material/error:")
+        error(exc)
         st.stop()
 
 

@@ -37,6 +37,20 @@ def plain(text: object) -> str:
     return re.sub(r"(?i)(www)\.", r"\1" + _WJ + ".", s)
 
 
+def sentence(text: object) -> str:
+    """A message as a sentence: its first word capitalised when it is an ordinary word ("sign-off needs …" →
+    "Sign-off needs …"); a message that starts with a file name, an id or a quote stays as written."""
+    s = str(text)
+    return s[0].upper() + s[1:] if re.match(r"[a-z][a-z'-]*(?=[ ,])", s) else s
+
+
+def error(message: object, icon: str = ":material/error:") -> None:
+    """One error on the page: ``message`` (a CellkitError or text, often holding user names) as a plain sentence."""
+    import streamlit as st
+
+    st.error(plain(sentence(message)), icon=icon)
+
+
 def upload_limit_mb() -> int:
     """Largest upload in MB (``CELLKIT_MAX_UPLOAD_MB``): pass it to st.file_uploader(max_upload_size=…)."""
     from cellkit import config

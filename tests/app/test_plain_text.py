@@ -90,3 +90,21 @@ def test_the_probability_sunburst_is_sized_by_its_leaves_so_rounding_never_blank
     assert "lymphocyte" not in trace.ids and "eosinophil" in trace.ids and set(trace.parents) <= {"", *trace.ids}
     assert sizes["basophil"] == float(leaf[tax.leaves.index("basophil")])
     assert dict(zip(trace.ids, trace.customdata, strict=True))["myeloid"] == float(probs[tax.ids.index("myeloid")])
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("sign-off needs the reviewer's name", "Sign-off needs the reviewer's name"),
+        ("case 'c1' changed since its counts were read", "Case 'c1' changed since its counts were read"),
+        ("smear.png: cannot be read", "smear.png: cannot be read"),  # a file name stays as written
+        ("node_probs: expected finite probabilities", "node_probs: expected finite probabilities"),
+        ("'lab b' is taken", "'lab b' is taken"),
+        ("Already a sentence.", "Already a sentence."),
+        ("", ""),
+    ],
+)
+def test_error_messages_are_shown_as_sentences(message, shown):
+    from ui.widgets import sentence
+
+    assert sentence(message) == shown

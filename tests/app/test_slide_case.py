@@ -98,7 +98,7 @@ def test_sign_off_locks_the_case_and_an_amendment_opens_version_2():
     amend = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_amend")  # noqa: E731
     assert at.text_input(key="case_amend_who").value == ""  # no login: never the server's account ("root")
     amend().click().run()
-    assert any("needs the name of who amends" in e.value for e in at.error)
+    assert any(e.value.startswith("An amendment needs the name of who amends") for e in at.error)  # a sentence
     assert _store().case(cid, owner)["status"] == "signed"
     at.text_input(key="case_amend_who").set_value("Dr Ada")
     amend().click().run()
