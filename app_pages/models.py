@@ -60,7 +60,7 @@ def other_labs_ui(card: dict, tax) -> None:
 def adapt_evidence_ui() -> None:
     """What adapting did on real other labs (bench/adapt_other_labs.py), from the default white-cell model's card."""
     try:
-        runs = default_spec("classifier", cell_type="wbc").card.get("other_labs_adapt") or []
+        runs = default_spec("classifier", cell_type="wbc", machine=False).card.get("other_labs_adapt") or []
     except CellkitError:  # no white-cell model: the page says so elsewhere
         return
     for run in runs:
@@ -141,6 +141,33 @@ def robustness_ui(card: dict, tax) -> None:
         st.caption(unk.get("notes", ""))
 
 
+def default_model_ui(specs: list) -> None:
+    """Make the sidebar's white-cell model this machine's default (app and commands), or go back to the bundled
+    one: a lab that adapted a model should not have to pick it again in every session."""
+    from cellkit import machine_default, set_machine_default
+
+    chosen = widgets.classifier_name()  # None: the sidebar shows the default
+    mine = machine_default()
+    shown = {s.name: s.card.get("display_name") or s.name for s in specs}
+    left, right = st.columns(2)
+    try:
+        if chosen and left.button(f"Make {shown.get(chosen, chosen)} the default on this machine",
+                                  icon=":material/star:", key="models_make_default"):  # fmt: skip
+            set_machine_default(chosen)
+            st.session_state["classifier_name"] = None  # it is the default now
+            st.rerun()
+        if mine and right.button("Back to the bundled default", icon=":material/restart_alt:",
+                                 key="models_bundled_default"):  # fmt: skip
+            set_machine_default(None)
+            st.session_state["classifier_name"] = mine if mine in shown else None  # the sidebar keeps its model
+            st.rerun()
+    except CellkitError as exc:
+        widgets.error(exc)
+    if mine:
+        st.caption(plain(f"Default white-cell model on this machine: {shown.get(mine, mine)}, set here "
+                         f"(`cellkit models --bundled-default` goes back)."))  # fmt: skip
+
+
 def confusion_figure(confusion: dict, names: list[str], normalise: bool) -> go.Figure:
     """Heatmap of a confusion matrix (rows = truth), row-normalised to recall when asked."""
     m = np.asarray(confusion["matrix"], float)
@@ -187,11 +214,13 @@ if not specs:
     st.info("No model in weights/: train one with `cellkit train classifier` or `cellkit train detector`.")
 else:
     st.subheader("Installed models")
+    defaults = {s.name for s in specs if s.card.get("default") and s.task != "classifier"} | (
+        {default_spec("classifier").name} if any(s.task == "classifier" for s in specs) else set())  # fmt: skip
     st.dataframe(
         pd.DataFrame(
             [
                 {"Model": s.card.get("display_name") or s.name,
-                 "Name": s.name + (" ★" if s.card.get("default") else ""), "Task": s.task,
+                 "Name": s.name + (" ★" if s.name in defaults else ""), "Task": s.task,
                  "Architecture": s.arch, "Input (px)": s.input_size,
                  "sha256": str(s.card.get("sha256", ""))[:12], "Command": s.card.get("command", "")}
                 for s in specs
@@ -199,6 +228,8 @@ else:
         ),
         hide_index=True,
     )  # fmt: skip
+    st.caption("★ the default: the model used when none is chosen, in the app and by the commands.")
+    default_model_ui(specs)
     classifiers = [s for s in specs if s.task == "classifier" and s.card.get("metrics_test")]
     if classifiers:
         names = [s.card.get("display_name") or s.name for s in classifiers]  # display names, never ids

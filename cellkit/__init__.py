@@ -41,6 +41,8 @@ _LAZY = {
     "load_spec": "cellkit.models",
     "list_specs": "cellkit.models",
     "default_spec": "cellkit.models",
+    "machine_default": "cellkit.models",
+    "set_machine_default": "cellkit.models",
     "Classifier": "cellkit.classify",
     "load_classifier": "cellkit.classify",
     "prediction_row": "cellkit.results_table",

@@ -241,17 +241,61 @@ def list_specs(
     return specs
 
 
-def default_spec(task: str, folder: str | Path | None = None, cell_type: str | None = None) -> ModelSpec:
+def default_spec(
+    task: str, folder: str | Path | None = None, cell_type: str | None = None, machine: bool = True
+) -> ModelSpec:
     """The model of a task marked ``card["default"]``, else the first one by name; a classifier's default is the
-    white-cell one unless ``cell_type`` names another detector class (``"rbc"``)."""
+    white-cell one unless ``cell_type`` names another detector class (``"rbc"``). ``machine``: the white-cell model
+    chosen as this machine's default (:func:`set_machine_default`) comes first, while it is installed."""
     if task == "classifier" and cell_type is None:
         cell_type = "wbc"
+    chosen = machine_default() if machine and folder is None and task == "classifier" and cell_type == "wbc" else None
+    if chosen:
+        found = [s for s in list_specs(None, task, cell_type) if s.name == chosen]
+        if found:
+            return found[0]
     specs = [s for s in list_specs(folder, task, cell_type) if s.bundled or folder]
     if not specs:
         what = f"{task} for {cell_type} cells" if cell_type else task
         raise CellkitError(f"no {what} in {folder or config.weights_dir()}; train one with `cellkit train {task}`")
     marked = [s for s in specs if s.card.get("default")]
     return (marked or specs)[0]
+
+
+def _settings_path() -> Path:
+    return config.home() / "settings.json"
+
+
+def _settings() -> dict[str, Any]:
+    try:
+        data = json.loads(_settings_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: no machine settings
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def machine_default() -> str | None:
+    """The name of the white-cell model chosen as this machine's default, or None (the bundled default)."""
+    name = _settings().get("default_classifier")
+    return name if isinstance(name, str) and name else None
+
+
+def set_machine_default(name: str | None) -> None:
+    """Make the white-cell model ``name`` the default of this machine (``CELLKIT_HOME/settings.json``) for the
+    app and the command line; None goes back to the bundled default. Written atomically."""
+    from cellkit.writes import atomic_write_text
+
+    settings = _settings()
+    if name is None:
+        settings.pop("default_classifier", None)
+    else:
+        spec = load_spec(name)
+        if spec.task != "classifier" or "wbc" not in spec.applies_to:
+            raise CellkitError(
+                f"{name!r} is a {spec.task} model, not a white-cell classifier: it cannot be the default"
+            )
+        settings["default_classifier"] = spec.name
+    atomic_write_text(_settings_path(), json.dumps(settings, indent=1) + "\n", fallback=False)  # one clear error
 
 
 def sha256_file(path: str | Path) -> str:

@@ -131,3 +131,53 @@ def test_model_id_is_file_safe_and_keeps_what_it_can_of_the_name():
     assert NAME_RULE.match(model_id("x" * 200)) and len(model_id("x" * 200)) == 64
     with pytest.raises(CellkitError, match="Latin letters"):
         model_id("日本")
+
+
+def test_a_white_cell_model_chosen_as_this_machine_s_default_is_the_default_while_it_is_installed(
+    tmp_path, monkeypatch
+):
+    """A lab that adapted a model had to pick it again in every session and on every command."""
+    from cellkit.models import machine_default, set_machine_default
+
+    bundled, home = tmp_path / "weights", tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(bundled))
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    _spec("shipped", card={"default": True}).save(bundled)
+    ModelSpec(name="finder", task="detector", arch="yolo", weights="d.pt", input_size=640, labels=["wbc"]).save(bundled)
+    _spec("my_lab").save(home / "models")
+    assert machine_default() is None and default_spec("classifier").name == "shipped"
+    set_machine_default("my_lab")
+    assert machine_default() == "my_lab" and default_spec("classifier").name == "my_lab"
+    assert default_spec("classifier", machine=False).name == "shipped"  # adapt starts from the bundled model
+    assert default_spec("detector").name == "finder"  # only the white-cell model's default is the machine's
+    with pytest.raises(CellkitError, match="not a white-cell classifier"):
+        set_machine_default("finder")
+    with pytest.raises(CellkitError, match="not found"):
+        set_machine_default("nope")
+    assert machine_default() == "my_lab"  # a refused choice changes nothing
+    (home / "models" / "my_lab.json").unlink()  # deleted: the bundled default again, never an error
+    assert default_spec("classifier").name == "shipped"
+    set_machine_default(None)
+    assert machine_default() is None
+    (home / "settings.json").write_text("{not json")  # hand-edited into garbage: the bundled default
+    assert machine_default() is None and default_spec("classifier").name == "shipped"
+
+
+def test_the_models_command_lists_the_default_and_sets_it(tmp_path, monkeypatch, capsys):
+    from _cli import run_cli
+
+    bundled, home = tmp_path / "weights", tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(bundled))
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    _spec("shipped", card={"default": True}).save(bundled)
+    _spec("my_lab", card={"display_name": "Lab B"}).save(home / "models")
+    code, out, _ = run_cli(monkeypatch, capsys, "models")
+    assert (
+        code == 0 and "shipped\tclassifier\tbundled\t  (default)" in out and "my_lab\tclassifier\tadapted here" in out
+    )
+    code, out, _ = run_cli(monkeypatch, capsys, "models", "--set-default", "my_lab")
+    assert code == 0 and "my_lab\tclassifier\tadapted here\tLab B  (default)" in out
+    code, _, err = run_cli(monkeypatch, capsys, "models", "--set-default", "nope")
+    assert code == 2 and err.count("\n") == 1 and "not found" in err
+    code, out, _ = run_cli(monkeypatch, capsys, "models", "--bundled-default")
+    assert code == 0 and "shipped\tclassifier\tbundled\t  (default)" in out

@@ -91,6 +91,6 @@ def _default_name(default_spec) -> str | None:
     from cellkit import CellkitError
 
     try:
-        return default_spec("classifier").name
+        return default_spec("classifier", machine=False).name  # adapt from the bundled model, not an adapted one
     except CellkitError:
         return None

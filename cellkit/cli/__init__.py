@@ -1,4 +1,4 @@
-"""The ``cellkit`` command: stats, classify, detect, analyze, batch, import, explain, train, evaluate, adapt.
+"""The ``cellkit`` command: stats, classify, detect, analyze, batch, import, explain, train, evaluate, adapt, models.
 
 Each sub-module registers its commands on ``app``. Any CellkitError ends the command with one
 line on stderr and exit code 2; nothing else is printed. Anything unforeseen (a bug) also ends with one line
@@ -27,9 +27,9 @@ app.add_typer(train_app, name="train")
 
 
 def _register() -> None:
-    from cellkit.cli import adapt, batch, classify, explain, slide, stats, train
+    from cellkit.cli import adapt, batch, classify, explain, models, slide, stats, train
 
-    for module in (stats, classify, slide, batch, explain, train, adapt):
+    for module in (stats, classify, slide, batch, explain, train, adapt, models):
         module.register(app, train_app)
 
 

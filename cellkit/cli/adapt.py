@@ -23,7 +23,7 @@ def adapt_command(
     batchnorm: bool = typer.Option(
         False, "--batchnorm", help="also re-estimate BatchNorm statistics on the lab's crops (hurt on real labs: off)"
     ),
-    base: str = typer.Option(None, "--base", help="model to start from (default: the default classifier)"),
+    base: str = typer.Option(None, "--base", help="model to start from (default: the bundled default classifier)"),
     folds: int = typer.Option(5, min=2, max=10, help="cross-validation folds for the before/after figures"),
     seed: int = typer.Option(0, min=0),
     threads: int = typer.Option(0, min=0, max=256, help="torch threads (0 = torch's default)"),
@@ -36,13 +36,14 @@ def adapt_command(
     from cellkit.classify import load_classifier
     from cellkit.errors import CellkitError, named
     from cellkit.io import iter_images
+    from cellkit.models import default_spec
 
     if not labelled and not unlabelled:
         raise CellkitError("adapt: pass --labelled DIR_OR_ZIP (<cell type>/<image>), --unlabelled DIR_OR_ZIP, or both")
     check_name(name, replace)  # before any work
     if threads:
         torch.set_num_threads(threads)
-    clf = load_classifier(base)
+    clf = load_classifier(base or default_spec("classifier", machine=False).name)  # never an adapted model unasked
     crops = read_labelled(list(labelled), clf.taxonomy) if labelled else None
     found = list(iter_images(list(unlabelled or [])))
     plain = [it.image for it in found if it.image is not None]

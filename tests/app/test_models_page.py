@@ -402,3 +402,25 @@ def test_a_model_is_named_as_people_name_it_and_its_files_get_a_safe_id(folders)
     at.button(key="models_adapt_go").click()
     at.run()
     assert not at.exception and any("Latin letters or digits" in e.value for e in at.error)
+
+
+def test_the_sidebar_s_model_can_be_made_this_machine_s_default_and_a_new_session_starts_with_it(folders):
+    """The sidebar's choice was lost in every new session (a new tab without ?model=): a lab's adapted model had
+    to be picked again each time."""
+    _, home = folders
+    clf = build_tiny_classifier(seed=4)
+    clf.spec.name, clf.spec.weights, clf.spec.card = "lab_two", "lab_two.safetensors", {"display_name": "Lab Two"}
+    save_classifier(clf.model, clf.spec, home / "models")
+    at = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60)
+    at.session_state["classifier_name"] = "lab_two"  # picked in the sidebar
+    at.run()
+    assert not at.exception and "models_bundled_default" not in [b.key for b in at.button]  # nothing to undo yet
+    at.button(key="models_make_default").click().run()
+    assert not at.exception and not at.error
+    assert json.loads((home / "settings.json").read_text())["default_classifier"] == "lab_two"
+    assert any("Default white-cell model on this machine: Lab Two" in visible(c.value) for c in at.caption)
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()  # a new tab, no ?model=
+    assert fresh.sidebar.selectbox(key="model_picker").value == "lab_two"
+    assert fresh.sidebar.selectbox(key="model_picker").options == ["tiny", "Lab Two · default · adapted here"]
+    at.button(key="models_bundled_default").click().run()
+    assert not at.exception and "default_classifier" not in json.loads((home / "settings.json").read_text())
