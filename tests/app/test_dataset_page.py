@@ -107,7 +107,7 @@ def test_no_data_folder_configured(tmp_path, monkeypatch):
     make_classification(tmp_path / "typed", corrupt=False)
     at.text_input[0].set_value(str(tmp_path / "typed")).run()  # no root: nothing can be opened
     assert not at.exception and len(errors(at)) == 1 and not at.get("plotly_chart")
-    assert "no data folder is configured" in errors(at)[0]
+    assert "no data folder is configured" in errors(at)[0].lower()
 
 
 @pytest.mark.parametrize(
