@@ -25,7 +25,8 @@ from cellkit import (
     red_cell_findings,
     review_zip,
     scale_warning,
-    undo_label,
+    undo_point,
+    undo_step,
 )
 from ui import case as case_ui
 from ui import resources, review, widgets
@@ -343,14 +344,15 @@ def act(kind: str, value) -> None:
     if kind == "move":
         state["slide_cell"] = value
     elif kind == "label" and pick is not None:
-        undo.append((*_field_of(slide), pick, result.labels()[pick]))
+        undo.append((*_field_of(slide), pick, undo_point(result, pick)))
         relabel(slide, pick, value, "")
         state["slide_cell"] = review.next_cell(cells, pick)
     elif kind == "undo" and undo:
         mine = [k for k, entry in enumerate(undo) if _is_field(entry, slide)]
         if mine:  # this field's last step (the stack holds every field's steps of the session)
             *_, index, before = undo.pop(mine[-1])
-            relabel(slide, index, undo_label(result, index, before), "undo")
+            slide.setdefault("pending", []).append((index, undo_step(result, index, before), "undo"))
+            save(slide)  # None withdraws the reviewer's label: the cell is undecided again
             state["rbc_cell" if result.detections.class_name[index] == "rbc" else "slide_cell"] = index
     elif kind == "add":
         cls, x, y = value
@@ -528,7 +530,7 @@ if slide:
                 review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16)
                 picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc", locked=locked)
                 if picked:  # a red-cell correction is kept, saved and undone like a white-cell one
-                    step = (*_field_of(slide), picked[0], result.labels()[picked[0]])
+                    step = (*_field_of(slide), picked[0], undo_point(result, picked[0]))
                     state.setdefault("slide_undo", []).append(step)
                     result.corrections[picked[0]] = picked[1]
                     slide.setdefault("pending", []).append(picked)
@@ -556,7 +558,7 @@ if slide:
             with st.expander("Add a missed cell", icon=":material/add_circle:"):
                 review.add_cell_ui(image, result, "slide", locked, act, kinds=list(addable(clf)))
             if picked:  # applied here at once; saved now, or with "Retry save" when the database is unreachable
-                state.setdefault("slide_undo", []).append((*_field_of(slide), picked[0], result.labels()[picked[0]]))
+                state.setdefault("slide_undo", []).append((*_field_of(slide), picked[0], undo_point(result, picked[0])))
                 result.corrections[picked[0]] = picked[1]
                 slide.setdefault("pending", []).append(picked)
                 save(slide)

@@ -523,6 +523,27 @@ def test_undo_back_to_unidentified_is_saved_and_so_are_the_corrections_after_it(
     assert [(c["index"], c["label"]) for c in saved] == [(cell, "basophil"), (cell, "unknown"), (cell, "eosinophil")]
 
 
+def test_an_undo_leaves_a_flagged_platelet_to_review_on_the_page_and_in_the_database(unsure_classifier):
+    """The undo wrote the model's "Unidentified — review" back as a reviewer's decision: the platelet left the list
+    of platelets to check, though nobody had decided it, and stayed decided when the analysis was reopened."""
+    from cellkit.store import Store
+
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    result = at.session_state["slide"]["result"]
+    flagged = result.platelets_to_review()
+    assert len(flagged) == 3  # every platelet box, flagged by the unsure model
+    at.session_state["slide_cell"] = flagged[0]
+    at.button(key="slide_key_lymphocyte").click().run()
+    assert at.session_state["slide"]["result"].platelets_to_review() == flagged[1:]
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception and not at.error
+    slide = at.session_state["slide"]
+    assert slide["result"].corrections == {} and slide["result"].platelets_to_review() == flagged
+    assert any(w.value.startswith("3 platelet(s) were flagged") for w in at.warning)
+    again = Store().load_analysis(slide["id"], owner=at.session_state["owner"])
+    assert again.corrections == {} and again.platelets_to_review() == flagged  # undecided when reopened too
+
+
 def test_the_reclassify_box_starts_at_the_selected_cells_own_label():
     """Switching cells never carries the previous cell's choice into "Reclassify as" (it relabelled the wrong cell)."""
     img, *_ = make_smear(640, 480, n_wbc=3, n_rbc=10, n_platelet=2, seed=4)
