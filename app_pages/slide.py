@@ -104,15 +104,22 @@ DEMO_SPECIMEN = "a drawn demo smear, not a patient"  # the demo case's specimen:
 
 
 def _field_of(slide: dict) -> tuple:
-    """Who an undo step belongs to: the field's session key and its database id (None until it is saved)."""
-    return slide["key"], slide["id"]
+    """Who an undo step belongs to: the field's session key, its database id (None until it is saved) and image."""
+    return slide["key"], slide["id"], slide["result"].image_sha256
 
 
 def _is_field(entry: tuple, slide: dict) -> bool:
-    """Whether undo step ``entry`` is of this field: the same session copy, or the same stored analysis (reopened
-    from the field picker it has another session key)."""
-    key, aid = entry[0], entry[1]
-    return key == slide["key"] or (aid is not None and aid == slide["id"])
+    """Whether undo step ``entry`` is of this field: the same image, and the same session copy or the same stored
+    analysis (reopened from the field picker it has another session key). SQLite gives a deleted analysis's id to
+    the next one: the image keeps a step of the deleted one off a new image."""
+    key, aid, sha = entry[:3]
+    return sha == slide["result"].image_sha256 and (key == slide["key"] or (aid is not None and aid == slide["id"]))
+
+
+def forget_field(analysis_id: int) -> None:
+    """Drop the undo steps of a deleted analysis: its id goes to the next analysis saved (the same image again)."""
+    steps = state.get("slide_undo", [])
+    steps[:] = [step for step in steps if step[1] != analysis_id]
 
 
 def save(slide: dict) -> None:
@@ -351,7 +358,12 @@ def act(kind: str, value) -> None:
         mine = [k for k, entry in enumerate(undo) if _is_field(entry, slide)]
         if mine:  # this field's last step (the stack holds every field's steps of the session)
             *_, index, before = undo.pop(mine[-1])
-            slide.setdefault("pending", []).append((index, undo_step(result, index, before), "undo"))
+            try:
+                label = undo_step(result, index, before)
+            except CellkitError as exc:  # a step of a cell this field does not have: said, nothing written
+                state.setdefault("slide_upload_errors", []).append(str(exc))
+                return
+            slide.setdefault("pending", []).append((index, label, "undo"))
             save(slide)  # None withdraws the reviewer's label: the cell is undecided again
             state["rbc_cell" if result.detections.class_name[index] == "rbc" else "slide_cell"] = index
     elif kind == "add":
@@ -681,6 +693,7 @@ with st.expander("Your past analyses", icon=":material/history:"):
             except CellkitError as exc:
                 show_db_error(exc)
             else:
+                forget_field(chosen)
                 if slide and slide["id"] == chosen:
                     state.pop("slide")
                 st.rerun()

@@ -117,7 +117,10 @@ def undo_step(result: SlideResult, index: int, before: str | None) -> str | None
     """Undo a reviewer's step on box ``index`` of ``result`` (in place) and return what to record: ``before`` (the
     box's :func:`undo_point` when the step was made: still a decision), or None when it had none: the correction is
     withdrawn and the box is undecided again. For the step that added a cell (``before`` "", nothing to go back
-    to) the cell is rejected as "not a cell"."""
+    to) the cell is rejected as "not a cell". A cell the result does not have (a step of another field) is refused."""
+    if not 0 <= index < len(result.detections):
+        raise CellkitError(f"undo: this field has no cell #{index} (it has {len(result.detections)}); the step to "
+                           "undo was of another field, nothing was changed")  # fmt: skip
     if before == "":
         before = UNDO_ADDED if index in result.added else None
     if before is None:

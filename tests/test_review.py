@@ -76,3 +76,16 @@ def test_undoing_an_added_cell_rejects_it_and_undoing_a_label_of_it_keeps_it(sme
     more.corrections[idx] = "basophil"
     assert undo_step(more, idx, before) is None and idx not in more.corrections  # the added cell, as the model said
     assert undo_step(more, idx, "") == UNDO_ADDED and more.labels()[idx] == UNDO_ADDED  # the add itself: rejected
+
+
+def test_an_undo_of_a_cell_the_field_does_not_have_is_refused_and_changes_nothing():
+    from _fakes import labelled_result
+
+    from cellkit.review import undo_step
+
+    r = labelled_result(["lymphocyte", "monocyte"])
+    r.corrections[1] = "basophil"
+    for cell in (2, -1):  # -1 would have undone the last cell of this field
+        with pytest.raises(CellkitError, match=f"no cell #{cell} \\(it has 2\\)"):
+            undo_step(r, cell, None)
+    assert r.corrections == {1: "basophil"}
