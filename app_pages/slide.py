@@ -25,7 +25,8 @@ from cellkit import (
     red_cell_findings,
     review_zip,
     scale_warning,
-    undo_label,
+    undo_point,
+    undo_step,
 )
 from ui import case as case_ui
 from ui import resources, review, widgets
@@ -103,15 +104,36 @@ DEMO_SPECIMEN = "a drawn demo smear, not a patient"  # the demo case's specimen:
 
 
 def _field_of(slide: dict) -> tuple:
-    """Who an undo step belongs to: the field's session key and its database id (None until it is saved)."""
-    return slide["key"], slide["id"]
+    """Who an undo step belongs to: the field's session key, its database id (None until it is saved) and image."""
+    return slide["key"], slide["id"], slide["result"].image_sha256
 
 
 def _is_field(entry: tuple, slide: dict) -> bool:
-    """Whether undo step ``entry`` is of this field: the same session copy, or the same stored analysis (reopened
-    from the field picker it has another session key)."""
-    key, aid = entry[0], entry[1]
-    return key == slide["key"] or (aid is not None and aid == slide["id"])
+    """Whether undo step ``entry`` is of this field: the same image, and the same session copy or the same stored
+    analysis (reopened from the field picker it has another session key). SQLite gives a deleted analysis's id to
+    the next one: the image keeps a step of the deleted one off a new image."""
+    key, aid, sha = entry[:3]
+    return sha == slide["result"].image_sha256 and (key == slide["key"] or (aid is not None and aid == slide["id"]))
+
+
+def forget_field(analysis_id: int) -> None:
+    """Drop the undo steps and unsaved review steps of a deleted analysis: its id goes to the next analysis saved
+    (the same image again)."""
+    steps = state.get("slide_undo", [])
+    steps[:] = [step for step in steps if step[1] != analysis_id]
+    state.get("slide_unsaved", {}).pop(analysis_id, None)
+
+
+def unsaved_field(analysis_id: int, sha256: str) -> dict | None:
+    """This session's copy of a stored field whose review steps wait for the database (it was busy or gone), when
+    it is of this image: opened again instead of the database's copy, which lacks them."""
+    kept = state.get("slide_unsaved", {}).get(analysis_id)
+    return kept if kept is not None and kept["result"].image_sha256 == sha256 else None
+
+
+def unsaved_steps(slide: dict) -> int:
+    """How many review steps (corrections, added cells) of a field wait for the database."""
+    return len(slide.get("pending") or []) + len(slide.get("pending_adds") or [])
 
 
 def save(slide: dict) -> None:
@@ -156,6 +178,11 @@ def save(slide: dict) -> None:
         slide["db_error"] = None
     except CellkitError as exc:
         slide["db_error"] = str(exc)
+    waiting = state.setdefault("slide_unsaved", {})  # kept whichever field is on screen, until saved
+    if slide["id"] is not None and unsaved_steps(slide):
+        waiting[slide["id"]] = slide
+    elif slide["id"] is not None and waiting.get(slide["id"]) is slide:
+        del waiting[slide["id"]]
 
 
 def demo_case() -> bool:
@@ -282,8 +309,10 @@ else:
 locked = bool(case and case["status"] == "signed")
 
 slide = state.get("slide")
-if slide and slide["id"] in results:
-    results[slide["id"]] = slide["result"]  # the page's copy, with this session's review applied
+for aid in results:  # the page's copies, with this session's review applied (some of it not saved yet)
+    copy = slide if slide and slide["id"] == aid else unsaved_field(aid, results[aid].image_sha256)
+    if copy is not None:
+        results[aid] = copy["result"]
 if case and results:
     red_spec = getattr(loaded(resources.red_cell_classifier), "spec", None)  # withholds forms at the wrong scale
     det_spec = getattr(loaded(resources.detector), "spec", None)  # names the fields unreliable at their scale
@@ -303,8 +332,10 @@ if case and results:
             "Field", ids, key=key, format_func=lambda a: f"{ids.index(a) + 1}. {results[a].name}",
         )  # fmt: skip
         state[f"{key}_shown"] = chosen
-        if slide is None or slide["id"] != chosen:
-            again = results[chosen]
+        again = results[chosen]
+        if (slide is None or slide["id"] != chosen) and (kept := unsaved_field(chosen, again.image_sha256)):
+            state["slide"] = slide = kept  # with its review steps that wait for the database
+        elif slide is None or slide["id"] != chosen:
             image = state.get("slide_images", {}).get(again.image_sha256)
             if image is None:
                 try:
@@ -319,15 +350,21 @@ if case and results:
             }  # fmt: skip
 elif case:
     case_ui.progress_ui(case, case_summary(case["name"], [], case["target_wbc"]))
-if slide and slide.get("db_error"):
+others = [f for f in state.get("slide_unsaved", {}).values() if f is not slide]  # fields left with unsaved steps
+if (slide and slide.get("db_error")) or others:
     err_col, retry_col = st.columns([4, 1], vertical_alignment="center")
-    err_col.error(
-        widgets.plain(f"Not saved to the database: {slide['db_error']}")
-        + "  \nThe analysis is kept in this browser session: retry, or download it under *Export*.",
-        icon=":material/database:",
-    )
+    if slide and slide.get("db_error"):
+        said = widgets.plain(f"Not saved to the database: {slide['db_error']}")
+        said += "  \nThe analysis is kept in this browser session: retry, or download it under *Export*."
+    else:
+        said = widgets.plain(f"Not saved to the database: {others[0].get('db_error') or 'it could not be used'}")
+    if others:
+        names = widgets.plain(", ".join(f["name"] for f in others))
+        said += f"  \n{sum(unsaved_steps(f) for f in others)} review step(s) of {names} wait in this session too."
+    err_col.error(said, icon=":material/database:")
     if retry_col.button("Retry save", icon=":material/refresh:", key="slide_retry_save"):
-        save(slide)
+        for field in [slide, *others] if slide and slide.get("db_error") else others:
+            save(field)
         st.rerun()
 elif db_problem:
     st.error(widgets.plain(f"The database cannot be used: {db_problem[0]}"), icon=":material/database:")
@@ -343,14 +380,20 @@ def act(kind: str, value) -> None:
     if kind == "move":
         state["slide_cell"] = value
     elif kind == "label" and pick is not None:
-        undo.append((*_field_of(slide), pick, result.labels()[pick]))
+        undo.append((*_field_of(slide), pick, undo_point(result, pick)))
         relabel(slide, pick, value, "")
         state["slide_cell"] = review.next_cell(cells, pick)
     elif kind == "undo" and undo:
         mine = [k for k, entry in enumerate(undo) if _is_field(entry, slide)]
         if mine:  # this field's last step (the stack holds every field's steps of the session)
             *_, index, before = undo.pop(mine[-1])
-            relabel(slide, index, undo_label(result, index, before), "undo")
+            try:
+                label = undo_step(result, index, before)
+            except CellkitError as exc:  # a step of a cell this field does not have: said, nothing written
+                state.setdefault("slide_upload_errors", []).append(str(exc))
+                return
+            slide.setdefault("pending", []).append((index, label, "undo"))
+            save(slide)  # None withdraws the reviewer's label: the cell is undecided again
             state["rbc_cell" if result.detections.class_name[index] == "rbc" else "slide_cell"] = index
     elif kind == "add":
         cls, x, y = value
@@ -429,7 +472,7 @@ if slide:
             display = case_display(list(results.values()))
             case_ui.summary_ui(summary, display)
             try:
-                unsaved = len(slide.get("pending") or []) + len(slide.get("pending_adds") or []) if slide else 0
+                unsaved = unsaved_steps(slide) + sum(unsaved_steps(f) for f in others if f["id"] in results)
 
                 def recount(fields: list) -> dict:
                     return case_summary(case["name"], fields, case["target_wbc"], case.get("details"), red_spec,
@@ -528,7 +571,7 @@ if slide:
                 review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16)
                 picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc", locked=locked)
                 if picked:  # a red-cell correction is kept, saved and undone like a white-cell one
-                    step = (*_field_of(slide), picked[0], result.labels()[picked[0]])
+                    step = (*_field_of(slide), picked[0], undo_point(result, picked[0]))
                     state.setdefault("slide_undo", []).append(step)
                     result.corrections[picked[0]] = picked[1]
                     slide.setdefault("pending", []).append(picked)
@@ -556,7 +599,7 @@ if slide:
             with st.expander("Add a missed cell", icon=":material/add_circle:"):
                 review.add_cell_ui(image, result, "slide", locked, act, kinds=list(addable(clf)))
             if picked:  # applied here at once; saved now, or with "Retry save" when the database is unreachable
-                state.setdefault("slide_undo", []).append((*_field_of(slide), picked[0], result.labels()[picked[0]]))
+                state.setdefault("slide_undo", []).append((*_field_of(slide), picked[0], undo_point(result, picked[0])))
                 result.corrections[picked[0]] = picked[1]
                 slide.setdefault("pending", []).append(picked)
                 save(slide)
@@ -593,15 +636,20 @@ def show_db_error(exc: CellkitError, what: str = "Past analyses") -> None:
 
 def reopen(analysis_id: int, result, image, image_note: str = "", case_id: int | None = None) -> None:
     """Show a stored analysis on this page (with its image when there is one; else ``image_note`` says why); a
-    field of a case opens within its case."""
+    field of a case opens within its case; a field whose review steps wait for the database opens as this session
+    has it."""
+    if case_id is not None:
+        state["case_switch"] = case_id  # applied before the case picker is drawn
+    kept = unsaved_field(analysis_id, result.image_sha256)
+    if kept is not None:
+        state["slide"] = kept
+        st.rerun()
     if image is None:
         try:
             image = resources.store().load_image(result.image_sha256)
         except CellkitError:
             image = None
         image_note = image_note if image is None else ""
-    if case_id is not None:
-        state["case_switch"] = case_id  # applied before the case picker is drawn
     state["slide"] = {
         "id": analysis_id,
         "result": result,
@@ -679,6 +727,7 @@ with st.expander("Your past analyses", icon=":material/history:"):
             except CellkitError as exc:
                 show_db_error(exc)
             else:
+                forget_field(chosen)
                 if slide and slide["id"] == chosen:
                     state.pop("slide")
                 st.rerun()

@@ -89,7 +89,8 @@ _LAZY = {
     "case_pdf": "cellkit.report_pdf",
     # review
     "add_cell": "cellkit.review",
-    "undo_label": "cellkit.review",
+    "undo_point": "cellkit.review",
+    "undo_step": "cellkit.review",
     "REJECTIONS": "cellkit.taxonomy",
 }
 _MODULES = ("config", "stats", "plots", "batch")

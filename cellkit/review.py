@@ -2,8 +2,10 @@
 
 A reviewer clicks where a missed cell is: :func:`add_cell` puts a box of the image's usual size for that cell
 type there, lets the model for that type classify it (its answer is a suggestion, like any other box's), and
-records who added it. Nothing a model said is ever overwritten: :func:`undo_label` gives the label that undoes
-a correction as a new correction (the audit trail keeps both); an added cell is undone by rejecting it.
+records who added it. Nothing a model said is ever overwritten: :func:`undo_step` undoes a reviewer's step and
+says what to record, a new correction (the audit trail keeps both). An undo back to before any correction
+withdraws the reviewer's label, so the box is undecided again (a label equal to the model's is a decision: a
+reviewer confirmed it); an added cell is undone by rejecting it.
 """
 
 from __future__ import annotations
@@ -104,9 +106,25 @@ def _appended(result: SlideResult, one: Detections, ids: tuple[str, ...], author
     )  # fmt: skip
 
 
-def undo_label(result: SlideResult, index: int, before: str) -> str:
-    """The label that undoes a reviewer's step on box ``index``: the label it had ``before`` the step, or, for a
-    cell the reviewer added (nothing to go back to), the rejection "not a cell"."""
-    if index in result.added and before == "":
-        return UNDO_ADDED
+def undo_point(result: SlideResult, index: int) -> str | None:
+    """What undoing a step about to be made on box ``index`` goes back to: the reviewer's label the box has now, or
+    None when it has none (the model's answer stands). Never the label shown: the model's label as a correction
+    would be a decision nobody made."""
+    return result.corrections.get(index)
+
+
+def undo_step(result: SlideResult, index: int, before: str | None) -> str | None:
+    """Undo a reviewer's step on box ``index`` of ``result`` (in place) and return what to record: ``before`` (the
+    box's :func:`undo_point` when the step was made: still a decision), or None when it had none: the correction is
+    withdrawn and the box is undecided again. For the step that added a cell (``before`` "", nothing to go back
+    to) the cell is rejected as "not a cell". A cell the result does not have (a step of another field) is refused."""
+    if not 0 <= index < len(result.detections):
+        raise CellkitError(f"undo: this field has no cell #{index} (it has {len(result.detections)}); the step to "
+                           "undo was of another field, nothing was changed")  # fmt: skip
+    if before == "":
+        before = UNDO_ADDED if index in result.added else None
+    if before is None:
+        result.corrections.pop(index, None)
+    else:
+        result.corrections[index] = before
     return before

@@ -164,7 +164,8 @@ class SlideResult:
 
     ``detections.data`` holds, per box, ``leaf``/``label`` (str, "" when not classified),
     ``cls_confidence``, ``ood_score`` and ``node_probs`` (n, len(node_ids); NaN rows when not
-    classified). ``corrections`` maps a box index to the node id a reviewer chose instead; ``added`` maps
+    classified). ``corrections`` maps a box index to the node id a reviewer chose (a decision, even when it is the
+    model's own label; an undo back to before any correction removes it); ``added`` maps
     the index of a box a reviewer added (a missed cell, :func:`cellkit.review.add_cell`) to who added it.
     """
 
@@ -265,8 +266,8 @@ class SlideResult:
         return out
 
     def is_corrected(self, index: int) -> bool:
-        """Whether a reviewer changed box ``index``'s label (a correction back to the model's own label, as an
-        undo makes, is none)."""
+        """Whether a reviewer changed box ``index``'s label (a correction to the model's own label, a reviewer
+        confirming it, is none)."""
         if index not in self.corrections:
             return False
         base = self.detections.data.get("label")

@@ -63,6 +63,7 @@ from cellkit.slide import SlideResult
 from cellkit.types import DETECTION_CLASSES, Detections
 
 T = TypeVar("T")
+UNDONE = ""  # a correction's label when an undo withdrew the reviewer's label: the box is undecided again
 
 
 class Base(DeclarativeBase):
@@ -888,21 +889,24 @@ class Store:
         self._run("delete the analysis", work, write=True)
 
     def add_correction(
-        self, analysis_id: int, index: int, label: str, owner: str, note: str = "", author: str = ""
+        self, analysis_id: int, index: int, label: str | None, owner: str, note: str = "", author: str = ""
     ) -> int:
         """Record a reviewer's label for box ``index`` of an analysis: who (``author``, default the owner), when,
         from which label to which, and the note. The model's label and earlier corrections are never changed.
+        ``label`` None withdraws the reviewer's label (an undo back to before any correction): recorded as a
+        correction to :data:`UNDONE`, so the audit trail keeps the step and the box is undecided again.
         Refused for a field of a signed-off case (amend the case first)."""
         from cellkit.taxonomy import REJECTIONS, UNKNOWN
 
         author = _person(str(author or "").strip(), "the correction's author")
+        label = UNDONE if label is None else label
 
         def work(session: Session) -> int:
             a = self._get(session, analysis_id, owner, lock=True)
             case = session.get(Case, a.case_id, with_for_update=True) if a.case_id is not None else None
             if case is not None:
                 _open_case(case, "change its cells")
-            if a.node_ids and label not in a.node_ids and label not in REJECTIONS and label != UNKNOWN:
+            if a.node_ids and label not in (*a.node_ids, *REJECTIONS, UNKNOWN, UNDONE):
                 some = ", ".join(a.node_ids[:4])
                 raise CellkitError(
                     f"unknown label {label!r}: expected one of the {len(a.node_ids)} cell types of the analysis's "
@@ -913,7 +917,7 @@ class Store:
             )
             if row is None:
                 raise CellkitError(f"analysis {analysis_id} has no cell #{index}; pick a cell from its gallery")
-            before = row.corrections[-1].label if row.corrections else (row.label or row.cls)
+            before = _reviewed(row) or row.label or row.cls
             corr = Correction(label=label, note=note, author=author or a.owner, from_label=before,
                               case_version=case.version if case is not None else None)  # fmt: skip
             row.corrections.append(corr)
@@ -947,7 +951,8 @@ class Store:
         return self._run("add the cell", work, write=True)
 
     def corrections(self, analysis_id: int, owner: str) -> list[dict[str, Any]]:
-        """Every correction of an analysis, oldest first: cell index, model label, from -> to, who, when, note."""
+        """Every correction of an analysis, oldest first: cell index, model label, from -> to, who, when, note (an
+        undo that withdrew the reviewer's label is a correction to :data:`UNDONE`)."""
 
         def work(session: Session) -> list[dict[str, Any]]:
             a = self._get(session, analysis_id, owner, full=True)
@@ -1122,17 +1127,27 @@ class Store:
                 for e in c.events
             ]  # fmt: skip
             rows = session.execute(
-                select(Analysis.file_name, DetectionRow.idx, DetectionRow.added_by, Correction)
+                select(
+                    Analysis.file_name,
+                    DetectionRow.idx,
+                    DetectionRow.added_by,
+                    DetectionRow.label,
+                    DetectionRow.cls,
+                    Correction,
+                )
                 .join(DetectionRow, DetectionRow.analysis_id == Analysis.id)
                 .join(Correction, Correction.detection_id == DetectionRow.id)
                 .where(Analysis.case_id == c.id)
             ).all()
-            for file_name, idx, added_by, corr in rows:
+            for file_name, idx, added_by, model, cls, corr in rows:
+                undone = corr.label == UNDONE  # back to the model's label (or the box's class): no decision now
+                model = model or cls
+                note = corr.note + (" (the reviewer's label withdrawn: undecided again)" if undone else "")
                 out.append(
                     {"at": corr.created, "created": _iso(corr.created), "version": corr.case_version,
-                     "what": "correction", "who": corr.author, "field": file_name, "cell": int(idx),
-                     "from_label": corr.from_label, "label": corr.label,
-                     "note": corr.note + (" (cell added by the reviewer)" if added_by else "")}
+                     "what": "undo" if undone else "correction", "who": corr.author, "field": file_name,
+                     "cell": int(idx), "from_label": corr.from_label, "label": model if undone else corr.label,
+                     "note": note + (" (cell added by the reviewer)" if added_by else "")}
                 )  # fmt: skip
             added = session.execute(
                 select(Analysis.file_name, DetectionRow)
@@ -1145,7 +1160,7 @@ class Store:
                      "version": d.added_version, "what": "added", "who": d.added_by, "field": file_name,
                      "cell": int(d.idx), "from_label": "", "label": d.label, "note": "a cell the detector missed"}
                 )  # fmt: skip
-            order = {"added": 1, "correction": 2}  # an event first, then an addition, then its correction
+            order = {"added": 1, "correction": 2, "undo": 2}  # an event first, an addition, then its corrections
             out.sort(key=lambda r: (_aware(r["at"]), order.get(r["what"], 0)))  # to the microsecond
             return [{k: v for k, v in r.items() if k != "at"} for r in out]
 
@@ -1321,7 +1336,7 @@ def _case_state(session: Session, case: Case) -> str:
 
 def _result(a: Analysis) -> SlideResult:
     """The :class:`SlideResult` of a stored analysis (loaded with its boxes and corrections); the latest
-    correction per box applied."""
+    correction per box applied (none where an undo withdrew it)."""
     dets = a.detections
     n, node_ids = len(dets), tuple(a.node_ids or ())
     data: dict[str, np.ndarray] = {}
@@ -1355,11 +1370,16 @@ def _result(a: Analysis) -> SlideResult:
         models=models,
         name=a.file_name,
         image_sha256=a.image_sha256,
-        corrections={d.idx: d.corrections[-1].label for d in dets if d.corrections},
+        corrections={d.idx: label for d in dets if (label := _reviewed(d))},
         groups=dict(a.groups or {}),
         taxonomies=tuple((a.meta or {}).get("taxonomies", ())),
         added={d.idx: d.added_by for d in dets if d.added_by},
     )
+
+
+def _reviewed(row: DetectionRow) -> str | None:
+    """The reviewer's label of a stored box: its latest correction, None when it has none or an undo withdrew it."""
+    return row.corrections[-1].label if row.corrections and row.corrections[-1].label != UNDONE else None
 
 
 def _aware(when: datetime | None) -> datetime:

@@ -49,7 +49,7 @@ def test_thumbnails_say_what_each_cell_is_reported_as_and_what_the_model_said():
     from cellkit.case import case_thumbnails
 
     a = field(["lymphocyte", "unknown", "monocyte", "monocyte"], None, "field_07.png")
-    a.corrections.update({0: "basophil", 3: "monocyte"})  # cell 3: an undo back to the model's own label
+    a.corrections.update({0: "basophil", 3: "monocyte"})  # cell 3: a reviewer confirming the model's own label
     thumbs = case_thumbnails(np.full((40, 100, 3), 200, np.uint8), a)
     captions = [c for _, c in thumbs]
     assert captions == ["field_07 #0\nBasophil\nmodel: Lymphocyte", "field_07 #1\nUnidentified — review"]

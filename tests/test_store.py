@@ -69,6 +69,24 @@ def test_corrections_kept_beside_model_label(store, result):
         store.add_correction(aid, 10_000, "basophil", owner="o")
 
 
+def test_an_undo_back_to_before_any_correction_leaves_the_stored_cell_undecided(store, result):
+    """The undo was stored as the model's own label: a reopened analysis counted it as a reviewer's decision."""
+    from cellkit.store import UNDONE
+
+    aid = store.save_analysis(result, owner="o")
+    cell = int(np.flatnonzero(result.detections.class_id == 0)[0])
+    model = str(result.detections.data["label"][cell])
+    store.add_correction(aid, cell, "basophil", owner="o")
+    store.add_correction(aid, cell, None, owner="o", note="undo")  # the reviewer's label withdrawn
+    assert store.load_analysis(aid, owner="o").corrections == {}  # undecided, as the model left it
+    store.add_correction(aid, cell, "eosinophil", owner="o")
+    assert store.load_analysis(aid, owner="o").corrections == {cell: "eosinophil"}
+    hist = store.corrections(aid, owner="o")  # every step kept, the undo as one
+    assert [(h["from_label"], h["label"], h["note"]) for h in hist] == [
+        (model, "basophil", ""), ("basophil", UNDONE, "undo"), (model, "eosinophil", "")
+    ]  # fmt: skip
+
+
 def test_delete_removes_everything(store, result):
     aid = store.save_analysis(result, owner="o")
     store.add_correction(aid, 0, "lymphocyte", owner="o")

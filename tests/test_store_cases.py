@@ -140,6 +140,22 @@ def test_a_cell_added_to_a_case_is_in_its_audit_trail_with_who_when_and_version(
     assert "(cell added by the reviewer)" in trail[2]["note"]
 
 
+def test_an_undo_that_withdraws_a_correction_is_in_the_audit_trail_as_an_undo(any_store, smear):
+    store = any_store
+    _, _, result = smear
+    cid = store.create_case("ann", "S-5")
+    aid = store.save_analysis(result, owner="ann", case_id=cid, file_name="f1.png")
+    cell = _wbc(result)
+    model = str(result.detections.data["label"][cell])
+    store.add_correction(aid, cell, "basophil", owner="ann", author="dr.a")
+    store.add_correction(aid, cell, None, owner="ann", author="dr.a", note="undo")
+    trail = store.case_audit(cid, "ann")
+    assert [t["what"] for t in trail] == ["created", "correction", "undo"]
+    undo = trail[2]
+    assert (undo["who"], undo["cell"], undo["from_label"], undo["label"]) == ("dr.a", cell, "basophil", model)
+    assert "withdrawn" in undo["note"] and store.case_fields(cid, "ann")[0][1].corrections == {}
+
+
 def test_cells_added_and_corrected_before_the_first_save_keep_who_when_and_version(any_store, smear):
     """The app saves such a field later ("Retry save" after the database was busy): its audit is as complete."""
     store = any_store

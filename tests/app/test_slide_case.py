@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from cellkit.io import encode_png
 from cellkit.synth import make_smear
 from tests.app._markdown import visible
-from tests.app.test_slide_page import ROOT, _fake_models  # noqa: F401  (the same test doubles)
+from tests.app.test_slide_page import ROOT, _fake_models, db_down  # noqa: F401  (the same test doubles)
 
 
 def _page() -> AppTest:
@@ -304,3 +304,62 @@ def test_undo_after_going_to_another_field_and_back_undoes_this_fields_step():
     at.button(key="slide_undo_button").click().run()
     assert not at.exception
     assert at.session_state["slide"]["result"].labels()[cell] == model_label
+
+
+def test_a_correction_waiting_for_a_busy_database_survives_a_switch_to_another_field_and_is_saved(db_down):  # noqa: F811
+    """Going to another field and back rebuilt the field without its unsaved correction: still shown, never
+    saved, and the sign-off was later refused as "changed in another tab"."""
+    at = _fields(_page().run(), n=2)
+    owner, cid = at.session_state["owner"], at.session_state["case_id"]
+    second = at.session_state["slide"]["id"]
+    cell = at.selectbox(key="slide_cell").value
+    db_down("add_correction")
+    at.button(key="slide_key_basophil").click().run()
+    assert at.session_state["slide"]["pending"] == [(cell, "basophil", "")]
+    picker = lambda: at.selectbox(key=f"case_field_{cid}")  # noqa: E731
+    first = _store().case(cid, owner)["field_ids"][0]
+    picker().set_value(first).run()
+    assert not at.exception and at.session_state["slide"]["id"] == first
+    assert any("1 review step(s) of field2.png wait" in e.value for e in at.error)  # said on the other field
+    assert any("1 correction(s) are not saved to the database yet" in w.value for w in at.warning)  # sign-off
+    picker().set_value(second).run()
+    slide = at.session_state["slide"]
+    assert slide["id"] == second and slide["pending"] == [(cell, "basophil", "")]
+    assert slide["result"].labels()[cell] == "basophil"
+    picker().set_value(first).run()
+    db_down.up()
+    at.button(key="slide_retry_save").click().run()  # from the other field: every field's steps are saved
+    assert not at.exception and not at.error
+    saved = _store().corrections(second, owner)
+    assert [(c["index"], c["label"]) for c in saved] == [(cell, "basophil")]
+    at.text_input(key="case_reviewer").set_value("Dr Ada")
+    at.checkbox(key="case_sign_anyway").check()
+    next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_sign").click().run()
+    assert not at.exception and not at.error and _store().case(cid, owner)["status"] == "signed"
+
+
+def test_a_cell_added_while_the_database_is_busy_survives_a_switch_and_a_reopen_and_is_saved(db_down, monkeypatch):  # noqa: F811
+    import streamlit as st
+
+    import ui.review
+
+    def add_here(image, result, key, locked, act, kinds=None):  # AppTest cannot click the field: a button acts
+        st.button("add here", key="test_add", on_click=act, args=("add", ("wbc", 300.0, 200.0)))
+
+    monkeypatch.setattr(ui.review, "add_cell_ui", add_here)
+    at = _fields(_page().run(), n=2)
+    owner, cid = at.session_state["owner"], at.session_state["case_id"]
+    second = at.session_state["slide"]["id"]
+    n = len(at.session_state["slide"]["result"].detections)
+    db_down("add_cell")
+    at.button(key="test_add").click().run()
+    assert at.session_state["slide"]["pending_adds"] == [n]
+    at.selectbox(key=f"case_field_{cid}").set_value(_store().case(cid, owner)["field_ids"][0]).run()
+    at.selectbox(key="slide_past").set_value(second)
+    next(b for b in at.button if b.label == "Reopen").click().run()  # back by "Your past analyses"
+    slide = at.session_state["slide"]
+    assert not at.exception and slide["id"] == second and slide["pending_adds"] == [n] and n in slide["result"].added
+    db_down.up()
+    at.button(key="slide_retry_save").click().run()
+    assert not at.exception and not at.error
+    assert n in _store().load_analysis(second, owner).added

@@ -523,6 +523,79 @@ def test_undo_back_to_unidentified_is_saved_and_so_are_the_corrections_after_it(
     assert [(c["index"], c["label"]) for c in saved] == [(cell, "basophil"), (cell, "unknown"), (cell, "eosinophil")]
 
 
+def test_an_undo_leaves_a_flagged_platelet_to_review_on_the_page_and_in_the_database(unsure_classifier):
+    """The undo wrote the model's "Unidentified — review" back as a reviewer's decision: the platelet left the list
+    of platelets to check, though nobody had decided it, and stayed decided when the analysis was reopened."""
+    from cellkit.store import Store
+
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    result = at.session_state["slide"]["result"]
+    flagged = result.platelets_to_review()
+    assert len(flagged) == 3  # every platelet box, flagged by the unsure model
+    at.session_state["slide_cell"] = flagged[0]
+    at.button(key="slide_key_lymphocyte").click().run()
+    assert at.session_state["slide"]["result"].platelets_to_review() == flagged[1:]
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception and not at.error
+    slide = at.session_state["slide"]
+    assert slide["result"].corrections == {} and slide["result"].platelets_to_review() == flagged
+    assert any(w.value.startswith("3 platelet(s) were flagged") for w in at.warning)
+    again = Store().load_analysis(slide["id"], owner=at.session_state["owner"])
+    assert again.corrections == {} and again.platelets_to_review() == flagged  # undecided when reopened too
+
+
+def _past_delete(at: AppTest, analysis_id: int) -> AppTest:
+    """Delete an analysis with "Your past analyses" (Delete)."""
+    at.selectbox(key="slide_past").set_value(analysis_id)
+    return next(b for b in at.button if b.label == "Delete").click().run()
+
+
+def test_an_undo_step_of_a_deleted_analysis_never_reaches_the_next_one_saved_under_its_id():
+    """SQLite gives the deleted analysis's id to the next one: the same image uploaded again got its undo steps."""
+    from cellkit.store import Store
+
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    old = at.session_state["slide"]["id"]
+    at.button(key="slide_key_basophil").click().run()
+    at = _past_delete(at, old)
+    assert not at.exception and "slide" not in at.session_state
+    at = _upload(at, _smear_png(), "again.png")  # the same pixels, a new analysis
+    slide = at.session_state["slide"]
+    assert slide["id"] == old  # the id came back: what made the old steps match
+    assert at.button(key="slide_undo_button").disabled  # the deleted analysis's steps went with it
+    assert slide["result"].corrections == {} and Store().corrections(old, owner=at.session_state["owner"]) == []
+
+
+def test_an_undo_step_never_reaches_another_image_given_the_id_of_one_deleted_elsewhere():
+    """Deleted in another tab, so this page kept its steps: the new image's cells were relabelled (or IndexError)."""
+    from cellkit.store import Store
+
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    old, owner = at.session_state["slide"]["id"], at.session_state["owner"]
+    at.button(key="slide_key_basophil").click().run()
+    Store().delete_analysis(old, owner=owner)  # another tab
+    at = _upload(at, _smear_png(4), "other.png")
+    slide = at.session_state["slide"]
+    assert slide["id"] == old and slide["result"].name == "other.png"
+    at.button(key="slide_undo_button").click().run()
+    assert not at.exception and slide["result"].corrections == {}
+    assert Store().corrections(slide["id"], owner=owner) == []
+
+
+def test_an_undo_step_of_a_cell_the_field_does_not_have_is_said_never_raised():
+    from cellkit.store import Store
+    from tests.app._markdown import rendered
+
+    at = _upload(_page().run(), _smear_png(), "smear.png")
+    slide = at.session_state["slide"]
+    n = len(slide["result"].detections)
+    at.session_state["slide_undo"] = [(slide["key"], slide["id"], slide["result"].image_sha256, n + 5, None)]
+    at.run().button(key="slide_undo_button").click().run()
+    assert not at.exception and any(f"this field has no cell #{n + 5}" in rendered(e.value)[1] for e in at.error)
+    assert at.session_state["slide_undo"] == [] and slide["result"].corrections == {}  # the step is gone
+    assert Store().corrections(slide["id"], owner=at.session_state["owner"]) == []
+
+
 def test_the_reclassify_box_starts_at_the_selected_cells_own_label():
     """Switching cells never carries the previous cell's choice into "Reclassify as" (it relabelled the wrong cell)."""
     img, *_ = make_smear(640, 480, n_wbc=3, n_rbc=10, n_platelet=2, seed=4)
