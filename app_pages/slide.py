@@ -173,7 +173,14 @@ def save(slide: dict) -> None:
         pending = slide.setdefault("pending", [])
         while pending:
             index, label, note = pending[0]
-            db.add_correction(slide["id"], index, label, owner=owner, note=note)
+            try:
+                db.add_correction(slide["id"], index, label, owner=owner, note=note)
+            except StoreError as exc:
+                if exc.retryable:
+                    raise  # busy or gone: kept for "Retry save"
+                state.setdefault("slide_upload_errors", []).append(f"The label of cell #{index} was not saved: {exc}")
+            except CellkitError as exc:  # refused (the case was signed meanwhile...): said once, never retried
+                state.setdefault("slide_upload_errors", []).append(f"The label of cell #{index} was not saved: {exc}")
             pending.pop(0)
         slide["db_error"] = None
     except CellkitError as exc:

@@ -752,6 +752,23 @@ def test_a_cell_the_store_refuses_is_said_once_and_never_blocks_later_saves(monk
     assert at.session_state["slide"]["pending_adds"] == [] and not at.session_state["slide"]["db_error"]
 
 
+def test_a_label_the_store_refuses_is_said_once_and_never_retried_for_ever(monkeypatch):
+    """A refused correction (the case signed in another tab) stayed pending: "Retry save" for ever."""
+    from cellkit.errors import CellkitError
+    from cellkit.store import Store
+
+    at = _upload(_page().run(), _smear_png(4), "smear.png")
+
+    def refuse(self, *args, **kwargs):
+        raise CellkitError("the case is signed off (version 1); amend it to change its cells")
+
+    monkeypatch.setattr(Store, "add_correction", refuse)
+    at.button(key="slide_key_basophil").click().run()
+    assert not at.exception and any("was not saved" in e.value and "signed off" in e.value for e in at.error)
+    assert at.session_state["slide"]["pending"] == [] and not at.session_state["slide"]["db_error"]
+    assert "slide_retry_save" not in [b.key for b in at.button]
+
+
 def test_a_cell_left_for_review_starts_with_no_choice_and_an_empty_save_records_nothing():
     """The best guess of an Unidentified cell is never pre-selected: one click on "Save correction" made it the
     reviewer's decision. Saving with no choice, or with the label the cell already has, records nothing."""
