@@ -27,5 +27,6 @@ pages = st.navigation(
     }
 )
 widgets.model_picker_ui()
+widgets.reviewer_ui()
 st.sidebar.caption(f"cellkit {cellkit.__version__} · runs locally, nothing leaves this machine")
 pages.run()

@@ -187,8 +187,7 @@ def report_ui(
     if case["status"] == "signed":
         with st.form("case_amend"):
             st.caption("Signed cases are locked. An amendment opens a new version; the signed one stays on record.")
-            signed_in = widgets.app_user() if widgets.login_configured() else ""  # never the server's account
-            who = st.text_input("Your name", value=signed_in, key="case_amend_who",
+            who = st.text_input("Your name", value=widgets.reviewer_name(), key="case_amend_who",  # never "root"
                                 placeholder="As the report's history should print it")  # fmt: skip
             reason = st.text_input("Reason for the amendment", key="case_amend_reason")
             if st.form_submit_button("Amend", icon=":material/edit_note:"):
@@ -197,10 +196,9 @@ def report_ui(
         for message in st.session_state.pop("case_sign_errors", []):
             widgets.error(message, icon=":material/sync_problem:")
         with st.form("case_sign"):
-            # with login, the signed-in user; without it, the name the report should carry (the account running
-            # the dashboard, e.g. "root", is nobody's signature)
-            signed_in = widgets.app_user() if widgets.login_configured() else ""
-            reviewer = st.text_input("Reviewer", value=signed_in, key="case_reviewer",
+            # with login, the signed-in user; without it, the sidebar's reviewer (the account running the
+            # dashboard, e.g. "root", is nobody's signature)
+            reviewer = st.text_input("Reviewer", value=widgets.reviewer_name(), key="case_reviewer",
                                      placeholder="Your name, as the report should print it")  # fmt: skip
             concerns = sign_off_concerns(summary, unsaved)
             anyway = False

@@ -228,6 +228,26 @@ def login_configured() -> bool:
         return False
 
 
+def reviewer_name() -> str:
+    """Who reviews in this browser, for the audit trail and the report: the signed-in user with login; else the
+    name typed in the sidebar ("" when none was: never the account running the dashboard)."""
+    import streamlit as st
+
+    if login_configured():
+        return app_user()
+    return " ".join(str(st.session_state.get("reviewer_name") or "").split())
+
+
+def reviewer_ui() -> None:
+    """Single-user mode: the reviewer's name in the sidebar, so corrections are logged under a person, not under
+    the account running the dashboard ("root"). With login the signed-in user is the reviewer."""
+    import streamlit as st
+
+    if not login_configured():
+        st.sidebar.text_input("Reviewer", key="reviewer_name", placeholder="Your name, for the audit trail",
+                              help="Corrections, added cells and sign-offs are recorded under this name.")  # fmt: skip
+
+
 def app_user() -> str:
     """Who this browser's work belongs to: the signed-in user's e-mail when login is configured, else the account
     running the dashboard (single-user mode). Analyses, cases and batch jobs are stored and listed under it, so

@@ -363,3 +363,25 @@ def test_a_cell_added_while_the_database_is_busy_survives_a_switch_and_a_reopen_
     at.button(key="slide_retry_save").click().run()
     assert not at.exception and not at.error
     assert n in _store().load_analysis(second, owner).added
+
+
+def test_without_login_corrections_and_the_sign_off_carry_the_reviewer_s_name_never_the_server_account():
+    """Single-user mode logged every correction under the account running the dashboard ("root")."""
+    import getpass
+
+    at = _page()
+    at.session_state["reviewer_name"] = "  Dr   Ada "  # typed in the sidebar (app.py)
+    at = _fields(at.run(), n=1)
+    slide = at.session_state["slide"]
+    at.button(key="slide_key_basophil").click().run()
+    assert not at.exception
+    stored = _store().corrections(slide["id"], at.session_state["owner"])
+    assert [c["author"] for c in stored] == ["Dr Ada"] and getpass.getuser() != "Dr Ada"
+    assert at.text_input(key="case_reviewer").value == "Dr Ada"  # the sign-off starts with the same name
+
+
+def test_the_sidebar_asks_for_the_reviewer_s_name_only_without_login():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    box = at.sidebar.text_input(key="reviewer_name")
+    assert box.value == "" and "audit trail" in box.proto.placeholder
