@@ -264,6 +264,12 @@ class SlideResult:
                 out[cls] = out.get(cls, 0) + 1
         return out
 
+    def white_cells(self) -> int:
+        """White cells after review: the white-cell boxes (:meth:`reviewed_counts`) less the nucleated red cells among
+        them (:meth:`nrbc`), i.e. the cells the differential is counted over. The one white-cell count of a field:
+        the Slide page, the batch summary and the stored batch items all show this one."""
+        return self.reviewed_counts()["wbc"] - int(self.nrbc().get("count", 0))
+
     def is_corrected(self, index: int) -> bool:
         """Whether a reviewer changed box ``index``'s label (a correction back to the model's own label, as an
         undo makes, is none)."""

@@ -762,13 +762,14 @@ class Store:
                 if result is not None:
                     meta = {"batch_job": job["job_id"], "batch_stamp": it.get("stamp")}
                     aid = _insert_analysis(session, result, owner, it["path"], meta)
-                counts = result.counts if result is not None else {}
+                counts = result.reviewed_counts() if result is not None else {}
+                white = result.white_cells() if result is not None else 0  # the Slide page's count: NRBC apart
                 session.add(
                     BatchItem(
                         job_id=jid, key=it["key"], path=_tail(it["path"], 1024),
                         source=_tail(it.get("source", ""), 1024), member=_tail(it.get("member", ""), 1024),
                         status=it["status"], error=it.get("error", ""),
-                        analysis_id=aid, wbc=counts.get("wbc", 0), rbc=counts.get("rbc", 0),
+                        analysis_id=aid, wbc=white, rbc=counts.get("rbc", 0),
                         platelet=counts.get("platelet", 0),
                     )
                 )  # fmt: skip

@@ -574,3 +574,37 @@ def test_a_row_imported_before_records_were_stamped_is_replaced_when_its_image_c
     assert import_job(out, store, "tester").added == 1  # other pixels: the row follows the file
     (item,) = store.batch_items(job, "tester")
     assert item["wbc"] == int(pd.read_csv(out / "summary.csv").iloc[0].wbc)
+
+
+# ---- the summary's figures are the Slide page's ------------------------------------------------------
+def _field_with_nrbc_and_a_flagged_platelet():
+    """Two white cells, two nucleated red cells among the white-cell boxes, a platelet the model flagged, and one
+    it did not: the Slide page shows WBC 2, NRBC 2, Platelets 2 of which 1 to review."""
+    from _fakes import labelled_result
+
+    labels = ["neutrophil", "lymphocyte", "erythroblast", "erythroblast", "unknown", "platelet"]
+    classes = ["wbc", "wbc", "wbc", "wbc", "platelet", "platelet"]
+    return labelled_result(labels, classes, name="f.png")
+
+
+def test_summary_and_import_count_white_cells_as_the_slide_page_nrbc_and_platelets_to_review_apart(fakes, tmp_path):
+    _smears(tmp_path / "in", 1)
+    tasks = find_tasks([tmp_path / "in"])
+    out = tmp_path / "job"
+    run_batch(tasks, out, SETTINGS)
+    field = _field_with_nrbc_and_a_flagged_platelet()
+    path = record_path(out, tasks[0].key)
+    rec = json.loads(path.read_text())
+    rec.update(result=field.to_dict(), rbc_forms={}, rbc_forms_withheld="")  # this field, as a worker records it
+    path.write_text(json.dumps(rec))
+    assert run_batch(tasks, out, SETTINGS).skipped == 1  # kept, and the summary rebuilt from it
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert field.counts["wbc"] == 4  # white-cell boxes; the Slide page's WBC leaves the two NRBC out
+    assert (row.wbc, row.nrbc, row.platelet, row.platelets_to_review) == (2, 2, 2, 1)
+    assert row.wbc == row.wbc_neutrophil + row.wbc_lymphocyte  # the differential is counted over the same cells
+    assert row.nrbc_per_100_wbc == 100.0
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job, *_ = import_job(out, store, "tester")
+    (item,) = store.batch_items(job, "tester")
+    assert (item["wbc"], item["platelet"]) == (2, 2)  # the Batch page's white cells are the summary's
+    assert store.list_batch_jobs("tester")[0]["wbc"] == 2

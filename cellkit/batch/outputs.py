@@ -4,7 +4,8 @@ Layout of ``--out DIR``::
 
     job.json                      what the job runs (models with sha256, tiling); a re-run must match it
     results/<key[:2]>/<key>.json  one record per image, written atomically as soon as the image is done
-    summary.csv                   one row per image: path,status,wbc,rbc,platelet,error, differential, forms
+    summary.csv                   one row per image: path,status,wbc,rbc,platelet,error, NRBC, platelets to
+                                  review, differential, forms (the Slide page's figures, by its rules)
     cells.parquet                 one row per box of every image
 
 The per-image records are the truth: summary and table are rebuilt from them (in task order) at the end of
@@ -59,16 +60,18 @@ def valid_record(rec: Any, key: str | None = None) -> bool:
             return False
         if rec.get("status") not in ("ok", "error") or not isinstance(rec.get("timings", {}), dict):
             return False
+        field = None
         if rec["status"] == "ok":
             result = rec["result"]
-            if not _storable(SlideResult.from_dict(result)):
+            field = SlideResult.from_dict(result)
+            if not _storable(field):
                 return False
             counts = result.get("counts", {})
             if not all(isinstance(v, int) for v in counts.values()) or not isinstance(result.get("cells", []), list):
                 return False
             if not all(isinstance(c, dict) for c in result.get("cells", [])):
                 return False
-        summary_row(rec)  # every field the summary reads
+        _summary_row(rec, field)  # every field the summary reads
         return True
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, CellkitError):
         return False
@@ -107,24 +110,39 @@ def is_done(out: Path, task: Task, retry_errors: bool = False) -> bool:
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    """One row of summary.csv: counts, the WBC differential (``wbc_<group>``, ``wbc_<group>_pct``) and the
-    red-cell forms (``rbc_<form>``)."""
+    """One row of summary.csv, by the Slide page's rules: ``wbc`` the white cells (:meth:`SlideResult.white_cells`,
+    nucleated red cells apart in ``nrbc``), ``platelets_to_review`` (flagged platelet boxes that count as platelets
+    until a person decides), the WBC differential (``wbc_<group>``, ``wbc_<group>_pct``) and the red-cell forms
+    (``rbc_<form>``)."""
+    from cellkit.slide import SlideResult
+
     result = record.get("result") or {}
-    counts = result.get("counts", {})
+    return _summary_row(record, SlideResult.from_dict(result) if result else None)
+
+
+def _summary_row(record: dict[str, Any], field: Any) -> dict[str, Any]:
+    """:func:`summary_row` of a record whose result is already rebuilt (``field``; None for an error row)."""
+    counts = field.reviewed_counts() if field is not None else {}
     row: dict[str, Any] = {
         "path": record["path"],
         "status": record["status"],
-        "wbc": counts.get("wbc", 0) if result else None,
-        "rbc": counts.get("rbc", 0) if result else None,
-        "platelet": counts.get("platelet", 0) if result else None,
+        "wbc": field.white_cells() if field is not None else None,
+        "rbc": counts.get("rbc") if field is not None else None,
+        "platelet": counts.get("platelet") if field is not None else None,
         "error": record.get("error", ""),
     }
-    for group, v in result.get("differential", {}).items():
+    if field is None:
+        row["seconds"] = record.get("timings", {}).get("total_s")
+        return row
+    for group, v in field.differential().items():
         row[f"wbc_{group}"] = v["count"]
         row[f"wbc_{group}_pct"] = v["percent"]
-    if result.get("nrbc", {}).get("count") is not None:
-        row["nrbc"] = result["nrbc"]["count"]
-        row["nrbc_per_100_wbc"] = result["nrbc"]["per_100_wbc"]
+    nrbc = field.nrbc()
+    if nrbc.get("count") is not None:
+        row["nrbc"] = nrbc["count"]
+        row["nrbc_per_100_wbc"] = nrbc["per_100_wbc"]
+    if field.node_ids:  # classified: the platelet boxes the model flagged or called a white cell
+        row["platelets_to_review"] = len(field.platelets_to_review())
     for form, v in record.get("rbc_forms", {}).items():
         row[f"rbc_{form}"] = v["count"]
     if record.get("rbc_forms"):

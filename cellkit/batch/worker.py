@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cellkit.batch.outputs import write_record
+from cellkit.batch.outputs import summary_row, write_record
 from cellkit.batch.tasks import Task
 from cellkit.errors import CellkitError
 
@@ -50,9 +50,9 @@ class Worker:
         task = task if isinstance(task, Task) else Task.from_dict(task)
         record = self.analyse(task)
         write_record(self.out, record)
-        counts = (record.get("result") or {}).get("counts", {})
+        row = summary_row(record)  # the summary's counts (white cells without NRBC), never a second rule
         status = {k: record.get(k, "") for k in ("key", "path", "status", "error")}
-        return {**status, **{c: int(counts.get(c, 0)) for c in ("wbc", "rbc", "platelet")}}
+        return {**status, **{c: int(row[c] or 0) for c in ("wbc", "rbc", "platelet")}}
 
     def analyse(self, task: Task) -> dict[str, Any]:
         """The record of one image: status ``ok`` with the full result, or ``error`` with one line saying why."""
