@@ -608,3 +608,58 @@ def test_summary_and_import_count_white_cells_as_the_slide_page_nrbc_and_platele
     (item,) = store.batch_items(job, "tester")
     assert (item["wbc"], item["platelet"]) == (2, 2)  # the Batch page's white cells are the summary's
     assert store.list_batch_jobs("tester")[0]["wbc"] == 2
+
+
+def test_red_cell_forms_off_the_models_scale_are_left_empty_and_say_why(fakes, monkeypatch, tmp_path):
+    """The Red cells tab withholds the forms of a smear whose red cells are not the size the model learned; the
+    summary wrote them (and a schistocyte share) anyway."""
+    import cellkit.classify
+
+    def small_cells_model(name=None):  # a red-cell model trained on cells a third of the size drawn here
+        clf = tiny_classifier_for(name)
+        if "rbc" in clf.spec.applies_to:
+            clf.spec.card = {**clf.spec.card, "reference_cell_px": {"median": 10.0}}
+        return clf
+
+    _smears(tmp_path / "in", 2)
+    tasks = find_tasks([tmp_path / "in"])
+    plain = run_batch(tasks, tmp_path / "plain", SETTINGS)
+    assert plain.failed == 0
+    shown = pd.read_csv(tmp_path / "plain" / "summary.csv", keep_default_na=False)
+    forms = [c for c in shown.columns if c.startswith("rbc_") and not c.endswith(("_withheld", "_pct"))]
+    assert forms and (shown[forms].astype(int).sum(axis=1) == shown.rbc).all()  # every red cell has its form
+    assert (shown.rbc_forms_withheld == "").all()
+    monkeypatch.setattr(cellkit.classify, "load_classifier", small_cells_model)
+    run_batch(tasks, tmp_path / "off", SETTINGS)
+    off = pd.read_csv(tmp_path / "off" / "summary.csv")
+    assert (off.status == "ok").all() and (off.rbc >= 5).all()  # counted, as on the page
+    assert off[[c for c in off.columns if c.startswith("rbc_") and c != "rbc_forms_withheld"]].isna().all().all()
+    assert off.rbc_forms_withheld.str.contains("x the size the red-cell model was trained on").all()
+    rec = json.loads(record_path(tmp_path / "off", tasks[0].key).read_text())
+    assert "withheld" in rec["rbc_forms_withheld"] and rec["rbc_forms"]  # the forms stay in the record, reviewable
+
+
+def test_a_record_written_before_the_withheld_rule_was_recorded_follows_the_red_cell_models_card(
+    fakes, monkeypatch, tmp_path
+):
+    import cellkit.batch.outputs as outputs
+    import cellkit.models
+    from cellkit.batch.outputs import summary_row
+    from cellkit.models import ModelSpec
+
+    _smears(tmp_path / "in", 1)
+    tasks = find_tasks([tmp_path / "in"])
+    run_batch(tasks, tmp_path / "job", SETTINGS)
+    rec = json.loads(record_path(tmp_path / "job", tasks[0].key).read_text())
+    rec.pop("rbc_forms_withheld")
+    assert rec["result"]["models"]["classifier_rbc"]["name"] == "tiny_rbc"
+    outputs._card.cache_clear()
+    assert summary_row(rec)["rbc_forms_withheld"] == ""  # no such model installed here: nothing to withhold by
+    card = {"reference_cell_px": {"median": 10.0}}
+    spec = ModelSpec("tiny_rbc", "classifier", "cellkit_tiny_cnn", "w.safetensors", 32, ["normal"], card=card)
+    monkeypatch.setattr(cellkit.models, "load_spec", lambda name: spec)
+    outputs._card.cache_clear()
+    row = summary_row(rec)
+    outputs._card.cache_clear()
+    assert "withheld" in row["rbc_forms_withheld"] and row["rbc_schistocyte_pct"] is None
+    assert all(v is None for k, v in row.items() if k.startswith("rbc_") and k != "rbc_forms_withheld")

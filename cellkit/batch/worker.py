@@ -98,7 +98,11 @@ class Worker:
         except Exception as exc:  # one image's failure is its row; the job goes on
             record["error"] = f"{task.ref}: analysis failed ({type(exc).__name__}: {exc})"
         else:
-            record.update(status="ok", error="", result=result.to_dict(), rbc_forms=result.composition("rbc"))
+            from cellkit.rbc_grading import scale_warning
+
+            forms, red = result.composition("rbc"), m.by_class.get("rbc")
+            withheld = scale_warning(result, red.spec) if forms and red is not None else ""  # the Red cells tab rule
+            record.update(status="ok", error="", result=result.to_dict(), rbc_forms=forms, rbc_forms_withheld=withheld)
             record["timings"] = {
                 "read_s": round(t1 - t0, 4),
                 **result.timings,
