@@ -663,3 +663,12 @@ def test_a_record_written_before_the_withheld_rule_was_recorded_follows_the_red_
     outputs._card.cache_clear()
     assert "withheld" in row["rbc_forms_withheld"] and row["rbc_schistocyte_pct"] is None
     assert all(v is None for k, v in row.items() if k.startswith("rbc_") and k != "rbc_forms_withheld")
+
+
+def test_cli_batch_says_how_many_failed_apart_from_those_analysed(fakes, inputs, tmp_path, monkeypatch, capsys):
+    folder, _zipped, _listing = inputs  # three smears and a corrupt file
+    out = tmp_path / "job"
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", folder, "--out", out)
+    assert code == 1 and "3 analysed now" in err and ", 1 failed, 0 skipped as done before;" in err
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", folder, "--out", out)
+    assert code == 1 and "0 analysed now, 0 failed, 4 skipped as done before (1 of them with errors kept;" in err
