@@ -672,3 +672,24 @@ def test_cli_batch_says_how_many_failed_apart_from_those_analysed(fakes, inputs,
     assert code == 1 and "3 analysed now" in err and ", 1 failed, 0 skipped as done before;" in err
     code, _o, err = run_cli(monkeypatch, capsys, "batch", folder, "--out", out)
     assert code == 1 and "0 analysed now, 0 failed, 4 skipped as done before (1 of them with errors kept;" in err
+
+
+def test_a_zip_inside_a_zip_given_by_a_relative_path_is_named_once(fakes, tmp_path, monkeypatch, capsys):
+    """The error named the zip twice: 'outer.zip/sub/inner.zip: /abs/outer.zip/sub/inner.zip: zip inside a zip...'."""
+    import io
+    import re
+
+    smear = _smears(tmp_path / "in", 1)[0].read_bytes()
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("a.png", smear)
+    with zipfile.ZipFile(tmp_path / "outer.zip", "w") as zf:
+        zf.writestr("b.png", smear)
+        zf.writestr("sub/inner.zip", inner.getvalue())
+    monkeypatch.chdir(tmp_path)
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", "outer.zip", "--out", "job")
+    assert code == 1
+    (line,) = [x for x in re.split(r"[\r\n]", err) if "inner.zip" in x]
+    assert line == "error: outer.zip/sub/inner.zip: zip inside a zip is not opened; unzip it first"
+    row = pd.read_csv(tmp_path / "job" / "summary.csv").set_index("path").loc["outer.zip/sub/inner.zip"]
+    assert row.error == "outer.zip/sub/inner.zip: zip inside a zip is not opened; unzip it first"

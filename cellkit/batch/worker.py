@@ -72,7 +72,7 @@ class Worker:
             if task.error:
                 raise CellkitError(task.error)
             if task.member:
-                item = read_zip_member(task.path, task.member)
+                item = read_zip_member(task.path, task.member, name=task.ref)  # named as the user gave it
                 if item.error:
                     raise CellkitError(item.error)
                 image = item.take()
