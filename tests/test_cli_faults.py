@@ -445,3 +445,22 @@ def test_a_bad_image_store_setting_stops_before_any_analysis(setup, monkeypatch,
     monkeypatch.setenv("CELLKIT_IMAGE_STORE", "bogus")
     code, _, err = run_cli(monkeypatch, capsys, "analyze", tmp / "in" / "smear.png", "-o", tmp / "r.json", "--save")
     assert code == 2 and "CELLKIT_IMAGE_STORE: expected one of files" in _one_error_line(err) and loads == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analyze", "IN", "-o", "OUT/r.json", "--model", ""], "got an empty one (leave the option out"),
+        (["analyze", "IN", "-o", "OUT/r.json", "--rbc-model", ""], "got an empty one (leave the option out"),
+        (["detect", "IN", "-o", "OUT/r.csv", "--detector", "../weights/detector_v2"], "'../weights/detector_v2'"),
+        (["batch", "IN", "-o", "OUT/job", "--model", "sub/x"], "model name 'sub/x': a model is named by letters"),
+    ],
+    ids=["empty-model", "empty-rbc-model", "detector-path", "batch-model-path"],
+)
+def test_a_model_option_that_is_empty_or_a_path_is_one_line_before_any_work(setup, monkeypatch, capsys, args, message):
+    """``--model ''`` quietly meant the default model, and ``--model ../x`` read a card from outside the weights."""
+    tmp, loads = setup
+    args = [str(tmp / "in") if a == "IN" else a.replace("OUT", str(tmp / "out")) for a in args]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and stdout == "" and message in _one_error_line(err)
+    assert loads == [] and not (tmp / "out" / "job").exists()

@@ -85,7 +85,7 @@ def _card_tile(detector: str | None) -> int | None:
     from cellkit.models import default_spec, load_spec
 
     try:
-        spec = load_spec(detector) if detector else default_spec("detector")
+        spec = load_spec(detector) if detector is not None else default_spec("detector")
     except CellkitError:
         return None
     return int(spec.card.get("tile", 640))
