@@ -585,6 +585,12 @@ class Store:
                 "full",
             )
         if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in low:
+            if self._sqlite_file is not None and self._sqlite_file.is_dir():  # not a permission: no chmod fixes it
+                return StoreError(
+                    f"cannot {op}: the database path {where} is a folder, not a database file; set CELLKIT_DB_URL "
+                    f"to a file (e.g. sqlite:///{self._sqlite_file / 'cellkit.db'}) or move the folder away",
+                    "cannot_open",
+                )
             if self._sqlite_file is not None and self._sqlite_file.exists():
                 problem = (
                     "exists but cannot be opened: the file or its folder is not writable, or the disk is read-only"

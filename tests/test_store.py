@@ -137,3 +137,19 @@ def test_open_error_never_shows_the_password():
     with pytest.raises(CellkitError) as info:
         Store("postgresql+nosuchdriver://alice:s3cret@localhost/db")
     assert "s3cret" not in str(info.value) and "CELLKIT_DB_URL" in str(info.value)
+
+
+def test_a_database_path_that_is_a_folder_is_said_to_be_one(tmp_path, monkeypatch, capsys):
+    """It was called 'not writable, or the disk is read-only': no permission change would have helped."""
+    from _cli import run_cli
+
+    folder = tmp_path / "cellkit.db"
+    folder.mkdir()
+    with pytest.raises(StoreError) as info:
+        Store(f"sqlite:///{folder}").check()
+    text = str(info.value)
+    assert info.value.kind == "cannot_open" and f"the database path {folder} is a folder, not a database file" in text
+    assert "not writable" not in text and f"sqlite:///{folder / 'cellkit.db'}" in text
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{folder}")
+    code, _, err = run_cli(monkeypatch, capsys, "import", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "is a folder, not a database file" in err
