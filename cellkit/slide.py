@@ -603,6 +603,23 @@ def check_field(image: np.ndarray) -> None:
         )
 
 
+def model_versions(
+    detector: Any, classifier: Any | None = None, by_class: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, str]]:
+    """{role: name, display name, sha256} of the models :func:`analyze` runs with these arguments (a result's
+    ``models``): ``detector``, ``classifier`` (the white-cell model) and ``classifier_<classes>`` for the others."""
+    versions = {"detector": _version(detector)}
+    chosen = cell_models(classifier, by_class)
+    for model in {id(m): m for m in chosen.values()}.values():
+        role = (
+            "classifier"
+            if model is classifier
+            else "classifier_" + "_".join(c for c, m in chosen.items() if m is model)
+        )
+        versions[role] = _version(model)
+    return versions
+
+
 def analyze(
     image: np.ndarray,
     detector: Any,
@@ -627,19 +644,13 @@ def analyze(
     t1 = time.perf_counter()
     node_ids: tuple[str, ...] = ()
     groups: dict[str, str] = {}
-    versions = {"detector": _version(detector)}
+    versions = model_versions(detector, classifier, by_class)
     chosen = cell_models(classifier, by_class)
     distinct = list({id(m): m for m in chosen.values()}.values())
     if chosen:
         dets, node_ids = classify_boxes(image, dets, chosen)
         for model in distinct:
             groups.update(model.taxonomy.primary_grouping())
-            role = (
-                "classifier"
-                if model is classifier
-                else "classifier_" + "_".join(c for c, m in chosen.items() if m is model)
-            )
-            versions[role] = _version(model)
     t2 = time.perf_counter()
     return SlideResult(
         detections=dets,
