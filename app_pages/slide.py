@@ -464,7 +464,7 @@ if slide:
         if found[cls] != counts[cls]:
             notes.append(f"{found[cls]} found by the detector; rejected or relabelled boxes are counted where the "
                          "review put them")  # fmt: skip
-        shown = counts[cls] - (nrbc_boxes if cls == "wbc" else 0)
+        shown = result.white_cells() if cls == "wbc" else counts[cls]  # NRBC out: the one white-cell count
         col.metric(cls.upper() if cls != "platelet" else "Platelets", shown, help="; ".join(notes) or None)
     cols[3].metric("Time (s)", f"{result.timings.get('total_s', 0):.2f}")
     if not len(result.detections):

@@ -66,6 +66,8 @@ class LabelledCrops:
     nodes: list[str]
     names: list[str]
     skipped: list[str] = field(default_factory=list)  # "name: why" for crops that could not be used
+    dropped: dict[str, str] = field(default_factory=dict)  # folder -> "n crop(s): why" for folders none of whose
+    # crops were used: a whole cell type the adapted model was not taught (cells left for review excepted)
 
     def __post_init__(self) -> None:
         if not (len(self.images) == len(self.nodes) == len(self.names)):
@@ -88,27 +90,20 @@ def read_labelled(
     """
     from itertools import chain
 
-    from cellkit.data import class_to_node
     from cellkit.io import iter_images, iter_zip
 
     images, nodes, names, skipped = [], [], [], []
+    seen: Counter[str] = Counter()  # crops per folder, and the first reason one of its crops was not used
+    first_why: dict[str, str] = {}
     zips = [iter_zip(b, name=upload_name) for b in inputs if isinstance(b, bytes)]  # messages name the user's file
     paths = [p for p in inputs if not isinstance(p, bytes)]
     for item in chain(iter_images(paths), *zips):
         folder = PurePosixPath(str(item.name).replace("\\", "/")).parent.name
-        if item.error or item.image is None:
-            skipped.append(named(item.name, item.error))
-            continue
-        node = class_to_node(taxonomy, folder) if folder and folder != UNKNOWN else None
-        if node is None and folder == upload_name:  # a crop at the top of the zip, in no folder
-            skipped.append(f"{item.name}: in no cell-type folder; expected <cell type>/<image>, e.g. neutrophil/1.png")
-            continue
-        if node is None and folder == UNKNOWN:
-            skipped.append(f"{item.name}: a cell left for review (unknown/), not a cell type: not used")
-            continue
+        seen[folder] += 1
+        node, why = _node_of(item, folder, taxonomy, upload_name)
         if node is None:
-            skipped.append(f"{item.name}: folder {folder!r} is no cell type of taxonomy {taxonomy.name!r}"
-                           + _near(folder, taxonomy))  # fmt: skip
+            skipped.append(named(item.name, why))
+            first_why.setdefault(folder, why[len(item.name) + 2 :] if why.startswith(f"{item.name}: ") else why)
             continue
         images.append(item.image)
         nodes.append(node)
@@ -120,7 +115,30 @@ def read_labelled(
             f"no labelled crops found in {where}{why}: expected <cell type>/<image> folders "
             f"(e.g. {', '.join(taxonomy.group_ids[:3])}) in a folder or zip"
         )
-    return LabelledCrops(images, nodes, names, skipped)
+    used = Counter(PurePosixPath(n.replace("\\", "/")).parent.name for n in names)
+    dropped = {
+        f: f"{seen[f]} crop(s): {first_why[f]}"
+        for f in sorted(seen)
+        if not used[f] and f not in (UNKNOWN, upload_name) and f in first_why
+    }
+    return LabelledCrops(images, nodes, names, skipped, dropped)
+
+
+def _node_of(item: Any, folder: str, taxonomy: Taxonomy, upload_name: str) -> tuple[str | None, str]:
+    """The node a crop of ``folder`` teaches, or None and why it cannot be used: unreadable, in no folder, left for
+    review, or in a folder that is no cell type (with the near one suggested)."""
+    from cellkit.data import class_to_node
+
+    if item.error or item.image is None:
+        return None, item.error or "not a readable image"
+    node = class_to_node(taxonomy, folder) if folder and folder != UNKNOWN else None
+    if node is None and folder == upload_name:  # a crop at the top of the zip, in no folder
+        return None, "in no cell-type folder; expected <cell type>/<image>, e.g. neutrophil/1.png"
+    if node is None and folder == UNKNOWN:
+        return None, "a cell left for review (unknown/), not a cell type: not used"
+    if node is None:
+        return None, f"folder {folder!r} is no cell type of taxonomy {taxonomy.name!r}" + _near(folder, taxonomy)
+    return node, ""
 
 
 def _near(folder: str, taxonomy: Taxonomy) -> str:
@@ -307,6 +325,7 @@ def adapt(
     if labelled is not None:
         report["labelled_counts"] = labelled.counts()
         report["skipped"] = labelled.skipped[:50]
+        report["dropped"] = dict(labelled.dropped)  # cell types the lab labelled that this model was not taught
         k = int(min(folds, max(Counter(labelled.nodes).values())))
         if k >= 2:
             before, after = [], []

@@ -23,7 +23,7 @@ from torch import nn
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.fuse import FoldedCopy
-from cellkit.models import ModelSpec, default_spec, load_spec, sha256_file
+from cellkit.models import ModelSpec, check_model_ref, default_spec, load_spec, sha256_file
 from cellkit.nets import build_model, in_chunks
 from cellkit.preprocess import Preprocess
 from cellkit.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
@@ -319,8 +319,10 @@ def classifier_from_spec(spec: ModelSpec, folder: str | Path | None = None) -> C
 
 def load_classifier(name: str | None = None, folder: str | Path | None = None) -> Classifier:
     """The named classifier from the weights folder, or the default one (``card["default"]``)."""
+    if name is not None:  # a bad name is said as it is, without the training hint
+        check_model_ref(name)
     try:
-        spec = load_spec(name, folder) if name else default_spec("classifier", folder)
+        spec = load_spec(name, folder) if name is not None else default_spec("classifier", folder)
     except CellkitError as exc:
         msg = str(exc)
         raise CellkitError(msg if "train one with" in msg else f"{msg}; {TRAIN_HINT}") from None

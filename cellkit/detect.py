@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cellkit.errors import CellkitError
-from cellkit.models import ModelSpec, default_spec, load_spec, sha256_file
+from cellkit.models import ModelSpec, check_model_ref, default_spec, load_spec, sha256_file
 from cellkit.types import DETECTION_CLASSES, Detections
 
 PAD_VALUE = 114  # ultralytics' letterbox grey
@@ -118,8 +118,10 @@ class Detector:
 
 def load_detector(name: str | None = None, folder: str | Path | None = None) -> Detector:
     """The bundled detector (default card) or one by name, from safetensors weights (no pickle)."""
+    if name is not None:  # a bad name is said as it is, without the training hint
+        check_model_ref(name)
     try:
-        spec = load_spec(name, folder) if name else default_spec("detector", folder)
+        spec = load_spec(name, folder) if name is not None else default_spec("detector", folder)
     except CellkitError as exc:
         raise CellkitError(f"{exc}; train one with `cellkit train detector`") from None
     path = Path(folder) / spec.weights if folder else spec.weights_path

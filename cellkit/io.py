@@ -493,17 +493,22 @@ def zip_image_names(path: str | os.PathLike) -> list[str]:
         return sorted(i.filename for i in members + nested)
 
 
-def read_zip_member(path: str | os.PathLike, member: str, *, max_pixels: int | None = None) -> ImageItem:
+def read_zip_member(
+    path: str | os.PathLike, member: str, *, max_pixels: int | None = None, name: str | None = None
+) -> ImageItem:
     """One image of a zip file by its member name (e.g. for a batch worker), as an ImageItem named
-    ``zip/member``: the same checks as :func:`iter_zip`, without reading the other members."""
-    item_name = f"{path}/{member}"
+    ``zip/member``: the same checks as :func:`iter_zip`, without reading the other members. ``name``: how the
+    caller names the image (a batch job's ``ref``, the zip as the user gave it), so every message names it so,
+    once."""
+    item_name = name or f"{path}/{member}"
+    label = item_name[: -len(member) - 1] if item_name.endswith(f"/{member}") else str(path)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a member name flagged UTF-8 that is not
-        return ImageItem(item_name, error=f"{path}: not a readable zip archive ({exc})")
+        return ImageItem(item_name, error=f"{label}: not a readable zip archive ({exc})")
     with zf:
         try:
-            allowed = {i.filename: i for i in safe_zip_members(zf, label=str(path))}
+            allowed = {i.filename: i for i in safe_zip_members(zf, label=label)}
         except CellkitError as exc:
             return ImageItem(item_name, error=str(exc))
         if _nested_zip(member):

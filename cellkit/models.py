@@ -200,9 +200,28 @@ def _read_card(path: Path) -> ModelSpec:
     return spec
 
 
+def check_model_ref(name_or_path: str | Path) -> str:
+    """``name_or_path`` if it names a model (:data:`NAME_RULE`) or is the path of a ``.json`` card; CellkitError
+    otherwise. A name is never a path: ``../x`` joined to the weights folder read a card from elsewhere, and an
+    empty name quietly meant the default model."""
+    text = str(name_or_path)
+    if Path(text).suffix == ".json" or NAME_RULE.match(text):
+        return text
+    if not text.strip():
+        raise CellkitError(
+            "model name: expected a model's name or the path of its .json card, got an empty one "
+            "(leave the option out for the default model)"
+        )
+    raise CellkitError(
+        f"model name {text!r}: a model is named by letters, digits, '_', '-' or '.' (no folder, up to 64); "
+        "give its name, or the path of its .json card"
+    )
+
+
 def load_spec(name_or_path: str | Path, folder: str | Path | None = None) -> ModelSpec:
-    """Read a model card by model name (bundled weights, then CELLKIT_HOME/models) or by path to its JSON."""
-    path = Path(name_or_path)
+    """Read a model card by model name (bundled weights, then CELLKIT_HOME/models) or by path to its JSON
+    (:func:`check_model_ref`: anything else is refused, never looked for)."""
+    path = Path(check_model_ref(name_or_path))
     if path.suffix == ".json":
         if not path.is_file():
             raise CellkitError(f"model card {path} not found")

@@ -47,13 +47,13 @@ def resolve_models(
     red-cell model when there is one."""
     from cellkit.models import default_spec, load_spec
 
-    det = load_spec(detector) if detector else default_spec("detector")
+    det = load_spec(detector) if detector is not None else default_spec("detector")
     if det.task != "detector":
         raise CellkitError(f"--detector {det.name}: it is a {det.task}, not a detector")
     sha = {det.name: str(det.card.get("sha256", ""))}
     if not classify:
         return ModelChoice(det.name, sha256=sha)
-    clf = load_spec(classifier) if classifier else default_spec("classifier")
+    clf = load_spec(classifier) if classifier is not None else default_spec("classifier")
     if clf.task != "classifier":
         raise CellkitError(f"--classifier {clf.name}: it is a {clf.task}, not a classifier")
     if "wbc" not in clf.applies_to:
@@ -61,7 +61,7 @@ def resolve_models(
     sha[clf.name] = str(clf.card.get("sha256", ""))
     red = None
     if rbc_model != NO_MODEL:
-        spec = load_spec(rbc_model) if rbc_model else default_red_cell_spec()
+        spec = load_spec(rbc_model) if rbc_model is not None else default_red_cell_spec()
         if spec is not None:
             if spec.task != "classifier" or "rbc" not in spec.applies_to:
                 raise CellkitError(f"--rbc-model {spec.name}: it classifies {spec.applies_to} boxes, not rbc")

@@ -265,6 +265,12 @@ class SlideResult:
                 out[cls] = out.get(cls, 0) + 1
         return out
 
+    def white_cells(self) -> int:
+        """White cells after review: the white-cell boxes (:meth:`reviewed_counts`) less the nucleated red cells among
+        them (:meth:`nrbc`), i.e. the cells the differential is counted over. The one white-cell count of a field:
+        the Slide page, the batch summary and the stored batch items all show this one."""
+        return self.reviewed_counts()["wbc"] - int(self.nrbc().get("count", 0))
+
     def is_corrected(self, index: int) -> bool:
         """Whether a reviewer changed box ``index``'s label (a correction to the model's own label, a reviewer
         confirming it, is none)."""
@@ -598,6 +604,23 @@ def check_field(image: np.ndarray) -> None:
         )
 
 
+def model_versions(
+    detector: Any, classifier: Any | None = None, by_class: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, str]]:
+    """{role: name, display name, sha256} of the models :func:`analyze` runs with these arguments (a result's
+    ``models``): ``detector``, ``classifier`` (the white-cell model) and ``classifier_<classes>`` for the others."""
+    versions = {"detector": _version(detector)}
+    chosen = cell_models(classifier, by_class)
+    for model in {id(m): m for m in chosen.values()}.values():
+        role = (
+            "classifier"
+            if model is classifier
+            else "classifier_" + "_".join(c for c, m in chosen.items() if m is model)
+        )
+        versions[role] = _version(model)
+    return versions
+
+
 def analyze(
     image: np.ndarray,
     detector: Any,
@@ -622,19 +645,13 @@ def analyze(
     t1 = time.perf_counter()
     node_ids: tuple[str, ...] = ()
     groups: dict[str, str] = {}
-    versions = {"detector": _version(detector)}
+    versions = model_versions(detector, classifier, by_class)
     chosen = cell_models(classifier, by_class)
     distinct = list({id(m): m for m in chosen.values()}.values())
     if chosen:
         dets, node_ids = classify_boxes(image, dets, chosen)
         for model in distinct:
             groups.update(model.taxonomy.primary_grouping())
-            role = (
-                "classifier"
-                if model is classifier
-                else "classifier_" + "_".join(c for c, m in chosen.items() if m is model)
-            )
-            versions[role] = _version(model)
     t2 = time.perf_counter()
     return SlideResult(
         detections=dets,

@@ -586,6 +586,12 @@ class Store:
                 "full",
             )
         if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in low:
+            if self._sqlite_file is not None and self._sqlite_file.is_dir():  # not a permission: no chmod fixes it
+                return StoreError(
+                    f"cannot {op}: the database path {where} is a folder, not a database file; set CELLKIT_DB_URL "
+                    f"to a file (e.g. sqlite:///{self._sqlite_file / 'cellkit.db'}) or move the folder away",
+                    "cannot_open",
+                )
             if self._sqlite_file is not None and self._sqlite_file.exists():
                 problem = (
                     "exists but cannot be opened: the file or its folder is not writable, or the disk is read-only"
@@ -763,13 +769,14 @@ class Store:
                 if result is not None:
                     meta = {"batch_job": job["job_id"], "batch_stamp": it.get("stamp")}
                     aid = _insert_analysis(session, result, owner, it["path"], meta)
-                counts = result.counts if result is not None else {}
+                counts = result.reviewed_counts() if result is not None else {}
+                white = result.white_cells() if result is not None else 0  # the Slide page's count: NRBC apart
                 session.add(
                     BatchItem(
                         job_id=jid, key=it["key"], path=_tail(it["path"], 1024),
                         source=_tail(it.get("source", ""), 1024), member=_tail(it.get("member", ""), 1024),
                         status=it["status"], error=it.get("error", ""),
-                        analysis_id=aid, wbc=counts.get("wbc", 0), rbc=counts.get("rbc", 0),
+                        analysis_id=aid, wbc=white, rbc=counts.get("rbc", 0),
                         platelet=counts.get("platelet", 0),
                     )
                 )  # fmt: skip
@@ -983,21 +990,55 @@ class Store:
 
     def create_case(self, owner: str, name: str, target_wbc: int = 100, details: dict[str, Any] | None = None) -> int:
         """A new, open case (specimen) of ``owner``; returns its id. ``details``: specimen fields for the report."""
-        owner, name = _owner(owner), " ".join(str(name or "").split())
-        if not name:
-            raise CellkitError("a case needs a name (e.g. the specimen or accession number)")
+        owner, name = _owner(owner), _case_name(name)
         if not 1 <= int(target_wbc) <= 10_000:
             raise CellkitError(f"target white-cell count: expected 1 to 10,000, got {target_wbc}")
         details = json.loads(json.dumps(details or {}, default=str))
 
         def work(session: Session) -> int:
-            case = Case(owner=owner, name=name[:256], target_wbc=int(target_wbc), details=details)
+            case = Case(owner=owner, name=name, target_wbc=int(target_wbc), details=details)
             case.events.append(CaseEvent(version=1, kind="created", who=owner))
             session.add(case)
             session.flush()
             return int(case.id)
 
         return self._run("create the case", work, write=True)
+
+    def find_case(self, owner: str, name: str) -> dict[str, Any] | None:
+        """The owner's case of this name (as :meth:`create_case` stores names), or None: the open one when there is
+        one, else the newest (signed off). A row as :meth:`list_cases` gives it."""
+        owner, name = _owner(owner), _case_name(name)
+
+        def work(session: Session) -> dict[str, Any] | None:
+            cases = session.scalars(
+                select(Case)
+                .where(Case.owner == owner, Case.name == name)
+                .options(selectinload(Case.events))
+                .order_by(Case.id.desc())
+            ).all()
+            case = next((c for c in cases if c.status == "open"), cases[0] if cases else None)
+            if case is None:
+                return None
+            fields = session.scalar(select(func.count()).select_from(Analysis).where(Analysis.case_id == case.id))
+            return _case_row(case, int(fields or 0))
+
+        return self._run("find the case", work)
+
+    def find_analysis(self, owner: str, image_sha256: str, models: dict[str, dict[str, str]]) -> int | None:
+        """The id of the owner's latest analysis of these pixels by the same models (every role's sha256, or name
+        where a card has none; ``models`` as :func:`cellkit.slide.model_versions` gives them), or None."""
+        owner = _owner(owner)
+        want = _model_keys(models)
+
+        def work(session: Session) -> int | None:
+            rows = session.execute(
+                select(Analysis.id, Analysis.meta)
+                .where(Analysis.owner == owner, Analysis.image_sha256 == image_sha256)
+                .order_by(Analysis.id.desc())
+            ).all()
+            return next((int(i) for i, meta in rows if _model_keys((meta or {}).get("models") or {}) == want), None)
+
+        return self._run("read the analyses", work)
 
     def list_cases(self, owner: str) -> list[dict[str, Any]]:
         """This owner's cases, newest first: id, name, created, status, version, fields, target and sign-off."""
@@ -1402,6 +1443,19 @@ def _case_row(c: Case, fields: int) -> dict[str, Any]:
         "signed_by": signed.who if signed is not None and c.status == "signed" else "",
         "signed_at": _iso(signed.created) if signed is not None and c.status == "signed" else "",
     }  # fmt: skip
+
+
+def _case_name(name: str) -> str:
+    """A case's name as it is stored and looked up: whitespace collapsed, at most the column's 256 characters."""
+    name = " ".join(str(name or "").split())[:256]
+    if not name:
+        raise CellkitError("a case needs a name (e.g. the specimen or accession number)")
+    return name
+
+
+def _model_keys(models: dict[str, Any]) -> dict[str, str]:
+    """{role: the model's sha256, or its name without one}: what tells two analyses' models apart."""
+    return {str(r): str(m.get("sha256") or m.get("name", "")) for r, m in models.items() if isinstance(m, dict)}
 
 
 def _open_case(case: Case | None, doing: str) -> None:

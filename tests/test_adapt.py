@@ -260,3 +260,28 @@ def test_skipped_folders_say_why_and_suggest_the_near_cell_type(tmp_path):
     why = " | ".join(crops.skipped)
     assert "'Neutrophils' is no cell type of taxonomy 'pbc'; did you mean neutrophil?" in why
     assert "left for review (unknown/)" in why and "'unknown' is no cell type" not in why
+
+
+def test_cli_adapt_notes_skipped_crops_and_folders_left_out_on_stderr_and_still_saves(
+    lab, installed, monkeypatch, capsys
+):
+    """A whole cell type (``Basophils/``, no cell type of the tree) was dropped with exit 0 and a list on stdout
+    among the figures. Still exit 0 (a model was saved and is usable), but the notes are on stderr and the
+    folders left out are a warning, before the work and again after it, and in the card."""
+    _, home = installed
+    (lab / "Basophils").mkdir()
+    for i in range(3):
+        (lab / "Basophils" / f"b{i}.png").write_bytes(encode_png(make_crop(5, 64, 300 + i)))
+    code, out, err = run(monkeypatch, capsys, "adapt", "--labelled", lab, "--name", "lab_d", "--folds", "2")
+    assert code == 0, err
+    assert (home / "models" / "lab_d.json").is_file() and "labelled crops:" in out and "(5 skipped)" in out
+    assert "skipped:" not in out and "Basophils" not in out and "not_a_cell_type" not in out  # stdout: the figures
+    assert "skipped: " in err and "unknown/x.png: a cell left for review" in err
+    warning = next(line for line in err.splitlines() if line.startswith("warning: 2 folder(s) gave no crops"))
+    assert "so lab_d is adapted without them: Basophils/ (3 crop(s): folder 'Basophils' is no cell type" in warning
+    assert "did you mean basophil?" in warning and "not_a_cell_type/ (1 crop(s)" in warning
+    assert "unknown/" not in warning  # cells left for review are no cell type the lab labelled
+    assert "warning: lab_d was saved without the crops of Basophils/, not_a_cell_type/ (see above)" in err
+    assert err.index("gave no crops") < err.index("fold 1 of 2")  # said before the work
+    dropped = json.loads((home / "models" / "lab_d.json").read_text())["card"]["adaptation"]["dropped"]
+    assert set(dropped) == {"Basophils", "not_a_cell_type"} and dropped["Basophils"].startswith("3 crop(s): ")

@@ -574,3 +574,122 @@ def test_a_row_imported_before_records_were_stamped_is_replaced_when_its_image_c
     assert import_job(out, store, "tester").added == 1  # other pixels: the row follows the file
     (item,) = store.batch_items(job, "tester")
     assert item["wbc"] == int(pd.read_csv(out / "summary.csv").iloc[0].wbc)
+
+
+# ---- the summary's figures are the Slide page's ------------------------------------------------------
+def _field_with_nrbc_and_a_flagged_platelet():
+    """Two white cells, two nucleated red cells among the white-cell boxes, a platelet the model flagged, and one
+    it did not: the Slide page shows WBC 2, NRBC 2, Platelets 2 of which 1 to review."""
+    from _fakes import labelled_result
+
+    labels = ["neutrophil", "lymphocyte", "erythroblast", "erythroblast", "unknown", "platelet"]
+    classes = ["wbc", "wbc", "wbc", "wbc", "platelet", "platelet"]
+    return labelled_result(labels, classes, name="f.png")
+
+
+def test_summary_and_import_count_white_cells_as_the_slide_page_nrbc_and_platelets_to_review_apart(fakes, tmp_path):
+    _smears(tmp_path / "in", 1)
+    tasks = find_tasks([tmp_path / "in"])
+    out = tmp_path / "job"
+    run_batch(tasks, out, SETTINGS)
+    field = _field_with_nrbc_and_a_flagged_platelet()
+    path = record_path(out, tasks[0].key)
+    rec = json.loads(path.read_text())
+    rec.update(result=field.to_dict(), rbc_forms={}, rbc_forms_withheld="")  # this field, as a worker records it
+    path.write_text(json.dumps(rec))
+    assert run_batch(tasks, out, SETTINGS).skipped == 1  # kept, and the summary rebuilt from it
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert field.counts["wbc"] == 4  # white-cell boxes; the Slide page's WBC leaves the two NRBC out
+    assert (row.wbc, row.nrbc, row.platelet, row.platelets_to_review) == (2, 2, 2, 1)
+    assert row.wbc == row.wbc_neutrophil + row.wbc_lymphocyte  # the differential is counted over the same cells
+    assert row.nrbc_per_100_wbc == 100.0
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job, *_ = import_job(out, store, "tester")
+    (item,) = store.batch_items(job, "tester")
+    assert (item["wbc"], item["platelet"]) == (2, 2)  # the Batch page's white cells are the summary's
+    assert store.list_batch_jobs("tester")[0]["wbc"] == 2
+
+
+def test_red_cell_forms_off_the_models_scale_are_left_empty_and_say_why(fakes, monkeypatch, tmp_path):
+    """The Red cells tab withholds the forms of a smear whose red cells are not the size the model learned; the
+    summary wrote them (and a schistocyte share) anyway."""
+    import cellkit.classify
+
+    def small_cells_model(name=None):  # a red-cell model trained on cells a third of the size drawn here
+        clf = tiny_classifier_for(name)
+        if "rbc" in clf.spec.applies_to:
+            clf.spec.card = {**clf.spec.card, "reference_cell_px": {"median": 10.0}}
+        return clf
+
+    _smears(tmp_path / "in", 2)
+    tasks = find_tasks([tmp_path / "in"])
+    plain = run_batch(tasks, tmp_path / "plain", SETTINGS)
+    assert plain.failed == 0
+    shown = pd.read_csv(tmp_path / "plain" / "summary.csv", keep_default_na=False)
+    forms = [c for c in shown.columns if c.startswith("rbc_") and not c.endswith(("_withheld", "_pct"))]
+    assert forms and (shown[forms].astype(int).sum(axis=1) == shown.rbc).all()  # every red cell has its form
+    assert (shown.rbc_forms_withheld == "").all()
+    monkeypatch.setattr(cellkit.classify, "load_classifier", small_cells_model)
+    run_batch(tasks, tmp_path / "off", SETTINGS)
+    off = pd.read_csv(tmp_path / "off" / "summary.csv")
+    assert (off.status == "ok").all() and (off.rbc >= 5).all()  # counted, as on the page
+    assert off[[c for c in off.columns if c.startswith("rbc_") and c != "rbc_forms_withheld"]].isna().all().all()
+    assert off.rbc_forms_withheld.str.contains("x the size the red-cell model was trained on").all()
+    rec = json.loads(record_path(tmp_path / "off", tasks[0].key).read_text())
+    assert "withheld" in rec["rbc_forms_withheld"] and rec["rbc_forms"]  # the forms stay in the record, reviewable
+
+
+def test_a_record_written_before_the_withheld_rule_was_recorded_follows_the_red_cell_models_card(
+    fakes, monkeypatch, tmp_path
+):
+    import cellkit.batch.outputs as outputs
+    import cellkit.models
+    from cellkit.batch.outputs import summary_row
+    from cellkit.models import ModelSpec
+
+    _smears(tmp_path / "in", 1)
+    tasks = find_tasks([tmp_path / "in"])
+    run_batch(tasks, tmp_path / "job", SETTINGS)
+    rec = json.loads(record_path(tmp_path / "job", tasks[0].key).read_text())
+    rec.pop("rbc_forms_withheld")
+    assert rec["result"]["models"]["classifier_rbc"]["name"] == "tiny_rbc"
+    outputs._card.cache_clear()
+    assert summary_row(rec)["rbc_forms_withheld"] == ""  # no such model installed here: nothing to withhold by
+    card = {"reference_cell_px": {"median": 10.0}}
+    spec = ModelSpec("tiny_rbc", "classifier", "cellkit_tiny_cnn", "w.safetensors", 32, ["normal"], card=card)
+    monkeypatch.setattr(cellkit.models, "load_spec", lambda name: spec)
+    outputs._card.cache_clear()
+    row = summary_row(rec)
+    outputs._card.cache_clear()
+    assert "withheld" in row["rbc_forms_withheld"] and row["rbc_schistocyte_pct"] is None
+    assert all(v is None for k, v in row.items() if k.startswith("rbc_") and k != "rbc_forms_withheld")
+
+
+def test_cli_batch_says_how_many_failed_apart_from_those_analysed(fakes, inputs, tmp_path, monkeypatch, capsys):
+    folder, _zipped, _listing = inputs  # three smears and a corrupt file
+    out = tmp_path / "job"
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", folder, "--out", out)
+    assert code == 1 and "3 analysed now" in err and ", 1 failed, 0 skipped as done before;" in err
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", folder, "--out", out)
+    assert code == 1 and "0 analysed now, 0 failed, 4 skipped as done before (1 of them with errors kept;" in err
+
+
+def test_a_zip_inside_a_zip_given_by_a_relative_path_is_named_once(fakes, tmp_path, monkeypatch, capsys):
+    """The error named the zip twice: 'outer.zip/sub/inner.zip: /abs/outer.zip/sub/inner.zip: zip inside a zip...'."""
+    import io
+    import re
+
+    smear = _smears(tmp_path / "in", 1)[0].read_bytes()
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("a.png", smear)
+    with zipfile.ZipFile(tmp_path / "outer.zip", "w") as zf:
+        zf.writestr("b.png", smear)
+        zf.writestr("sub/inner.zip", inner.getvalue())
+    monkeypatch.chdir(tmp_path)
+    code, _o, err = run_cli(monkeypatch, capsys, "batch", "outer.zip", "--out", "job")
+    assert code == 1
+    (line,) = [x for x in re.split(r"[\r\n]", err) if "inner.zip" in x]
+    assert line == "error: outer.zip/sub/inner.zip: zip inside a zip is not opened; unzip it first"
+    row = pd.read_csv(tmp_path / "job" / "summary.csv").set_index("path").loc["outer.zip/sub/inner.zip"]
+    assert row.error == "outer.zip/sub/inner.zip: zip inside a zip is not opened; unzip it first"

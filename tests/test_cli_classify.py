@@ -214,3 +214,25 @@ def test_symlinked_class_folders_are_read_by_evaluate_like_stats(tmp_path, weigh
     code, out, err = run(monkeypatch, capsys, "evaluate", "--data", root, "--all")
     assert code == 0, err
     assert "n=3" in out
+
+
+def test_classify_refuses_an_empty_model_name_instead_of_the_default(tmp_path, weights, monkeypatch, capsys):
+    Image.fromarray(make_crop(0, 32, 0)).save(tmp_path / "a.png")
+    code, out, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "--model", "", "--no-progress")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "got an empty one (leave the option out" in err
+    code, out, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "--model", "../weights/tiny")
+    assert code == 2 and "no folder" in err and err.count("\n") == 1
+    code, out, _ = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "--no-progress")
+    assert code == 0 and out.startswith("path,leaf")  # left out: the default model
+
+
+@pytest.mark.parametrize("name", ["result.png", "result.json", "result"])
+def test_classify_refuses_an_out_it_cannot_write_and_says_what_it_writes(tmp_path, weights, monkeypatch, capsys, name):
+    """``classify -o result.png`` wrote a CSV named result.png."""
+    Image.fromarray(make_crop(0, 32, 0)).save(tmp_path / "a.png")
+    code, out, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "-o", tmp_path / name, "--no-progress")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"--out {tmp_path / name}: expected a .csv file name" in err and not (tmp_path / name).exists()
+    code, _, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "-o", tmp_path / "R.CSV", "--no-progress")
+    assert code == 0, err
+    assert (tmp_path / "R.CSV").read_text().startswith("path,leaf,label")

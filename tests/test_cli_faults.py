@@ -445,3 +445,55 @@ def test_a_bad_image_store_setting_stops_before_any_analysis(setup, monkeypatch,
     monkeypatch.setenv("CELLKIT_IMAGE_STORE", "bogus")
     code, _, err = run_cli(monkeypatch, capsys, "analyze", tmp / "in" / "smear.png", "-o", tmp / "r.json", "--save")
     assert code == 2 and "CELLKIT_IMAGE_STORE: expected one of files" in _one_error_line(err) and loads == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["analyze", "IN", "-o", "OUT/r.json", "--model", ""], "got an empty one (leave the option out"),
+        (["analyze", "IN", "-o", "OUT/r.json", "--rbc-model", ""], "got an empty one (leave the option out"),
+        (["detect", "IN", "-o", "OUT/r.csv", "--detector", "../weights/detector_v2"], "'../weights/detector_v2'"),
+        (["batch", "IN", "-o", "OUT/job", "--model", "sub/x"], "model name 'sub/x': a model is named by letters"),
+    ],
+    ids=["empty-model", "empty-rbc-model", "detector-path", "batch-model-path"],
+)
+def test_a_model_option_that_is_empty_or_a_path_is_one_line_before_any_work(setup, monkeypatch, capsys, args, message):
+    """``--model ''`` quietly meant the default model, and ``--model ../x`` read a card from outside the weights."""
+    tmp, loads = setup
+    args = [str(tmp / "in") if a == "IN" else a.replace("OUT", str(tmp / "out")) for a in args]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and stdout == "" and message in _one_error_line(err)
+    assert loads == [] and not (tmp / "out" / "job").exists()
+
+
+def test_training_on_too_few_images_to_split_saves_no_split_that_would_refuse_the_next_run(
+    setup, monkeypatch, capsys, tmp_path
+):
+    """With 4 crops per cell type the split's test part was empty: split.json was saved, then refused, and it was
+    reused (and refused again) after images were added, until a person found and deleted it."""
+    from PIL import Image
+
+    from cellkit.taxonomy import load_taxonomy
+    from cellkit.train.classifier import TrainConfig, prepare_data
+
+    rng = np.random.default_rng(0)
+    data, work = tmp_path / "lab", tmp_path / "work"
+
+    def add(per_type: int, start: int = 0) -> None:  # noise: distinct images, never near-duplicates
+        for folder in ("lymphocyte", "neutrophil", "eosinophil"):
+            (data / folder).mkdir(parents=True, exist_ok=True)
+            for i in range(start, start + per_type):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(data / folder / f"c{i}.png")
+
+    add(4)
+    args = ["train", "classifier", "--data", data, "--arch", "cellkit_tiny_cnn", "--scratch", "--epochs", "1",
+            "--workdir", work, "--out", tmp_path / "models", "--name", "few", "--input-size", "32"]  # fmt: skip
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    (line,) = [x for x in re.split(r"[\r\n]", err) if x.strip() and not x.startswith("decoding ")]  # bar apart
+    assert code == 2 and line.startswith("error: 12 image(s) in")
+    assert "too few to split: the test part would be empty" in line
+    assert not (work / "split.json").exists() and not (tmp_path / "models").exists()
+    add(3, start=4)  # 7 distinct images per cell type: the next run splits them
+    cfg = TrainConfig(data=str(data), name="few", workdir=str(work), progress=False)
+    _data, split, path = prepare_data(cfg, load_taxonomy("pbc"))
+    assert path == work / "split.json" and path.is_file() and all(len(v) for v in split.values())

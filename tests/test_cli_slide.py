@@ -223,3 +223,62 @@ def test_analyze_case_options_are_checked_before_the_work(images, tmp_path, extr
     result = CliRunner().invoke(app, ["analyze", str(folder), "--out", str(tmp_path / "c.json"), *extra])
     assert isinstance(result.exception, CellkitError) and expected in str(result.exception)  # one line, exit 2
     assert not (tmp_path / "c.json").exists()
+
+
+def test_analyze_case_run_again_adds_to_the_open_case_of_that_name_never_a_second_one(images, tmp_path, monkeypatch):
+    """Running ``--case c1 --save`` twice made two cases named c1 and stored every field twice."""
+    from cellkit.case import case_summary
+
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    folder, _truth = images
+    args = ["analyze", str(folder / "s0.png"), str(folder / "s1.png"), "--case", "P-20", "--save", "--owner", "lab1"]
+    first = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c1.json")])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c2.json")])
+    assert again.exit_code == 0, again.output
+    store = Store()
+    (case,) = store.list_cases("lab1")
+    assert case["name"] == "P-20" and case["fields"] == 2  # one case, each image once
+    assert "note: adding to your open case P-20 (#1, 2 field(s) stored)" in again.stderr
+    assert f"{folder / 's0.png'} is already field #1 of case P-20: not analysed or stored again" in again.stderr
+    one, two = (json.loads((tmp_path / n).read_text())["case"] for n in ("c1.json", "c2.json"))
+    assert two["fields"] == 2 and two["white_cells_counted"] == one["white_cells_counted"]
+    img, _b, _c = make_smear(600, 450, n_wbc=3, n_rbc=12, n_platelet=2, seed=77)
+    (folder / "s2.png").write_bytes(encode_png(img))
+    third = CliRunner().invoke(app, ["analyze", str(folder / "s2.png"), "--case", "P-20", "--save", "--owner", "lab1",
+                                     "--out", str(tmp_path / "c3.json")])  # fmt: skip
+    assert third.exit_code == 0, third.output
+    report = json.loads((tmp_path / "c3.json").read_text())
+    stored = [r for _i, r in store.case_fields(case["id"], "lab1")]
+    assert report["case"]["fields"] == 3 == len(stored) and len(report["fields"]) == 1  # the case's, this run's
+    assert report["case"]["white_cells_counted"] == case_summary("P-20", stored)["white_cells_counted"]
+    assert "counted over 3 field(s), 2 of them stored before this run" in third.stderr
+    summary = case_summary("P-20", stored)
+    store.sign_off(case["id"], "lab1", "Dr A", summary)
+    signed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c4.json")])
+    assert isinstance(signed.exception, CellkitError) and "is signed off (version 1); amend it" in str(signed.exception)
+    assert len(store.list_cases("lab1")) == 1 and not (tmp_path / "c4.json").exists()
+
+
+def test_analyze_save_of_an_image_stored_before_by_the_same_models_reports_it_and_stores_nothing(
+    images, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    folder, _truth = images
+    args = ["analyze", str(folder / "s0.png"), "--save", "--owner", "lab1", "--out", str(tmp_path / "r.json")]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    store = Store()
+    (first,) = store.list_analyses("lab1")
+    store.add_correction(first["id"], 0, "lymphocyte", "lab1", author="Dr A")  # reviewed since
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert f"is stored before with the same models (analysis #{first['id']}): not analysed or stored again" in (
+        again.stderr
+    )
+    assert "1 image(s) analysed" in again.stderr and "1 stored before, reported from the database" in again.stderr
+    assert len(store.list_analyses("lab1")) == 1
+    (report,) = json.loads((tmp_path / "r.json").read_text())
+    assert report["analysis_id"] == first["id"] and report["corrections"] == {"0": "lymphocyte"}  # with its review
+    other = CliRunner().invoke(app, [*args, "--rbc-model", "none"])  # other models: another analysis
+    assert other.exit_code == 0 and "stored before" not in other.stderr
+    assert len(store.list_analyses("lab1")) == 2

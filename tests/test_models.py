@@ -181,3 +181,30 @@ def test_the_models_command_lists_the_default_and_sets_it(tmp_path, monkeypatch,
     assert code == 2 and err.count("\n") == 1 and "not found" in err
     code, out, _ = run_cli(monkeypatch, capsys, "models", "--bundled-default")
     assert code == 0 and "shipped\tclassifier\tbundled\t  (default)" in out
+
+
+def test_a_model_name_with_a_folder_is_refused_never_joined_to_the_weights_folder(tmp_path):
+    """``--model ../outside`` read ``weights/../outside.json``: a card from anywhere the path led."""
+    _spec("outside").save(tmp_path)  # beside the weights folder, not in it
+    _spec("m1").save(tmp_path / "weights")
+    for bad in ("../outside", "sub/m1", ".hidden", "/abs/m1"):
+        with pytest.raises(CellkitError, match=r"a model is named by letters, digits.*no folder") as info:
+            load_spec(bad, tmp_path / "weights")
+        assert repr(bad) in str(info.value)
+    assert load_spec(tmp_path / "outside.json").name == "outside"  # a card's path, given as such, is read
+    assert load_spec("m1", tmp_path / "weights").name == "m1"
+
+
+def test_an_empty_model_name_is_refused_not_read_as_the_default(tmp_path, monkeypatch):
+    from cellkit.classify import build_tiny_classifier, load_classifier, save_classifier
+    from cellkit.pipeline import resolve_models
+
+    clf = build_tiny_classifier()
+    clf.spec.card = {"default": True}
+    save_classifier(clf.model, clf.spec, tmp_path)
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(tmp_path))
+    assert load_classifier(None).spec.name == "tiny"  # no name: the default
+    for call in (lambda: load_classifier(""), lambda: load_spec(" "), lambda: resolve_models(detector="")):
+        with pytest.raises(CellkitError, match=r"got an empty one \(leave the option out for the default model\)") as e:
+            call()
+        assert "cellkit train" not in str(e.value)  # a bad name is no reason to train a model

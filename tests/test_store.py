@@ -155,3 +155,33 @@ def test_open_error_never_shows_the_password():
     with pytest.raises(CellkitError) as info:
         Store("postgresql+nosuchdriver://alice:s3cret@localhost/db")
     assert "s3cret" not in str(info.value) and "CELLKIT_DB_URL" in str(info.value)
+
+
+def test_a_database_path_that_is_a_folder_is_said_to_be_one(tmp_path, monkeypatch, capsys):
+    """It was called 'not writable, or the disk is read-only': no permission change would have helped."""
+    from _cli import run_cli
+
+    folder = tmp_path / "cellkit.db"
+    folder.mkdir()
+    with pytest.raises(StoreError) as info:
+        Store(f"sqlite:///{folder}").check()
+    text = str(info.value)
+    assert info.value.kind == "cannot_open" and f"the database path {folder} is a folder, not a database file" in text
+    assert "not writable" not in text and f"sqlite:///{folder / 'cellkit.db'}" in text
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{folder}")
+    code, _, err = run_cli(monkeypatch, capsys, "import", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "is a folder, not a database file" in err
+
+
+def test_a_case_is_found_by_its_name_as_stored_and_an_analysis_by_its_pixels_and_models(store, result):
+    cid = store.create_case("ann", "  P  21 ")
+    assert store.find_case("ann", "P 21")["id"] == cid and store.find_case("ann", "P 21 ")["status"] == "open"
+    assert store.find_case("bob", "P 21") is None and store.find_case("ann", "P 22") is None
+    aid = store.save_analysis(result, owner="ann", file_name="smear.png")
+    assert store.find_analysis("ann", result.image_sha256, result.models) == aid
+    other = {**result.models, "detector": {**result.models["detector"], "sha256": "f" * 64}}
+    assert store.find_analysis("ann", result.image_sha256, other) is None  # another detector's weights
+    assert (
+        store.find_analysis("ann", "0" * 64, result.models) is None
+        and store.find_analysis("bob", result.image_sha256, result.models) is None
+    )

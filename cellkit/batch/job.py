@@ -33,7 +33,8 @@ COMPARED = ("models", "tile", "overlap")  # what a re-run must share with the jo
 
 @dataclass
 class BatchReport:
-    """What a run did: images found, skipped (done before), analysed now, failed (all error rows), seconds."""
+    """What a run did: images found, skipped (done before), analysed now (tried, failed ones included), failed (all
+    error rows, earlier runs' too), seconds; ``errors``: this run's failures (see :attr:`failed_now`)."""
 
     found: int
     skipped: int
@@ -44,6 +45,16 @@ class BatchReport:
     cells: Path
     n_cells: int
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed_now(self) -> int:
+        """Images of this run that failed (error rows written now)."""
+        return len(self.errors)
+
+    @property
+    def succeeded_now(self) -> int:
+        """Images of this run that were analysed without an error."""
+        return self.analysed - self.failed_now
 
     @property
     def images_per_s(self) -> float:

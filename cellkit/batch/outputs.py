@@ -4,7 +4,8 @@ Layout of ``--out DIR``::
 
     job.json                      what the job runs (models with sha256, tiling); a re-run must match it
     results/<key[:2]>/<key>.json  one record per image, written atomically as soon as the image is done
-    summary.csv                   one row per image: path,status,wbc,rbc,platelet,error, differential, forms
+    summary.csv                   one row per image: path,status,wbc,rbc,platelet,error, NRBC, platelets to
+                                  review, differential, forms (the Slide page's figures, by its rules)
     cells.parquet                 one row per box of every image
 
 The per-image records are the truth: summary and table are rebuilt from them (in task order) at the end of
@@ -13,6 +14,7 @@ every run, so a killed job that is run again never duplicates or loses a row.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -25,6 +27,7 @@ from cellkit.writes import atomic_write, atomic_write_bytes, atomic_write_text
 
 SUMMARY_FIRST = ["path", "status", "wbc", "rbc", "platelet", "error"]
 CELL_FIRST = ["path", "key", "box"]
+TEXT_COLUMNS = ("rbc_forms_withheld",)  # summary columns of text among the counts (never filled with 0)
 
 
 def record_path(out: Path, key: str) -> Path:
@@ -59,16 +62,18 @@ def valid_record(rec: Any, key: str | None = None) -> bool:
             return False
         if rec.get("status") not in ("ok", "error") or not isinstance(rec.get("timings", {}), dict):
             return False
+        field = None
         if rec["status"] == "ok":
             result = rec["result"]
-            if not _storable(SlideResult.from_dict(result)):
+            field = SlideResult.from_dict(result)
+            if not _storable(field):
                 return False
             counts = result.get("counts", {})
             if not all(isinstance(v, int) for v in counts.values()) or not isinstance(result.get("cells", []), list):
                 return False
             if not all(isinstance(c, dict) for c in result.get("cells", [])):
                 return False
-        summary_row(rec)  # every field the summary reads
+        _summary_row(rec, field)  # every field the summary reads
         return True
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, CellkitError):
         return False
@@ -107,33 +112,77 @@ def is_done(out: Path, task: Task, retry_errors: bool = False) -> bool:
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
-    """One row of summary.csv: counts, the WBC differential (``wbc_<group>``, ``wbc_<group>_pct``) and the
-    red-cell forms (``rbc_<form>``)."""
+    """One row of summary.csv, by the Slide page's rules: ``wbc`` the white cells (:meth:`SlideResult.white_cells`,
+    nucleated red cells apart in ``nrbc``), ``platelets_to_review`` (flagged platelet boxes that count as platelets
+    until a person decides), the WBC differential (``wbc_<group>``, ``wbc_<group>_pct``) and the red-cell forms
+    (``rbc_<form>``), left empty where the red cells are off the red-cell model's scale (``rbc_forms_withheld``
+    says why, as the Red cells tab does)."""
+    from cellkit.slide import SlideResult
+
     result = record.get("result") or {}
-    counts = result.get("counts", {})
+    return _summary_row(record, SlideResult.from_dict(result) if result else None)
+
+
+def _summary_row(record: dict[str, Any], field: Any) -> dict[str, Any]:
+    """:func:`summary_row` of a record whose result is already rebuilt (``field``; None for an error row)."""
+    counts = field.reviewed_counts() if field is not None else {}
     row: dict[str, Any] = {
         "path": record["path"],
         "status": record["status"],
-        "wbc": counts.get("wbc", 0) if result else None,
-        "rbc": counts.get("rbc", 0) if result else None,
-        "platelet": counts.get("platelet", 0) if result else None,
+        "wbc": field.white_cells() if field is not None else None,
+        "rbc": counts.get("rbc") if field is not None else None,
+        "platelet": counts.get("platelet") if field is not None else None,
         "error": record.get("error", ""),
     }
-    for group, v in result.get("differential", {}).items():
+    if field is None:
+        row["seconds"] = record.get("timings", {}).get("total_s")
+        return row
+    for group, v in field.differential().items():
         row[f"wbc_{group}"] = v["count"]
         row[f"wbc_{group}_pct"] = v["percent"]
-    if result.get("nrbc", {}).get("count") is not None:
-        row["nrbc"] = result["nrbc"]["count"]
-        row["nrbc_per_100_wbc"] = result["nrbc"]["per_100_wbc"]
-    for form, v in record.get("rbc_forms", {}).items():
-        row[f"rbc_{form}"] = v["count"]
-    if record.get("rbc_forms"):
+    nrbc = field.nrbc()
+    if nrbc.get("count") is not None:
+        row["nrbc"] = nrbc["count"]
+        row["nrbc_per_100_wbc"] = nrbc["per_100_wbc"]
+    if field.node_ids:  # classified: the platelet boxes the model flagged or called a white cell
+        row["platelets_to_review"] = len(field.platelets_to_review())
+    forms = record.get("rbc_forms", {})
+    if forms:
+        withheld = record.get("rbc_forms_withheld")
+        if withheld is None:  # a record written before the rule was recorded: the red-cell model's card says
+            withheld = _red_cell_scale_warning(field)
+        if not isinstance(withheld, str):
+            raise TypeError(f"rbc_forms_withheld: expected text, got {type(withheld).__name__}")
+        row["rbc_forms_withheld"] = withheld
+        for form, v in forms.items():
+            row[f"rbc_{form}"] = None if withheld else v["count"]
         from cellkit.rbc_grading import red_cell_findings
 
-        schisto = next((f for f in red_cell_findings(record["rbc_forms"]) if f.form == "schistocyte"), None)
-        row["rbc_schistocyte_pct"] = schisto.percent if schisto is not None else None
+        schisto = next((f for f in red_cell_findings(forms) if f.form == "schistocyte"), None)
+        row["rbc_schistocyte_pct"] = schisto.percent if schisto is not None and not withheld else None
     row["seconds"] = record.get("timings", {}).get("total_s")
     return row
+
+
+def _red_cell_scale_warning(field: Any) -> str:
+    """The same rule for a record that did not record it, with the card of the red-cell model it names."""
+    from cellkit.rbc_grading import scale_warning
+
+    spec = _card(str(field.models.get("classifier_rbc", {}).get("name", "")))
+    return scale_warning(field, spec) if spec is not None else ""
+
+
+@functools.lru_cache(maxsize=16)
+def _card(name: str) -> Any:
+    """A model's card by name (None when it is not installed here): read once per summary, not once per row."""
+    from cellkit.models import load_spec
+
+    if not name:
+        return None
+    try:
+        return load_spec(name)
+    except CellkitError:
+        return None
 
 
 def write_summary(out: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -144,11 +193,18 @@ def write_summary(out: Path, records: Iterable[dict[str, Any]]) -> int:
     frame = pd.DataFrame(rows)
     extra = sorted(c for c in frame.columns if c not in SUMMARY_FIRST and c != "seconds")
     frame = frame.reindex(columns=SUMMARY_FIRST + extra + ["seconds"])
-    count_cols = ["wbc", "rbc", "platelet"] + [c for c in extra if not c.endswith(("_pct", "_per_100_wbc"))]
+    text = [c for c in extra if c in TEXT_COLUMNS]
+    count_cols = ["wbc", "rbc", "platelet"] + [
+        c for c in extra if c not in TEXT_COLUMNS and not c.endswith(("_pct", "_per_100_wbc"))
+    ]
     ok = frame["status"] == "ok"
-    for col in count_cols:  # an image without that group counts 0 of it; error rows stay empty
-        frame.loc[ok, col] = frame.loc[ok, col].fillna(0)
+    withheld = ok & frame["rbc_forms_withheld"].fillna("").astype(bool) if "rbc_forms_withheld" in frame else ok & False
+    for col in count_cols:  # an image without that group counts 0 of it; error rows and withheld forms stay empty
+        fill = ok & ~withheld if col.startswith("rbc_") else ok
+        frame.loc[fill, col] = frame.loc[fill, col].fillna(0)
         frame[col] = frame[col].astype("Int64")
+    for col in text:
+        frame[col] = frame[col].fillna("")
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     atomic_write_bytes(out / "summary.csv", buf.getvalue().encode(), fallback=False)

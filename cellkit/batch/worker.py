@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cellkit.batch.outputs import write_record
+from cellkit.batch.outputs import summary_row, write_record
 from cellkit.batch.tasks import Task
 from cellkit.errors import CellkitError
 
@@ -50,9 +50,9 @@ class Worker:
         task = task if isinstance(task, Task) else Task.from_dict(task)
         record = self.analyse(task)
         write_record(self.out, record)
-        counts = (record.get("result") or {}).get("counts", {})
+        row = summary_row(record)  # the summary's counts (white cells without NRBC), never a second rule
         status = {k: record.get(k, "") for k in ("key", "path", "status", "error")}
-        return {**status, **{c: int(counts.get(c, 0)) for c in ("wbc", "rbc", "platelet")}}
+        return {**status, **{c: int(row[c] or 0) for c in ("wbc", "rbc", "platelet")}}
 
     def analyse(self, task: Task) -> dict[str, Any]:
         """The record of one image: status ``ok`` with the full result, or ``error`` with one line saying why."""
@@ -72,7 +72,7 @@ class Worker:
             if task.error:
                 raise CellkitError(task.error)
             if task.member:
-                item = read_zip_member(task.path, task.member)
+                item = read_zip_member(task.path, task.member, name=task.ref)  # named as the user gave it
                 if item.error:
                     raise CellkitError(item.error)
                 image = item.take()
@@ -98,7 +98,11 @@ class Worker:
         except Exception as exc:  # one image's failure is its row; the job goes on
             record["error"] = f"{task.ref}: analysis failed ({type(exc).__name__}: {exc})"
         else:
-            record.update(status="ok", error="", result=result.to_dict(), rbc_forms=result.composition("rbc"))
+            from cellkit.rbc_grading import scale_warning
+
+            forms, red = result.composition("rbc"), m.by_class.get("rbc")
+            withheld = scale_warning(result, red.spec) if forms and red is not None else ""  # the Red cells tab rule
+            record.update(status="ok", error="", result=result.to_dict(), rbc_forms=forms, rbc_forms_withheld=withheld)
             record["timings"] = {
                 "read_s": round(t1 - t0, 4),
                 **result.timings,

@@ -2,6 +2,9 @@
 
 The new model lands in CELLKIT_HOME/models (never over a bundled one) and is then usable by name:
 ``cellkit classify ... --model NAME``, ``cellkit analyze ... --model NAME`` and the app's model picker.
+The figures go to stdout; notes about the input go to stderr: crops skipped, and a warning for folders none of
+whose crops could be used (a whole cell type the model is not taught). The exit code is 0 whenever a model was
+saved, warnings or not: it is usable, and a script's re-run would be refused (the name exists) anyway.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ def adapt_command(
     bad = [named(it.name, it.error) for it in found if it.error]
     if plain and bad:  # said, never dropped silently (as --labelled lists its skipped crops)
         say(f"--unlabelled: {len(bad)} of {len(found)} file(s) skipped, e.g. {bad[0]}")
+    if crops is not None:  # notes about the input, before the work: stderr, never mixed into the figures on stdout
+        for why in crops.skipped[:10]:
+            say(f"skipped: {why}")
+        if len(crops.skipped) > 10:
+            say(f"… and {len(crops.skipped) - 10} more skipped")
+        if crops.dropped:  # the model is still made and saved (exit 0): a whole cell type left out is said
+            left = "; ".join(f"{folder}/ ({why})" for folder, why in crops.dropped.items())
+            say(f"warning: {len(crops.dropped)} folder(s) gave no crops, so {name} is adapted without them: {left}")
     result = adapt(clf, name, crops, plain, folds=folds, seed=seed, progress=say, batchnorm=batchnorm)
     path = save_adapted(result, replace=replace)
     report = result.report
@@ -61,10 +72,6 @@ def adapt_command(
     if crops is not None:
         counts = ", ".join(f"{tax.display(n)} {c}" for n, c in crops.counts().items())
         typer.echo(f"labelled crops: {counts}" + (f" ({len(crops.skipped)} skipped)" if crops.skipped else ""))
-        for why in crops.skipped[:10]:
-            typer.echo(f"  skipped: {why}")
-        if len(crops.skipped) > 10:
-            typer.echo(f"  … and {len(crops.skipped) - 10} more")
         cv = report["cross_validation"]
         if cv["folds"]:
             b, a = cv["before"], cv["after"]
@@ -83,6 +90,8 @@ def adapt_command(
         typer.echo(f"- {step}")
     typer.echo(f"saved {path} in {report['seconds']} s; use it with --model {name}")
     sys.stdout.flush()
+    if crops is not None and crops.dropped:  # said again after the figures, which can run for a screen
+        say(f"warning: {name} was saved without the crops of {', '.join(f + '/' for f in crops.dropped)} (see above)")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

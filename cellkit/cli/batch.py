@@ -76,9 +76,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 bar["bar"].close()
             errors.close()
         rate = f" ({report.images_per_s:.2f} img/s)" if report.analysed else ""
+        earlier = report.failed - report.failed_now  # error rows of images skipped as done before
+        kept = f" ({earlier} of them with errors kept; --retry-errors tries them again)" if earlier else ""
         typer.echo(
-            f"{report.analysed} analysed now{rate}, {report.skipped} skipped, {report.failed} with errors; "
-            f"{report.summary} and {report.cells} ({report.n_cells} cells)",
+            f"{report.succeeded_now} analysed now{rate}, {report.failed_now} failed, {report.skipped} skipped as done "
+            f"before{kept}; {report.summary} and {report.cells} ({report.n_cells} cells)",
             err=True,
         )
         if store is not None:

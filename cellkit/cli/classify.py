@@ -33,12 +33,14 @@ def classify_command(
     from tqdm import tqdm
 
     from cellkit.classify import load_classifier
+    from cellkit.cli.slide import _out_format
     from cellkit.errors import CellkitError
     from cellkit.io import atomic_write_bytes, check_out, iter_images
     from cellkit.results_table import classify_items, result_columns
 
     if out:
         check_out(out, inputs=inputs)  # before any work: a folder, device or unwritable path fails now, not after
+        _out_format(out, ("csv",))  # the one format it writes: a CSV named result.png was written as asked
     if threads:
         torch.set_num_threads(threads)
     items = iter_images(inputs)  # raises CellkitError (exit 2) for a missing path before reading

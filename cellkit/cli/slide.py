@@ -85,7 +85,7 @@ def _card_tile(detector: str | None) -> int | None:
     from cellkit.models import default_spec, load_spec
 
     try:
-        spec = load_spec(detector) if detector else default_spec("detector")
+        spec = load_spec(detector) if detector is not None else default_spec("detector")
     except CellkitError:
         return None
     return int(spec.card.get("tile", 640))
@@ -115,6 +115,57 @@ def _write_csv(rows: list[dict[str, Any]], out: Path, first: list[str]) -> None:
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     atomic_write_bytes(out, buf.getvalue().encode())
+
+
+def _case_for(store: Any, owner: str, name: str, target_wbc: int) -> tuple[int, list[Any], int]:
+    """The database case of ``--case NAME``: the owner's open case of that name when there is one (a re-run adds
+    to it, never a second case of the name), else a new one. Returns its id, its fields stored before ((id, result)
+    pairs) and its target; a case of that name that is signed off is refused (amend it to add fields)."""
+    found = store.find_case(owner, name)
+    if found is None:
+        return store.create_case(owner, name, target_wbc), [], target_wbc
+    if found["status"] != "open":
+        raise CellkitError(
+            f"--case {name}: your case of that name is signed off (version {found['version']}); amend it on the "
+            "Slide page to add fields, or give another --case name"
+        )
+    note = f"note: adding to your open case {found['name']} (#{found['id']}, {found['fields']} field(s) stored)"
+    if found["target_wbc"] != target_wbc:
+        note += f"; its target stays {found['target_wbc']} white cells"
+    typer.echo(note, err=True)
+    return found["id"], store.case_fields(found["id"], owner), found["target_wbc"]
+
+
+def _stored_before(
+    store: Any, owner: str, case_id: int | None, case: str | None, digest: str, versions: dict, name: str
+) -> tuple[int, Any] | None:
+    """(id, result) of this image's analysis stored before, said on stderr, or None (analyse and store it). In a
+    case: its field of these pixels (an image is one field of a case). Else: the owner's analysis of these pixels
+    by the same models. The stored result is reported, with any review made of it."""
+    from cellkit.store import StoreError
+
+    try:
+        if case_id is not None:
+            aid = store.find_field(case_id, owner, digest)
+            what = f"already field #{aid} of case {case}"
+        else:
+            aid = store.find_analysis(owner, digest, versions)
+            what = f"stored before with the same models (analysis #{aid})"
+        if aid is None:
+            return None
+        result = store.load_analysis(aid, owner)
+    except StoreError:  # the save that follows asks the database again and says what is wrong
+        return None
+    typer.echo(f"note: {name} is {what}: not analysed or stored again", err=True)
+    return aid, result
+
+
+def _stored_image(store: Any, sha256: str) -> Any:
+    """A stored field's pixels for its report thumbnails, or None when they are not kept (or cannot be read)."""
+    try:
+        return store.load_image(sha256)
+    except CellkitError:
+        return None
 
 
 def _dump_json(obj: Any, fh: Any) -> None:
@@ -224,7 +275,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             _out_format(pdf, ("pdf",), "--pdf")
             check_out(pdf, "--pdf", inputs=inputs)
         items = _check_inputs(inputs)
-        det, clf, by_class = _models(not no_classify, detector, classifier, rbc_model)
         store = None
         if save:
             from cellkit.store import Store, StoreError
@@ -232,41 +282,54 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             store = Store()
             store.check()  # a database that is down or read-only fails now, before the work
             owner = owner or getpass.getuser()
+        case_id, earlier = None, []  # with --case --save: the case in the database, and its fields stored before
+        if store is not None and case:  # the case in the database too: it opens on the Slide page
+            case_id, earlier, target_wbc = _case_for(store, owner, case, target_wbc)
+        det, clf, by_class = _models(not no_classify, detector, classifier, rbc_model)
+        from cellkit.slide import image_sha256, model_versions
+
+        versions = model_versions(det, clf, by_class)
         reports: list[dict[str, Any]] = []
         rows: list[dict[str, Any]] = []
         db_errors: list[str] = []
         fields: list[Any] = []  # with --case: the results, without pixels
         thumbs: list[tuple[Any, str]] = []  # with --case: the flagged cells, small
+        reused: set[int] = set()  # analyses stored before that this run reports instead of storing them again
         from cellkit.case import case_thumbnails
 
-        case_id = None
-        if store is not None and case:  # the case in the database too: it opens on the Slide page
-            case_id = store.create_case(owner, case, target_wbc)
         errors = FileErrors(str(out))
         first_of: dict[str, str] = {}  # with --case: pixels' hash -> the file first counted (an image is one field)
         for item in _readable(items, errors, reports, rows):
             image = item.take()
+            digest = image_sha256(image) if case or store is not None else ""
             if case:
-                from cellkit.slide import image_sha256
-
-                digest = image_sha256(image)
                 if digest in first_of:  # a copy of a field under another name would count its cells twice
                     typer.echo(f"note: {item.name} is the same image as {first_of[digest]}: counted once", err=True)
                     del image
                     continue
                 first_of[digest] = item.name
-            result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
+            before = None
+            if store is not None:  # an image stored before is reported from the database, not stored twice
+                before = _stored_before(store, owner, case_id, case, digest, versions, item.name)
+            if before is not None:
+                aid, result = before
+                reused.add(aid)
+                result.name = Path(item.name).name
+            else:
+                result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
             if case:
                 fields.append(result)
                 thumbs += case_thumbnails(image, result)
-            if store is not None:
+            if store is not None and before is None:
                 try:  # kept by its pixels' hash, so the app reopens the analysis with its image
                     store.save_image(image, result.image_sha256)
                 except CellkitError as exc:
                     db_errors.append(str(exc))
             del image  # a 20000 x 15000 smear is 0.9 GB: freed before its report is built
             report = {"path": item.name, **result.to_dict()}
-            if store is not None:
+            if before is not None:
+                report["analysis_id"] = before[0]
+            elif store is not None:
                 try:
                     report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name,
                                                                 case_id=case_id)  # fmt: skip
@@ -283,7 +346,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             from cellkit.case import case_summary
 
             red_model = (by_class or {}).get("rbc")
-            summary = case_summary(case, fields, target_wbc, red_cell_spec=red_model.spec if red_model else None,
+            stored = [r for aid, r in earlier if aid not in reused]  # the case's other fields count too
+            if pdf is not None and store is not None:
+                for r in stored:
+                    img = _stored_image(store, r.image_sha256)
+                    thumbs += case_thumbnails(img, r) if img is not None else []
+            summary = case_summary(case, stored + fields, target_wbc,
+                                   red_cell_spec=red_model.spec if red_model else None,
                                    detector_spec=det.spec)  # fmt: skip
             atomic_write(out, lambda fh: _dump_json({"case": summary, "fields": reports}, fh))
             if pdf is not None:
@@ -293,8 +362,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 names = case_display(fields)
                 atomic_write(pdf, lambda fh: fh.write(case_pdf(summary, names, thumbs)))
             done_wbc = summary["white_cells_counted"]
+            kept = f", {len(stored)} of them stored before this run" if stored else ""
             typer.echo(
-                f"case {case}: {done_wbc} of {target_wbc} white cells counted over {len(fields)} field(s)", err=True
+                f"case {case}: {done_wbc} of {target_wbc} white cells counted over {summary['fields']} field(s){kept}",
+                err=True,
             )
         elif fmt == "json":
             atomic_write(out, lambda fh: _dump_json(reports, fh))
@@ -308,6 +379,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             msg = f"error: {unsaved} analysis(es) not stored in the database ({db_errors[0]}); all are in {out}"
             typer.echo(msg, err=True)
             raise typer.Exit(1)
-        typer.echo(f"{done} image(s) analysed, report in {out}" + (f" ({failed} failed)" if failed else ""), err=True)
+        again = f"; {len(reused)} stored before, reported from the database" if reused else ""
+        typer.echo(
+            f"{done} image(s) analysed, report in {out}" + (f" ({failed} failed)" if failed else "") + again, err=True
+        )
         if failed:
             raise typer.Exit(1)

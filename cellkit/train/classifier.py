@@ -181,6 +181,14 @@ def prepare_data(cfg: TrainConfig, taxonomy: Taxonomy) -> tuple[ImageSet, dict[s
     else:
         groups = near_duplicate_groups(data.phash, max_dist=4)
         split = split_indices(data.nodes, groups, seed=cfg.seed)
+        empty = [part for part, idx in split.items() if len(idx) == 0]
+        if empty:  # refused before it is saved: a kept split.json would refuse the images added next as well
+            distinct = len(np.unique(groups))
+            raise CellkitError(
+                f"{len(data)} image(s) in {cfg.data} ({distinct} distinct: near-duplicates stay together) are too "
+                f"few to split: the {' and '.join(empty)} part would be empty. Each cell type's images go 70/15/15 "
+                "to train/val/test, so one needs about 7 distinct images to reach test; add images, then run again"
+            )
         meta = {
             "seed": cfg.seed,
             "fractions": [0.7, 0.15, 0.15],
