@@ -70,7 +70,7 @@ def case_summary(
                 subtypes.setdefault(group, {})[node] = subtypes.get(group, {}).get(node, 0) + k
         nrbc += int(result.nrbc().get("count", 0))
         reviewed = result.reviewed_counts()  # rejected boxes out, boxes a reviewer moved counted where they went
-        wbc += reviewed["wbc"]
+        wbc += result.white_cells()  # the one white-cell count: NRBC apart, as on the Slide page
         rbc += reviewed["rbc"]
         platelets += reviewed["platelet"]
         flagged += sum(1 for lab in result.labels() if lab == UNKNOWN)
@@ -93,7 +93,7 @@ def case_summary(
         "unidentified_review": counts.get(UNKNOWN, 0),
         "platelets_review": platelets_review,  # platelet boxes the model flagged or called a white cell, undecided
         "nrbc": {"count": nrbc, "per_100_wbc": round(100.0 * nrbc / white, 1) if white else None},
-        "counted": {"wbc": wbc, "rbc": rbc, "platelet": platelets},  # after review: rejected boxes out
+        "counted": {"wbc": wbc, "nrbc": nrbc, "rbc": rbc, "platelet": platelets},  # after review: rejected out
         "rbc_per_field": round(rbc / n, 1) if n else None,
         "platelets_per_field": round(platelets / n, 1) if n else None,
         "platelets_per_1000_rbc": round(1000.0 * platelets / rbc, 1) if rbc else None,

@@ -78,7 +78,9 @@ def test_a_reviewers_label_of_another_class_moves_the_box_and_rejected_boxes_cou
     assert r.differential() == {"lymphocyte": {"count": 2, "percent": 100.0}}  # no "unknown" left to decide
     assert r.nrbc() == {"count": 1, "per_100_wbc": 50.0}  # "Erythroid" is the erythroblast's parent: an NRBC
     s = case_summary("C", [r])
-    assert s["counted"] == {"wbc": 3, "rbc": 1, "platelet": 2} and s["unidentified_review"] == 0
+    # the NRBC among the white-cell boxes is counted apart, as on the Slide page and in a batch's summary.csv
+    assert s["counted"] == {"wbc": 2, "nrbc": 1, "rbc": 1, "platelet": 2} and s["unidentified_review"] == 0
+    assert s["counted"]["wbc"] == r.white_cells()
     assert s["platelets_per_1000_rbc"] == 2000.0
 
 
