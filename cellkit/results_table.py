@@ -62,14 +62,18 @@ def readable_results(table: Any, taxonomy: Taxonomy) -> Any:
 PENDING_PIXELS = 20_000_000  # classify_items: images held before a batch is sent (~60 MB of RGB)
 
 
-def classify_items(clf: Any, items: Any, batch_size: int = 64, progress: Any = None) -> list[dict[str, Any]]:
+def classify_items(
+    clf: Any, items: Any, batch_size: int = 64, progress: Any = None, rows: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One row per :class:`cellkit.io.ImageItem` (file, folder member, zip member), in input order.
 
     Unreadable items get a row whose ``error`` says why (probabilities left empty); the rest are
     classified in batches of at most ``batch_size`` crops and ``PENDING_PIXELS`` pixels (so a few
     huge images are not all held at once). ``progress`` is an optional callable ``progress(n_done)``.
+    ``rows``: a list to fill as it goes (the caller keeps what was finished when interrupted; see
+    :func:`finished_rows`).
     """
-    rows: list[dict[str, Any]] = []
+    rows = [] if rows is None else rows
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
@@ -92,3 +96,9 @@ def classify_items(clf: Any, items: Any, batch_size: int = 64, progress: Any = N
     if pending:
         flush()
     return rows
+
+
+def finished_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of :func:`classify_items` that are complete: classified, or with their error (an interrupted run
+    leaves the last batch's rows without probabilities)."""
+    return [r for r in rows if r.get("error") or "leaf" in r]

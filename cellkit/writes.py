@@ -161,6 +161,12 @@ def _save_fallback(name: str, write: Writer, mode: int | None) -> tuple[Path | N
     return None, reason
 
 
+def save_unsaved(name: str, data: bytes) -> Path | None:
+    """Keep ``data`` that has no file of its own yet (an interrupted command's finished part) under
+    :func:`fallback_dirs`; the path written, or None when no folder could take it."""
+    return _save_fallback(name, lambda fh: fh.write(data), None)[0]
+
+
 def atomic_write(path: str | os.PathLike, write: Writer, *, fallback: bool = True, mode: int | None = None) -> Path:
     """Write a file with ``write(binary_file)`` so that nothing is ever half-written or lost.
 

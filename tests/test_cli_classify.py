@@ -236,3 +236,28 @@ def test_classify_refuses_an_out_it_cannot_write_and_says_what_it_writes(tmp_pat
     code, _, err = run(monkeypatch, capsys, "classify", tmp_path / "a.png", "-o", tmp_path / "R.CSV", "--no-progress")
     assert code == 0, err
     assert (tmp_path / "R.CSV").read_text().startswith("path,leaf,label")
+
+
+def test_ctrl_c_keeps_the_finished_images_apart_and_never_writes_the_out_file(tmp_path, weights, monkeypatch, capsys):
+    """Ctrl-C after an hour of classifying wrote nothing at all; a partial --out would look complete."""
+    import cellkit.classify
+
+    folder = lab_folder(tmp_path / "crops", n=3)  # 6 crops, in batches of 2
+    real = cellkit.classify.Classifier.predict
+    calls = []
+
+    def stopped_on_the_second_batch(self, images, *args, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(cellkit.classify.Classifier, "predict", stopped_on_the_second_batch)
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    out = tmp_path / "preds.csv"
+    code, _, err = run(monkeypatch, capsys, "classify", folder, "--out", out, "--batch-size", "2", "--no-progress")
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted" and not out.exists()
+    (kept,) = (tmp_path / "home" / "unsaved").glob("*preds.partial.csv")
+    assert f"the 2 image(s) finished so far were saved to {kept}" in err
+    rows = list(csv.DictReader(kept.open()))
+    assert len(rows) == 2 and all(r["leaf"] and not r["error"] for r in rows)

@@ -36,7 +36,8 @@ def classify_command(
     from cellkit.cli.slide import _out_format
     from cellkit.errors import CellkitError
     from cellkit.io import atomic_write_bytes, check_out, iter_images
-    from cellkit.results_table import classify_items, result_columns
+    from cellkit.results_table import classify_items, finished_rows, result_columns
+    from cellkit.writes import save_unsaved
 
     if out:
         check_out(out, inputs=inputs)  # before any work: a folder, device or unwritable path fails now, not after
@@ -52,17 +53,24 @@ def classify_command(
             "give a white-cell model (`cellkit analyze` classifies red cells on whole smears)"
         )
     bar = tqdm(desc="classifying", unit="img", file=sys.stderr, disable=not progress)
-    rows = classify_items(clf, _chain(first, items), batch_size=batch_size, progress=bar.update)
-    bar.close()
     columns = result_columns(clf.taxonomy)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    rows: list[dict] = []
+    try:
+        classify_items(clf, _chain(first, items), batch_size=batch_size, progress=bar.update, rows=rows)
+    except KeyboardInterrupt:  # Ctrl-C: what was finished is kept, never the --out file (it would look complete)
+        bar.close()
+        done = finished_rows(rows)
+        name = f"{Path(out).stem if out else 'classify'}.partial.csv"
+        kept = save_unsaved(name, _csv(columns, done)) if done else None
+        if kept is not None:
+            typer.echo(f"interrupted: the {len(done)} image(s) finished so far were saved to {kept}", err=True)
+        raise
+    bar.close()
+    table = _csv(columns, rows)
     if out:
-        atomic_write_bytes(out, buf.getvalue().encode("utf-8"))
+        atomic_write_bytes(out, table)
     else:
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(table.decode("utf-8"))
     errors = [r for r in rows if r["error"]]
     report = FileErrors(str(out) if out else "the CSV's error column")
     for r in errors:
@@ -75,6 +83,14 @@ def classify_command(
         typer.echo("error: no image could be classified" + ("" if rows else " (no images found)"), err=True)
     if errors or done == 0:  # like detect and analyze: any file that failed makes the exit code 1
         raise typer.Exit(1)
+
+
+def _csv(columns: list[str], rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
 
 
 def _chain(first, rest):
