@@ -264,6 +264,15 @@ def test_full_disk_for_real(tmp_path):
     assert line.startswith("1 | full |") and "disk" in line and "free some space" in line, line
 
 
+def test_a_disk_full_before_a_new_database_is_opened_is_called_full(tmp_path):
+    """A full disk met while SQLite creates or journals a database is a bare "disk I/O error": it said so."""
+    mnt = tmp_path / "mnt"
+    fill = f'dd if=/dev/zero of="{mnt}/fill" bs=4k 2>/dev/null; true'
+    new, old = run_on_small_mount(tmp_path, fill, [f"sqlite:///{mnt}/new.db", f"sqlite:///{mnt}/old.db"])
+    for line in (new, old):
+        assert "| full |" in line and "is full; free some space" in line and "I/O error" not in line, line
+
+
 def test_full_disk_is_a_clear_error_and_nothing_half_written(db, result):
     """SQLite's real SQLITE_FULL path, triggered by a page limit instead of a full device."""
     store = Store(db.url)
