@@ -220,3 +220,20 @@ def test_a_paler_part_touching_a_nucleus_is_no_lobe_of_it(monkeypatch, seed, joi
     _disc_cv(img, (126, 100), 9, (100, 70, 170))
     x1, _, x2, _ = locate_cell(img).nucleus_xyxy
     assert (x2 - x1 > 40) == joined, x2 - x1
+
+
+@pytest.mark.parametrize("gap", [4, 8, 16])
+def test_a_paler_central_nucleus_near_a_denser_one_is_its_own_cell_and_framed(gap):
+    """A blast's pale chromatin (evidence about 0.57 x its neighbour's) with a dense lymphocyte a few pixels away:
+    within lobe distance, the seed rule once dropped the pale nucleus and framed the neighbour (without the rule,
+    both were taken for lobes of one nucleus). The central cell is framed and the second one is said."""
+    img = np.full((200, 200, 3), (231, 226, 231), np.uint8)
+    d = (30 + 24 + gap) / np.sqrt(2)  # the nuclei's edges ``gap`` px apart, along the diagonal
+    _disc_cv(img, (round(100 + d), round(100 + d)), 30, (205, 185, 215))  # the lymphocyte's cytoplasm
+    _disc_cv(img, (round(100 + d), round(100 + d)), 24, (55, 35, 150))
+    _disc_cv(img, (100, 100), 30, (100, 75, 175))  # the blast's pale nucleus, drawn last (over the neighbour)
+    loc = locate_cell(img)
+    assert loc.found and loc.n_cells == 2 and "2 cells" in loc.note
+    assert np.hypot(*(centre_of(loc) - [100, 100])) < 5
+    x1, y1, x2, y2 = loc.nucleus_xyxy
+    assert 50 <= x2 - x1 <= 70 and 50 <= y2 - y1 <= 70  # the pale nucleus alone (60 px), not both (> 110 px)
