@@ -7,7 +7,10 @@ edge) - and ``cellkit.framing.locate_cell`` must find the cell. Reported per sou
 IoU of the found cell box with the drawn box, the share with IoU >= 0.5, and the median ratio of
 drawn cell side / found nucleus side (the constant ``CELL_PER_NUCLEUS``), plus ms per crop.
 
-    python bench/framing_bench.py [--data ../shared/data/txl_pbc] [--per-source 150] [--seed 0]
+    python bench/framing_bench.py [--data ../shared/data/txl_pbc] [--per-source 150] [--seed 0] [--grey]
+
+``--grey`` turns every crop to greyscale (luminance) first: how well the darkness fallback for crops without
+colour (``cellkit.framing.MONO_CHROMA``) finds the cell.
 
 What it cannot show: framing of cell types none of these sources has (blasts, smudge cells), and
 boxes drawn by other annotators.
@@ -66,6 +69,7 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/txl_pbc")
     ap.add_argument("--per-source", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0, help="which smears are drawn (BCCD and BCDD have about 100 only)")
+    ap.add_argument("--grey", action="store_true", help="greyscale crops (the framer's darkness fallback)")
     args = ap.parse_args()
     data = boxes_by_source(Path(args.data), args.per_source, args.seed)
     rng = np.random.default_rng(1)
@@ -85,6 +89,8 @@ def main() -> None:
                 if name == "border":  # the crop ends at the cell's left edge plus 30 % of it
                     cut = max(1, int(gt[0] + 0.3 * (gt[2] - gt[0])))
                     crop, gt = crop[:, cut:], gt - [cut, 0, cut, 0]
+                if args.grey:
+                    crop = np.round(crop.astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
                 t = time.perf_counter()
                 loc = locate_cell(crop)
                 times.append(time.perf_counter() - t)

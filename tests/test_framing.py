@@ -220,3 +220,63 @@ def test_a_paler_part_touching_a_nucleus_is_no_lobe_of_it(monkeypatch, seed, joi
     _disc_cv(img, (126, 100), 9, (100, 70, 170))
     x1, _, x2, _ = locate_cell(img).nucleus_xyxy
     assert (x2 - x1 > 40) == joined, x2 - x1
+
+
+@pytest.mark.parametrize("gap", [4, 8, 16])
+def test_a_paler_central_nucleus_near_a_denser_one_is_its_own_cell_and_framed(gap):
+    """A blast's pale chromatin (evidence about 0.57 x its neighbour's) with a dense lymphocyte a few pixels away:
+    within lobe distance, the seed rule once dropped the pale nucleus and framed the neighbour (without the rule,
+    both were taken for lobes of one nucleus). The central cell is framed and the second one is said."""
+    img = np.full((200, 200, 3), (231, 226, 231), np.uint8)
+    d = (30 + 24 + gap) / np.sqrt(2)  # the nuclei's edges ``gap`` px apart, along the diagonal
+    _disc_cv(img, (round(100 + d), round(100 + d)), 30, (205, 185, 215))  # the lymphocyte's cytoplasm
+    _disc_cv(img, (round(100 + d), round(100 + d)), 24, (55, 35, 150))
+    _disc_cv(img, (100, 100), 30, (100, 75, 175))  # the blast's pale nucleus, drawn last (over the neighbour)
+    loc = locate_cell(img)
+    assert loc.found and loc.n_cells == 2 and "2 cells" in loc.note
+    assert np.hypot(*(centre_of(loc) - [100, 100])) < 5
+    x1, y1, x2, y2 = loc.nucleus_xyxy
+    assert 50 <= x2 - x1 <= 70 and 50 <= y2 - y1 <= 70  # the pale nucleus alone (60 px), not both (> 110 px)
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    """The drawn crop as a greyscale scan (luminance, BT.601) of shape (H, W)."""
+    return np.round(img.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("form", ["grey", "equal_rgb", "noisy_rgb", "tinted_rgb"])
+def test_a_greyscale_crop_finds_its_dark_nucleus(form):
+    """Red + green - 2 x blue is 0 when the channels are equal: greyscale crops all went to review as "no cell
+    found". They fall back to darkness; the cell is found and framed as in colour."""
+    r = 30
+    img = field([(200, 200, r)], size=(400, 400))
+    crop = _grey(img[125:275, 125:275])  # PBC-like: the cell about 1/2.5 of the side
+    if form != "grey":
+        crop = np.repeat(crop[..., None], 3, axis=2)
+    if form == "noisy_rgb":  # nearly equal: a few levels of noise per channel
+        noise = np.random.default_rng(1).normal(0, 3, crop.shape)
+        crop = np.clip(crop + noise, 0, 255).astype(np.uint8)
+    if form == "tinted_rgb":  # a warm-toned monochrome scan: one tint, channels in fixed proportion
+        crop = np.round(crop * [1.0, 0.92, 0.8]).astype(np.uint8)
+    loc = locate_cell(crop)
+    assert loc.found and loc.n_cells == 1 and loc.note == ""
+    assert np.hypot(*(centre_of(loc) - [75, 75])) < 0.35 * r
+    found_side = loc.xyxy[2] - loc.xyxy[0]
+    assert 0.6 * 2 * r < found_side < 1.6 * 2 * r, f"side {found_side:.0f} for a cell of {2 * r}"
+
+
+def test_a_greyscale_crop_with_several_cells_takes_the_central_one():
+    crop = _grey(field([(150, 200, 28), (265, 200, 28)], size=(400, 400))[100:300, 60:280])
+    loc = locate_cell(crop)
+    assert loc.n_cells == 2 and "2 cells" in loc.note
+    assert abs(centre_of(loc)[0] - (150 - 60)) < 12
+
+
+def test_the_darkness_fallback_is_for_crops_without_colour_only():
+    """Dense overlapping red cells are as dark as a nucleus, but coloured: a colour crop of them alone still finds
+    no nucleus. A grey crop of pale red cells alone, or a blank one, finds none either."""
+    colour = field([], size=(160, 160), seed=2)
+    _red_cell_pairs(colour, [(50, 50), (110, 110), (50, 115)])
+    assert not locate_cell(colour).found
+    assert not locate_cell(_grey(field([], size=(120, 120)))).found
+    assert not locate_cell(np.full((80, 80), 200, np.uint8)).found
