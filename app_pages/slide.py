@@ -174,7 +174,7 @@ def save(slide: dict) -> None:
         while pending:
             index, label, note = pending[0]
             try:
-                db.add_correction(slide["id"], index, label, owner=owner, note=note, author=widgets.reviewer_name())
+                db.add_correction(slide["id"], index, label, owner=owner, note=note, author=widgets.review_author())
             except StoreError as exc:
                 if exc.retryable:
                     raise  # busy or gone: kept for "Retry save"
@@ -406,7 +406,7 @@ def act(kind: str, value) -> None:
         cls, x, y = value
         models = addable(slide.get("clf") or load_models()[1])  # the field's own model, never another one
         try:
-            more, index = add_cell(slide["image"], result, x, y, models, widgets.reviewer_name(), cls)
+            more, index = add_cell(slide["image"], result, x, y, models, widgets.review_author(), cls)
         except CellkitError as exc:  # the user's request (no model for that cell type...), not the database
             state.setdefault("slide_upload_errors", []).append(str(exc))
             return

@@ -1419,8 +1419,19 @@ def _result(a: Analysis) -> SlideResult:
 
 
 def _reviewed(row: DetectionRow) -> str | None:
-    """The reviewer's label of a stored box: its latest correction, None when it has none or an undo withdrew it."""
-    return row.corrections[-1].label if row.corrections and row.corrections[-1].label != UNDONE else None
+    """The reviewer's label of a stored box: its latest correction, None when it has none or an undo withdrew it.
+
+    Undo rows stored before withdrawals were recorded (note "undo", the model's own label) withdraw too, unless a
+    reviewer had chosen that label in an earlier step (then the undo went back to that decision)."""
+    if not row.corrections or row.corrections[-1].label == UNDONE:
+        return None
+    last = row.corrections[-1]
+    model = row.label or row.cls
+    if last.note == "undo" and last.label == model:
+        earlier = [c.label for c in row.corrections[:-1] if c.note != "undo"]
+        if model not in earlier:
+            return None
+    return last.label
 
 
 def _aware(when: datetime | None) -> datetime:

@@ -87,6 +87,23 @@ def test_an_undo_back_to_before_any_correction_leaves_the_stored_cell_undecided(
     ]  # fmt: skip
 
 
+def test_an_undo_stored_before_withdrawals_existed_still_withdraws(store, result):
+    """Databases from before withdrawals stored an undo as the model's own label (note "undo"): read as a decision,
+    a platelet the model called a white cell moved, and a flagged one left the review list."""
+    aid = store.save_analysis(result, owner="o")
+    cells = np.flatnonzero(result.detections.class_id == 0)[:2]
+    first, second = int(cells[0]), int(cells[1])
+    model = str(result.detections.data["label"][first])
+    store.add_correction(aid, first, "basophil", owner="o")
+    store.add_correction(aid, first, model, owner="o", note="undo")  # as yesterday's code wrote it
+    assert store.load_analysis(aid, owner="o").corrections == {}
+    other = str(result.detections.data["label"][second])
+    store.add_correction(aid, second, other, owner="o")  # a reviewer confirmed the model's label...
+    store.add_correction(aid, second, "basophil", owner="o")
+    store.add_correction(aid, second, other, owner="o", note="undo")  # ...and an undo went back to that decision
+    assert store.load_analysis(aid, owner="o").corrections == {second: other}
+
+
 def test_delete_removes_everything(store, result):
     aid = store.save_analysis(result, owner="o")
     store.add_correction(aid, 0, "lymphocyte", owner="o")

@@ -187,7 +187,8 @@ def report_ui(
     if case["status"] == "signed":
         with st.form("case_amend"):
             st.caption("Signed cases are locked. An amendment opens a new version; the signed one stays on record.")
-            who = st.text_input("Your name", value=widgets.reviewer_name(), key="case_amend_who",  # never "root"
+            _prefill("case_amend_who")
+            who = st.text_input("Your name", key="case_amend_who",  # never the server's account ("root")
                                 placeholder="As the report's history should print it")  # fmt: skip
             reason = st.text_input("Reason for the amendment", key="case_amend_reason")
             if st.form_submit_button("Amend", icon=":material/edit_note:"):
@@ -198,7 +199,8 @@ def report_ui(
         with st.form("case_sign"):
             # with login, the signed-in user; without it, the sidebar's reviewer (the account running the
             # dashboard, e.g. "root", is nobody's signature)
-            reviewer = st.text_input("Reviewer", value=widgets.reviewer_name(), key="case_reviewer",
+            _prefill("case_reviewer")
+            reviewer = st.text_input("Reviewer", key="case_reviewer",
                                      placeholder="Your name, as the report should print it")  # fmt: skip
             concerns = sign_off_concerns(summary, unsaved)
             anyway = False
@@ -227,6 +229,13 @@ def report_ui(
               "To": display(t["label"]) if t["label"] else "", "Note": t["note"]} for t in trail],
             hide_index=True,
         )  # fmt: skip
+
+
+def _prefill(key: str) -> None:
+    """Start an empty name field with the reviewer's name (sidebar or login), also when it was typed after the field
+    was first drawn: a keyed field ignores a new default value."""
+    if not st.session_state.get(key) and widgets.reviewer_name():
+        st.session_state[key] = widgets.reviewer_name()
 
 
 def _sign(store, owner: str, case: dict, reviewer: str, shown: dict, recount) -> None:

@@ -238,6 +238,15 @@ def reviewer_name() -> str:
     return " ".join(str(st.session_state.get("reviewer_name") or "").split())
 
 
+UNNAMED_REVIEWER = "reviewer not named"  # who a review step is logged under when no name was typed: never the account
+
+
+def review_author() -> str:
+    """Who a review step (correction, added cell) is logged under: :func:`reviewer_name`, else
+    :data:`UNNAMED_REVIEWER` (an empty author would be stored as the account running the dashboard)."""
+    return reviewer_name() or UNNAMED_REVIEWER
+
+
 def reviewer_ui() -> None:
     """Single-user mode: the reviewer's name in the sidebar, so corrections are logged under a person, not under
     the account running the dashboard ("root"). With login the signed-in user is the reviewer."""

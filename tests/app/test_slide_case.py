@@ -379,6 +379,11 @@ def test_without_login_corrections_and_the_sign_off_carry_the_reviewer_s_name_ne
     stored = _store().corrections(slide["id"], at.session_state["owner"])
     assert [c["author"] for c in stored] == ["Dr Ada"] and getpass.getuser() != "Dr Ada"
     assert at.text_input(key="case_reviewer").value == "Dr Ada"  # the sign-off starts with the same name
+    late = _fields(_page().run(), n=1)
+    assert late.text_input(key="case_reviewer").value == ""
+    late.session_state["reviewer_name"] = "Dr Bo"  # typed in the sidebar after the form was first drawn
+    late.run()
+    assert late.text_input(key="case_reviewer").value == "Dr Bo"
 
 
 def test_the_sidebar_asks_for_the_reviewer_s_name_only_without_login():
@@ -386,3 +391,27 @@ def test_the_sidebar_asks_for_the_reviewer_s_name_only_without_login():
     assert not at.exception
     box = at.sidebar.text_input(key="reviewer_name")
     assert box.value == "" and "audit trail" in box.proto.placeholder
+
+
+def test_without_a_name_review_steps_are_logged_as_unnamed_and_an_added_cell_stays_added(monkeypatch):
+    """With the sidebar's Reviewer empty, corrections fell back to the server account and an added cell was stored
+    without its "added" mark (gone after a reload)."""
+    import getpass
+
+    import streamlit as st
+
+    import ui.review
+
+    def add_here(image, result, key, locked, act, kinds=None):
+        st.button("add here", key="test_add", on_click=act, args=("add", ("wbc", 300.0, 200.0)))
+
+    monkeypatch.setattr(ui.review, "add_cell_ui", add_here)
+    at = _fields(_page().run(), n=1)
+    slide, owner = at.session_state["slide"], at.session_state["owner"]
+    n = len(slide["result"].detections)
+    at.button(key="slide_key_basophil").click().run()
+    at.button(key="test_add").click().run()
+    assert not at.exception
+    authors = {c["author"] for c in _store().corrections(slide["id"], owner)}
+    assert authors == {"reviewer not named"} and getpass.getuser() not in authors
+    assert _store().load_analysis(slide["id"], owner).added == {n: "reviewer not named"}
