@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
@@ -136,6 +137,17 @@ def unsaved_steps(slide: dict) -> int:
     return len(slide.get("pending") or []) + len(slide.get("pending_adds") or [])
 
 
+def take_back(slide: dict, index: int, message: str) -> None:
+    """Undo on the page a label the store refused for good: the page never shows a label the database lacks."""
+    steps = state.get("slide_undo", [])
+    mine = [k for k, entry in enumerate(steps) if _is_field(entry, slide) and entry[3] == index]
+    if mine:
+        *_, before = steps.pop(mine[-1])
+        with contextlib.suppress(CellkitError):
+            undo_step(slide["result"], index, before)
+    state.setdefault("slide_upload_errors", []).append(message)
+
+
 def save(slide: dict) -> None:
     """Save the analysis (when not yet saved) and the corrections made while the database was unreachable.
 
@@ -178,9 +190,9 @@ def save(slide: dict) -> None:
             except StoreError as exc:
                 if exc.retryable:
                     raise  # busy or gone: kept for "Retry save"
-                state.setdefault("slide_upload_errors", []).append(f"The label of cell #{index} was not saved: {exc}")
+                take_back(slide, index, f"The label of cell #{index} was not saved and is taken back: {exc}")
             except CellkitError as exc:  # refused (the case was signed meanwhile...): said once, never retried
-                state.setdefault("slide_upload_errors", []).append(f"The label of cell #{index} was not saved: {exc}")
+                take_back(slide, index, f"The label of cell #{index} was not saved and is taken back: {exc}")
             pending.pop(0)
         slide["db_error"] = None
     except CellkitError as exc:

@@ -763,8 +763,12 @@ def test_a_label_the_store_refuses_is_said_once_and_never_retried_for_ever(monke
         raise CellkitError("the case is signed off (version 1); amend it to change its cells")
 
     monkeypatch.setattr(Store, "add_correction", refuse)
+    cell = at.selectbox(key="slide_cell").value
     at.button(key="slide_key_basophil").click().run()
-    assert not at.exception and any("was not saved" in e.value and "signed off" in e.value for e in at.error)
+    assert not at.exception and any("was not saved and is taken back" in e.value and "signed off" in e.value
+                                    for e in at.error)  # fmt: skip
+    assert cell not in at.session_state["slide"]["result"].corrections  # the page never shows an unstored label
+    assert at.button(key="slide_undo_button").disabled  # and its undo step went with it
     assert at.session_state["slide"]["pending"] == [] and not at.session_state["slide"]["db_error"]
     assert "slide_retry_save" not in [b.key for b in at.button]
 
