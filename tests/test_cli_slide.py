@@ -282,3 +282,17 @@ def test_analyze_save_of_an_image_stored_before_by_the_same_models_reports_it_an
     other = CliRunner().invoke(app, [*args, "--rbc-model", "none"])  # other models: another analysis
     assert other.exit_code == 0 and "stored before" not in other.stderr
     assert len(store.list_analyses("lab1")) == 2
+    tiled = CliRunner().invoke(app, [*args, "--tile", "320", "--overlap", "64"])  # other tiling: other boxes
+    assert tiled.exit_code == 0 and "stored before" not in tiled.stderr
+    assert len(store.list_analyses("lab1")) == 3
+
+
+def test_analyze_case_with_a_bad_model_makes_no_case(images, tmp_path, monkeypatch):
+    """The case was created before the models were loaded: a typo in --model left an empty case behind."""
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    folder, _truth = images
+    args = ["analyze", str(folder / "s0.png"), "--case", "ACC1", "--save", "--owner", "lab1", "--model", "nosuch",
+            "--out", str(tmp_path / "c.json")]  # fmt: skip
+    bad = CliRunner().invoke(app, args)
+    assert isinstance(bad.exception, CellkitError) and "not found" in str(bad.exception)
+    assert Store().list_cases("lab1") == []

@@ -282,10 +282,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             store = Store()
             store.check()  # a database that is down or read-only fails now, before the work
             owner = owner or getpass.getuser()
+        det, clf, by_class = _models(not no_classify, detector, classifier, rbc_model)  # a bad model: no case made
         case_id, earlier = None, []  # with --case --save: the case in the database, and its fields stored before
         if store is not None and case:  # the case in the database too: it opens on the Slide page
             case_id, earlier, target_wbc = _case_for(store, owner, case, target_wbc)
-        det, clf, by_class = _models(not no_classify, detector, classifier, rbc_model)
         from cellkit.slide import image_sha256, model_versions
 
         versions = model_versions(det, clf, by_class)
@@ -309,7 +309,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                     continue
                 first_of[digest] = item.name
             before = None
-            if store is not None:  # an image stored before is reported from the database, not stored twice
+            # an image stored before is reported from the database, not stored twice; with --tile/--overlap given,
+            # only a case's own field is (other tiling gives other boxes, and the store does not keep the tiling)
+            if store is not None and (case_id is not None or (tile is None and overlap is None)):
                 before = _stored_before(store, owner, case_id, case, digest, versions, item.name)
             if before is not None:
                 aid, result = before
@@ -359,7 +361,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 from cellkit.case import case_display
                 from cellkit.report_pdf import case_pdf
 
-                names = case_display(fields)
+                names = case_display(stored + fields)  # every field the summary counts names its nodes
                 atomic_write(pdf, lambda fh: fh.write(case_pdf(summary, names, thumbs)))
             done_wbc = summary["white_cells_counted"]
             kept = f", {len(stored)} of them stored before this run" if stored else ""
