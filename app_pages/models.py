@@ -7,7 +7,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cellkit import CellkitError, classifier_comparison, default_spec, list_specs, load_taxonomy, red_cell_comparison
+from cellkit import (
+    CellkitError,
+    classifier_comparison,
+    default_names,
+    default_spec,
+    list_specs,
+    load_taxonomy,
+    red_cell_comparison,
+)
 from ui import widgets
 from ui.adapt import adapt_ui, show_report
 from ui.widgets import plain, plain_number
@@ -214,8 +222,7 @@ if not specs:
     st.info("No model in weights/: train one with `cellkit train classifier` or `cellkit train detector`.")
 else:
     st.subheader("Installed models")
-    defaults = {s.name for s in specs if s.card.get("default") and s.task != "classifier"} | (
-        {default_spec("classifier").name} if any(s.task == "classifier" for s in specs) else set())  # fmt: skip
+    defaults = set(default_names().values())  # one rule, with the command line's `cellkit models`
     st.dataframe(
         pd.DataFrame(
             [

@@ -42,6 +42,7 @@ _LAZY = {
     "list_specs": "cellkit.models",
     "default_spec": "cellkit.models",
     "machine_default": "cellkit.models",
+    "default_names": "cellkit.models",
     "set_machine_default": "cellkit.models",
     "Classifier": "cellkit.classify",
     "load_classifier": "cellkit.classify",

@@ -281,6 +281,19 @@ def default_spec(
     return (marked or specs)[0]
 
 
+def default_names() -> dict[str, str]:
+    """The model used when none is named, per role: ``detector``, ``classifier`` (white cells, this machine's choice
+    first) and ``classifier_rbc`` (red cells), for the roles that have a model. One rule for every list of models."""
+    out = {}
+    for role, task, cell_type in (("detector", "detector", None), ("classifier", "classifier", "wbc"),
+                                  ("classifier_rbc", "classifier", "rbc")):  # fmt: skip
+        try:
+            out[role] = default_spec(task, cell_type=cell_type).name
+        except CellkitError:
+            continue
+    return out
+
+
 def _settings_path() -> Path:
     return config.home() / "settings.json"
 
@@ -309,6 +322,11 @@ def set_machine_default(name: str | None) -> None:
         settings.pop("default_classifier", None)
     else:
         spec = load_spec(name)
+        if spec.name not in {s.name for s in list_specs()}:  # a card given by its path: not installed, never found
+            raise CellkitError(
+                f"{name!r} is not an installed model: put it in {config.weights_dir()} or {config.user_models_dir()} "
+                "(`cellkit adapt` saves there), then make it the default by its name"
+            )
         if spec.task != "classifier" or "wbc" not in spec.applies_to:
             raise CellkitError(
                 f"{name!r} is a {spec.task} model, not a white-cell classifier: it cannot be the default"

@@ -208,3 +208,18 @@ def test_an_empty_model_name_is_refused_not_read_as_the_default(tmp_path, monkey
         with pytest.raises(CellkitError, match=r"got an empty one \(leave the option out for the default model\)") as e:
             call()
         assert "cellkit train" not in str(e.value)  # a bad name is no reason to train a model
+
+
+def test_a_card_outside_the_model_folders_cannot_be_the_default_and_defaults_are_one_rule(tmp_path, monkeypatch):
+    from cellkit.models import default_names, machine_default, set_machine_default
+
+    bundled, home = tmp_path / "weights", tmp_path / "home"
+    monkeypatch.setenv("CELLKIT_WEIGHTS_DIR", str(bundled))
+    monkeypatch.setenv("CELLKIT_HOME", str(home))
+    _spec("shipped", card={"default": True}).save(bundled)
+    _spec("red", card={"default": True}, applies_to=["rbc"]).save(bundled)
+    _spec("elsewhere").save(tmp_path / "loose")
+    with pytest.raises(CellkitError, match="not an installed model"):
+        set_machine_default(str(tmp_path / "loose" / "elsewhere.json"))  # it was saved, then never found
+    assert machine_default() is None
+    assert default_names() == {"classifier": "shipped", "classifier_rbc": "red"}  # no detector installed here

@@ -23,7 +23,11 @@ from cellkit.cli._file_errors import FileErrors
 def classify_command(
     inputs: list[Path] = typer.Argument(..., help="image files, folders (searched recursively) or .zip archives"),
     out: Path = typer.Option(None, "--out", "-o", help="CSV to write (default: print the CSV to stdout)"),
-    model: str = typer.Option(None, "--model", help="classifier name in weights/ (default: the default model)"),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="classifier name, bundled or adapted (default: this machine's default, see `cellkit models`)",
+    ),
     batch_size: int = typer.Option(64, min=1, help="crops per forward pass"),
     threads: int = typer.Option(0, min=0, max=256, help="torch threads (0 = torch's default)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),

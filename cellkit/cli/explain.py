@@ -21,7 +21,11 @@ def explain_command(
     node: str = typer.Option(None, "--node", "-n", help="taxonomy node id to explain (default: predicted label)"),
     out: Path = typer.Option(..., "--out", "-o", help="PNG to write: the map over the crop"),
     npy: Path = typer.Option(None, "--npy", help="also write the raw map as .npy"),
-    model: str = typer.Option(None, "--model", help="classifier name in weights/ (default: the default model)"),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="classifier name, bundled or adapted (default: this machine's default, see `cellkit models`)",
+    ),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="overlay opacity"),
     cmap: str = typer.Option("jet", help="matplotlib colour map"),
     faithfulness: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="deletion/insertion AUCs"),

@@ -19,7 +19,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     ) -> None:
         """List the models (name, task, bundled or adapted here); the default white-cell model is marked."""
         from cellkit.errors import CellkitError
-        from cellkit.models import default_spec, list_specs, set_machine_default
+        from cellkit.models import default_names, list_specs, set_machine_default
 
         if set_default is not None and bundled_default:
             raise CellkitError("models: pass --set-default NAME or --bundled-default, not both")
@@ -27,12 +27,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             set_machine_default(set_default)
         elif bundled_default:
             set_machine_default(None)
-        try:
-            default = default_spec("classifier").name
-        except CellkitError:
-            default = None
+        defaults = set(default_names().values())
         for spec in list_specs():
             kind = "bundled" if spec.bundled else "adapted here"
             shown = spec.card.get("display_name") or ""
-            mark = "  (default)" if spec.name == default else ""
+            mark = "  (default)" if spec.name in defaults else ""
             typer.echo(f"{spec.name}\t{spec.task}\t{kind}\t{shown}{mark}")

@@ -244,7 +244,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         no_classify: bool = typer.Option(False, "--no-classify", help="Detect and count only."),
         detector: str = typer.Option(None, help="Detector name in the weights folder (default: bundled)."),
         classifier: str = typer.Option(
-            None, "--classifier", "--model", help="Classifier name, bundled or adapted (default: the bundled default)."
+            None,
+            "--classifier",
+            "--model",
+            help="Classifier name, bundled or adapted (default: this machine's default, see `cellkit models`).",
         ),
         rbc_model: str = typer.Option(
             None, "--rbc-model", help="Red-cell morphology model (default: the bundled one; 'none': off)."
