@@ -74,9 +74,9 @@ def case_scale_warnings(fields: Sequence[Any], spec: Any) -> tuple[list[bool], s
 
     Returns ``(kept, withheld, left_out)``: ``kept[i]`` is False for a field at a scale the model cannot tell
     forms at (:func:`scale_warning`); ``withheld`` replaces the case's forms when no field with red cells is
-    kept; ``left_out`` names the fields left out of forms counted over the others. Ratios are each field's
-    own, never the first one's."""
-    off = {i: r for i, r in enumerate(fields) if spec is not None and scale_warning(r, spec)}
+    kept; ``left_out`` names the fields left out of forms counted over the others (a field without classified red
+    cells has no forms to leave out). Ratios are each field's own, never the first one's."""
+    off = {i: r for i, r in enumerate(fields) if spec is not None and r.composition("rbc") and scale_warning(r, spec)}
     kept = [i not in off for i in range(len(fields))]
     if not off:
         return kept, "", ""

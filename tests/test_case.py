@@ -180,3 +180,7 @@ def test_red_cell_forms_of_an_off_scale_field_are_left_out_and_each_field_has_it
     s = case_summary("S-3", fields[1:], red_cell_spec=red_model)
     assert "3.0x–4.0x" in s["red_cells_withheld"] and "2 field(s)" in s["red_cells_withheld"]
     assert not s["red_cells_left_out"] and sum(f["count"] for f in s["red_cells"]) == 40
+    unclassified = result_with_red_cells(320)  # analysed without a red-cell model: no forms to leave out
+    unclassified.name = "plain.png"
+    s = case_summary("S-3", [fields[0], unclassified], red_cell_spec=red_model)
+    assert not s["red_cells_left_out"] and not s["red_cells_withheld"]

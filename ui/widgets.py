@@ -41,6 +41,9 @@ def sentence(text: object) -> str:
     """A message as a sentence: its first word capitalised when it is an ordinary word ("sign-off needs …" →
     "Sign-off needs …"); a message that starts with a file name, an id or a quote stays as written."""
     s = str(text)
+    head = s.split(": ", 1)[0] if ": " in s else ""
+    if "." in head or "/" in head:  # "sample 1.png: cannot be read" starts with a file name
+        return s
     return s[0].upper() + s[1:] if re.match(r"[a-z][a-z'-]*(?=[ ,])", s) else s
 
 

@@ -98,6 +98,9 @@ def test_the_probability_sunburst_is_sized_by_its_leaves_so_rounding_never_blank
         ("sign-off needs the reviewer's name", "Sign-off needs the reviewer's name"),
         ("case 'c1' changed since its counts were read", "Case 'c1' changed since its counts were read"),
         ("smear.png: cannot be read", "smear.png: cannot be read"),  # a file name stays as written
+        ("sample 1.png: cannot be read", "sample 1.png: cannot be read"),
+        ("field 2/x.tif, page 3: no image", "field 2/x.tif, page 3: no image"),
+        ("cannot save the analysis: the database is busy", "Cannot save the analysis: the database is busy"),
         ("node_probs: expected finite probabilities", "node_probs: expected finite probabilities"),
         ("'lab b' is taken", "'lab b' is taken"),
         ("Already a sentence.", "Already a sentence."),
