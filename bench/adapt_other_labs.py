@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from other_labs_labelled import SOURCES, labelled_crops, score, txl_root
+from other_labs_labelled import CBC_ROW, SOURCES, cbc_crops, labelled_crops, score, txl_root
 
 CANNOT_SHOW = (
     "Labels by engineers, not a hematologist; 3 labs; BCCD and BCDD have 2-3 classes and 25-32 eval cells "
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--unlabelled-cap", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sources", nargs="*", default=list(SOURCES), choices=SOURCES, help="labs to adapt to")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--write-card", default="", help="store the figures in this bundled model's card")
     args = ap.parse_args()
@@ -111,15 +112,18 @@ def main() -> None:
         scale = base.spec.crop_scale
         train, test = labelled_crops(root, "train", scale), labelled_crops(root, "eval", scale)
         rows: dict[str, dict] = {}
-        for src in SOURCES:
+        more = cbc_crops(root.parent, scale)  # BCCD's other images: its adapted models are scored there too
+        for src in args.sources:
             before = score(base, test[src])
-            after, cv_after, seconds = [], [], []
+            after, cv_after, seconds, after_more = [], [], [], []
             for seed in range(args.seeds):
                 lab = sample(train[src], args.per_class, seed)
                 t0 = time.perf_counter()
                 result = adapt(base, f"bench_{seed}", lab, folds=5, seed=seed)
                 seconds.append(time.perf_counter() - t0)
                 after.append(score(result.classifier, test[src]))
+                if src == "BCCD" and more:
+                    after_more.append(score(result.classifier, more))
                 cv = result.report.get("cross_validation", {})
                 if cv.get("folds"):
                     cv_after.append((cv["before"]["balanced_accuracy"], cv["after"]["balanced_accuracy"]))
@@ -137,6 +141,26 @@ def main() -> None:
                 "unlabelled_crops": unl.report["n_unlabelled"],
                 "unlabelled_seconds": round(unl_seconds, 1),
             }
+            if after_more:
+                unl_more = score(unl.classifier, more)
+                first = score(base, more)
+                rows[CBC_ROW] = {
+                    "labelled_counts": lab.counts(),
+                    "adapted_with": "the BCCD rows' labelled cells (TXL-PBC train images)",
+                    "eval_cells": first["n"],
+                    "before": {k: first[k] for k in KEPT},
+                    "after_labelled": mean_row(after_more),
+                    "after_unlabelled": {k: v for k, v in unl_more.items() if k in KEPT},
+                }
+                m = rows[CBC_ROW]
+                b0, b1 = m["before"]["balanced_accuracy"], m["after_labelled"]["balanced_accuracy"]
+                print(
+                    f"{base.spec.name} {CBC_ROW} eval {m['eval_cells']}: balanced {b0:.3f} -> labelled {b1:.3f} "
+                    f"{m['after_labelled']['balanced_accuracy_per_seed']} (acc {m['before']['accuracy']:.3f} -> "
+                    f"{m['after_labelled']['accuracy']:.3f}; recall {m['after_labelled']['recall']}) | unlabelled "
+                    f"{m['after_unlabelled']['balanced_accuracy']:.3f}",
+                    flush=True,
+                )
             r = rows[src]
             print(
                 f"{base.spec.name} {src:<11} {r['labelled_counts']} eval {r['eval_cells']}: balanced "
