@@ -232,10 +232,12 @@ def report_ui(
 
 
 def _prefill(key: str) -> None:
-    """Start an empty name field with the reviewer's name (sidebar or login), also when it was typed after the field
-    was first drawn: a keyed field ignores a new default value."""
-    if not st.session_state.get(key) and widgets.reviewer_name():
-        st.session_state[key] = widgets.reviewer_name()
+    """Keep a name field on the reviewer's name (sidebar or login) while nobody typed another one there: also when
+    the name is typed or changed after the field was first drawn (a keyed field ignores a new default value; a
+    case signed again after an amendment kept the first reviewer's name)."""
+    name, filled = widgets.reviewer_name(), f"_{key}_filled"
+    if name and (not st.session_state.get(key) or st.session_state.get(key) == st.session_state.get(filled)):
+        st.session_state[key] = st.session_state[filled] = name
 
 
 def _sign(store, owner: str, case: dict, reviewer: str, shown: dict, recount) -> None:

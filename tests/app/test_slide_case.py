@@ -384,6 +384,9 @@ def test_without_login_corrections_and_the_sign_off_carry_the_reviewer_s_name_ne
     late.session_state["reviewer_name"] = "Dr Bo"  # typed in the sidebar after the form was first drawn
     late.run()
     assert late.text_input(key="case_reviewer").value == "Dr Bo"
+    late.session_state["reviewer_name"] = "Dr Cy"  # another reviewer takes over (e.g. after an amendment)
+    late.run()
+    assert late.text_input(key="case_reviewer").value == "Dr Cy"
 
 
 def test_the_sidebar_asks_for_the_reviewer_s_name_only_without_login():
