@@ -7,7 +7,7 @@ import streamlit as st
 
 from cellkit.limits import heavy_job
 from ui import resources
-from ui.widgets import plain, refuse_oversized, upload_limit_mb
+from ui.widgets import plain, refuse_oversized, sentence, upload_limit_mb
 
 
 def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = None) -> None:
@@ -60,6 +60,8 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = Non
 
 def show_report(report: dict, taxonomy) -> None:
     """Before/after table of an adaptation report (cross-validated on the labelled crops)."""
+    from cellkit.adapt import untaught_words
+
     cv = report.get("cross_validation", {})
     if cv.get("folds"):
         b, a = cv["before"], cv["after"]
@@ -76,9 +78,11 @@ def show_report(report: dict, taxonomy) -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         advice = report.get("advice", "")
         if advice:
-            (st.warning if "did not help" in advice else st.info)(plain(advice.capitalize()))
+            (st.warning if "did not help" in advice else st.info)(plain(sentence(advice)))
     elif cv:
         st.caption(plain(f"No before/after figures: {cv.get('why', '')}"))
+    if report.get("untaught"):
+        st.warning(plain(sentence(untaught_words(report["untaught"], taxonomy))), icon=":material/warning:")
     for step in report.get("steps", []):  # may name the user's folders and files
         st.caption(plain(f"• {step}"))
     skipped = report.get("skipped") or []

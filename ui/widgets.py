@@ -42,7 +42,7 @@ def sentence(text: object) -> str:
     "Sign-off needs …"); a message that starts with a file name, an id or a quote stays as written."""
     s = str(text)
     head = s.split(": ", 1)[0] if ": " in s else ""
-    if "." in head or "/" in head:  # "sample 1.png: cannot be read" starts with a file name
+    if "/" in head or re.search(r"\.[A-Za-z][A-Za-z0-9]{1,4}\b", head):  # "sample 1.png: …" starts with a file
         return s
     return s[0].upper() + s[1:] if re.match(r"[a-z][a-z'-]*(?=[ ,])", s) else s
 

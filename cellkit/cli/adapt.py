@@ -35,7 +35,7 @@ def adapt_command(
     """Adapt a classifier to your lab; prints cross-validated before/after figures and saves the model."""
     import torch
 
-    from cellkit.adapt import adapt, check_name, read_labelled, save_adapted
+    from cellkit.adapt import adapt, check_name, read_labelled, save_adapted, untaught_words
     from cellkit.classify import load_classifier
     from cellkit.errors import CellkitError, named
     from cellkit.io import iter_images
@@ -86,6 +86,8 @@ def adapt_command(
             typer.echo(f"no cross-validation: {cv['why']}")
     if report.get("advice"):
         typer.echo(report["advice"])
+    if report.get("untaught"):
+        say("warning: " + untaught_words(report["untaught"], clf.taxonomy))
     for step in report["steps"]:
         typer.echo(f"- {step}")
     typer.echo(f"saved {path} in {report['seconds']} s; use it with --model {name}")

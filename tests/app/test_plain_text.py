@@ -101,6 +101,10 @@ def test_the_probability_sunburst_is_sized_by_its_leaves_so_rounding_never_blank
         ("sample 1.png: cannot be read", "sample 1.png: cannot be read"),
         ("field 2/x.tif, page 3: no image", "field 2/x.tif, page 3: no image"),
         ("cannot save the analysis: the database is busy", "Cannot save the analysis: the database is busy"),
+        (
+            "adapting helped (balanced accuracy 0.500 -> 0.900): use it",
+            "Adapting helped (balanced accuracy 0.500 -> 0.900): use it",
+        ),
         ("node_probs: expected finite probabilities", "node_probs: expected finite probabilities"),
         ("'lab b' is taken", "'lab b' is taken"),
         ("Already a sentence.", "Already a sentence."),
