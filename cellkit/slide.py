@@ -520,16 +520,6 @@ def _crop_side(spec: Any, boxes: np.ndarray) -> float | None:
     return float(spec.crop_scale) * float(np.median(sides))
 
 
-CUT_BY_EDGE = "cut by the image's edge: its form cannot be told"
-
-
-def _at_edge(xyxy: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Boxes that touch the image's border (within ``EDGE_EPS`` px): the cell goes on outside the image."""
-    h, w = shape
-    return (xyxy[:, 0] <= EDGE_EPS) | (xyxy[:, 1] <= EDGE_EPS) | (xyxy[:, 2] >= w - EDGE_EPS) | (
-        xyxy[:, 3] >= h - EDGE_EPS)  # fmt: skip
-
-
 def classify_boxes(
     image: np.ndarray, dets: Detections, classifier: Any | Mapping[str, Any], batch_size: int = 16
 ) -> tuple[Detections, tuple[str, ...]]:
@@ -558,11 +548,6 @@ def classify_boxes(
         classes = [c for c, m in models.items() if m is model]
         idx = np.flatnonzero(np.isin(dets.class_id, [DETECTION_CLASSES.index(c) for c in classes]))
         side = _crop_side(model.spec, dets.xyxy[idx])
-        if side is not None and model.taxonomy.flagged_as:  # a red cell cut by the image's edge looks like a
-            cut = _at_edge(dets.xyxy[idx], image.shape[:2])  # fragment (a schistocyte...): "uncategorised" instead
-            label[idx[cut]] = leaf[idx[cut]] = model.taxonomy.flagged_as
-            review[idx[cut]] = CUT_BY_EDGE
-            idx = idx[~cut]
         scale = float(getattr(model.spec, "crop_scale", 2.0))
         group = model.taxonomy.primary_grouping()
         lo = offsets[id(model)]

@@ -11,19 +11,10 @@ from _fakes import ColourDetector, labelled_result
 
 from cellkit.classify import build_tiny_classifier
 from cellkit.errors import CellkitError
-from cellkit.slide import (
-    CUT_BY_EDGE,
-    SlideResult,
-    analyze,
-    detect_tiled,
-    image_sha256,
-    iter_tiles,
-    review_zip,
-    tile_starts,
-)
+from cellkit.slide import SlideResult, analyze, detect_tiled, image_sha256, iter_tiles, review_zip, tile_starts
 from cellkit.synth import BACKGROUND, _disc, make_smear
 from cellkit.taxonomy import UNKNOWN, UNKNOWN_NAME
-from cellkit.types import DETECTION_CLASSES, Detections
+from cellkit.types import Detections
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -313,38 +304,18 @@ def test_one_pipeline_for_several_models_one_per_detector_class():
     pbc, rbc12 = load_taxonomy("pbc"), load_taxonomy("rbc12")
     assert res.node_ids == pbc.ids + rbc12.ids and res.taxonomies == ("pbc", "rbc12")
     labels = dict(zip(range(len(res.detections)), res.labels(), strict=True))
-    cut = res.detections.data["review"] == CUT_BY_EDGE
     for i, cls in enumerate(res.detections.class_name):
-        expected = ({"uncategorised"} if cut[i] else set(rbc12.ids)) if cls == "rbc" else set(pbc.ids) | {UNKNOWN}
+        expected = set(rbc12.ids) if cls == "rbc" else set(pbc.ids) | {UNKNOWN}
         assert labels[i] in expected, (cls, labels[i])
     probs = res.detections.data["node_probs"]
     is_rbc = res.detections.class_name == "rbc"
-    assert np.isnan(probs[is_rbc][:, : len(pbc.ids)]).all()
-    assert not np.isnan(probs[is_rbc & ~cut][:, len(pbc.ids) :]).any() and np.isnan(probs[cut]).all()
+    assert np.isnan(probs[is_rbc][:, : len(pbc.ids)]).all() and not np.isnan(probs[is_rbc][:, len(pbc.ids) :]).any()
     assert set(res.models) == {"detector", "classifier", "classifier_rbc"}
     assert set(res.differential()) <= set(pbc.ids) | {UNKNOWN}  # red cells never enter the WBC differential
     back = SlideResult.from_dict(json.loads(res.to_json()))
     assert back.taxonomies == res.taxonomies and back.labels() == res.labels()
     shown = dict(zip(res.detections.class_name, back.shown_as(), strict=False))
     assert shown["rbc"] in {rbc12.display(n) for n in rbc12.ids}
-
-
-def test_a_red_cell_cut_by_the_image_edge_gets_no_form():
-    """Half a red cell at the edge looks like a fragment: it was given a form (a schistocyte) and counted."""
-    from cellkit.slide import classify_boxes
-
-    img, _, _ = make_smear(480, 360, n_wbc=0, n_rbc=0, n_platelet=0, seed=6)
-    red = build_tiny_classifier("rbc12", seed=1)
-    red.spec.applies_to, red.spec.crop_reference, red.spec.crop_scale = ["rbc"], "slide", 2.0
-    xyxy = np.array([[0, 100, 30, 140], [200, 100, 240, 140], [450, 300, 480, 340], [300, 1, 340, 41]], np.float32)
-    rbc = DETECTION_CLASSES.index("rbc")
-    dets = Detections(xyxy, np.ones(4, np.float32), np.full(4, rbc), DETECTION_CLASSES)
-    out, _ = classify_boxes(img, dets, {"rbc": red})
-    assert list(out.data["label"][[0, 2, 3]]) == ["uncategorised"] * 3 and out.data["review"][1] != CUT_BY_EDGE
-    assert all(r == CUT_BY_EDGE for r in out.data["review"][[0, 2, 3]])
-    assert np.isnan(out.data["node_probs"][[0, 2, 3]]).all() and not np.isnan(out.data["node_probs"][1]).any()
-    result = SlideResult(out, img.shape[:2], node_ids=tuple(red.taxonomy.ids), taxonomies=("rbc12",))
-    assert result.composition("rbc")["uncategorised"]["count"] >= 3  # never a form read off half a cell
 
 
 def test_a_result_that_names_no_taxonomy_still_shows_display_names():
