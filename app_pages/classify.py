@@ -116,6 +116,8 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Crops classified", len(good))
 c2.metric("Unreadable", len(items) - len(good))
 c3.metric("Unidentified — review", n_review)
+st.caption(widgets.plain(f"Classified with {clf.spec.card.get('display_name') or clf.spec.name} (the sidebar's "
+                         "white-cell model)."))  # which model ran: the sidebar can be another tab's choice  # fmt: skip
 
 st.subheader("Per crop")
 if len(good) > MAX_DETAILED:
@@ -130,7 +132,8 @@ for k, (item, pred) in enumerate(list(zip(good, preds, strict=True))[:MAX_DETAIL
         path = " › ".join(f"{tax.display(n)} {pred.prob(n):.2f}" for n in tax.path(guess))
         if pred.label == UNKNOWN:
             left.warning(
-                f"**{UNKNOWN_NAME}** — {pred.review}. Best guess: {tax.display(guess)} ({pred.prob(guess):.2f})."
+                f"**{UNKNOWN_NAME}** — {pred.review}. Best guess: {tax.display(pred.leaf)} "
+                f"({pred.prob(pred.leaf):.2f}), as in the table and on the Explain page."
             )
         else:
             left.markdown(f"**{tax.display(pred.label)}** ({pred.confidence:.2f})")

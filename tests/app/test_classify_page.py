@@ -72,10 +72,13 @@ def test_cells_flagged_for_review_are_shown_as_unidentified(unsure_classifier):
     at = _run_with(files)
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["Unidentified — review"] == "1"
+    assert any(c.value.startswith("Classified with ") for c in at.caption)  # the page names the model that ran
     assert any("Unidentified — review" in w.value and "Best guess" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert "unsure" in table["Why review"].iloc[0] and table["Best guess"].iloc[0]
     assert table["Shown as"].iloc[0] == "Unidentified — review"  # the table says it too (the CSV: shown_as)
+    warning = next(w.value for w in at.warning if "Best guess" in w.value)  # one best guess: the table's
+    assert f"Best guess: {table['Best guess'].iloc[0]} ({float(table['P(best guess)'].iloc[0]):.2f})" in warning
 
 
 def test_same_file_name_twice_and_markdown_in_names_do_not_break_the_page():
