@@ -585,9 +585,11 @@ if slide:
             )
             red_cells = [i for i, c in enumerate(result.detections.class_name) if c == "rbc"]
             if image is not None and red_clf is not None and red_cells:
-                st.markdown("#### Red cells by form")
-                st.caption("Click a cell to select it.")
-                review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16)
+                st.markdown("#### Red cells by the model's form" + (", not reported here" if unreliable else ""))
+                st.caption("Click a cell to select it." + (" The groups are the model's guesses at a magnification it "
+                           "was not trained on: for review, not findings." if unreliable else ""))  # fmt: skip
+                review.gallery_ui(image, result, red_clf, red_cells, key="rbc", per_group=16,
+                                  guesses=bool(unreliable))  # fmt: skip
                 picked = widgets.cell_review_ui(image, result, red_clf, red_cells, key="rbc", locked=locked)
                 if picked:  # a red-cell correction is kept, saved and undone like a white-cell one
                     step = (*_field_of(slide), picked[0], undo_point(result, picked[0]))

@@ -43,9 +43,10 @@ def _montage(image, result, members: list[int], scale: float, selected: int | No
     return sheet
 
 
-def gallery_ui(image, result, clf, cells: list[int], key: str, per_group: int = 32) -> None:
+def gallery_ui(image, result, clf, cells: list[int], key: str, per_group: int = 32, guesses: bool = False) -> None:
     """Large crops grouped by final label; a click on one selects it (``st.session_state[f"{key}_cell"]``, the
-    cell picker's key), in a callback, so the page draws the new selection in the same run."""
+    cell picker's key), in a callback, so the page draws the new selection in the same run. ``guesses``: the
+    labels are not reported (red-cell forms at a scale the model cannot tell): each heading says so."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
     # a platelet box the model flagged or called a white cell, undecided, is counted as a platelet: it is grouped
@@ -55,8 +56,10 @@ def gallery_ui(image, result, clf, cells: list[int], key: str, per_group: int = 
     selected = st.session_state.get(f"{key}_cell")
 
     def heading(group: tuple[str, str]) -> str:
-        return result.display_name(group[0]) + (
-            " · platelet boxes, counted as platelets until decided" if group[1] else ""
+        return (
+            ("Model's guess: " if guesses else "")
+            + result.display_name(group[0])
+            + (" · platelet boxes, counted as platelets until decided" if group[1] else "")
         )
 
     for n, group in enumerate(sorted({groups[i] for i in cells}, key=heading)):

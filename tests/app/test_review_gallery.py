@@ -31,3 +31,23 @@ def test_platelet_boxes_the_model_called_a_white_cell_are_grouped_apart_and_say_
         "**Platelet** (1)",
         "**Unidentified — review · platelet boxes, counted as platelets until decided** (1)",
     ]
+
+
+def _guesses() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+    from _fakes import labelled_result
+
+    from ui.review import gallery_ui
+
+    result = labelled_result(["burr_cell", "normal"], ["rbc", "rbc"], "f.png")
+    clf = SimpleNamespace(spec=SimpleNamespace(crop_scale=1.5))
+    gallery_ui(np.full((40, 100, 3), 200, np.uint8), result, clf, [0, 1], key="t", guesses=True)
+
+
+def test_withheld_forms_are_grouped_as_the_model_s_guesses_never_as_findings():
+    """The Red cells tab said the forms were withheld, then listed "Burr cell (1)" as if counted."""
+    at = AppTest.from_function(_guesses, default_timeout=60).run()
+    assert not at.exception
+    assert all(md.value.startswith("**Model's guess: ") for md in at.markdown) and len(at.markdown) == 2

@@ -100,7 +100,7 @@ def test_reclassify_updates_labels():
 def test_red_cells_have_a_gallery_and_are_reclassified_like_white_cells():
     img, *_ = make_smear(640, 480, n_wbc=1, n_rbc=12, n_platelet=1, seed=6)
     at = _upload(_page().run(), encode_png(img), "smear.png")
-    assert not at.exception and any("Red cells by form" in m.value for m in at.markdown)
+    assert not at.exception and any("Red cells by the model's form" in m.value for m in at.markdown)
     result = at.session_state["slide"]["result"]
     cell = at.selectbox(key="rbc_cell").value
     assert result.detections.class_name[cell] == "rbc"
