@@ -988,16 +988,20 @@ class Store:
             raise CellkitError(f"case {case_id} not found; pick one from the list of your cases")
         return case
 
-    def create_case(self, owner: str, name: str, target_wbc: int = 100, details: dict[str, Any] | None = None) -> int:
-        """A new, open case (specimen) of ``owner``; returns its id. ``details``: specimen fields for the report."""
+    def create_case(
+        self, owner: str, name: str, target_wbc: int = 100, details: dict[str, Any] | None = None, who: str = ""
+    ) -> int:
+        """A new, open case (specimen) of ``owner``; returns its id. ``details``: specimen fields for the report;
+        ``who``: the person who started it, for the audit trail (default the owner)."""
         owner, name = _owner(owner), _case_name(name)
+        who = _person(str(who or "").strip(), "who starts the case") or owner
         if not 1 <= int(target_wbc) <= 10_000:
             raise CellkitError(f"target white-cell count: expected 1 to 10,000, got {target_wbc}")
         details = json.loads(json.dumps(details or {}, default=str))
 
         def work(session: Session) -> int:
             case = Case(owner=owner, name=name, target_wbc=int(target_wbc), details=details)
-            case.events.append(CaseEvent(version=1, kind="created", who=owner))
+            case.events.append(CaseEvent(version=1, kind="created", who=who))
             session.add(case)
             session.flush()
             return int(case.id)
@@ -1186,7 +1190,8 @@ class Store:
                 note = corr.note + (" (the reviewer's label withdrawn: undecided again)" if undone else "")
                 out.append(
                     {"at": corr.created, "created": _iso(corr.created), "version": corr.case_version,
-                     "what": "undo" if undone else "correction", "who": corr.author, "field": file_name,
+                     "what": "undo" if undone or corr.note == "undo" else "correction", "who": corr.author,
+                     "field": file_name,
                      "cell": int(idx), "from_label": corr.from_label, "label": model if undone else corr.label,
                      "note": note + (" (cell added by the reviewer)" if added_by else "")}
                 )  # fmt: skip

@@ -154,6 +154,18 @@ def test_an_undo_that_withdraws_a_correction_is_in_the_audit_trail_as_an_undo(an
     undo = trail[2]
     assert (undo["who"], undo["cell"], undo["from_label"], undo["label"]) == ("dr.a", cell, "basophil", model)
     assert "withdrawn" in undo["note"] and store.case_fields(cid, "ann")[0][1].corrections == {}
+    store.add_correction(aid, cell, "eosinophil", owner="ann", author="dr.a")
+    store.add_correction(aid, cell, "monocyte", owner="ann", author="dr.a")
+    store.add_correction(aid, cell, "eosinophil", owner="ann", author="dr.a", note="undo")  # back to a decision
+    assert [t["what"] for t in store.case_audit(cid, "ann")][-1] == "undo"  # an undo reads as one, either way
+
+
+def test_who_started_a_case_is_the_reviewer_when_named(any_store):
+    """The audit trail said "Created · root" with a reviewer's name typed in the sidebar."""
+    cid = any_store.create_case("root", "S-6", who="Dr Ada")
+    first = any_store.case_audit(cid, "root")[0]
+    assert (first["what"], first["who"]) == ("created", "Dr Ada")
+    assert any_store.case_audit(any_store.create_case("root", "S-7"), "root")[0]["who"] == "root"  # default
 
 
 def test_cells_added_and_corrected_before_the_first_save_keep_who_when_and_version(any_store, smear):

@@ -17,7 +17,7 @@ NEW = -1  # the picker's "start a new case" entry
 def new_case(store, owner: str, name: str = "", target: int = DEFAULT_TARGET_WBC, details: dict | None = None) -> int:
     """Create a case (named after the time when no name is given) and make it the page's current case."""
     name = name.strip() or f"Case {datetime.now().strftime('%Y-%m-%d %H:%M')}"
-    cid = store.create_case(owner, name, target_wbc=target, details=details)
+    cid = store.create_case(owner, name, target_wbc=target, details=details, who=widgets.reviewer_name())
     st.session_state["case_id"] = cid
     st.session_state.pop("case_fields", None)
     return cid
