@@ -40,6 +40,10 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = Non
     first = next((b for b in (base, classifier_name(), _default_name(default_spec)) if b in bases), bases[0])
     base = c2.selectbox("Start from", bases, index=bases.index(first), format_func=shown.get, key=f"{key}_base")
     replace = st.checkbox("Replace a model of this name made here before", key=f"{key}_replace")
+    done = st.session_state.pop(f"{key}_done", None)  # the last adaptation, said after the rerun that lists it
+    if done is not None:
+        show_report(done["report"], resources.classifier(done["base"]).taxonomy)
+        st.success(done["message"])
     if not st.button("Adapt", icon=":material/tune:", key=f"{key}_go", disabled=labelled_zip is None):
         return
     spinner = st.spinner("Adapting (cross-validated; about a minute for 200 crops)…")
@@ -52,10 +56,11 @@ def adapt_ui(key: str, labelled_zip: bytes | None = None, base: str | None = Non
         if shown_name.strip() != name:
             result.classifier.spec.card["display_name"] = shown_name.strip()
         path = save_adapted(result, replace=replace)
-    resources.classifier.clear()  # the picker lists the new model; cached models reload on demand
-    show_report(result.report, clf.taxonomy)
+    resources.classifier.clear()  # cached models reload on demand
     saved = shown_name.strip() if shown_name.strip() == name else f"{shown_name.strip()} (file name {name})"
-    st.success(f"Saved as **{plain(saved)}** in {plain(path.parent)}. Choose it in the sidebar's model picker.")
+    message = f"Saved as **{plain(saved)}** in {plain(path.parent)}. Choose it in the sidebar's model picker."
+    st.session_state[f"{key}_done"] = {"report": result.report, "base": base, "message": message}
+    st.rerun()  # the sidebar was drawn before the model existed: the rerun lists it there
 
 
 def show_report(report: dict, taxonomy) -> None:

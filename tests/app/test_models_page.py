@@ -424,3 +424,15 @@ def test_the_sidebar_s_model_can_be_made_this_machine_s_default_and_a_new_sessio
     assert fresh.sidebar.selectbox(key="model_picker").options == ["tiny", "Lab Two · default · adapted here"]
     at.button(key="models_bundled_default").click().run()
     assert not at.exception and "default_classifier" not in json.loads((home / "settings.json").read_text())
+
+
+def test_a_model_just_adapted_is_in_the_sidebar_s_picker_at_once(folders):
+    """The success message said "Choose it in the sidebar's model picker" while the picker did not list it yet."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("app_pages/models.py").run()
+    at.file_uploader(key="models_adapt_zip").set_value([("lab.zip", labelled_zip(), "application/zip")])
+    at.run()
+    at.text_input(key="models_adapt_name").set_value("Lab C")
+    at.button(key="models_adapt_go").click().run()
+    assert not at.exception and any("Saved as Lab C" in visible(s.value) for s in at.success)
+    assert "Lab C · adapted here" in at.sidebar.selectbox(key="model_picker").options
