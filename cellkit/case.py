@@ -21,6 +21,8 @@ PLATELET_CAVEAT = (
     "Platelet estimate from the fields counted: it assumes an even monolayer where red cells just touch, "
     "no platelet clumps and a normal red-cell count; confirm with an analyser count."
 )
+FEW_RED_CELLS = 1000  # fewer red cells than this behind "platelets per 1,000 RBC": the figure is said to be rough
+FEW_RED_WORDS = " Only {n} counted: the platelet estimate is rough (one platelet moves it by {step:g})."
 
 
 MODEL_ROLES = {"detector": "Detector", "classifier": "White-cell model", "classifier_rbc": "Red-cell model"}
@@ -29,6 +31,13 @@ OFF_SCALE_WORDS = (
     "{n} field(s) have red cells of a size the detector was never trained on ({names}): an upscaled or downscaled "
     "image, or another magnification. Their counts and differential are unreliable; analyse them at original size."
 )
+
+
+def _few_red_cells(rbc: int) -> str:
+    """What the platelet caveat adds when few red cells stand behind "platelets per 1,000 RBC"."""
+    if not 0 < rbc < FEW_RED_CELLS:
+        return ""
+    return FEW_RED_WORDS.format(n=f"{rbc} red cell{'s' * (rbc != 1)}", step=round(1000.0 / rbc, 1))
 
 
 def case_summary(
@@ -97,7 +106,7 @@ def case_summary(
         "rbc_per_field": round(rbc / n, 1) if n else None,
         "platelets_per_field": round(platelets / n, 1) if n else None,
         "platelets_per_1000_rbc": round(1000.0 * platelets / rbc, 1) if rbc else None,
-        "platelet_caveat": PLATELET_CAVEAT,
+        "platelet_caveat": PLATELET_CAVEAT + _few_red_cells(rbc),
         "red_cells": [f.to_dict() for f in red_cell_findings(red, withheld=withheld)],
         "red_cells_withheld": withheld,
         "red_cells_left_out": left_out,

@@ -140,7 +140,8 @@ def case_pdf(
         line(f"{summary['unidentified_review']} cell(s) are Unidentified — review and are not yet in any class.")
     if summary.get("rejected"):
         line("Rejected in review, not counted: "
-             + ", ".join(f"{display(k)} {n}" for k, n in summary["rejected"].items()) + ".")  # fmt: skip
+             + ", ".join(f"{display(k).removeprefix('Rejected: ')} {n}" for k, n in summary["rejected"].items())
+             + ".")  # fmt: skip
     nrbc = summary["nrbc"]
     per100 = f"{nrbc['per_100_wbc']:g}" if nrbc["per_100_wbc"] is not None else "n/a"
     line(f"NRBC: {nrbc['count']} ({per100} per 100 WBC), not counted among the white cells.")

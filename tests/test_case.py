@@ -82,6 +82,11 @@ def test_a_reviewers_label_of_another_class_moves_the_box_and_rejected_boxes_cou
     assert s["counted"] == {"wbc": 2, "nrbc": 1, "rbc": 1, "platelet": 2} and s["unidentified_review"] == 0
     assert s["counted"]["wbc"] == r.white_cells()
     assert s["platelets_per_1000_rbc"] == 2000.0
+    assert (
+        "Only 1 red cell counted: the platelet estimate is rough (one platelet moves it by 1000)"
+        in s["platelet_caveat"]
+    )
+    assert s["rejected"] == {"reject_artefact": 1}
 
 
 def test_case_subtypes_add_up_to_the_count_and_the_order_is_clinical_over_every_field():
