@@ -320,7 +320,14 @@ def test_review_flow_of_a_case_from_upload_to_signed_pdf(app_url, page, tmp_path
     _screenshot(page, tmp_path / "review_added.png")
 
     page.get_by_role("tab", name="Case & report").click()
-    page.get_by_label("Reviewer").fill("Dr Ada Lovelace")
+    # the sidebar's reviewer (single-user mode): the sign-off form starts with that name
+    page.locator('[data-testid="stSidebar"]').get_by_label("Reviewer", exact=True).fill("Dr Ada Lovelace")
+    page.keyboard.press("Enter")
+    _wait_idle(page)
+    form = page.locator('[data-testid="stForm"]').filter(has_text="Sign off")
+    expect_value = form.get_by_label("Reviewer", exact=True)
+    expect_value.wait_for()
+    assert expect_value.input_value() == "Dr Ada Lovelace"
     page.get_by_text("Before signing:").wait_for()  # one small field is far from the target count
     page.get_by_text("I have checked these and sign anyway").click()
     page.get_by_role("button", name="Sign off").click()
