@@ -489,7 +489,7 @@ if slide:
     with tab_case:
         if case and results:
             display = case_display(list(results.values()))
-            case_ui.summary_ui(summary, display)
+            case_ui.summary_ui(summary, display, signed=case["status"] == "signed")
             try:
                 unsaved = unsaved_steps(slide) + sum(unsaved_steps(f) for f in others if f["id"] in results)
 

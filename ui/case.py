@@ -115,8 +115,9 @@ def progress_ui(case: dict, summary: dict) -> None:
                 + (" — target reached" if summary["target_reached"] else ""))  # fmt: skip
 
 
-def summary_ui(summary: dict, display) -> None:
-    """The case's totals: differential, NRBC, platelets and red cells per field."""
+def summary_ui(summary: dict, display, signed: bool = False) -> None:
+    """The case's totals: differential, NRBC, platelets and red cells per field. ``signed``: the case is locked,
+    so what is left undecided is said as signed, not as a step to take."""
     if not summary["fields"]:
         st.info("No fields in this case yet: upload one or more images above.")
         return
@@ -150,10 +151,19 @@ def summary_ui(summary: dict, display) -> None:
                            "Finding": f["finding"] + (" (provisional: under 1,000 red cells)"
                                                       if f["provisional"] and f["finding"] else "")}
                           for f in summary["red_cells"]], hide_index=True)  # fmt: skip
-    if summary["unidentified_review"]:
+    if summary["unidentified_review"] and signed:
+        st.warning(f"{summary['unidentified_review']} white cell(s) were signed as Unidentified — review (amend the "
+                   "case to decide them).", icon=":material/flag:")  # fmt: skip
+    elif summary["unidentified_review"]:
         st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them in *Cells & "
                    "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip
-    if summary.get("platelets_review"):
+    if summary.get("platelets_review") and signed:
+        st.warning(
+            f"{summary['platelets_review']} platelet(s) flagged or called a white cell by the model were signed "
+            "unchecked and count as platelets (amend the case to check them).",
+            icon=":material/flag:",
+        )
+    elif summary.get("platelets_review"):
         st.warning(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model: "
                    "check them in *Cells & review* (a missed white cell, a clump); until then they count as "
                    "platelets.", icon=":material/flag:")  # fmt: skip

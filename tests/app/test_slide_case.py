@@ -94,6 +94,7 @@ def test_sign_off_locks_the_case_and_an_amendment_opens_version_2():
     assert at.button(key="slide_key_basophil").disabled and at.file_uploader(key="slide_upload").disabled
     assert any("review is locked" in i.value for i in at.info)
     assert any("signed with points open" in visible(m.value) for m in at.markdown)  # ticked: said
+    assert not any("decide them in" in w.value or "check them in" in w.value for w in at.warning)  # it is locked
     at.text_input(key="case_amend_reason").set_value("second look at cell 3")
     amend = lambda: next(b for b in at.get("form_submit_button") if b.proto.form_id == "case_amend")  # noqa: E731
     assert at.text_input(key="case_amend_who").value == ""  # no login: never the server's account ("root")
