@@ -53,10 +53,14 @@ def model_data_table(specs: list) -> pd.DataFrame:
 NOT_COUNTS = ("distance", "threshold", "seed", "epoch", "px", "pixels", "version")  # integers that count no images
 
 
+ACRONYMS = {"bccd": "BCCD", "bcdd": "BCDD", "cbc": "CBC", "pbc": "PBC", "rbc": "RBC", "txl": "TXL", "wbc": "WBC"}
+
+
 def words(key: str) -> str:
-    """A card key as words: "n_images" -> "images", "data.split_sizes" -> "split sizes"."""
+    """A card key as words: "n_images" -> "images", "data.split_sizes" -> "split sizes", "cbc_kept" -> "CBC kept"
+    (data sets' names as they are written)."""
     last = key.rsplit(".", 1)[-1]
-    text = last.removeprefix("n_").replace("_", " ").strip()
+    text = " ".join(ACRONYMS.get(w.lower(), w) for w in last.removeprefix("n_").replace("_", " ").split())
     return text[:1].upper() + text[1:] if text else key
 
 

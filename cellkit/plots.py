@@ -118,7 +118,9 @@ def balance_bars(balanced: pd.DataFrame, title: str = "Balancing per level: befo
 def distance_hist(pairs: pd.DataFrame, title: str = "Duplicate pairs by perceptual-hash distance") -> go.Figure:
     """How many pairs at each phash distance, split into within-split and cross-split (leakage)."""
     df = pairs.assign(where=np.where(pairs["cross_split"], "across splits", "within a split"))
-    fig = px.histogram(df, x="distance", color="where", barmode="stack", nbins=int(df["distance"].max() or 0) + 1)
+    top = int(df["distance"].max() or 0)
+    fig = px.histogram(df, x="distance", color="where", barmode="stack", nbins=top + 1)
+    fig.update_xaxes(dtick=1, range=[-0.5, top + 0.5])  # whole bits: no axis from -0.4 to 0.4 for exact copies
     return _fig(fig, title, xaxis_title="hamming distance (bits of 64)")
 
 
@@ -156,7 +158,7 @@ def model_data_bar(table: pd.DataFrame, title: str = "Training data of the bundl
         model=table["shown"] if "shown" in table else table["model"],
     )  # fmt: skip
     fig = px.bar(shown, x="key", y="count", color="table", facet_col="model", text_auto=True,
-                 labels={"key": "", "count": "images", "table": "table"})  # fmt: skip
+                 labels={"key": "", "count": "images", "table": "part of the card"})  # fmt: skip
     fig.update_xaxes(matches=None, title=None)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
     return _fig(fig, title)

@@ -29,7 +29,7 @@ def test_integers_that_count_no_images_are_left_out():
     )  # fmt: skip
     table = model_data.model_data_table([spec])
     assert table["key"].tolist() == ["train_images_used"] and table["shown"].tolist() == ["Cells (v2)"]
-    assert model_data.words("data.cbc_dropped_same_bccd_name") == "Cbc dropped same bccd name"
+    assert model_data.words("data.cbc_dropped_same_bccd_name") == "CBC dropped same BCCD name"
 
 
 def test_model_split_table_from_split_file(tmp_path):
