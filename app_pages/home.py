@@ -49,7 +49,8 @@ if specs:
             }
         )
     st.dataframe(rows, hide_index=True, width="stretch")
-    st.caption("★ default model of its task. Full model cards: " + "`weights/<name>.json`.")
+    st.caption("★ default model of its task. Full model cards: `weights/<name>.json` for the bundled models, "
+               "`CELLKIT_HOME/models/<name>.json` for the ones adapted here; all on the Models page.")  # fmt: skip
     page_link_ui("app_pages/models.py", "Compare models", ":material/leaderboard:")
 else:
     st.info(

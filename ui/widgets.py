@@ -544,16 +544,19 @@ def cell_review_ui(
 LOW_NODE_P = 0.2  # below this, a map explains what would make the cell look like the node, not why it is one
 
 
+CLEARLY_FASTER = 1.05  # a map's deletion/insertion against random areas: below this ratio it is said to be no faster
+
+
 def faithfulness_words(scores: dict, ref: dict) -> str:
     """Deletion/insertion AUCs in words a hematologist can use, the figures after them."""
     d, rd = scores["deletion_auc"], ref["random_deletion_auc"]
     i, ri = scores["insertion_auc"], ref["random_insertion_auc"]
-    if d < rd:
+    if d < rd and rd / max(d, 1e-3) >= CLEARLY_FASTER:
         faster = rd / max(d, 1e-3)
         words = f"Hiding the highlighted areas first lowers the score {faster:.1f}x faster than hiding random areas"
-    else:
+    else:  # "1.0x faster" said nothing: under 1.05x is no faster than chance
         words = "Hiding the highlighted areas lowers the score no faster than random areas: read little into this map"
-    if i > ri:
+    if i > ri and i / max(ri, 1e-3) >= CLEARLY_FASTER:
         words += f"; showing them alone brings it back {i / max(ri, 1e-3):.1f}x faster."
     else:
         words += "; showing them alone brings it back no faster than random areas."

@@ -115,3 +115,14 @@ def test_error_messages_are_shown_as_sentences(message, shown):
     from ui.widgets import sentence
 
     assert sentence(message) == shown
+
+
+def test_a_map_barely_faster_than_random_areas_is_said_to_be_no_faster():
+    """Explain said "1.0x faster than hiding random areas": a ratio that says nothing."""
+    from ui.widgets import faithfulness_words
+
+    ref = {"random_deletion_auc": 0.50, "random_insertion_auc": 0.50}
+    close = faithfulness_words({"deletion_auc": 0.49, "insertion_auc": 0.51}, ref)
+    assert "no faster than random areas" in close and "1.0x" not in close
+    clear = faithfulness_words({"deletion_auc": 0.25, "insertion_auc": 0.75}, ref)
+    assert "2.0x faster than hiding random areas" in clear and "back 1.5x faster" in clear
