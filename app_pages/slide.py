@@ -521,6 +521,7 @@ if slide:
                     for k, v in diff.items()
                 ],
                 hide_index=True,
+                column_config=widgets.percent_column(),
             )
             nrbc = result.nrbc()
             n_white = sum(v["count"] for v in diff.values())
@@ -574,6 +575,7 @@ if slide:
                         for f in findings
                     ],
                     hide_index=True,
+                    column_config=widgets.percent_column(),
                 )
             n_red = sum(f.count for f in findings)
             st.caption(

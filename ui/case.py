@@ -130,7 +130,7 @@ def summary_ui(summary: dict, display, signed: bool = False) -> None:
         subtypes = summary.get("subtypes", {})
         st.dataframe([{"White cell": display(g), "Count": v["count"], "%": v["percent"],
                        "Of which": subtype_words(subtypes.get(g, {}), g, display)} for g, v in diff.items()],
-                     hide_index=True)  # fmt: skip
+                     hide_index=True, column_config=widgets.percent_column())  # fmt: skip
     nrbc = summary["nrbc"]
     per100 = f"{nrbc['per_100_wbc']:g} per 100 WBC" if nrbc["per_100_wbc"] is not None else "no white cells yet"
     cols = st.columns(4)
@@ -150,7 +150,8 @@ def summary_ui(summary: dict, display, signed: bool = False) -> None:
             st.dataframe([{"Form": display(f["form"]), "Count": f["count"], "%": f["percent"],
                            "Finding": f["finding"] + (" (provisional: under 1,000 red cells)"
                                                       if f["provisional"] and f["finding"] else "")}
-                          for f in summary["red_cells"]], hide_index=True)  # fmt: skip
+                          for f in summary["red_cells"]], hide_index=True,
+                         column_config=widgets.percent_column())  # fmt: skip
     if summary["unidentified_review"] and signed:
         st.warning(f"{summary['unidentified_review']} white cell(s) were signed as Unidentified — review (amend the "
                    "case to decide them).", icon=":material/flag:")  # fmt: skip

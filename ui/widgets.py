@@ -37,6 +37,13 @@ def plain(text: object) -> str:
     return re.sub(r"(?i)(www)\.", r"\1" + _WJ + ".", s)
 
 
+def percent_column() -> dict:
+    """``column_config`` for a table's "%" column: one decimal, as the differential bar and the PDF print it."""
+    import streamlit as st
+
+    return {"%": st.column_config.NumberColumn("%", format="%.1f")}
+
+
 def sentence(text: object) -> str:
     """A message as a sentence: its first word capitalised when it is an ordinary word ("sign-off needs …" →
     "Sign-off needs …"); a message that starts with a file name, an id or a quote stays as written."""

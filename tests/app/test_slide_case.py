@@ -419,3 +419,15 @@ def test_without_a_name_review_steps_are_logged_as_unnamed_and_an_added_cell_sta
     authors = {c["author"] for c in _store().corrections(slide["id"], owner)}
     assert authors == {"reviewer not named"} and getpass.getuser() not in authors
     assert _store().load_analysis(slide["id"], owner).added == {n: "reviewer not named"}
+
+
+def test_percentages_on_screen_have_one_decimal_as_in_the_pdf():
+    """The case table showed 33.33, the field's bar 50.0 and the PDF 33.3: one rounding on screen and paper."""
+    import json
+
+    at = _fields(_page().run(), n=1)
+    tables = [d for d in at.dataframe if "%" in d.value.columns]
+    assert tables
+    for table in tables:
+        config = json.loads(table.proto.columns)
+        assert config["%"]["type_config"]["format"] == "%.1f", config
