@@ -198,6 +198,11 @@ def save(slide: dict) -> None:
     except CellkitError as exc:
         slide["db_error"] = str(exc)
     waiting = state.setdefault("slide_unsaved", {})  # kept whichever field is on screen, until saved
+    new = ("new", slide["key"])  # an analysis the database never got: kept too, when a new upload replaces it
+    if slide["id"] is None and slide.get("db_error"):
+        waiting[new] = slide
+    else:
+        waiting.pop(new, None)
     if slide["id"] is not None and unsaved_steps(slide):
         waiting[slide["id"]] = slide
     elif slide["id"] is not None and waiting.get(slide["id"]) is slide:
@@ -379,7 +384,9 @@ if (slide and slide.get("db_error")) or others:
         said = widgets.plain(f"Not saved to the database: {others[0].get('db_error') or 'it could not be used'}")
     if others:
         names = widgets.plain(", ".join(f["name"] for f in others))
-        said += f"  \n{sum(unsaved_steps(f) for f in others)} review step(s) of {names} wait in this session too."
+        said += (f"  \n{names}: {sum(unsaved_steps(f) for f in others)} review step(s)"
+                 + (" and analyses never saved" if any(f["id"] is None for f in others) else "")
+                 + " wait in this session too.")  # fmt: skip
     err_col.error(said, icon=":material/database:")
     if retry_col.button("Retry save", icon=":material/refresh:", key="slide_retry_save"):
         for field in [slide, *others] if slide and slide.get("db_error") else others:

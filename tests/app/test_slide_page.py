@@ -273,6 +273,24 @@ def test_undo_works_on_a_field_saved_only_after_its_first_review(db_down):
     assert at.session_state["slide"]["result"].labels()[cell] == model_label
 
 
+def test_an_analysis_the_database_never_got_is_kept_when_another_image_is_uploaded(db_down):
+    """A new upload replaced the unsaved analysis (and its review) in the session: lost without a word."""
+    from cellkit.store import Store
+
+    db_down("save_analysis")
+    at = _upload(_page().run(), _smear_png(4), "first.png")
+    at.button(key="slide_key_basophil").click().run()  # reviewed while the database is busy
+    at = _upload(at, _smear_png(5), "second.png")
+    assert not at.exception and at.session_state["slide"]["name"] == "second.png"
+    assert any("first.png" in e.value and "never saved" in e.value for e in at.error)
+    db_down.up()
+    at.button(key="slide_retry_save").click().run()
+    assert not at.exception and not at.error
+    stored = {a["file_name"]: a["id"] for a in Store().list_analyses(at.session_state["owner"])}
+    assert set(stored) == {"first.png", "second.png"}
+    assert "basophil" in Store().load_analysis(stored["first.png"], at.session_state["owner"]).corrections.values()
+
+
 def test_database_under_a_regular_file_is_one_error_and_nothing_lost(monkeypatch, tmp_path):
     (tmp_path / "file.txt").write_text("not a folder")
     monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'file.txt' / 'cellkit.db'}")
