@@ -384,9 +384,9 @@ if (slide and slide.get("db_error")) or others:
         said = widgets.plain(f"Not saved to the database: {others[0].get('db_error') or 'it could not be used'}")
     if others:
         names = widgets.plain(", ".join(f["name"] for f in others))
-        said += (f"  \n{names}: {sum(unsaved_steps(f) for f in others)} review step(s)"
-                 + (" and analyses never saved" if any(f["id"] is None for f in others) else "")
-                 + " wait in this session too.")  # fmt: skip
+        said += f"  \n{sum(unsaved_steps(f) for f in others)} review step(s) of {names} wait in this session too."
+        if any(f["id"] is None for f in others):
+            said += " Some of these analyses were never saved: Retry save stores them with their review."
     err_col.error(said, icon=":material/database:")
     if retry_col.button("Retry save", icon=":material/refresh:", key="slide_retry_save"):
         for field in [slide, *others] if slide and slide.get("db_error") else others:

@@ -282,7 +282,7 @@ def test_an_analysis_the_database_never_got_is_kept_when_another_image_is_upload
     at.button(key="slide_key_basophil").click().run()  # reviewed while the database is busy
     at = _upload(at, _smear_png(5), "second.png")
     assert not at.exception and at.session_state["slide"]["name"] == "second.png"
-    assert any("first.png" in e.value and "never saved" in e.value for e in at.error)
+    assert any("first.png" in e.value and "were never saved" in e.value for e in at.error)
     db_down.up()
     at.button(key="slide_retry_save").click().run()
     assert not at.exception and not at.error
