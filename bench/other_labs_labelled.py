@@ -15,11 +15,13 @@ known limits:
 - A model trained on the train part has seen these three labs' stains: its figures here are no longer
   zero-shot, and the gain it shows is an upper bound on the gain at a lab it never saw.
 
-A fourth row, ``BCCD, 199 more images (cbc/)``, scores 157 white cells of the BCCD images that ``cbc/`` holds and
-TXL-PBC does not (``bench/data/bccd_cbc_wbc_labels.csv``, labelled by us the same way on 2026-12-02: 109
-neutrophils, 25 eosinophils, 18 lymphocytes, 4 monocytes, 1 basophil; 47 unsure cells left out). No image is in
-TXL-PBC (by original name; no perceptual hash within 10 bits of one), but they are the same lab's smears, perhaps
-the same patients': a model trained on TXL-PBC's BCCD cells has seen that lab.
+A fourth row, ``BCCD, cbc/ eval images``, scores white cells of the BCCD images that ``cbc/`` holds and TXL-PBC
+does not (``bench/data/bccd_cbc_wbc_labels.csv``, labelled by us the same way on 2026-12-02: 157 cells, 109
+neutrophils, 25 eosinophils, 18 lymphocytes, 4 monocytes, 1 basophil; 47 unsure cells left out). Its ``part``
+column splits them by image: odd image numbers are ``eval`` (80 cells: 54 N, 13 E, 10 L, 3 M), even ones
+``train`` (77 cells: 55 N, 12 E, 8 L, 1 M, 1 B; exported with ``--export-train``). Only the eval part is scored.
+No image is in TXL-PBC (by original name; no perceptual hash within 10 bits of one), but they are the same lab's
+smears, perhaps the same patients': a model trained on TXL-PBC's BCCD cells has seen that lab.
 
 Crops are cut as the slide pipeline cuts a detection (``crop_box`` at the model's ``crop_scale``), then go
 through the model's own framing and colour steps. ``accuracy`` is forced choice over the 8 PBC groups (a
@@ -40,7 +42,7 @@ import numpy as np
 LABELS = Path(__file__).parent / "data" / "txl_pbc_wbc_labels.csv"
 CBC_LABELS = Path(__file__).parent / "data" / "bccd_cbc_wbc_labels.csv"
 SOURCES = ("Raabin-WBC", "BCCD", "BCDD")
-CBC_ROW = "BCCD, 199 more images (cbc/)"  # BCCD images that TXL-PBC does not hold: more eval cells of that lab
+CBC_ROW = "BCCD, cbc/ eval images"  # BCCD images that TXL-PBC does not hold (odd numbers): more eval cells of that lab
 
 
 def txl_root() -> Path:
@@ -75,12 +77,12 @@ def labelled_crops(root: Path, part: str, scale: float) -> dict[str, list[tuple[
     return out
 
 
-def cbc_crops(data: Path, scale: float) -> list[tuple[str, np.ndarray, str]]:
-    """The white cells of ``bench/data/bccd_cbc_wbc_labels.csv``: BCCD images of ``cbc/`` that TXL-PBC does not
-    hold (checked by original file name and perceptual hash, none within 10 bits of a TXL-PBC BCCD image), cut as
-    the slide pipeline cuts a detection. ``wbc_box`` counts the image's WBC objects in its VOC file's order.
-    Labelled by us from contact sheets, not by a hematologist; cells we were unsure of (blurred, cut by the
-    border, overlapping) were left out. [] when ``cbc/`` is absent."""
+def cbc_crops(data: Path, scale: float, part: str = "eval") -> list[tuple[str, np.ndarray, str]]:
+    """The white cells of one ``part`` (``eval`` / ``train``) of ``bench/data/bccd_cbc_wbc_labels.csv``: BCCD
+    images of ``cbc/`` that TXL-PBC does not hold (checked by original file name and perceptual hash, none within
+    10 bits of a TXL-PBC BCCD image), cut as the slide pipeline cuts a detection. ``wbc_box`` counts the image's
+    WBC objects in its VOC file's order. Labelled by us from contact sheets, not by a hematologist; cells we were
+    unsure of (blurred, cut by the border, overlapping) were left out. [] when ``cbc/`` is absent."""
     import xml.etree.ElementTree as ET
 
     from cellkit.crops import crop_box
@@ -92,6 +94,8 @@ def cbc_crops(data: Path, scale: float) -> list[tuple[str, np.ndarray, str]]:
     out = []
     with CBC_LABELS.open(newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
+            if r["part"] != part:
+                continue
             objects = ET.parse(folder / "Annotations" / f"{Path(r['image']).stem}.xml").findall("object")
             wbc = [o.find("bndbox") for o in objects if (o.findtext("name") or "").strip().upper() == "WBC"]
             box = [float(wbc[int(r["wbc_box"])].findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
@@ -136,8 +140,9 @@ def write_crops(out: Path, source: str, items: list[tuple[str, np.ndarray, str]]
 
 
 def export(root: Path, out: Path, scale: float) -> None:
-    """Write the train part under ``out`` (every source)."""
+    """Write the train part under ``out`` (every source, and the train images of ``cbc/``'s BCCD cells)."""
     n = sum(write_crops(out, source, items) for source, items in labelled_crops(root, "train", scale).items())
+    n += write_crops(out, "BCCD-cbc", cbc_crops(root.parent, scale, "train"))
     print(f"{n} crops written under {out}")
 
 

@@ -102,6 +102,10 @@ def test_stats_json_and_explain_npy_are_checked_first(setup, monkeypatch, capsys
     before = _snapshot(root)
     code, _, err = run_cli(monkeypatch, capsys, "stats", root / "in", "--json", root / "adir.csv")
     assert code == 2 and "--json" in _one_error_line(err) and "is a folder" in err
+    code, _, err = run_cli(monkeypatch, capsys, "stats", root / "in", "--json", root / "summary.csv")
+    assert code == 2 and _one_error_line(err).endswith("summary.csv: expected a .json file name")
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--out", root / "report.txt")
+    assert code == 2 and _one_error_line(err).endswith("report.txt: expected a .json file name")
     crop = root / "in" / "blank.png"
     code, _, err = run_cli(monkeypatch, capsys, "explain", crop, "--out", root / "x.png", "--npy", root / "pipe.csv")
     assert code == 2 and "--npy" in _one_error_line(err) and "FIFO" in err

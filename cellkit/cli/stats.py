@@ -79,7 +79,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from cellkit.writes import check_out
 
         if json_out:
+            from cellkit.cli.slide import _out_format
+
             check_out(json_out, "--json", inputs=[path])
+            _out_format(json_out, ("json",), "--json")
         if dataset is None:
             found = list_datasets(path)
             if len(found) > 1:

@@ -140,7 +140,10 @@ def evaluate_command(
     if part not in ("train", "val", "test"):
         raise CellkitError(f"--part: expected train, val or test, got {part!r}")
     if out:
+        from cellkit.cli.slide import _out_format
+
         check_out(out, inputs=[data] if data else [])
+        _out_format(out, ("json",))  # the report is JSON: a report named r.csv was written as asked
     clf = load_classifier(model)
     root = data or (config.data_dir() / DEFAULT_DATASET if config.data_dir() else None)
     if root is None:
