@@ -68,10 +68,11 @@ def other_labs_ui(card: dict, tax) -> None:
 def adapt_evidence_ui() -> None:
     """What adapting did on real other labs (bench/adapt_other_labs.py), from the default white-cell model's card."""
     try:
-        runs = default_spec("classifier", cell_type="wbc", machine=False).card.get("other_labs_adapt") or []
+        spec = default_spec("classifier", cell_type="wbc", machine=False)
     except CellkitError:  # no white-cell model: the page says so elsewhere
         return
-    for run in runs:
+    tax = load_taxonomy(spec.taxonomy)
+    for run in spec.card.get("other_labs_adapt") or []:
         seen = "trained on these labs" if run.get("base_trained_on_these_labs") else "never saw these labs"
         base = run.get("base_display") or plain(run["base_model"])
         st.markdown(
@@ -79,15 +80,23 @@ def adapt_evidence_ui() -> None:
             f"adapted with up to {run['per_class']} labelled cells per cell type, scored on the lab's other images "
             f"(mean of {run['seeds']} draws; before and after: balanced accuracy)"
         )
-        rows = [
+        rows = [  # rows of other set-ups (cells of one lab given, another part scored) lack some columns
             {"lab": lab, "cells given": sum(r["labelled_counts"].values()), "cells scored": r["eval_cells"],
              "before": r["before"]["balanced_accuracy"], "after, labelled": r["after_labelled"]["balanced_accuracy"],
-             "after, unlabelled": r["after_unlabelled"]["balanced_accuracy"],
+             "after, unlabelled": (r.get("after_unlabelled") or {}).get("balanced_accuracy"),
              "flagged before": r["before"]["flagged"], "flagged after": r["after_labelled"]["flagged"],
-             "wrong, unflagged after": r["after_labelled"]["wrong_unflagged"], "seconds": r["adapt_seconds"]}
+             "wrong, unflagged after": r["after_labelled"]["wrong_unflagged"], "seconds": r.get("adapt_seconds")}
             for lab, r in run["rows"].items()
         ]  # fmt: skip
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"models_adapt_evidence_{run['base_model']}")
+        for lab, r in run["rows"].items():
+            given = r.get("balanced_over_types_given")
+            if given and r.get("types_given_per_class"):
+                names = ", ".join(tax.display(t) for t in r["types_given_per_class"])
+                st.caption(
+                    f"{lab}: over the cell types given {run['per_class'] // 2} or more labelled cells ({names}), "
+                    f"balanced accuracy {given['before']:.2f} before, {given['after']:.2f} after."
+                )
         st.caption(f"What this cannot show: {run.get('cannot_show', '')} Command: `{run.get('command', '')}`")
 
 

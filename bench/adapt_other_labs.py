@@ -77,6 +77,9 @@ def sample(items: list[tuple[str, np.ndarray, str]], per_class: int, seed: int):
     return LabelledCrops(images, nodes, names)
 
 
+SPLIT_ROW = "BCCD, cbc/ train → eval images"  # --cbc-split: given from its train images, scored on eval
+
+
 def cbc_split(base: object, train: list, test: list, per_class: int, seeds: int) -> dict[str, object]:
     """Adapt with up to ``per_class`` cells of each type of the cbc/ BCCD *train* images, score its *eval* images;
     balanced accuracy also over the types given at least half of ``per_class`` (the issue's "10 per class")."""
@@ -217,12 +220,12 @@ def main() -> None:
                 flush=True,
             )
         if args.cbc_split and more:
-            rows["BCCD, cbc/ cells split"] = cbc_split(
-                base, cbc_crops(root.parent, scale, "train"), more, args.per_class, args.seeds
-            )
+            rows[SPLIT_ROW] = cbc_split(base, cbc_crops(root.parent, scale, "train"), more, args.per_class, args.seeds)
         report[base.spec.name] = {
             "command": f"python bench/adapt_other_labs.py --models {base.spec.name} --per-class {args.per_class} "
-            f"--seeds {args.seeds}",
+            f"--seeds {args.seeds}"
+            + ("" if args.sources == list(SOURCES) else " --sources " + " ".join(args.sources))
+            + (" --cbc-split" if args.cbc_split else ""),
             "measured": datetime.date.today().isoformat(),
             "base_model": base.spec.name,
             "base_display": base.spec.card.get("display_name") or base.spec.name,

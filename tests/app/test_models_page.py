@@ -7,6 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -238,7 +239,11 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
                 "per_class": 10, "seeds": 1, "command": "python bench/adapt_other_labs.py", "cannot_show": "Few.",
                 "rows": {"Lab A": {"labelled_counts": {"neutrophil": 10, "lymphocyte": 3}, "eval_cells": 20,
                                    "before": score, "after_labelled": after, "after_unlabelled": score,
-                                   "adapt_seconds": 9.5}},
+                                   "adapt_seconds": 9.5},
+                         "Lab A, other images": {  # --cbc-split's row: no unlabelled run, no timing
+                             "labelled_counts": {"neutrophil": 10, "lymphocyte": 8, "monocyte": 1}, "eval_cells": 30,
+                             "types_given_per_class": ["lymphocyte", "neutrophil"], "before": score,
+                             "after_labelled": after, "balanced_over_types_given": {"before": 0.4, "after": 0.9}}},
             }]  # fmt: skip
         save_classifier(clf.model, clf.spec, weights)
     tiny = json.loads((weights / "tiny.json").read_text())
@@ -274,6 +279,11 @@ def test_models_page_compares_white_cell_models_with_the_installed_default_first
         "lab": "Lab A", "cells given": 13, "cells scored": 20, "before": 0.5, "after, labelled": 0.87,
         "after, unlabelled": 0.5, "flagged before": 0.6, "flagged after": 0.5, "wrong, unflagged after": 0.0,
         "seconds": 9.5}  # fmt: skip
+    other = adapted.iloc[1]
+    assert (other["lab"], other["cells given"], other["after, labelled"]) == ("Lab A, other images", 19, 0.87)
+    assert pd.isna(other["after, unlabelled"]) and pd.isna(other["seconds"])
+    assert any("over the cell types given 5 or more labelled cells (Lymphocyte, Neutrophil), balanced accuracy 0.40 "
+               "before, 0.90 after" in c.value for c in at.caption)  # fmt: skip
     assert any("*White cells, old* (never saw these labs)" in m.value for m in at.markdown)
     chosen = AppTest.from_file(str(ROOT / "app_pages/models.py"), default_timeout=60)
     chosen.session_state["classifier_name"] = "wbc_home"  # picked in the sidebar: its card is shown first
