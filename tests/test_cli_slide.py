@@ -296,3 +296,38 @@ def test_analyze_case_with_a_bad_model_makes_no_case(images, tmp_path, monkeypat
     bad = CliRunner().invoke(app, args)
     assert isinstance(bad.exception, CellkitError) and "not found" in str(bad.exception)
     assert Store().list_cases("lab1") == []
+
+
+@pytest.mark.parametrize("suffix", ["json", "csv"])
+def test_ctrl_c_in_analyze_keeps_the_finished_images_apart_and_never_writes_the_out_file(
+    images, tmp_path, monkeypatch, capsys, suffix
+):
+    """Ctrl-C after hours of `analyze -o` wrote nothing at all (with --save, the database alone kept them)."""
+    import cellkit.slide
+    from tests._cli import run_cli
+
+    folder, truth = images
+    monkeypatch.setenv("CELLKIT_DB_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("CELLKIT_HOME", str(tmp_path / "home"))
+    real, calls = cellkit.slide.analyze, []
+
+    def stopped_on_the_second_image(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cellkit.slide, "analyze", stopped_on_the_second_image)
+    out = tmp_path / f"report.{suffix}"
+    code, _, err = run_cli(monkeypatch, capsys, "analyze", folder / "s0.png", folder / "s1.png", "-o", out, "--save",
+                            "--owner", "lab1")  # fmt: skip
+    assert code == 130 and err.strip().splitlines()[-1] == "interrupted" and not out.exists()
+    (kept,) = (tmp_path / "home" / "unsaved").glob(f"*report.partial.{suffix}")
+    assert f"the 1 image(s) analysed so far were saved to {kept}; 1 of them are in the database" in err
+    if suffix == "json":
+        (report,) = json.loads(kept.read_text())
+        assert report["path"].endswith("s0.png") and report["analysis_id"]
+    else:
+        cells = pd.read_csv(kept)
+        assert len(cells) == truth["s0.png"] and cells["path"].str.endswith("s0.png").all()
+    assert len(Store().list_analyses("lab1")) == 1

@@ -104,17 +104,42 @@ def _readable(items: Iterator[Any], errors: FileErrors, *sinks: list[dict[str, A
         yield item
 
 
-def _write_csv(rows: list[dict[str, Any]], out: Path, first: list[str]) -> None:
+def _csv_bytes(rows: list[dict[str, Any]], first: list[str]) -> bytes:
     import pandas as pd
-
-    from cellkit.io import atomic_write_bytes
 
     frame = pd.DataFrame(rows)
     cols = first + [c for c in frame.columns if c not in first and c != "error"] + ["error"]
     frame = frame.reindex(columns=cols)
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
-    atomic_write_bytes(out, buf.getvalue().encode())
+    return buf.getvalue().encode()
+
+
+def _write_csv(rows: list[dict[str, Any]], out: Path, first: list[str]) -> None:
+    from cellkit.io import atomic_write_bytes
+
+    atomic_write_bytes(out, _csv_bytes(rows, first))
+
+
+def _keep_interrupted(out: Path, fmt: str, reports: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """Ctrl-C in ``analyze``: the images analysed so far go to ``CELLKIT_HOME/unsaved/``, never to ``--out`` (a
+    partial report there would look complete); says where, on stderr."""
+    from cellkit.writes import save_unsaved
+
+    done = [r for r in reports if "error" not in r]
+    if not done:
+        return
+    if fmt == "csv":
+        data = _csv_bytes(rows, BOX_COLUMNS)
+    else:
+        buf = io.BytesIO()
+        _dump_json(reports, buf)
+        data = buf.getvalue()
+    kept = save_unsaved(f"{out.stem}.partial.{fmt}", data)
+    stored = sum(1 for r in done if "analysis_id" in r)
+    note = f"; {stored} of them are in the database" if stored else ""
+    if kept is not None:
+        typer.echo(f"interrupted: the {len(done)} image(s) analysed so far were saved to {kept}{note}", err=True)
 
 
 def _case_for(store: Any, owner: str, name: str, target_wbc: int) -> tuple[int, list[Any], int]:
@@ -302,51 +327,55 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         errors = FileErrors(str(out))
         first_of: dict[str, str] = {}  # with --case: pixels' hash -> the file first counted (an image is one field)
-        for item in _readable(items, errors, reports, rows):
-            image = item.take()
-            digest = image_sha256(image) if case or store is not None else ""
-            if case:
-                if digest in first_of:  # a copy of a field under another name would count its cells twice
-                    typer.echo(f"note: {item.name} is the same image as {first_of[digest]}: counted once", err=True)
-                    del image
-                    continue
-                first_of[digest] = item.name
-            before = None
-            # an image stored before is reported from the database, not stored twice; with --tile/--overlap given,
-            # only a case's own field is (other tiling gives other boxes, and the store does not keep the tiling)
-            if store is not None and (case_id is not None or (tile is None and overlap is None)):
-                before = _stored_before(store, owner, case_id, case, digest, versions, item.name)
-            if before is not None:
-                aid, result = before
-                reused.add(aid)
-                result.name = Path(item.name).name
-            else:
-                result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
-            if case:
-                fields.append(result)
-                thumbs += case_thumbnails(image, result)
-            if store is not None and before is None:
-                try:  # kept by its pixels' hash, so the app reopens the analysis with its image
-                    store.save_image(image, result.image_sha256)
-                except CellkitError as exc:
-                    db_errors.append(str(exc))
-            del image  # a 20000 x 15000 smear is 0.9 GB: freed before its report is built
-            report = {"path": item.name, **result.to_dict()}
-            if before is not None:
-                report["analysis_id"] = before[0]
-            elif store is not None:
-                try:
-                    report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name,
-                                                                case_id=case_id)  # fmt: skip
-                except StoreError as exc:  # the analysis is kept in the report; the database is told once
-                    report["db_error"] = str(exc)
-                    db_errors.append(str(exc))
-                    if not exc.retryable:
-                        store = None
-            reports.append(report)
-            if fmt == "csv":
-                cells = result.to_frame().to_dict(orient="records")
-                rows.extend({"path": item.name, **r} for r in cells or [{}])  # no cell: one row, path only
+        try:  # Ctrl-C: the images finished so far are kept apart (CELLKIT_HOME/unsaved/), never as --out
+            for item in _readable(items, errors, reports, rows):
+                image = item.take()
+                digest = image_sha256(image) if case or store is not None else ""
+                if case:
+                    if digest in first_of:  # a copy of a field under another name would count its cells twice
+                        typer.echo(f"note: {item.name} is the same image as {first_of[digest]}: counted once", err=True)
+                        del image
+                        continue
+                    first_of[digest] = item.name
+                before = None
+                # an image stored before is reported from the database, not stored twice; with --tile/--overlap given,
+                # only a case's own field is (other tiling gives other boxes, and the store does not keep the tiling)
+                if store is not None and (case_id is not None or (tile is None and overlap is None)):
+                    before = _stored_before(store, owner, case_id, case, digest, versions, item.name)
+                if before is not None:
+                    aid, result = before
+                    reused.add(aid)
+                    result.name = Path(item.name).name
+                else:
+                    result = analyze(image, det, clf, tile, overlap, name=Path(item.name).name, by_class=by_class)
+                if case:
+                    fields.append(result)
+                    thumbs += case_thumbnails(image, result)
+                if store is not None and before is None:
+                    try:  # kept by its pixels' hash, so the app reopens the analysis with its image
+                        store.save_image(image, result.image_sha256)
+                    except CellkitError as exc:
+                        db_errors.append(str(exc))
+                del image  # a 20000 x 15000 smear is 0.9 GB: freed before its report is built
+                report = {"path": item.name, **result.to_dict()}
+                if before is not None:
+                    report["analysis_id"] = before[0]
+                elif store is not None:
+                    try:
+                        report["analysis_id"] = store.save_analysis(result, owner=owner, file_name=item.name,
+                                                                    case_id=case_id)  # fmt: skip
+                    except StoreError as exc:  # the analysis is kept in the report; the database is told once
+                        report["db_error"] = str(exc)
+                        db_errors.append(str(exc))
+                        if not exc.retryable:
+                            store = None
+                reports.append(report)
+                if fmt == "csv":
+                    cells = result.to_frame().to_dict(orient="records")
+                    rows.extend({"path": item.name, **r} for r in cells or [{}])  # no cell: one row, path only
+        except KeyboardInterrupt:
+            _keep_interrupted(out, fmt, reports, rows)
+            raise
         if case:
             from cellkit.case import case_summary
 
