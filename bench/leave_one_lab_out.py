@@ -6,7 +6,8 @@
 The default model's recipe (``classifier_lite0_v4``'s card) with ``--extra`` limited to the labs *not* held out
 (the train part of ``bench/data/txl_pbc_wbc_labels.csv``), its last epoch averaged ``--average-weight`` : rest
 with the base model (WiSE-FT), then scored on the held-out labs' eval cells by ``other_labs_labelled.score``. The
-base model's figures are printed beside it. The labels are ours (see ``other_labs_labelled.py``); with few labs
+base model's figures are printed beside it, and the 80 cells of BCCD's ``cbc/`` eval images (``CBC_ROW``) as a
+fourth row, held out with BCCD. The labels are ours (see ``other_labs_labelled.py``); with few labs
 and few classes per lab this is a rough estimate, and the OOD flag of the averaged model is not refitted (its
 ``flagged`` figures are the base model's bank on new features: ignore them).
 
@@ -95,6 +96,10 @@ def main() -> None:
     clf = load_classifier(args.base)
     base = {k: v.clone() for k, v in clf.model.state_dict().items()}
     crops = bench.labelled_crops(data / "txl_pbc", "eval", clf.spec.crop_scale)
+    more = bench.cbc_crops(data, clf.spec.crop_scale)  # BCCD's cbc/ eval images: 80 more cells of that lab
+    if more:
+        crops[bench.CBC_ROW] = more
+    lab_of = {bench.CBC_ROW: "BCCD"}
     report: dict[str, dict[str, object]] = {}
     w = args.average_weight
     for label, state in (
@@ -104,9 +109,9 @@ def main() -> None:
     ):  # fmt: skip
         clf.model.load_state_dict(state)
         clf.model = clf.model  # rebuild the folded inference copy
-        report[label] = {src: bench.score(clf, crops[src]) for src in bench.SOURCES if src in crops}
+        report[label] = {src: bench.score(clf, crops[src]) for src in (*bench.SOURCES, bench.CBC_ROW) if src in crops}
         for src, row in report[label].items():
-            seen = "held out" if src in args.hold_out else "seen"
+            seen = "held out" if lab_of.get(src, src) in args.hold_out else "seen"
             print(f"{label:<36} {src:<11} ({seen:<8}) acc {row['accuracy']:.3f} recall {row['recall']}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"hold_out": args.hold_out, "report": report}, indent=1) + "\n")
