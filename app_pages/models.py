@@ -83,9 +83,10 @@ def adapt_evidence_ui() -> None:
         rows = [  # rows of other set-ups (cells of one lab given, another part scored) lack some columns
             {"lab": lab, "cells given": sum(r["labelled_counts"].values()), "cells scored": r["eval_cells"],
              "before": r["before"]["balanced_accuracy"], "after, labelled": r["after_labelled"]["balanced_accuracy"],
-             "after, unlabelled": (r.get("after_unlabelled") or {}).get("balanced_accuracy"),
+             "after, unlabelled": plain_number((r.get("after_unlabelled") or {}).get("balanced_accuracy"), 3),
              "flagged before": r["before"]["flagged"], "flagged after": r["after_labelled"]["flagged"],
-             "wrong, unflagged after": r["after_labelled"]["wrong_unflagged"], "seconds": r.get("adapt_seconds")}
+             "wrong, unflagged after": r["after_labelled"]["wrong_unflagged"],
+             "seconds": plain_number(r.get("adapt_seconds"), 1)}
             for lab, r in run["rows"].items()
         ]  # fmt: skip
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"models_adapt_evidence_{run['base_model']}")

@@ -15,7 +15,7 @@ known limits:
 - A model trained on the train part has seen these three labs' stains: its figures here are no longer
   zero-shot, and the gain it shows is an upper bound on the gain at a lab it never saw.
 
-A fourth row, ``BCCD, cbc/ eval images``, scores white cells of the BCCD images that ``cbc/`` holds and TXL-PBC
+A fourth row, ``BCCD, more images (80 cells)``, scores white cells of the BCCD images that ``cbc/`` holds and TXL-PBC
 does not (``bench/data/bccd_cbc_wbc_labels.csv``, labelled by us the same way on 2026-12-02: 157 cells, 109
 neutrophils, 25 eosinophils, 18 lymphocytes, 4 monocytes, 1 basophil; 47 unsure cells left out). Its ``part``
 column splits them by image: odd image numbers are ``eval`` (80 cells: 54 N, 13 E, 10 L, 3 M), even ones
@@ -42,7 +42,7 @@ import numpy as np
 LABELS = Path(__file__).parent / "data" / "txl_pbc_wbc_labels.csv"
 CBC_LABELS = Path(__file__).parent / "data" / "bccd_cbc_wbc_labels.csv"
 SOURCES = ("Raabin-WBC", "BCCD", "BCDD")
-CBC_ROW = "BCCD, cbc/ eval images"  # BCCD images that TXL-PBC does not hold (odd numbers): more eval cells of that lab
+CBC_ROW = "BCCD, more images (80 cells)"  # BCCD images TXL-PBC does not hold (odd numbers): more eval cells
 
 
 def txl_root() -> Path:
