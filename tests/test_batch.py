@@ -280,6 +280,26 @@ def test_killed_job_resumes_without_losing_or_duplicating(tmp_path):
     assert len(pd.read_parquet(out / "cells.parquet")) == summary[["wbc", "rbc", "platelet"]].sum().sum()
 
 
+def test_sigterm_ends_a_job_with_one_line_and_it_resumes(tmp_path):
+    """`kill` (SIGTERM) of `batch --workers 2` died without a word but multiprocessing's leaked-semaphore warnings."""
+    _smears(tmp_path / "in", 16, size=(480, 360))
+    out = tmp_path / "job"
+    job = _cellkit("batch", tmp_path / "in", "--out", out, "--workers", "2", "--rbc-model", "none")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((out / "results").glob("*/*.json"))) < 3:
+        assert job.poll() is None, "the job ended before it could be stopped"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)  # the job only, as `kill PID` does; its workers must go with it
+    _stdout, err = job.communicate(timeout=120)
+    assert job.returncode == 143 and err.strip().splitlines()[-1] == "terminated", err
+    assert "resource_tracker" not in err and "Traceback" not in err
+    assert not (out / "summary.csv").exists()  # never a summary that looks complete
+    again = _cellkit("batch", tmp_path / "in", "--out", out, "--workers", "2", "--rbc-model", "none")
+    _stdout, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert len(pd.read_csv(out / "summary.csv")) == 16
+
+
 def test_ray_engine_gives_the_same_results_as_local(tmp_path):
     pytest.importorskip("ray", reason="Ray is an optional extra (requirements-cluster.txt)")
     _smears(tmp_path / "in", 3, size=(480, 360))

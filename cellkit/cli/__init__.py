@@ -74,8 +74,30 @@ def check_no_empty_input(args: list[str]) -> None:
             )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop): ends the command the way Ctrl-C does, so what was finished is kept,
+    worker processes are shut down and the job resumes; it was an abrupt death with multiprocessing warnings."""
+
+
+_terminated: list[int] = []  # set by SIGTERM: typer turns the interrupt into exit code 130 and drops its type
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _terminated.append(signum)
+    raise Terminated
+
+
+def _interrupted() -> None:
+    """The one line and exit code of an interrupted command: 143 for SIGTERM, 130 for Ctrl-C."""
+    typer.echo("terminated" if _terminated else "interrupted", err=True)
+    sys.exit(143 if _terminated else 130)
+
+
 def main() -> None:
     """Console entry point: every way a command can end is one line on stderr at most."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         config.check()  # a bad setting is one line now, not one per image later
         check_no_empty_input(sys.argv[1:])
@@ -84,8 +106,7 @@ def main() -> None:
         typer.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted()
     except typer.TyperException as exc:  # a usage error (unknown option, bad value): what and where help is
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
@@ -104,6 +125,6 @@ def main() -> None:
         where = f"; details in {log}" if log else ""
         typer.echo(f"error: unexpected {type(exc).__name__}: {one_line(exc)}{where}", err=True)
         sys.exit(1)
-    if code == 130:  # typer turns Ctrl-C into exit code 130 before it reaches us
-        typer.echo("interrupted", err=True)
+    if code == 130:  # typer turns Ctrl-C (and SIGTERM) into exit code 130 before it reaches us
+        _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
