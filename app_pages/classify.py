@@ -22,6 +22,7 @@ from cellkit import (
     readable_results,
     result_columns,
 )
+from cellkit.words import count
 from ui import resources, widgets
 
 MAX_DETAILED = 12
@@ -91,7 +92,7 @@ with resources.user_errors(), heavy_job(waiting=st.spinner) if not items else co
                 items.append(ImageItem(f.name, error=str(exc)))
     good = [it for it in items if not it.error]
     if good and not preds:
-        with st.spinner(f"Classifying {len(good)} crop(s)…"):
+        with st.spinner(f"Classifying {count(len(good), 'crop')}…"):
             preds = clf.predict([it.image for it in good], threshold=threshold)
     st.session_state["classify_last"] = (key, items, preds)  # one request kept: bounded like the upload
 

@@ -29,6 +29,7 @@ from cellkit import (
     undo_point,
     undo_step,
 )
+from cellkit.words import count, verb
 from ui import case as case_ui
 from ui import resources, review, widgets
 from ui.adapt import adapt_ui
@@ -384,7 +385,8 @@ if (slide and slide.get("db_error")) or others:
         said = widgets.plain(f"Not saved to the database: {others[0].get('db_error') or 'it could not be used'}")
     if others:
         names = widgets.plain(", ".join(f["name"] for f in others))
-        said += f"  \n{sum(unsaved_steps(f) for f in others)} review step(s) of {names} wait in this session too."
+        steps = sum(unsaved_steps(f) for f in others)
+        said += f"  \n{count(steps, 'review step')} of {names} {verb(steps, 'waits', 'wait')} in this session too."
         if any(f["id"] is None for f in others):
             said += " Some of these analyses were never saved: Retry save stores them with their review."
     err_col.error(said, icon=":material/database:")
@@ -478,8 +480,9 @@ if slide:
     for col, cls in zip(cols, ("wbc", "rbc", "platelet"), strict=False):
         notes = []
         if cls == "wbc" and nrbc_boxes:
-            notes.append(f"{nrbc_boxes} nucleated red cell(s) (NRBC) among the white-cell boxes are not counted as "
-                         "white cells, as in the differential")  # fmt: skip
+            notes.append(f"{count(nrbc_boxes, 'nucleated red cell')} (NRBC) among the white-cell boxes "
+                         f"{verb(nrbc_boxes, 'is', 'are')} not counted as white cells, as in the "
+                         "differential")  # fmt: skip
         if found[cls] != counts[cls]:
             notes.append(f"{found[cls]} found by the detector; rejected or relabelled boxes are counted where the "
                          "review put them")  # fmt: skip
@@ -533,7 +536,7 @@ if slide:
             nrbc = result.nrbc()
             n_white = sum(v["count"] for v in diff.values())
             st.caption(
-                f"{n_white} white cell(s), in the usual reporting order. "
+                f"{count(n_white, 'white cell')}, in the usual reporting order. "
                 + (f"**NRBC: {nrbc['count']}** ({nrbc['per_100_wbc']:g} per 100 WBC), not counted among the white "
                    "cells. " if nrbc.get("count") else "No nucleated red cells. ")
                 + f"Platelets: {counts['platelet']}, after review."
@@ -546,15 +549,17 @@ if slide:
                 )
             if "unknown" in diff:
                 st.warning(
-                    f"{diff['unknown']['count']} white cell(s) are Unidentified — review: unlike the cells the model "
-                    "was taught, or not placed with confidence. Check them in *Cells & review*.",
+                    f"{count(diff['unknown']['count'], 'white cell')} {verb(diff['unknown']['count'], 'is', 'are')} "
+                    "Unidentified — review: unlike the cells the model was taught, or not placed with confidence. "
+                    "Check them in *Cells & review*.",
                     icon=":material/flag:",
                 )
             to_check = len(result.platelets_to_review())
             if to_check:
                 st.warning(
-                    f"{to_check} platelet(s) were flagged or called a white cell by the model: check them in *Cells & "
-                    "review* (a missed white cell, a clump). Until then they count as platelets.",
+                    f"{count(to_check, 'platelet')} {verb(to_check, 'was', 'were')} flagged or called a white cell by "
+                    "the model: check them in *Cells & review* (a missed white cell, a clump). Until then they count "
+                    "as platelets.",
                     icon=":material/flag:",
                 )
         else:

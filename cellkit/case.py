@@ -15,6 +15,7 @@ import numpy as np
 
 from cellkit.slide import SlideResult
 from cellkit.taxonomy import UNKNOWN
+from cellkit.words import count, verb
 
 DEFAULT_TARGET_WBC = 100  # white cells a differential is counted over (100 or 200, settable)
 PLATELET_CAVEAT = (
@@ -28,7 +29,7 @@ FEW_RED_WORDS = " Only {n} counted: the platelet estimate is rough (one platelet
 MODEL_ROLES = {"detector": "Detector", "classifier": "White-cell model", "classifier_rbc": "Red-cell model"}
 
 OFF_SCALE_WORDS = (
-    "{n} field(s) have red cells of a size the detector was never trained on ({names}): an upscaled or downscaled "
+    "{n} {have} red cells of a size the detector was never trained on ({names}): an upscaled or downscaled "
     "image, or another magnification. Their counts and differential are unreliable; analyse them at original size."
 )
 
@@ -111,7 +112,11 @@ def case_summary(
         "red_cells_withheld": withheld,
         "red_cells_left_out": left_out,
         "off_scale_fields": off_scale,
-        "off_scale_warning": OFF_SCALE_WORDS.format(n=len(off_scale), names=", ".join(off_scale)) if off_scale else "",
+        "off_scale_warning": OFF_SCALE_WORDS.format(
+            n=count(len(off_scale), "field"), have=verb(len(off_scale), "has", "have"), names=", ".join(off_scale)
+        )
+        if off_scale
+        else "",
         "flagged_cells": flagged,
         "rejected": rejected,
         "models": _models(fields),
@@ -220,18 +225,21 @@ def sign_off_concerns(summary: dict, unsaved: int = 0) -> list[str]:
     whose counts are unreliable at their scale."""
     out = []
     if unsaved:
-        out.append(f"{unsaved} correction(s) are not saved to the database yet")
+        out.append(f"{count(unsaved, 'correction')} {verb(unsaved, 'is', 'are')} not saved to the database yet")
     if not summary.get("target_reached"):
         out.append(
             f"only {summary['white_cells_counted']} of the target {summary['target_wbc']} white cells are counted"
         )
     if summary.get("unidentified_review"):
-        out.append(f"{summary['unidentified_review']} white cell(s) are still Unidentified — review")
+        n = summary["unidentified_review"]
+        out.append(f"{count(n, 'white cell')} {verb(n, 'is', 'are')} still Unidentified — review")
     if summary.get("platelets_review"):
-        out.append(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model and "
-                   "are not yet checked")  # fmt: skip
+        n = summary["platelets_review"]
+        out.append(f"{count(n, 'platelet')} {verb(n, 'was', 'were')} flagged or called a white cell by the model and "
+                   f"{verb(n, 'is', 'are')} not yet checked")  # fmt: skip
     if summary.get("off_scale_fields"):
-        out.append(f"{len(summary['off_scale_fields'])} field(s) are at a scale the detector was never trained on")
+        n = len(summary["off_scale_fields"])
+        out.append(f"{count(n, 'field')} {verb(n, 'is', 'are')} at a scale the detector was never trained on")
     if summary.get("mixed_models"):
         out.append("the fields were analysed with more than one " + " and ".join(
             MODEL_ROLES.get(r, r).lower() for r in summary["mixed_models"]))  # fmt: skip

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cellkit.words import count
+
 SCALE_RANGE = (2 / 3, 3 / 2)  # a smear's median red cell outside this share of the model's: another magnification
 MIN_RED_CELLS = 1000  # ICSH: count schistocytes over at least this many red cells
 SCHISTOCYTE_LIMIT_PCT = 1.0  # ICSH 2021: > 1 % suspicious for thrombotic microangiopathy (adults, term neonates)
@@ -86,9 +88,11 @@ def case_scale_warnings(fields: Sequence[Any], spec: Any) -> tuple[list[bool], s
     names = ", ".join(getattr(r, "name", f"field {i + 1}") for i, r in off.items())
     why = f"{size} the size the red-cell model was trained on: another magnification or camera"
     if not any(kept[i] and fields[i].composition("rbc") for i in range(len(fields))):
-        withheld = f"The red cells of {len(off)} field(s) ({names}) are {why}. Their forms are unreliable and are "
+        withheld = (
+            f"The red cells of {count(len(off), 'field')} ({names}) are {why}. Their forms are unreliable and are "
+        )
         return kept, withheld + "withheld, the schistocyte finding too.", ""
-    return kept, "", f"Red-cell forms of {len(off)} field(s) ({names}) are left out: their red cells are {why}."
+    return kept, "", f"Red-cell forms of {count(len(off), 'field')} ({names}) are left out: their red cells are {why}."
 
 
 def red_cell_findings(composition: dict[str, dict[str, float]], withheld: str = "") -> list[Finding]:

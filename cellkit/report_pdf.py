@@ -18,6 +18,7 @@ import numpy as np
 
 from cellkit.case import MODEL_ROLES, readable_time, sign_off_concerns
 from cellkit.taxonomy import UNKNOWN
+from cellkit.words import count, verb
 
 MAX_THUMBNAILS = 40
 CAPTION_LINES = 3  # a thumbnail's caption: file and cell, reported label, the model's label or who added it
@@ -137,7 +138,9 @@ def case_pdf(
     if summary.get("off_scale_warning"):
         line(summary["off_scale_warning"])
     if summary["unidentified_review"]:
-        line(f"{summary['unidentified_review']} cell(s) are Unidentified — review and are not yet in any class.")
+        n = summary["unidentified_review"]
+        line(f"{count(n, 'cell')} {verb(n, 'is', 'are')} Unidentified — review and {verb(n, 'is', 'are')} not yet in "
+             "any class.")  # fmt: skip
     if summary.get("rejected"):
         line("Rejected in review, not counted: "
              + ", ".join(f"{display(k).removeprefix('Rejected: ')} {n}" for k, n in summary["rejected"].items())
@@ -151,8 +154,10 @@ def case_pdf(
          f"Platelets per field: {_or_na(summary['platelets_per_field'])}.   "
          f"Platelets per 1,000 red cells: {_or_na(summary['platelets_per_1000_rbc'])}.")  # fmt: skip
     if summary.get("platelets_review"):
-        line(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model and were "
-             "not checked by a reviewer; they are counted as platelets.")  # fmt: skip
+        n = summary["platelets_review"]
+        line(f"{count(n, 'platelet')} {verb(n, 'was', 'were')} flagged or called a white cell by the model and "
+             f"{verb(n, 'was', 'were')} not checked by a reviewer; {verb(n, 'it is', 'they are')} counted as "
+             f"{verb(n, 'a platelet', 'platelets')}.")  # fmt: skip
     line(summary["platelet_caveat"])
     forms = summary.get("red_cells") or []
     if forms and summary.get("red_cells_withheld"):  # no percentages of forms the model cannot tell here

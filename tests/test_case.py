@@ -139,7 +139,7 @@ def test_platelets_the_model_flagged_or_called_a_white_cell_are_said_until_a_per
     assert s["unidentified_review"] == 0  # a platelet box is not a white cell to review
     from cellkit.case import sign_off_concerns
 
-    assert any("2 platelet(s) were flagged or called a white cell" in c for c in sign_off_concerns(s))
+    assert any("2 platelets were flagged or called a white cell" in c for c in sign_off_concerns(s))
     a.corrections[2] = "platelet"  # a reviewer checked one
     a.corrections[3] = "lymphocyte"  # and moved the other into the differential
     s = case_summary("P-1", [a])
@@ -183,7 +183,7 @@ def test_red_cell_forms_of_an_off_scale_field_are_left_out_and_each_field_has_it
     assert "big.png, bigger.png" in s["red_cells_left_out"] and "3.0x–4.0x" in s["red_cells_left_out"]
     assert sum(f["count"] for f in s["red_cells"]) == 20  # only the field at the model's scale
     s = case_summary("S-3", fields[1:], red_cell_spec=red_model)
-    assert "3.0x–4.0x" in s["red_cells_withheld"] and "2 field(s)" in s["red_cells_withheld"]
+    assert "3.0x–4.0x" in s["red_cells_withheld"] and "2 fields" in s["red_cells_withheld"]
     assert not s["red_cells_left_out"] and sum(f["count"] for f in s["red_cells"]) == 40
     unclassified = result_with_red_cells(320)  # analysed without a red-cell model: no forms to leave out
     unclassified.name = "plain.png"

@@ -91,7 +91,7 @@ def test_an_off_scale_field_is_named_on_the_report(tmp_path):
     path = tmp_path / "scale.pdf"
     path.write_bytes(case_pdf(summary, big.display_name))
     text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(path).pages)
-    assert "1 field(s) have red cells of a size the detector was never trained on (upscaled.png)" in text
+    assert "1 field has red cells of a size the detector was never trained on (upscaled.png)" in text
 
 
 def test_a_case_name_the_font_cannot_draw_is_printed_as_its_codes_never_blank(tmp_path, recwarn):
@@ -113,7 +113,7 @@ def test_an_empty_case_and_unchecked_platelets_read_plainly():
     a = field(["segmented_neutrophil", "unknown"], ["wbc", "platelet"], "f1.png")
     text = " ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(
         case_pdf(case_summary("S-1", [a]), a.display_name))).pages)  # fmt: skip
-    assert "1 platelet(s) were flagged or called a white cell by the model" in text
+    assert "1 platelet was flagged or called a white cell by the model" in text
 
 
 def test_the_report_names_every_model_of_a_case_two_models_analysed():
@@ -169,7 +169,7 @@ def test_a_field_left_out_of_the_red_cell_forms_is_named_on_the_report():
     text = " ".join(" ".join(p.extract_text().split()) for p in pypdf.PdfReader(
         io.BytesIO(case_pdf(summary, fields[0].display_name))).pages)  # fmt: skip
     assert "over 20 classified red cells" in text and "25.0 %" in text
-    assert "field(s) (big.png) are left out" in text
+    assert "field (big.png) are left out" in text
 
 
 def test_a_long_thumbnail_caption_is_shrunk_to_fit_never_cut_mid_word():

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from cellkit.limits import heavy_job
+from cellkit.words import count
 from ui import resources
 from ui.widgets import plain, refuse_oversized, sentence, upload_limit_mb
 
@@ -92,7 +93,7 @@ def show_report(report: dict, taxonomy) -> None:
         st.caption(plain(f"• {step}"))
     skipped = report.get("skipped") or []
     if skipped:
-        st.text(f"{len(skipped)} file(s) skipped, e.g. {skipped[0]}")  # user file names: plain text
+        st.text(f"{count(len(skipped), 'file')} skipped, e.g. {skipped[0]}")  # user file names: plain text
 
 
 def _default_name(default_spec) -> str | None:

@@ -11,6 +11,7 @@ import streamlit as st
 from cellkit import config
 from cellkit.errors import CellkitError
 from cellkit.io import read_image, read_zip_member
+from cellkit.words import count
 
 JOB_COLUMNS = {
     "id": "Job", "created": "Imported", "folder": "Folder", "images": "Images", "analysed": "Analysed",
@@ -66,7 +67,7 @@ def batch_jobs_ui(store, open_analysis: Callable[[int, str, object, str], None])
     items = store.batch_items(job, owner)
     failed = [i for i in items if i["status"] != "ok"]
     if failed:
-        st.warning(f"{len(failed)} image(s) of this job could not be analysed.", icon=":material/error:")
+        st.warning(f"{count(len(failed), 'image')} of this job could not be analysed.", icon=":material/error:")
         st.dataframe([{"Image": i["path"], "Reason": i["error"]} for i in failed], hide_index=True)
     done = [i for i in items if i["analysis_id"] is not None]
     if not done:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from cellkit import DEFAULT_TARGET_WBC, CellkitError, case_pdf, case_thumbnails, history_lines
 from cellkit.case import readable_time, sign_off_concerns
+from cellkit.words import count, verb
 from ui import widgets
 
 NEW = -1  # the picker's "start a new case" entry
@@ -111,7 +112,7 @@ def progress_ui(case: dict, summary: dict) -> None:
     )
     st.markdown(f"##### {widgets.plain(case['name'])}  \n{status}")
     st.progress(min(1.0, counted / max(1, target)),
-                text=f"{counted} of {target} white cells counted over {summary['fields']} field(s)"
+                text=f"{counted} of {target} white cells counted over {count(summary['fields'], 'field')}"
                 + (" — target reached" if summary["target_reached"] else ""))  # fmt: skip
 
 
@@ -153,19 +154,24 @@ def summary_ui(summary: dict, display, signed: bool = False) -> None:
                           for f in summary["red_cells"]], hide_index=True,
                          column_config=widgets.percent_column())  # fmt: skip
     if summary["unidentified_review"] and signed:
-        st.warning(f"{summary['unidentified_review']} white cell(s) were signed as Unidentified — review (amend the "
-                   "case to decide them).", icon=":material/flag:")  # fmt: skip
+        n = summary["unidentified_review"]
+        st.warning(f"{count(n, 'white cell')} {verb(n, 'was', 'were')} signed as Unidentified — review (amend the "
+                   f"case to decide {verb(n, 'it', 'them')}).", icon=":material/flag:")  # fmt: skip
     elif summary["unidentified_review"]:
-        st.warning(f"{summary['unidentified_review']} white cell(s) are Unidentified — review: decide them in *Cells & "
-                   "review*, or they are reported as such.", icon=":material/flag:")  # fmt: skip
+        n = summary["unidentified_review"]
+        st.warning(f"{count(n, 'white cell')} {verb(n, 'is', 'are')} Unidentified — review: decide "
+                   f"{verb(n, 'it', 'them')} in *Cells & review*, or {verb(n, 'it is', 'they are')} reported as such.",
+                   icon=":material/flag:")  # fmt: skip
     if summary.get("platelets_review") and signed:
         st.warning(
-            f"{summary['platelets_review']} platelet(s) flagged or called a white cell by the model were signed "
-            "unchecked and count as platelets (amend the case to check them).",
+            f"{count(summary['platelets_review'], 'platelet')} flagged or called a white cell by the model "
+            f"{verb(summary['platelets_review'], 'was', 'were')} signed unchecked and count as platelets (amend the "
+            "case to check them).",
             icon=":material/flag:",
         )
     elif summary.get("platelets_review"):
-        st.warning(f"{summary['platelets_review']} platelet(s) were flagged or called a white cell by the model: "
+        st.warning(f"{count(summary['platelets_review'], 'platelet')} "
+                   f"{verb(summary['platelets_review'], 'was', 'were')} flagged or called a white cell by the model: "
                    "check them in *Cells & review* (a missed white cell, a clump); until then they count as "
                    "platelets.", icon=":material/flag:")  # fmt: skip
 

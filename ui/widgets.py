@@ -7,6 +7,8 @@ import numbers
 import re
 from dataclasses import dataclass
 
+from cellkit.words import count
+
 # --- user-supplied text (every page) --------------------------------------------------------------
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~$^&:])")
 _LINE_START = re.compile(r"^(\s*)(\d+[.)]|[-=])")
@@ -149,7 +151,7 @@ def kept_uploads(files: list, key: str, page_opened: bool = True) -> list:
     kept = state.get(key) or []
     if kept:
         left, right = st.columns([4, 1], vertical_alignment="center")
-        left.caption(f"Your last upload ({len(kept)} file(s)), kept while you visited other pages.")
+        left.caption(f"Your last upload ({count(len(kept), 'file')}), kept while you visited other pages.")
         if right.button("Clear", key=f"{key}_clear", icon=":material/close:"):
             state.pop(key, None)
             st.rerun()

@@ -176,7 +176,7 @@ def test_the_last_upload_is_shown_again_after_a_visit_to_another_page():
     at.switch_page(str(ROOT / "app_pages/dataset.py")).run()  # another page: the uploader's state is dropped
     at.switch_page(str(ROOT / "app_pages/classify.py")).run()
     assert not at.exception
-    assert any("Your last upload (1 file(s))" in c.value for c in at.caption)
+    assert any("Your last upload (1 file)" in c.value for c in at.caption)
     assert {m.label: m.value for m in at.metric}["Crops classified"] == "1"
     at.button(key="classify_kept_clear").click().run()
     assert not at.metric and any("Upload one or more crops" in i.value for i in at.info)

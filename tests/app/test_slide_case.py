@@ -38,7 +38,7 @@ def test_three_fields_uploaded_at_once_make_one_case_with_progress_and_totals():
     fields = _store().case_fields(case["id"], at.session_state["owner"])
     assert [r.name for _, r in fields] == ["field1.png", "field2.png", "field3.png"]
     white = sum(sum(v["count"] for v in r.differential().values()) for _, r in fields)
-    assert any(f"{white} of 100 white cells counted over 3 field(s)" in p.proto.text for p in at.get("progress"))
+    assert any(f"{white} of 100 white cells counted over 3 fields" in p.proto.text for p in at.get("progress"))
     field = at.selectbox(key=f"case_field_{case['id']}")
     assert len(field.options) == 3
     field.set_value(fields[0][0]).run()  # another field of the case opens with its stored image
@@ -167,12 +167,12 @@ def test_sign_off_names_what_is_open_and_refuses_unsaved_corrections():
     summary = {"target_reached": False, "white_cells_counted": 45, "target_wbc": 200, "unidentified_review": 42}
     assert sign_off_concerns(summary) == [
         "only 45 of the target 200 white cells are counted",
-        "42 white cell(s) are still Unidentified — review",
+        "42 white cells are still Unidentified — review",
     ]
-    assert sign_off_concerns(summary, unsaved=2)[0] == "2 correction(s) are not saved to the database yet"
+    assert sign_off_concerns(summary, unsaved=2)[0] == "2 corrections are not saved to the database yet"
     assert sign_off_concerns({**summary, "target_reached": True, "unidentified_review": 0}) == []
     off = {**summary, "target_reached": True, "unidentified_review": 0, "off_scale_fields": ["big.png"]}
-    assert sign_off_concerns(off) == ["1 field(s) are at a scale the detector was never trained on"]
+    assert sign_off_concerns(off) == ["1 field is at a scale the detector was never trained on"]
 
 
 def test_a_field_uploaded_while_another_is_open_is_the_one_shown():
@@ -191,7 +191,7 @@ def test_a_field_uploaded_while_another_is_open_is_the_one_shown():
     assert new not in fields and at.session_state["slide"]["result"].name == "field3.png"
     assert picker().value == new and len(picker().options) == 3
     assert picker().format_func(new) == "3. field3.png"
-    assert any("over 3 field(s)" in p.proto.text for p in at.get("progress"))
+    assert any("over 3 fields" in p.proto.text for p in at.get("progress"))
 
 
 def test_subtype_words_read_as_a_person_says_them():
@@ -322,8 +322,8 @@ def test_a_correction_waiting_for_a_busy_database_survives_a_switch_to_another_f
     first = _store().case(cid, owner)["field_ids"][0]
     picker().set_value(first).run()
     assert not at.exception and at.session_state["slide"]["id"] == first
-    assert any("1 review step(s) of field2.png wait" in e.value for e in at.error)  # said on the other field
-    assert any("1 correction(s) are not saved to the database yet" in w.value for w in at.warning)  # sign-off
+    assert any("1 review step of field2.png waits" in e.value for e in at.error)  # said on the other field
+    assert any("1 correction is not saved to the database yet" in w.value for w in at.warning)  # sign-off
     picker().set_value(second).run()
     slide = at.session_state["slide"]
     assert slide["id"] == second and slide["pending"] == [(cell, "basophil", "")]

@@ -557,7 +557,7 @@ def test_an_undo_leaves_a_flagged_platelet_to_review_on_the_page_and_in_the_data
     assert not at.exception and not at.error
     slide = at.session_state["slide"]
     assert slide["result"].corrections == {} and slide["result"].platelets_to_review() == flagged
-    assert any(w.value.startswith("3 platelet(s) were flagged") for w in at.warning)
+    assert any(w.value.startswith("3 platelets were flagged") for w in at.warning)
     again = Store().load_analysis(slide["id"], owner=at.session_state["owner"])
     assert again.corrections == {} and again.platelets_to_review() == flagged  # undecided when reopened too
 

@@ -290,7 +290,7 @@ def test_review_flow_of_a_case_from_upload_to_signed_pdf(app_url, page, tmp_path
     page.get_by_text("0 of 100 white cells counted").first.wait_for()
     _wait_idle(page)
     page.locator("input[type=file]").first.set_input_files(paths)
-    page.get_by_text("over 3 field(s)").wait_for()
+    page.get_by_text("over 3 fields").wait_for()
     _wait_idle(page)
     gallery = page.locator('[data-testid="stMain"]')
     timings = {}
