@@ -275,6 +275,13 @@ def already_a_field(image) -> bool:
         return False
 
 
+if case is not None and not locked and state.get("case_continued") == case["id"]:
+    st.info(  # another patient's smear uploaded now would join this case: never without a word
+        f"Continuing case **{widgets.plain(case['name'])}** from an earlier session "
+        f"({count(case.get('fields') or 0, 'field')}): uploads are added to it. For another specimen, start a "
+        "**New case**.",
+        icon=":material/history:",
+    )
 up_col, demo_col = st.columns([3, 1], vertical_alignment="bottom")
 uploads = up_col.file_uploader(
     "Smear images: one or more fields of this case",

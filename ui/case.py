@@ -58,8 +58,8 @@ def case_picker_ui(store, owner: str) -> dict | None:
     state = st.session_state
     cases = store.list_cases(owner)
     ids = [c["id"] for c in cases]
-    if state.get("case_id") not in ids:
-        state["case_id"] = ids[0] if ids else None
+    if state.get("case_id") not in ids:  # a new session (a reload) continues the newest case: said at the uploader
+        state["case_id"] = state["case_continued"] = ids[0] if ids else None
     pick_col, new_col = st.columns([3, 1], vertical_alignment="bottom")
     if cases:
         # name and start time only: they never change, so the picker's text is never stale (the browser keeps a

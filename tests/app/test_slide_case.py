@@ -136,10 +136,15 @@ def test_new_case_form_and_the_picker_switch_cases():
 def test_a_reload_reopens_the_case_with_its_image_when_images_are_stored(monkeypatch, mode):
     monkeypatch.setenv("CELLKIT_IMAGE_STORE", mode)
     first = _fields(_page().run(), n=1)
+    assert not any("Continuing case" in i.value for i in first.info)  # this session started it
     again = _page().run()  # a reload: a new session, the same user
     assert not again.exception
     slide = again.session_state["slide"]
     assert slide["case_id"] == first.session_state["case_id"]
+    name = _store().case(slide["case_id"], again.session_state["owner"])["name"]
+    # the next specimen's smear would join this case: the page says so before any upload
+    assert any(visible(i.value).startswith(f"Continuing case {name} from an earlier session (1 field): uploads are "
+                                           "added") for i in again.info)  # fmt: skip
     assert (slide["image"] is not None) == (mode == "files")
     if mode == "off":
         assert any("not stored" in i.value for i in again.info)
