@@ -146,6 +146,16 @@ for k, (item, pred) in enumerate(list(zip(good, preds, strict=True))[:MAX_DETAIL
         right.plotly_chart(widgets.top_leaves_bar(tax, pred), key=f"top_{k}")
 
 st.subheader("All results")
-st.dataframe(readable_results(table, tax), hide_index=True)
+shown = readable_results(table, tax)
+shown["Confidence"] = [widgets.plain_number(v, 2) for v in shown["Confidence"]]  # a flagged crop's: a dash
+st.dataframe(
+    shown,
+    hide_index=True,
+    column_config={
+        **{c: st.column_config.NumberColumn(format="%.2f") for c in shown.columns if c.startswith("P(")},
+        "Unusualness (flagged above 1)": st.column_config.NumberColumn(format="%.2f"),
+        "Why review": st.column_config.TextColumn(width="large"),
+    },
+)
 st.caption("The CSV keeps the cell types' ids and one `p_<id>` column per node, as `cellkit classify` writes it.")
 st.download_button("Download CSV", table.to_csv(index=False).encode(), "cellkit_predictions.csv", "text/csv")

@@ -77,6 +77,7 @@ def test_cells_flagged_for_review_are_shown_as_unidentified(unsure_classifier):
     table = at.dataframe[0].value
     assert "unsure" in table["Why review"].iloc[0] and table["Best guess"].iloc[0]
     assert table["Shown as"].iloc[0] == "Unidentified — review"  # the table says it too (the CSV: shown_as)
+    assert table["Confidence"].iloc[0] == "—"  # a flagged cell has no confidence of its own: a dash, never None
     warning = next(w.value for w in at.warning if "Best guess" in w.value)  # one best guess: the table's
     assert f"Best guess: {table['Best guess'].iloc[0]} ({float(table['P(best guess)'].iloc[0]):.2f})" in warning
 
