@@ -509,6 +509,9 @@ def cell_review_ui(
     now = result.display_name(labels[pick])
     left.image(crop, caption=f"#{pick} model: {model_label}" + (f" · now: {now}" if now != model_label else ""),
                width=160)  # fmt: skip
+    why = result.detections.data.get("review")
+    if why is not None and why[pick]:  # why the model left this cell for review, in its own words
+        left.caption(plain(f"Flagged: {why[pick]}"))
     if key == "slide" and left.button("Explain this cell", icon=":material/visibility:"):
         st.session_state["explain_crop"] = crop
         st.session_state["explain_model"] = clf.spec.name  # the model that analysed the field, not the sidebar's

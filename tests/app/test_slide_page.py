@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from cellkit.io import encode_png
 from cellkit.synth import make_smear
+from tests.app._markdown import visible
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -430,6 +431,7 @@ def test_flagged_cells_are_unidentified_in_the_differential_and_the_gallery(monk
     assert any("Platelets: 2, after review." in c.value for c in at.caption)
     picker = at.selectbox(key="slide_cell")  # the review picker names cells as on screen
     assert picker.options and all("Unidentified — review" in o for o in picker.options)
+    assert any(visible(c.value).startswith("Flagged: unsure: no class reaches 0.99") for c in at.caption)  # why
     assert any(md.value.startswith("**Unidentified — review** (3)") for md in at.markdown)  # the gallery
     # flagged platelet boxes are grouped apart, saying how they are counted (they stood among the white cells)
     assert any(md.value.startswith("**Unidentified — review · platelet boxes, counted as platelets until decided** (2)")
