@@ -543,7 +543,8 @@ if slide:
             nrbc = result.nrbc()
             n_white = sum(v["count"] for v in diff.values())
             st.caption(
-                f"{count(n_white, 'white cell')}, in the usual reporting order. "
+                f"This field: {count(n_white, 'white cell')}, in the usual reporting order"
+                + (" (the whole case is under *Case & report*). " if case and results else ". ")
                 + (f"**NRBC: {nrbc['count']}** ({nrbc['per_100_wbc']:g} per 100 WBC), not counted among the white "
                    "cells. " if nrbc.get("count") else "No nucleated red cells. ")
                 + f"Platelets: {counts['platelet']}, after review."

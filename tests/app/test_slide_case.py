@@ -39,6 +39,9 @@ def test_three_fields_uploaded_at_once_make_one_case_with_progress_and_totals():
     assert [r.name for _, r in fields] == ["field1.png", "field2.png", "field3.png"]
     white = sum(sum(v["count"] for v in r.differential().values()) for _, r in fields)
     assert any(f"{white} of 100 white cells counted over 3 fields" in p.proto.text for p in at.get("progress"))
+    # the differential tab counts the field on screen, and says so (it read as the case's, beside the case's)
+    assert any(visible(c.value).startswith("This field: ") and "the whole case is under Case & report" in
+               visible(c.value) for c in at.caption)  # fmt: skip
     field = at.selectbox(key=f"case_field_{case['id']}")
     assert len(field.options) == 3
     field.set_value(fields[0][0]).run()  # another field of the case opens with its stored image
