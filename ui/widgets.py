@@ -539,8 +539,11 @@ def cell_review_ui(
             index=start,
             format_func=lambda n: REJECTIONS.get(n) or tax.display(n),
             key=f"{key}_reclassify_as_{cell_key}",
-            placeholder="Choose a cell type" + (f" (best guess: {tax.display(leaf)})" if leaf in ids else ""),
+            placeholder="Choose a cell type",  # the best guess goes below: a narrow column cut it off inside
+            help=f"The model's best guess: {tax.display(leaf)}." if leaf in ids else None,
         )
+        if leaf in ids and labels[pick] not in choices:
+            st.caption(f"Best guess: {tax.display(leaf)}")
         note = st.text_input("Note (optional)", key=f"{key}_note_{cell_key}")
         if st.form_submit_button("Save correction", disabled=locked):
             if new is None:
