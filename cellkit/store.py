@@ -120,6 +120,7 @@ class DetectionRow(Base):
     added_by: Mapped[str] = mapped_column(String(128), default="", server_default="")  # a reviewer's added cell
     added_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # when (0005)
     added_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the case's version then (0005)
+    review: Mapped[str] = mapped_column(Text, default="", server_default="")  # why the model flagged it (0006)
     analysis: Mapped[Analysis] = relationship(back_populates="detections")
     corrections: Mapped[list[Correction]] = relationship(
         back_populates="detection", cascade="all, delete-orphan", order_by="Correction.id"
@@ -282,12 +283,15 @@ def detection_records(result: SlideResult) -> list[dict[str, Any]]:
             "ood_score": None,
             "probs": None,
             "added_by": _tail(str(result.added.get(i, "")), NAME_CHARS),
+            "review": "",
         }
         if classified and data["label"][i]:
             row["leaf"], row["label"] = str(data["leaf"][i]), str(data["label"][i])
             row["cls_confidence"] = _opt(data["cls_confidence"][i])
             row["ood_score"] = _opt(data["ood_score"][i])
             row["probs"] = [_opt(round(float(p), 6)) for p in data["node_probs"][i]]  # NaN is not JSON: null
+            if "review" in data:
+                row["review"] = str(data["review"][i] or "")
         out.append(row)
     return out
 
@@ -1392,6 +1396,7 @@ def _result(a: Analysis) -> SlideResult:
             "label": np.array([d.label for d in dets], dtype=object),
             "cls_confidence": np.array([_nan(d.cls_confidence) for d in dets], np.float32),
             "ood_score": np.array([_nan(d.ood_score) for d in dets], np.float32),
+            "review": np.array([d.review or "" for d in dets], dtype=object),
             "node_probs": np.array(
                 [[_nan(p) for p in d.probs] if d.probs else [np.nan] * len(node_ids) for d in dets],
                 np.float32,

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from cellkit.store import MIGRATIONS, Base, Store
 
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _alembic(url: str, target: str) -> None:

@@ -31,6 +31,9 @@ def test_round_trip(store, result):
     np.testing.assert_allclose(back.detections.xyxy, result.detections.xyxy, atol=1e-3)
     np.testing.assert_array_equal(back.detections.data["label"], result.detections.data["label"])
     np.testing.assert_allclose(back.detections.data["node_probs"], result.detections.data["node_probs"], atol=1e-5)
+    # why the model flagged a cell comes back with it: a reopened field said no reason (before migration 0006)
+    assert list(back.detections.data["review"]) == list(result.detections.data["review"])
+    assert any(result.detections.data["review"])  # the tiny model leaves some cells for review
     assert back.differential() == result.differential()
     assert back.image_sha256 == result.image_sha256 and back.models == result.models
     (row,) = store.list_analyses("alice")
