@@ -15,6 +15,7 @@ from cellkit import (
     CellkitError,
     ImageItem,
     PixelBudget,
+    count,
     heavy_job,
     iter_zip,
     prediction_row,
@@ -22,7 +23,6 @@ from cellkit import (
     readable_results,
     result_columns,
 )
-from cellkit.words import count
 from ui import resources, widgets
 
 MAX_DETAILED = 12

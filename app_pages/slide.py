@@ -18,6 +18,7 @@ from cellkit import (
     case_summary,
     check_field,
     config,
+    count,
     field_scale_warning,
     heavy_job,
     image_sha256,
@@ -28,8 +29,8 @@ from cellkit import (
     scale_warning,
     undo_point,
     undo_step,
+    verb,
 )
-from cellkit.words import count, verb
 from ui import case as case_ui
 from ui import resources, review, widgets
 from ui.adapt import adapt_ui

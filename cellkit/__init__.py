@@ -93,10 +93,15 @@ _LAZY = {
     "undo_point": "cellkit.review",
     "undo_step": "cellkit.review",
     "REJECTIONS": "cellkit.taxonomy",
+    # words
+    "count": "cellkit.words",
+    "verb": "cellkit.words",
 }
 _MODULES = ("config", "stats", "plots", "batch")
 
 __all__ = [
+    "count",
+    "verb",
     "DEFAULT_DATASET",
     "DEFAULT_TAXONOMY",
     "UNKNOWN",
